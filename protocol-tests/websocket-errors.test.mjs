@@ -1,0 +1,394 @@
+// The WebSocket endpoint seen by a raw `ws` client: handshake errors,
+// keep-alive, malformed frames. PROTOCOL.md §1–§3.
+
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import Pusher from 'pusher-js';
+import {
+  APPS,
+  HOST,
+  PORT,
+  DEFAULT_QUERY,
+  connectEstablished,
+  connectRaw,
+  newServerSdk,
+  parseData,
+  sleep,
+  uniqueChannel,
+  waitFor,
+  withTimeout,
+} from './helpers.mjs';
+
+const T = { timeout: 30000 };
+const sdk = newServerSdk();
+
+/** Open a raw connection that is terminated after the test. */
+function raw(t, ...args) {
+  const c = connectRaw(...args);
+  t.after(() => c.close());
+  return c;
+}
+
+async function established(t, key = APPS.main.key, query = DEFAULT_QUERY) {
+  const [c, est] = await connectEstablished(key, query);
+  t.after(() => c.close());
+  return [c, est];
+}
+
+/** Like established(), retried for a few seconds: the limited app's single slot
+ * may still be held by a connection of the previous test that is closing. */
+async function establishedRetry(t, key) {
+  return waitFor(
+    async () => {
+      const c = connectRaw(key);
+      t.after(() => c.close());
+      try {
+        return [c, await c.established(2000)];
+      } catch {
+        c.close();
+        return null;
+      }
+    },
+    6000,
+    100,
+    `a ${key} connection`,
+  );
+}
+
+/** Expect a pusher:error with `code`, then a close with the same code. */
+async function expectErrorThenClose(c, code) {
+  const err = await c.next('pusher:error', 5000);
+  const data = parseData(err.data);
+  assert.equal(data.code, code, `pusher:error code (frame ${JSON.stringify(err)})`);
+  assert.equal(typeof data.message, 'string');
+  const closed = await withTimeout(c.closed, 5000, 'server did not close the connection');
+  assert.equal(closed.code, code, `close code (${JSON.stringify(closed)})`);
+  assert.ok(
+    !c.frames.some((f) => f.event === 'pusher:connection_established'),
+    'no connection_established before the error',
+  );
+}
+
+/** The connection can still subscribe to a fresh channel and receive an event triggered over HTTP. */
+async function assertSubscribesAndReceives(c) {
+  const name = uniqueChannel('alive');
+  await c.subscribe(name, 5000);
+  const res = await sdk.trigger(name, 'probe', { alive: name });
+  assert.equal(res.status, 200);
+  const f = await c.next((x) => x.event === 'probe' && x.channel === name, 5000);
+  assert.deepEqual(parseData(f.data), { alive: name });
+}
+
+// ---------------------------------------------------------------------------
+describe('handshake errors', () => {
+  test('unknown app key gets pusher:error 4001 and close 4001', T, async (t) => {
+    const c = raw(t, 'no-such-key');
+    await expectErrorThenClose(c, 4001);
+  });
+
+  test('disabled app gets pusher:error 4003 and close 4003', T, async (t) => {
+    const c = raw(t, APPS.disabled.key);
+    await expectErrorThenClose(c, 4003);
+  });
+
+  test('limited app (max_connections=1): the second connection gets 4004, the first keeps working', T, async (t) => {
+    const [first] = await establishedRetry(t, APPS.limited.key);
+    const second = raw(t, APPS.limited.key);
+    await expectErrorThenClose(second, 4004);
+    assert.equal(first.isClosed, false, 'first connection still open');
+    first.send({ event: 'pusher:ping', data: {} });
+    await first.next('pusher:pong', 3000);
+    const name = uniqueChannel('limited');
+    await first.subscribe(name);
+    const limitedSdk = newServerSdk(APPS.limited.appId, APPS.limited.key, APPS.limited.secret);
+    await limitedSdk.trigger(name, 'ev', { ok: 1 });
+    const f = await first.next('ev', 3000);
+    assert.deepEqual(parseData(f.data), { ok: 1 });
+  });
+
+  test('limited app: closing the only connection frees the slot for a new one', T, async (t) => {
+    const [first] = await establishedRetry(t, APPS.limited.key);
+    first.ws.close(1000);
+    await first.closed;
+    const [, est] = await establishedRetry(t, APPS.limited.key);
+    assert.match(est.socket_id, /^\d+\.\d+$/);
+  });
+
+  test('wrong path (/foo/{key}) never gets connection_established (close 4005 or HTTP 404)', T, async (t) => {
+    const c = raw(t, APPS.main.key, DEFAULT_QUERY, `/foo/${APPS.main.key}`);
+    const closed = await withTimeout(c.closed, 5000, 'wrong path: connection neither refused nor closed');
+    assert.ok(
+      closed.httpStatus === 404 || closed.code === 4005,
+      `expected HTTP 404 or close 4005, got ${JSON.stringify(closed)}`,
+    );
+    assert.ok(!c.frames.some((f) => f.event === 'pusher:connection_established'));
+  });
+
+  test('missing protocol parameter gets 4008', T, async (t) => {
+    const c = raw(t, APPS.main.key, 'client=js&version=8.4.0&flash=false');
+    await expectErrorThenClose(c, 4008);
+  });
+
+  test('protocol=abc (not a number) gets 4006', T, async (t) => {
+    const c = raw(t, APPS.main.key, 'protocol=abc&client=js&version=8.4.0');
+    await expectErrorThenClose(c, 4006);
+  });
+
+  for (const v of ['4', '8']) {
+    test(`unsupported protocol=${v} gets 4007`, T, async (t) => {
+      const c = raw(t, APPS.main.key, `protocol=${v}&client=js&version=8.4.0`);
+      await expectErrorThenClose(c, 4007);
+    });
+  }
+
+  for (const [what, key, code] of [
+    ['an unknown key', 'no-such-key', 4001],
+    ['a disabled app', APPS.disabled.key, 4003],
+  ]) {
+    test(`pusher-js given ${what} reports error ${code} and does not retry (4000-4099: refused)`, T, async (t) => {
+      const p = new Pusher(key, {
+        wsHost: HOST,
+        wsPort: PORT,
+        wssPort: PORT,
+        forceTLS: false,
+        enabledTransports: ['ws'],
+        cluster: 'mt1',
+        disableStats: true,
+      });
+      t.after(() => p.disconnect());
+      const errors = [];
+      const states = [];
+      p.connection.bind('error', (e) => errors.push(e));
+      p.connection.bind('state_change', (s) => states.push(s.current));
+      // pusher-js maps close codes 4000-4099 to 'refused': it disconnects for good.
+      await waitFor(() => states.includes('disconnected'), 8000, 50, `pusher-js disconnected (states ${states})`);
+      const codes = errors.map((e) => e && e.error && e.error.data && e.error.data.code);
+      assert.ok(codes.includes(code), `pusher-js saw error ${code}: ${JSON.stringify(errors)}`);
+      await sleep(1500);
+      assert.equal(p.connection.state, 'disconnected', `states: ${states}`);
+      assert.deepEqual(states, ['disconnected'], 'no reconnect attempt after a 40xx refusal');
+    });
+  }
+
+  test('protocol 5, 6 and 7 are all accepted', T, async (t) => {
+    for (const v of ['5', '6', '7']) {
+      const [c, est] = await established(t, APPS.main.key, `protocol=${v}&client=js&version=8.4.0&flash=false`);
+      assert.match(est.socket_id, /^\d+\.\d+$/);
+      c.close();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe('connection_established and keep-alive', () => {
+  test('connection_established data is a JSON string with socket_id and activity_timeout 3', T, async (t) => {
+    const c = raw(t, APPS.main.key);
+    const f = await c.next('pusher:connection_established', 5000);
+    assert.equal(c.frames[0].event, 'pusher:connection_established', 'it is the first frame');
+    assert.equal(typeof f.data, 'string', 'data is double-encoded (a JSON string)');
+    const d = JSON.parse(f.data);
+    assert.match(d.socket_id, /^\d+\.\d+$/);
+    assert.equal(d.activity_timeout, 3);
+  });
+
+  test('pusher:ping is answered with pusher:pong', T, async (t) => {
+    const [c] = await established(t);
+    c.send({ event: 'pusher:ping', data: {} });
+    await c.next('pusher:pong', 3000);
+    // data given as a string works too
+    c.send({ event: 'pusher:ping', data: '{}' });
+    await c.next('pusher:pong', 3000);
+  });
+
+  test('a silent client gets a server pusher:ping after activity_timeout, then close 4201', T, async (t) => {
+    const start = Date.now();
+    // autoPong off: the client does not even answer WebSocket-level pings.
+    const c = raw(t, APPS.main.key, DEFAULT_QUERY, undefined, { autoPong: false });
+    await c.established(5000);
+    const ping = await c.next('pusher:ping', 6000);
+    const pingAt = ping.receivedAt - start;
+    assert.ok(pingAt >= 2500, `server ping came too early (${pingAt} ms; activity_timeout is 3 s)`);
+    assert.ok(pingAt <= 4500, `server ping came after ${pingAt} ms (activity_timeout is 3 s)`);
+    const closed = await withTimeout(c.closed, 8000, 'silent client was never closed');
+    const closedAt = Date.now() - start;
+    assert.equal(closed.code, 4201, `close code ${JSON.stringify(closed)}`);
+    assert.ok(closedAt <= 7000, `closed after ${closedAt} ms (3 s + pong_timeout 2 s)`);
+    assert.ok(closedAt - pingAt >= 1500, `closed ${closedAt - pingAt} ms after the ping (pong_timeout is 2 s)`);
+  });
+
+  test('a client that answers server pings with pusher:pong stays open past 7 s', T, async (t) => {
+    const c = raw(t, APPS.main.key, DEFAULT_QUERY, undefined, { autoPong: false });
+    await c.established(5000);
+    let pings = 0;
+    c.ws.on('message', (buf) => {
+      try {
+        if (JSON.parse(buf.toString()).event === 'pusher:ping') {
+          pings += 1;
+          c.send({ event: 'pusher:pong', data: {} });
+        }
+      } catch {
+        /* ignore */
+      }
+    });
+    await sleep(7500);
+    assert.equal(c.isClosed, false, `closed: ${JSON.stringify(c.closedInfo)}`);
+    assert.ok(pings >= 1, 'the server pinged the idle client');
+    c.send({ event: 'pusher:ping', data: {} });
+    await c.next('pusher:pong', 3000);
+  });
+
+  test('a client that keeps sending its own pings is never pinged or closed', T, async (t) => {
+    const [c] = await established(t);
+    for (let i = 0; i < 7; i++) {
+      c.send({ event: 'pusher:ping', data: {} });
+      await c.next('pusher:pong', 3000);
+      await sleep(1000);
+    }
+    assert.equal(c.isClosed, false);
+    assert.ok(!c.frames.some((f) => f.event === 'pusher:ping'), 'the server pinged a client that was not idle');
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe('malformed frames', () => {
+  const longName = 'x'.repeat(165);
+  const cases = [
+    { name: 'a frame that is not JSON', send: 'this is not json {', accept: ['pusher:error'] },
+    { name: 'a JSON array', send: '[1,2,3]', accept: ['pusher:error'] },
+    { name: 'JSON without event', send: JSON.stringify({ data: { channel: 'x' } }), accept: ['pusher:error'] },
+    { name: 'event that is not a string', send: JSON.stringify({ event: 42, data: {} }), accept: ['pusher:error'] },
+    {
+      name: 'subscribe with data a number',
+      send: JSON.stringify({ event: 'pusher:subscribe', data: 7 }),
+      accept: ['pusher:error', 'pusher:subscription_error'],
+    },
+    {
+      name: 'subscribe without a channel',
+      send: JSON.stringify({ event: 'pusher:subscribe', data: {} }),
+      accept: ['pusher:error', 'pusher:subscription_error'],
+    },
+    {
+      name: 'subscribe to a channel name with invalid characters',
+      send: JSON.stringify({ event: 'pusher:subscribe', data: { channel: 'bad channel!' } }),
+      accept: ['pusher:error', 'pusher:subscription_error'],
+    },
+    {
+      name: 'subscribe to a channel name longer than 164 chars',
+      send: JSON.stringify({ event: 'pusher:subscribe', data: { channel: longName } }),
+      accept: ['pusher:error', 'pusher:subscription_error'],
+    },
+    {
+      name: 'an oversized frame (> 65536 bytes)',
+      send: JSON.stringify({ event: 'client-big', channel: 'private-x', data: 'y'.repeat(70000) }),
+      accept: ['pusher:error'],
+      mayClose: 1009,
+    },
+  ];
+
+  for (const k of cases) {
+    test(`${k.name} is answered with ${k.accept.join(' or ')}${k.mayClose ? ` (or close ${k.mayClose})` : ''}; the server keeps serving`, T, async (t) => {
+      const [c] = await established(t);
+      c.sendRaw(k.send);
+      let outcome;
+      try {
+        outcome = await c.next((f) => k.accept.includes(f.event), 3000);
+      } catch (e) {
+        if (k.mayClose && c.isClosed) outcome = null;
+        else throw e;
+      }
+      if (outcome === null) {
+        assert.equal(c.closedInfo.code, k.mayClose, `closed with ${JSON.stringify(c.closedInfo)}`);
+      } else {
+        const d = parseData(outcome.data);
+        assert.ok(d && typeof d === 'object', `error data is an object: ${JSON.stringify(outcome)}`);
+        if (outcome.event === 'pusher:error') {
+          assert.ok(typeof d.message === 'string' && d.message.length > 0, 'error has a message');
+          // A malformed frame is not a reason to close (the only exception is the oversized frame)
+          await sleep(k.mayClose ? 300 : 100);
+          if (!k.mayClose) {
+            assert.equal(c.isClosed, false, `connection closed: ${JSON.stringify(c.closedInfo)}`);
+          } else if (c.isClosed) {
+            // error frame then close: the close must be the "message too big" one
+            assert.equal(c.closedInfo.code, k.mayClose, `closed with ${JSON.stringify(c.closedInfo)}`);
+          }
+        }
+        if (!c.isClosed) await assertSubscribesAndReceives(c);
+      }
+      // A fresh connection works too.
+      const [fresh] = await established(t);
+      await assertSubscribesAndReceives(fresh);
+    });
+  }
+
+  test('a frame of just under the limit is accepted', T, async (t) => {
+    const [c] = await established(t);
+    // ~60 KB ping: well-formed and below max_frame_bytes.
+    c.send({ event: 'pusher:ping', data: { pad: 'p'.repeat(60000) } });
+    await c.next('pusher:pong', 3000);
+    assert.equal(c.isClosed, false);
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe('subscriptions and unknown events', () => {
+  test('subscribe data given as a JSON string is accepted', T, async (t) => {
+    const [c] = await established(t);
+    const name = uniqueChannel('strdata');
+    c.send({ event: 'pusher:subscribe', data: JSON.stringify({ channel: name }) });
+    const ok = await c.next((f) => f.channel === name, 3000);
+    assert.equal(ok.event, 'pusher_internal:subscription_succeeded');
+  });
+
+  test('subscription_succeeded for a public channel names the channel and carries data as a string', T, async (t) => {
+    const [c] = await established(t);
+    const name = uniqueChannel('succ');
+    const f = await c.subscribe(name);
+    assert.equal(f.channel, name);
+    assert.equal(typeof f.data, 'string');
+  });
+
+  test('subscribing twice answers success twice and still delivers each event once', T, async (t) => {
+    const [c] = await established(t);
+    const name = uniqueChannel('twice');
+    await c.subscribe(name);
+    await c.subscribe(name);
+    const b = await (await sdk.get({ path: `/channels/${name}`, params: { info: 'subscription_count' } })).json();
+    assert.equal(b.subscription_count, 1, 'one connection counts once');
+    await sdk.trigger(name, 'once', { n: 1 });
+    await c.next('once', 3000);
+    await c.none('once', 400);
+  });
+
+  test('an unknown pusher:foo event does not close the connection', T, async (t) => {
+    const [c] = await established(t);
+    c.send({ event: 'pusher:foo', data: {} });
+    c.send({ event: 'no-prefix-event', data: {} });
+    await sleep(200);
+    assert.equal(c.isClosed, false);
+    c.send({ event: 'pusher:ping', data: {} });
+    await c.next('pusher:pong', 3000);
+    await assertSubscribesAndReceives(c);
+  });
+
+  test('server events reach a raw client with data as a JSON string', T, async (t) => {
+    const [c] = await established(t);
+    const name = uniqueChannel('wire');
+    await c.subscribe(name);
+    await sdk.trigger(name, 'wire-ev', { a: [1, 'ü'] });
+    const f = await c.next('wire-ev', 3000);
+    assert.equal(f.channel, name);
+    assert.equal(typeof f.data, 'string');
+    assert.deepEqual(JSON.parse(f.data), { a: [1, 'ü'] });
+  });
+
+  test('client events on a public channel are not delivered to the other subscriber', T, async (t) => {
+    const [a] = await established(t);
+    const [b] = await established(t);
+    const name = uniqueChannel('pubclient');
+    await a.subscribe(name);
+    await b.subscribe(name);
+    a.send({ event: 'client-hi', channel: name, data: { x: 1 } });
+    await b.none('client-hi', 500);
+    assert.equal(a.isClosed, false);
+  });
+});

@@ -1,0 +1,416 @@
+//! Typed configuration: a TOML file, environment overrides, and validation
+//! errors that name the offending key.
+
+use serde::Deserialize;
+use std::path::Path;
+use thiserror::Error;
+
+/// Why the configuration was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown/mistyped keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The path given.
+        path: String,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config value `{key}`: {reason}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `apps[1].key`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener, keep-alive and process settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The apps served; one built-in default app when empty.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+}
+
+/// Listener, keep-alive and process settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: String,
+    /// Port for WebSocket and HTTP API.
+    pub port: u16,
+    /// Seconds of silence before the server pings a client (announced to clients).
+    pub activity_timeout: u64,
+    /// Seconds to wait for any frame after our ping before closing with 4201.
+    pub pong_timeout: u64,
+    /// Largest WebSocket frame accepted from a client, in bytes.
+    pub max_frame_bytes: usize,
+    /// Frames queued for one connection before it is closed with 4100.
+    pub outgoing_queue: usize,
+    /// Seconds given to close sockets and finish requests on shutdown.
+    pub shutdown_grace: u64,
+    /// Largest HTTP API request body, in bytes.
+    pub max_request_bytes: usize,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter).
+    pub log_level: String,
+    /// Log as JSON lines instead of human-readable text.
+    pub log_json: bool,
+    /// Serve Prometheus metrics on `/metrics`.
+    pub metrics: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 6001,
+            activity_timeout: 120,
+            pong_timeout: 30,
+            max_frame_bytes: 64 * 1024,
+            outgoing_queue: 1024,
+            shutdown_grace: 5,
+            max_request_bytes: 1024 * 1024,
+            log_level: "info".into(),
+            log_json: false,
+            metrics: true,
+        }
+    }
+}
+
+/// One app: credentials and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// App id used in HTTP API paths.
+    pub id: String,
+    /// Public key used by clients in the WebSocket URL.
+    pub key: String,
+    /// Secret used to sign everything.
+    pub secret: String,
+    /// A disabled app refuses connections (4003) and API calls (403).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Most concurrent connections; 0 means unlimited.
+    #[serde(default)]
+    pub max_connections: u64,
+    /// Whether clients may send `client-*` events.
+    #[serde(default = "yes")]
+    pub client_events: bool,
+    /// Largest event `data`, in bytes.
+    #[serde(default = "d_max_event_data_bytes")]
+    pub max_event_data_bytes: usize,
+    /// Longest event name.
+    #[serde(default = "d_max_event_name_length")]
+    pub max_event_name_length: usize,
+    /// Most channels one trigger may name.
+    #[serde(default = "d_max_channels_per_event")]
+    pub max_channels_per_event: usize,
+    /// Longest channel name.
+    #[serde(default = "d_max_channel_name_length")]
+    pub max_channel_name_length: usize,
+    /// Most events in one batch trigger.
+    #[serde(default = "d_max_batch_events")]
+    pub max_batch_events: usize,
+    /// Most channels one connection may be subscribed to.
+    #[serde(default = "d_max_channels_per_connection")]
+    pub max_channels_per_connection: usize,
+    /// Most members on one presence channel.
+    #[serde(default = "d_max_presence_members")]
+    pub max_presence_members: usize,
+    /// Largest presence `user_info`, in bytes.
+    #[serde(default = "d_max_presence_user_info_bytes")]
+    pub max_presence_user_info_bytes: usize,
+    /// Client events one connection may send per second.
+    #[serde(default = "d_client_event_rate")]
+    pub client_event_rate: u32,
+    /// Seconds a cache channel remembers its last event.
+    #[serde(default = "d_cache_ttl")]
+    pub cache_ttl: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn d_max_event_data_bytes() -> usize {
+    10 * 1024
+}
+fn d_max_event_name_length() -> usize {
+    200
+}
+fn d_max_channels_per_event() -> usize {
+    100
+}
+fn d_max_channel_name_length() -> usize {
+    crate::protocol::channel::MAX_CHANNEL_NAME_LENGTH
+}
+fn d_max_batch_events() -> usize {
+    10
+}
+fn d_max_channels_per_connection() -> usize {
+    100
+}
+fn d_max_presence_members() -> usize {
+    100
+}
+fn d_max_presence_user_info_bytes() -> usize {
+    1024
+}
+fn d_client_event_rate() -> u32 {
+    10
+}
+fn d_cache_ttl() -> u64 {
+    30 * 60
+}
+
+impl AppConfig {
+    /// An app with the given credentials and every default limit.
+    pub fn with_credentials(id: &str, key: &str, secret: &str) -> Self {
+        AppConfig {
+            id: id.into(),
+            key: key.into(),
+            secret: secret.into(),
+            enabled: true,
+            max_connections: 0,
+            client_events: true,
+            max_event_data_bytes: d_max_event_data_bytes(),
+            max_event_name_length: d_max_event_name_length(),
+            max_channels_per_event: d_max_channels_per_event(),
+            max_channel_name_length: d_max_channel_name_length(),
+            max_batch_events: d_max_batch_events(),
+            max_channels_per_connection: d_max_channels_per_connection(),
+            max_presence_members: d_max_presence_members(),
+            max_presence_user_info_bytes: d_max_presence_user_info_bytes(),
+            client_event_rate: d_client_event_rate(),
+            cache_ttl: d_cache_ttl(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            apps: vec![AppConfig::with_credentials(
+                "app-id",
+                "app-key",
+                "app-secret",
+            )],
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (or the defaults), applies environment overrides, validates.
+    ///
+    /// `env` looks up a variable; it is a parameter so tests need not touch the
+    /// process environment.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: shown,
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error message names the bad key.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if config.apps.is_empty() {
+            config.apps = Config::default().apps;
+        }
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(host) = env("RUSHER_HOST") {
+            self.server.host = host;
+        }
+        if let Some(port) = env("RUSHER_PORT") {
+            self.server.port = port
+                .parse()
+                .map_err(|_| invalid("RUSHER_PORT", format!("`{port}` is not a port number")))?;
+        }
+        if let Some(level) = env("RUSHER_LOG_LEVEL") {
+            self.server.log_level = level;
+        }
+        // The credential overrides apply to the first (default) app.
+        if let Some(app) = self.apps.first_mut() {
+            if let Some(id) = env("RUSHER_APP_ID") {
+                app.id = id;
+            }
+            if let Some(key) = env("RUSHER_APP_KEY") {
+                app.key = key;
+            }
+            if let Some(secret) = env("RUSHER_APP_SECRET") {
+                app.secret = secret;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks ranges and uniqueness; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        let positive = [
+            ("server.activity_timeout", s.activity_timeout as usize),
+            ("server.pong_timeout", s.pong_timeout as usize),
+            ("server.max_frame_bytes", s.max_frame_bytes),
+            ("server.outgoing_queue", s.outgoing_queue),
+            ("server.max_request_bytes", s.max_request_bytes),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            let at = |field: &str| format!("apps[{i}].{field}");
+            for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+                if value.trim().is_empty() {
+                    return Err(invalid(at(field), "must not be empty"));
+                }
+            }
+            if app.id.contains('/') {
+                return Err(invalid(at("id"), "must not contain `/`"));
+            }
+            if !ids.insert(app.id.as_str()) {
+                return Err(invalid(at("id"), format!("`{}` is used twice", app.id)));
+            }
+            if !keys.insert(app.key.as_str()) {
+                return Err(invalid(at("key"), format!("`{}` is used twice", app.key)));
+            }
+            let limits = [
+                ("max_event_data_bytes", app.max_event_data_bytes),
+                ("max_event_name_length", app.max_event_name_length),
+                ("max_channels_per_event", app.max_channels_per_event),
+                ("max_channel_name_length", app.max_channel_name_length),
+                ("max_batch_events", app.max_batch_events),
+                (
+                    "max_channels_per_connection",
+                    app.max_channels_per_connection,
+                ),
+                ("max_presence_members", app.max_presence_members),
+                (
+                    "max_presence_user_info_bytes",
+                    app.max_presence_user_info_bytes,
+                ),
+                ("client_event_rate", app.client_event_rate as usize),
+                ("cache_ttl", app.cache_ttl as usize),
+            ];
+            for (field, value) in limits {
+                if value == 0 {
+                    return Err(invalid(at(field), "must be greater than 0"));
+                }
+            }
+            if app.max_channel_name_length > crate::protocol::channel::MAX_CHANNEL_NAME_LENGTH {
+                return Err(invalid(
+                    at("max_channel_name_length"),
+                    "must be at most 164 (the protocol's limit)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_serve_the_builtin_app_on_6001() {
+        let config = Config::load(None, no_env).unwrap();
+        assert_eq!(config.server.port, 6001);
+        assert_eq!(config.apps.len(), 1);
+        assert_eq!(config.apps[0].key, "app-key");
+        assert_eq!(config.apps[0].max_event_data_bytes, 10240);
+    }
+
+    #[test]
+    fn environment_overrides_port_and_credentials() {
+        let env = |name: &str| match name {
+            "RUSHER_PORT" => Some("7000".to_string()),
+            "RUSHER_APP_KEY" => Some("k2".to_string()),
+            _ => None,
+        };
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(config.server.port, 7000);
+        assert_eq!(config.apps[0].key, "k2");
+    }
+
+    #[test]
+    fn bad_port_in_environment_names_the_variable() {
+        let env = |name: &str| (name == "RUSHER_PORT").then(|| "x".to_string());
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("RUSHER_PORT"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[server]\nprot = 1\n").unwrap_err();
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_app_key_is_named() {
+        let mut config = Config::default();
+        let mut second = config.apps[0].clone();
+        second.id = "other".into();
+        config.apps.push(second);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("apps[1].key"), "{err}");
+    }
+
+    #[test]
+    fn zero_limit_is_named() {
+        let text = "[[apps]]\nid='a'\nkey='b'\nsecret='c'\nmax_batch_events=0\n";
+        let config = Config::from_toml(text).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("apps[0].max_batch_events"), "{err}");
+    }
+}

@@ -1,0 +1,51 @@
+//! HTTP API errors: every refusal maps to a status and a JSON `{"error": ..}` here.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use thiserror::Error;
+
+/// A refused API request.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or breaks a limit.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: the signature check failed.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the app is disabled.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: unknown app or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 413: body or event data too large.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 503: the server is shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .json(serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+/// Shorthand for a 400 with a message.
+pub fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(message.into())
+}

@@ -1,0 +1,254 @@
+//! `POST /apps/{id}/events` and `POST /apps/{id}/batch_events`.
+
+use super::error::{bad_request, ApiError};
+use super::signed::{admit, info_attributes};
+use super::HttpSettings;
+use crate::apps::App;
+use crate::hub::Hub;
+use crate::protocol::channel::{channel_type, validate_channel_name, ChannelKind};
+use crate::protocol::frames::event_frame;
+use actix_web::web::{Data, Path, Payload};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// One event as the SDKs send it.
+#[derive(Debug, Deserialize)]
+struct EventRequest {
+    name: Option<String>,
+    data: Option<Value>,
+    channels: Option<Vec<String>>,
+    channel: Option<String>,
+    socket_id: Option<String>,
+    info: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BatchRequest {
+    batch: Vec<EventRequest>,
+}
+
+/// An event that passed every check, ready to publish.
+struct ValidEvent {
+    name: String,
+    data: String,
+    channels: Vec<String>,
+    socket_id: Option<String>,
+    info: Vec<String>,
+}
+
+fn valid_socket_id(socket_id: &str) -> bool {
+    socket_id.split_once('.').is_some_and(|(a, b)| {
+        !a.is_empty()
+            && !b.is_empty()
+            && a.bytes().all(|c| c.is_ascii_digit())
+            && b.bytes().all(|c| c.is_ascii_digit())
+    })
+}
+
+/// Checks one event against the app's limits (400, or 413 for data size).
+fn validate(app: &App, event: EventRequest) -> Result<ValidEvent, ApiError> {
+    let name = event
+        .name
+        .ok_or_else(|| bad_request("missing event name (`name`)"))?;
+    if name.is_empty() {
+        return Err(bad_request("event name must not be empty"));
+    }
+    if name.len() > app.max_event_name_length {
+        return Err(bad_request(format!(
+            "event name is longer than {} characters",
+            app.max_event_name_length
+        )));
+    }
+    let data = match event.data {
+        Some(Value::String(data)) => data,
+        // The SDKs send a string; tolerate JSON values by encoding them.
+        Some(other) => other.to_string(),
+        None => return Err(bad_request("missing event data (`data`)")),
+    };
+    if data.len() > app.max_event_data_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "event data is larger than {} bytes",
+            app.max_event_data_bytes
+        )));
+    }
+    let channels = match (event.channels, event.channel) {
+        (Some(channels), _) => channels,
+        (None, Some(channel)) => vec![channel],
+        (None, None) => return Err(bad_request("missing `channels` or `channel`")),
+    };
+    if channels.is_empty() {
+        return Err(bad_request("`channels` must name at least one channel"));
+    }
+    if channels.len() > app.max_channels_per_event {
+        return Err(bad_request(format!(
+            "an event may name at most {} channels",
+            app.max_channels_per_event
+        )));
+    }
+    for channel in &channels {
+        validate_channel_name(channel, app.max_channel_name_length)
+            .map_err(|e| bad_request(format!("invalid channel `{channel}`: {e}")))?;
+    }
+    if let Some(socket_id) = &event.socket_id {
+        if !valid_socket_id(socket_id) {
+            return Err(bad_request(format!("invalid socket_id `{socket_id}`")));
+        }
+    }
+    let info = info_attributes(event.info.as_deref());
+    for attribute in &info {
+        if attribute != "subscription_count" && attribute != "user_count" {
+            return Err(bad_request(format!("unknown info attribute `{attribute}`")));
+        }
+    }
+    Ok(ValidEvent {
+        name,
+        data,
+        channels,
+        socket_id: event.socket_id,
+        info,
+    })
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Publishes to every channel of the event; returns the `info` asked for.
+async fn publish(hub: &Hub, app: &App, event: &ValidEvent) -> Map<String, Value> {
+    let mut channels_info = Map::new();
+    for channel in &event.channels {
+        let frame = event_frame(&event.name, channel, &event.data, None);
+        hub.publish(&app.id, channel, frame, event.socket_id.as_deref())
+            .await;
+        if !event.info.is_empty() {
+            let mut info = Map::new();
+            for attribute in &event.info {
+                match attribute.as_str() {
+                    "subscription_count" => {
+                        let count = hub.subscription_count(&app.id, channel).await;
+                        info.insert(attribute.clone(), count.into());
+                    }
+                    "user_count" if channel_type(channel).kind == ChannelKind::Presence => {
+                        let count = hub.user_count(&app.id, channel).await;
+                        info.insert(attribute.clone(), count.into());
+                    }
+                    _ => {}
+                }
+            }
+            channels_info.insert(channel.clone(), Value::Object(info));
+        }
+    }
+    channels_info
+}
+
+/// `POST /apps/{app_id}/events`.
+pub async fn trigger(
+    req: HttpRequest,
+    payload: Payload,
+    app_id: Path<String>,
+    hub: Data<Arc<Hub>>,
+    settings: Data<HttpSettings>,
+) -> Result<HttpResponse, ApiError> {
+    let (app, body) = admit(&req, payload, &hub, &settings, &app_id).await?;
+    let event = validate(&app, parse_json(&body)?)?;
+    let channels = publish(&hub, &app, &event).await;
+    if event.info.is_empty() {
+        Ok(HttpResponse::Ok().json(serde_json::json!({})))
+    } else {
+        Ok(HttpResponse::Ok().json(serde_json::json!({ "channels": channels })))
+    }
+}
+
+/// `POST /apps/{app_id}/batch_events`.
+pub async fn trigger_batch(
+    req: HttpRequest,
+    payload: Payload,
+    app_id: Path<String>,
+    hub: Data<Arc<Hub>>,
+    settings: Data<HttpSettings>,
+) -> Result<HttpResponse, ApiError> {
+    let (app, body) = admit(&req, payload, &hub, &settings, &app_id).await?;
+    let batch: BatchRequest = parse_json(&body)?;
+    if batch.batch.len() > app.max_batch_events {
+        return Err(bad_request(format!(
+            "a batch may hold at most {} events",
+            app.max_batch_events
+        )));
+    }
+    // Validate everything first: a bad item refuses the whole batch, unsent.
+    let events = batch
+        .batch
+        .into_iter()
+        .map(|event| validate(&app, event))
+        .collect::<Result<Vec<_>, _>>()?;
+    let any_info = events.iter().any(|e| !e.info.is_empty());
+    let mut results = Vec::with_capacity(events.len());
+    for event in &events {
+        let channels = publish(&hub, &app, event).await;
+        // Batch items name one channel; report its info flat, as Pusher does.
+        let info = channels
+            .into_values()
+            .next()
+            .unwrap_or(Value::Object(Map::new()));
+        results.push(info);
+    }
+    if any_info {
+        Ok(HttpResponse::Ok().json(serde_json::json!({ "batch": results })))
+    } else {
+        Ok(HttpResponse::Ok().json(serde_json::json!({})))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AppConfig;
+
+    fn event(json: Value) -> EventRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn limits_are_enforced_with_the_right_error() {
+        let mut app = AppConfig::with_credentials("a", "k", "s");
+        app.max_channels_per_event = 2;
+        app.max_event_data_bytes = 4;
+        let ok = validate(
+            &app,
+            event(serde_json::json!({"name":"e","data":"1234","channel":"c"})),
+        );
+        assert!(ok.is_ok());
+        let big = validate(
+            &app,
+            event(serde_json::json!({"name":"e","data":"12345","channel":"c"})),
+        );
+        assert!(matches!(big, Err(ApiError::PayloadTooLarge(_))));
+        let many = validate(
+            &app,
+            event(serde_json::json!({"name":"e","data":"1","channels":["a","b","c"]})),
+        );
+        assert!(matches!(many, Err(ApiError::BadRequest(_))));
+        let bad_channel = validate(
+            &app,
+            event(serde_json::json!({"name":"e","data":"1","channel":"a b"})),
+        );
+        assert!(matches!(bad_channel, Err(ApiError::BadRequest(_))));
+        let bad_socket = validate(
+            &app,
+            event(serde_json::json!({"name":"e","data":"1","channel":"a","socket_id":"x"})),
+        );
+        assert!(matches!(bad_socket, Err(ApiError::BadRequest(_))));
+        let no_name = validate(&app, event(serde_json::json!({"data":"1","channel":"a"})));
+        assert!(matches!(no_name, Err(ApiError::BadRequest(_))));
+    }
+
+    #[test]
+    fn socket_ids_are_two_integers() {
+        assert!(valid_socket_id("123.456"));
+        assert!(!valid_socket_id("123"));
+        assert!(!valid_socket_id("a.1"));
+        assert!(!valid_socket_id("1."));
+    }
+}

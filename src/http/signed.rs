@@ -1,0 +1,85 @@
+//! Admission of an API request: app lookup, body size, and the request signature.
+
+use super::error::ApiError;
+use super::HttpSettings;
+use crate::apps::App;
+use crate::hub::Hub;
+use crate::protocol::auth::{verify_request, SignedRequest};
+use actix_web::web::{Bytes, BytesMut, Payload};
+use actix_web::HttpRequest;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Reads the body, refusing (413) as soon as it passes `limit` bytes.
+async fn read_body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("cannot read body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "request body is larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Finds the app, reads the body and checks the signature. On success the
+/// request is the app's and the body is exactly what was signed.
+pub async fn admit(
+    req: &HttpRequest,
+    payload: Payload,
+    hub: &Hub,
+    settings: &HttpSettings,
+    app_id: &str,
+) -> Result<(Arc<App>, Bytes), ApiError> {
+    if !hub.is_accepting() {
+        return Err(ApiError::Unavailable("server is shutting down".into()));
+    }
+    let app = hub
+        .apps()
+        .by_id(app_id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown app id `{app_id}`")))?;
+    let body = read_body(payload, settings.max_request_bytes).await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let request = SignedRequest {
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        raw_query: req.query_string(),
+        body: &body,
+    };
+    verify_request(&app.key, &app.secret, &request, now)
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    // Checked after the signature so that only the owner learns the app is off.
+    if !app.enabled {
+        return Err(ApiError::Forbidden("app is disabled".into()));
+    }
+    Ok((app, body))
+}
+
+/// The decoded value of query parameter `name`, if present.
+pub fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
+    req.query_string().split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| {
+            percent_encoding::percent_decode_str(&value.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// The comma-separated `info` attributes asked for.
+pub fn info_attributes(info: Option<&str>) -> Vec<String> {
+    info.map(|info| {
+        info.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
+}

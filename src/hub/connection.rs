@@ -1,0 +1,136 @@
+//! The hub's handle on one connection: its socket id, a bounded outgoing
+//! queue of already-encoded frames, and a signal asking the transport to close.
+//!
+//! The transport (ws/) owns the receiving ends; the hub never knows how frames
+//! reach the client.
+
+use bytestring::ByteString;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Notify};
+
+/// Socket id: two decimal integers joined by a dot, unique per connection.
+pub type SocketId = Arc<str>;
+
+/// What happened when a frame was offered to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued.
+    Queued,
+    /// The queue was full: the connection has been asked to close with 4100.
+    Overflowed,
+    /// The connection is gone or closing.
+    Closed,
+}
+
+/// The shared side of one connection.
+#[derive(Debug)]
+pub struct Connection {
+    /// The connection's socket id.
+    pub socket_id: SocketId,
+    /// The id of the app the connection belongs to.
+    pub app_id: Arc<str>,
+    outgoing: mpsc::Sender<ByteString>,
+    close_code: AtomicU16,
+    close_requested: Notify,
+}
+
+/// What the transport keeps: the receiving ends of the queue and of the close signal.
+pub struct ConnectionReceiver {
+    /// Frames to write to the client, in order.
+    pub outgoing: mpsc::Receiver<ByteString>,
+    /// The shared side, to await close requests on.
+    pub connection: Arc<Connection>,
+}
+
+impl Connection {
+    /// A connection with an outgoing queue of `capacity` frames.
+    pub fn new(
+        socket_id: SocketId,
+        app_id: Arc<str>,
+        capacity: usize,
+    ) -> (Arc<Connection>, ConnectionReceiver) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let connection = Arc::new(Connection {
+            socket_id,
+            app_id,
+            outgoing: tx,
+            close_code: AtomicU16::new(0),
+            close_requested: Notify::new(),
+        });
+        let receiver = ConnectionReceiver {
+            outgoing: rx,
+            connection: connection.clone(),
+        };
+        (connection, receiver)
+    }
+
+    /// Offers a frame without waiting. A full queue means the client cannot
+    /// keep up: rather than grow memory, the connection is closed with 4100.
+    pub fn send(&self, frame: ByteString) -> Delivery {
+        if self.is_closing() {
+            return Delivery::Closed;
+        }
+        match self.outgoing.try_send(frame) {
+            Ok(()) => Delivery::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.request_close(crate::protocol::error::ErrorCode::OverCapacity.code());
+                Delivery::Overflowed
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
+        }
+    }
+
+    /// Asks the transport to close with `code`; the first request wins.
+    pub fn request_close(&self, code: u16) {
+        if self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // `notify_one` stores a permit, so a transport that starts waiting
+            // later still sees the request.
+            self.close_requested.notify_one();
+        }
+    }
+
+    /// Whether a close was requested.
+    pub fn is_closing(&self) -> bool {
+        self.close_code.load(Ordering::Acquire) != 0
+    }
+
+    /// Waits until a close is requested and returns its code.
+    pub async fn closed(&self) -> u16 {
+        loop {
+            let code = self.close_code.load(Ordering::Acquire);
+            if code != 0 {
+                return code;
+            }
+            self.close_requested.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn full_queue_requests_close_with_4100() {
+        let (connection, mut receiver) = Connection::new("1.1".into(), "app".into(), 2);
+        assert_eq!(connection.send("a".into()), Delivery::Queued);
+        assert_eq!(connection.send("b".into()), Delivery::Queued);
+        assert_eq!(connection.send("c".into()), Delivery::Overflowed);
+        assert_eq!(connection.closed().await, 4100);
+        assert_eq!(connection.send("d".into()), Delivery::Closed);
+        assert_eq!(receiver.outgoing.recv().await.as_deref(), Some("a"));
+    }
+
+    #[tokio::test]
+    async fn first_close_request_wins() {
+        let (connection, _receiver) = Connection::new("1.1".into(), "app".into(), 2);
+        connection.request_close(4200);
+        connection.request_close(4100);
+        assert_eq!(connection.closed().await, 4200);
+    }
+}

@@ -1,0 +1,372 @@
+//! The hub: what ws/ and http/ call to connect, subscribe, sign in and publish.
+//!
+//! - [`connection`]: the hub's handle on one connection (bounded queue, close signal).
+//! - [`authorize`]: who may subscribe to what (names, signatures, presence data).
+//! - [`channels`]: one app's channels → subscribers and presence members on this node.
+//! - [`users`]: signed-in users and watchlists on this node.
+//! - [`cache`]: the last event of each cache channel.
+//! - [`node`]: every app's state on this node.
+//! - [`socket_id`]: unique socket ids.
+//!
+//! Fan-out goes through the [`Adapter`], never straight to [`node`], so a
+//! cluster adapter sees every publish.
+
+pub mod authorize;
+pub mod cache;
+pub mod channels;
+pub mod connection;
+pub mod node;
+pub mod socket_id;
+pub mod users;
+
+use crate::adapter::{Adapter, ChannelStats};
+use crate::apps::{App, AppRegistry};
+use crate::metrics::Metrics;
+use crate::protocol::auth::verify_user_auth;
+use crate::protocol::channel::channel_type;
+use crate::protocol::error::ErrorCode;
+use crate::protocol::frames::{self, SubscribeRequest};
+use crate::protocol::presence::{parse_user_data, SignedInUser};
+use authorize::{authorize, SubscriptionError};
+use bytestring::ByteString;
+use channels::{FanOut, Joining};
+use connection::{Connection, ConnectionReceiver};
+use node::{AppState, Node};
+use socket_id::SocketIds;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A granted subscription: what to send the subscriber, in order.
+#[derive(Debug)]
+pub struct Subscription {
+    /// `pusher_internal:subscription_succeeded`.
+    pub succeeded: ByteString,
+    /// For cache channels: the last event, or `pusher:cache_miss`.
+    pub cached: Option<ByteString>,
+    /// For presence channels: the subscriber's user id.
+    pub user_id: Option<Arc<str>>,
+}
+
+/// A successful sign-in: what to send the user, in order.
+#[derive(Debug)]
+pub struct SignIn {
+    /// The signed-in user.
+    pub user: SignedInUser,
+    /// `pusher:signin_success`.
+    pub success: ByteString,
+    /// The `#server-to-user-{id}` channel the connection joined.
+    pub user_channel: String,
+    /// Watchlist `online` event for watched users already online.
+    pub watchlist_online: Option<ByteString>,
+}
+
+/// Shared state of the server, reached through a handle by every connection and request.
+pub struct Hub {
+    apps: Arc<AppRegistry>,
+    node: Arc<Node>,
+    adapter: Arc<dyn Adapter>,
+    metrics: Metrics,
+    socket_ids: SocketIds,
+    outgoing_queue: usize,
+    accepting: AtomicBool,
+}
+
+impl Hub {
+    /// A hub over `node`, fanning out through `adapter`.
+    pub fn new(
+        apps: Arc<AppRegistry>,
+        node: Arc<Node>,
+        adapter: Arc<dyn Adapter>,
+        metrics: Metrics,
+        outgoing_queue: usize,
+    ) -> Self {
+        Hub {
+            apps,
+            node,
+            adapter,
+            metrics,
+            socket_ids: SocketIds::default(),
+            outgoing_queue,
+            accepting: AtomicBool::new(true),
+        }
+    }
+
+    /// The configured apps.
+    pub fn apps(&self) -> &AppRegistry {
+        &self.apps
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether new connections are accepted (false once shutdown began).
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+
+    fn state(&self, app_id: &str) -> Option<&Arc<AppState>> {
+        self.node.app(app_id)
+    }
+
+    /// Admits a new connection of `app`, or says which Pusher error refuses it.
+    pub fn connect(&self, app: &App) -> Result<ConnectionReceiver, ErrorCode> {
+        if !self.is_accepting() {
+            return Err(ErrorCode::ServerShuttingDown);
+        }
+        if !app.enabled {
+            return Err(ErrorCode::AppDisabled);
+        }
+        let state = self.state(&app.id).ok_or(ErrorCode::AppNotFound)?;
+        let socket_id: Arc<str> = self.socket_ids.next().into();
+        let (connection, receiver) =
+            Connection::new(socket_id, app.id.as_str().into(), self.outgoing_queue);
+        if !state
+            .channels
+            .add_connection(connection, app.max_connections)
+        {
+            return Err(ErrorCode::OverConnectionQuota);
+        }
+        self.metrics.connections.inc();
+        self.metrics.connections_total.inc();
+        Ok(receiver)
+    }
+
+    /// Removes a connection: its subscriptions (with member_removed where it
+    /// was a user's last socket), its sign-in and its watchlist.
+    pub fn disconnect<'a>(
+        &self,
+        connection: &Connection,
+        channels: impl Iterator<Item = &'a str>,
+        user: Option<&SignedInUser>,
+    ) {
+        let Some(state) = self.state(&connection.app_id) else {
+            return;
+        };
+        for channel in channels {
+            self.leave(state, connection, channel);
+        }
+        if let Some(user) = user {
+            state.users.unwatch(&user.watchlist, &connection.socket_id);
+            if state.users.sign_out(&user.id, &connection.socket_id) {
+                let offline = frames::watchlist_event("offline", &[&user.id]);
+                for watcher in state.users.watchers_of(&user.id) {
+                    watcher.send(offline.clone());
+                }
+            }
+        }
+        state.channels.remove_connection(&connection.socket_id);
+        self.metrics.connections.dec();
+    }
+
+    /// Subscribes a connection after checking name, signature and limits.
+    pub fn subscribe(
+        &self,
+        app: &App,
+        connection: &Arc<Connection>,
+        request: &SubscribeRequest,
+    ) -> Result<Subscription, SubscriptionError> {
+        let member = authorize(app, &connection.socket_id, request)?;
+        let state = self.state(&app.id).ok_or_else(|| SubscriptionError {
+            kind: "AuthError",
+            message: "Unknown app".into(),
+            status: 404,
+        })?;
+        let channel = request.channel.as_str();
+        let joining = member.map(|member| Joining {
+            user_id: member.user_id.into(),
+            user_info: member.user_info,
+            max_members: app.max_presence_members,
+        });
+        let user_id = joining.as_ref().map(|j| j.user_id.clone());
+        let announcement = joining
+            .as_ref()
+            .map(|j| frames::member_added(channel, &j.user_id, j.user_info.as_deref()));
+        let subscribed = state
+            .channels
+            .subscribe(channel, connection, joining)
+            .map_err(|limit| SubscriptionError::member_limit(limit.0))?;
+        if let (true, Some(frame)) = (subscribed.member_added, announcement) {
+            self.spawn_publish(&app.id, channel, frame, Some(&connection.socket_id));
+        }
+        let data = subscribed.presence_data.as_deref().unwrap_or("{}");
+        let cached = channel_type(channel).cache.then(|| {
+            state
+                .cache
+                .get(channel)
+                .map_or_else(|| frames::cache_miss(channel), |(frame, _)| frame)
+        });
+        Ok(Subscription {
+            succeeded: frames::subscription_succeeded(channel, data),
+            cached,
+            user_id,
+        })
+    }
+
+    /// Unsubscribes a connection; announces member_removed for a user's last socket.
+    pub fn unsubscribe(&self, connection: &Connection, channel: &str) {
+        if let Some(state) = self.state(&connection.app_id) {
+            self.leave(state, connection, channel);
+        }
+    }
+
+    fn leave(&self, state: &AppState, connection: &Connection, channel: &str) {
+        let left = state.channels.unsubscribe(channel, &connection.socket_id);
+        if let Some(user_id) = left.member_removed {
+            let frame = frames::member_removed(channel, &user_id);
+            self.spawn_publish(&connection.app_id, channel, frame, None);
+        }
+    }
+
+    /// Verifies `pusher:signin`, binds the connection to the user and joins
+    /// `#server-to-user-{id}`. `None` means the signature or data is bad (4009).
+    pub fn sign_in(
+        &self,
+        app: &App,
+        connection: &Arc<Connection>,
+        auth: &str,
+        user_data: &str,
+    ) -> Option<SignIn> {
+        if !verify_user_auth(
+            &app.key,
+            &app.secret,
+            &connection.socket_id,
+            user_data,
+            auth,
+        ) {
+            return None;
+        }
+        let user = parse_user_data(user_data).ok()?;
+        let state = self.state(&app.id)?;
+        let user_channel = format!("#server-to-user-{}", user.id);
+        // A user channel has no presence data and no member limit.
+        state
+            .channels
+            .subscribe(&user_channel, connection, None)
+            .ok()?;
+        if state.users.sign_in(&user.id, connection) {
+            let online = frames::watchlist_event("online", &[&user.id]);
+            for watcher in state.users.watchers_of(&user.id) {
+                watcher.send(online.clone());
+            }
+        }
+        state.users.watch(&user.watchlist, connection);
+        let online: Vec<&str> = user
+            .watchlist
+            .iter()
+            .filter(|id| state.users.is_online(id))
+            .map(String::as_str)
+            .collect();
+        let watchlist_online =
+            (!online.is_empty()).then(|| frames::watchlist_event("online", &online));
+        Some(SignIn {
+            success: frames::signin_success(user_data),
+            user_channel,
+            watchlist_online,
+            user,
+        })
+    }
+
+    /// Closes every socket of a signed-in user with 4009; returns how many.
+    pub fn terminate_user(&self, app_id: &str, user_id: &str) -> usize {
+        let Some(state) = self.state(app_id) else {
+            return 0;
+        };
+        let sockets = state.users.connections_of(user_id);
+        for connection in &sockets {
+            connection.request_close(ErrorCode::Unauthorized.code());
+        }
+        sockets.len()
+    }
+
+    /// Publishes an encoded frame on a channel of an app (remembering it on cache channels).
+    pub async fn publish(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: ByteString,
+        except: Option<&str>,
+    ) -> FanOut {
+        if channel_type(channel).cache {
+            if let Some(state) = self.state(app_id) {
+                state.cache.put(channel, frame.clone());
+            }
+        }
+        self.metrics.events_published.inc();
+        let report = self.adapter.publish(app_id, channel, frame, except).await;
+        self.metrics.frames_sent.inc_by(report.queued);
+        self.metrics
+            .slow_client_disconnects
+            .inc_by(report.overflowed);
+        report
+    }
+
+    /// Publishes without waiting, for announcements made from synchronous code.
+    fn spawn_publish(&self, app_id: &str, channel: &str, frame: ByteString, except: Option<&str>) {
+        let adapter = self.adapter.clone();
+        let metrics = self.metrics.clone();
+        let (app_id, channel) = (app_id.to_owned(), channel.to_owned());
+        let except = except.map(str::to_owned);
+        tokio::spawn(async move {
+            let report = adapter
+                .publish(&app_id, &channel, frame, except.as_deref())
+                .await;
+            metrics.frames_sent.inc_by(report.queued);
+        });
+    }
+
+    /// Subscribers of a channel.
+    pub async fn subscription_count(&self, app_id: &str, channel: &str) -> usize {
+        self.adapter.subscription_count(app_id, channel).await
+    }
+
+    /// Distinct members of a presence channel.
+    pub async fn user_count(&self, app_id: &str, channel: &str) -> usize {
+        self.adapter.user_count(app_id, channel).await
+    }
+
+    /// User ids of a presence channel's members.
+    pub async fn member_ids(&self, app_id: &str, channel: &str) -> Vec<String> {
+        self.adapter.member_ids(app_id, channel).await
+    }
+
+    /// The remaining life of a cache channel's last event, if any.
+    pub fn cache_ttl(&self, app_id: &str, channel: &str) -> Option<Duration> {
+        self.state(app_id)?.cache.get(channel).map(|(_, ttl)| ttl)
+    }
+
+    /// Occupied channels of an app with their counts.
+    pub async fn occupied_channels(&self, app_id: &str) -> Vec<ChannelStats> {
+        self.adapter.occupied_channels(app_id).await
+    }
+
+    /// Drops expired cache entries of every app.
+    pub fn sweep_caches(&self) {
+        for state in self.node.apps() {
+            state.cache.sweep();
+        }
+    }
+
+    /// Stops admitting connections and asks every open one to close with `code`.
+    pub fn close_all(&self, code: ErrorCode) -> usize {
+        self.accepting.store(false, Ordering::Release);
+        let mut closed = 0;
+        for state in self.node.apps() {
+            for connection in state.channels.connections() {
+                connection.request_close(code.code());
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Open connections on this node, all apps.
+    pub fn connection_count(&self) -> u64 {
+        self.node
+            .apps()
+            .map(|state| state.channels.connection_count())
+            .sum()
+    }
+}

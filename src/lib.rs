@@ -1,0 +1,25 @@
+//! rusher: a Pusher-protocol-compatible real-time server.
+//!
+//! # Layout
+//! - [`config`]: typed configuration from a TOML file and the environment.
+//! - [`apps`]: the apps served, found by id or key.
+//! - [`protocol`]: the Pusher wire protocol as pure code (frames, channels, signatures, error codes).
+//! - [`hub`]: this node's state (channels → subscribers) and the facade ws/ and http/ call.
+//! - [`adapter`]: how published frames reach subscribers (in process; Redis later).
+//! - [`ws`]: the WebSocket transport, one actor per connection.
+//! - [`http`]: the HTTP API the server SDKs call, health and metrics.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`server`]: wires the above into a running server with graceful shutdown.
+
+pub mod adapter;
+pub mod apps;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod ws;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,403 @@
+//! HMAC-SHA256 signatures: channel auth, presence, user sign-in and HTTP requests.
+//!
+//! Every comparison goes through `Mac::verify_slice`, which is constant time.
+
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
+use sha2::Sha256;
+use thiserror::Error;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How far a request's `auth_timestamp` may be from the server clock, in seconds.
+pub const MAX_TIMESTAMP_SKEW_SECS: i64 = 600;
+
+fn mac(secret: &str, data: &[&[u8]]) -> HmacSha256 {
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    for part in data {
+        mac.update(part);
+    }
+    mac
+}
+
+/// Lowercase hex HMAC-SHA256 of `data` keyed with `secret`.
+pub fn sign(secret: &str, data: &str) -> String {
+    hex::encode(mac(secret, &[data.as_bytes()]).finalize().into_bytes())
+}
+
+/// Checks a lowercase or uppercase hex signature over `parts` in constant time.
+fn verify_hex(secret: &str, parts: &[&[u8]], signature_hex: &str) -> bool {
+    match hex::decode(signature_hex) {
+        Ok(raw) => mac(secret, parts).verify_slice(&raw).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Checks `auth` = `"{app_key}:{hex signature}"` for a private or presence channel.
+///
+/// The signed string is `socket_id:channel` or, with `channel_data`,
+/// `socket_id:channel:channel_data`.
+pub fn verify_channel_auth(
+    app_key: &str,
+    secret: &str,
+    socket_id: &str,
+    channel: &str,
+    channel_data: Option<&str>,
+    auth: &str,
+) -> bool {
+    let Some((key, signature)) = auth.split_once(':') else {
+        return false;
+    };
+    if key != app_key {
+        return false;
+    }
+    match channel_data {
+        Some(data) => verify_hex(
+            secret,
+            &[
+                socket_id.as_bytes(),
+                b":",
+                channel.as_bytes(),
+                b":",
+                data.as_bytes(),
+            ],
+            signature,
+        ),
+        None => verify_hex(
+            secret,
+            &[socket_id.as_bytes(), b":", channel.as_bytes()],
+            signature,
+        ),
+    }
+}
+
+/// Checks a user sign-in `auth` over `socket_id::user::user_data`.
+pub fn verify_user_auth(
+    app_key: &str,
+    secret: &str,
+    socket_id: &str,
+    user_data: &str,
+    auth: &str,
+) -> bool {
+    let Some((key, signature)) = auth.split_once(':') else {
+        return false;
+    };
+    key == app_key
+        && verify_hex(
+            secret,
+            &[socket_id.as_bytes(), b"::user::", user_data.as_bytes()],
+            signature,
+        )
+}
+
+/// Why a signed HTTP request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RequestAuthError {
+    /// A required query parameter is absent.
+    #[error("missing query parameter {0}")]
+    Missing(&'static str),
+    /// `auth_key` does not belong to the app.
+    #[error("auth_key does not match the app")]
+    WrongKey,
+    /// `auth_version` is not 1.0.
+    #[error("unsupported auth_version")]
+    WrongVersion,
+    /// `auth_timestamp` is not a number or too far from now.
+    #[error("auth_timestamp is more than 600 seconds from the server time")]
+    StaleTimestamp,
+    /// `body_md5` is missing for a body, or does not match it.
+    #[error("body_md5 does not match the request body")]
+    BodyMd5Mismatch,
+    /// The signature does not verify.
+    #[error("invalid signature: check the app secret and the signing of method, path and query")]
+    BadSignature,
+}
+
+/// A signed request as it arrived.
+pub struct SignedRequest<'a> {
+    /// Upper-case HTTP method.
+    pub method: &'a str,
+    /// The path, without query.
+    pub path: &'a str,
+    /// The raw query string, as received.
+    pub raw_query: &'a str,
+    /// The raw body.
+    pub body: &'a [u8],
+}
+
+/// Splits a raw query into (key, raw value, decoded value) triples.
+fn query_pairs(raw_query: &str) -> Vec<(String, &str, String)> {
+    raw_query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key).to_ascii_lowercase(), value, decode(value))
+        })
+        .collect()
+}
+
+fn decode(value: &str) -> String {
+    let spaced = value.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The string a client signs: `METHOD\nPATH\nk=v&k=v` (sorted, without the signature).
+fn string_to_sign<'v>(
+    method: &str,
+    path: &str,
+    pairs: impl Iterator<Item = (&'v str, &'v str)>,
+) -> String {
+    let mut sorted: Vec<(&str, &str)> = pairs.filter(|(k, _)| *k != "auth_signature").collect();
+    sorted.sort();
+    let query = sorted
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{method}\n{path}\n{query}")
+}
+
+/// Verifies a Pusher HTTP API request signature (PROTOCOL.md §5).
+///
+/// SDKs differ in what they sign: the Node SDK signs raw values, the Python SDK
+/// signs URL-encoded ones. Both forms are accepted, each checked in constant time.
+pub fn verify_request(
+    app_key: &str,
+    secret: &str,
+    request: &SignedRequest<'_>,
+    now_unix: i64,
+) -> Result<(), RequestAuthError> {
+    let pairs = query_pairs(request.raw_query);
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _, _)| k == name)
+            .map(|(_, _, v)| v.as_str())
+    };
+
+    let key = get("auth_key").ok_or(RequestAuthError::Missing("auth_key"))?;
+    if key != app_key {
+        return Err(RequestAuthError::WrongKey);
+    }
+    let timestamp = get("auth_timestamp").ok_or(RequestAuthError::Missing("auth_timestamp"))?;
+    let timestamp: i64 = timestamp
+        .parse()
+        .map_err(|_| RequestAuthError::StaleTimestamp)?;
+    if (now_unix - timestamp).abs() > MAX_TIMESTAMP_SKEW_SECS {
+        return Err(RequestAuthError::StaleTimestamp);
+    }
+    if let Some(version) = get("auth_version") {
+        if version != "1.0" {
+            return Err(RequestAuthError::WrongVersion);
+        }
+    }
+    let body_matches = match get("body_md5") {
+        Some(md5) => md5.eq_ignore_ascii_case(&hex::encode(Md5::digest(request.body))),
+        None => request.body.is_empty(),
+    };
+    if !body_matches {
+        return Err(RequestAuthError::BodyMd5Mismatch);
+    }
+    let signature = get("auth_signature").ok_or(RequestAuthError::Missing("auth_signature"))?;
+
+    let decoded = string_to_sign(
+        request.method,
+        request.path,
+        pairs.iter().map(|(k, _, v)| (k.as_str(), v.as_str())),
+    );
+    let raw = string_to_sign(
+        request.method,
+        request.path,
+        pairs.iter().map(|(k, r, _)| (k.as_str(), *r)),
+    );
+    if verify_hex(secret, &[decoded.as_bytes()], signature)
+        || verify_hex(secret, &[raw.as_bytes()], signature)
+    {
+        Ok(())
+    } else {
+        Err(RequestAuthError::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_channel_signature_matches_pusher_docs_example() {
+        // From Pusher's authentication docs.
+        let sig = sign("7ad3773142a6692b25b8", "1234.1234:private-foobar");
+        assert_eq!(
+            sig,
+            "58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
+        );
+        let auth = format!("278d425bdf160c739803:{sig}");
+        assert!(verify_channel_auth(
+            "278d425bdf160c739803",
+            "7ad3773142a6692b25b8",
+            "1234.1234",
+            "private-foobar",
+            None,
+            &auth
+        ));
+    }
+
+    #[test]
+    fn channel_auth_refuses_other_socket_channel_key_and_garbage() {
+        let auth = format!("key:{}", sign("secret", "1.1:private-a"));
+        assert!(verify_channel_auth(
+            "key",
+            "secret",
+            "1.1",
+            "private-a",
+            None,
+            &auth
+        ));
+        assert!(!verify_channel_auth(
+            "key",
+            "secret",
+            "1.2",
+            "private-a",
+            None,
+            &auth
+        ));
+        assert!(!verify_channel_auth(
+            "key",
+            "secret",
+            "1.1",
+            "private-b",
+            None,
+            &auth
+        ));
+        assert!(!verify_channel_auth(
+            "other",
+            "secret",
+            "1.1",
+            "private-a",
+            None,
+            &auth
+        ));
+        assert!(!verify_channel_auth(
+            "key",
+            "secret",
+            "1.1",
+            "private-a",
+            None,
+            "key:zz"
+        ));
+        assert!(!verify_channel_auth(
+            "key",
+            "secret",
+            "1.1",
+            "private-a",
+            None,
+            "nocolon"
+        ));
+    }
+
+    #[test]
+    fn presence_signature_covers_channel_data() {
+        let data = r#"{"user_id":"u1"}"#;
+        let auth = format!("key:{}", sign("s", &format!("1.1:presence-a:{data}")));
+        assert!(verify_channel_auth(
+            "key",
+            "s",
+            "1.1",
+            "presence-a",
+            Some(data),
+            &auth
+        ));
+        assert!(!verify_channel_auth(
+            "key",
+            "s",
+            "1.1",
+            "presence-a",
+            Some(r#"{"user_id":"u2"}"#),
+            &auth
+        ));
+    }
+
+    #[test]
+    fn user_signature_uses_the_user_separator() {
+        let data = r#"{"id":"u1"}"#;
+        let auth = format!("key:{}", sign("s", &format!("1.1::user::{data}")));
+        assert!(verify_user_auth("key", "s", "1.1", data, &auth));
+        assert!(!verify_user_auth("key", "s", "1.2", data, &auth));
+    }
+
+    fn signed_query(secret: &str, method: &str, path: &str, body: &[u8], ts: i64) -> String {
+        let md5 = hex::encode(Md5::digest(body));
+        let query = format!("auth_key=key&auth_timestamp={ts}&auth_version=1.0&body_md5={md5}");
+        let sig = sign(secret, &format!("{method}\n{path}\n{query}"));
+        format!("{query}&auth_signature={sig}")
+    }
+
+    #[test]
+    fn request_signature_is_verified() {
+        let body = br#"{"name":"e"}"#;
+        let query = signed_query("secret", "POST", "/apps/1/events", body, 1000);
+        let request = SignedRequest {
+            method: "POST",
+            path: "/apps/1/events",
+            raw_query: &query,
+            body,
+        };
+        assert_eq!(verify_request("key", "secret", &request, 1000), Ok(()));
+        assert_eq!(
+            verify_request("key", "wrong", &request, 1000),
+            Err(RequestAuthError::BadSignature)
+        );
+        assert_eq!(
+            verify_request("other", "secret", &request, 1000),
+            Err(RequestAuthError::WrongKey)
+        );
+        assert_eq!(
+            verify_request("key", "secret", &request, 1601),
+            Err(RequestAuthError::StaleTimestamp)
+        );
+        let tampered = SignedRequest {
+            body: b"{}",
+            ..request
+        };
+        assert_eq!(
+            verify_request("key", "secret", &tampered, 1000),
+            Err(RequestAuthError::BodyMd5Mismatch)
+        );
+    }
+
+    #[test]
+    fn url_encoded_and_raw_values_both_verify() {
+        let path = "/apps/1/channels";
+        let md5 = hex::encode(Md5::digest(b""));
+        // Python SDK: signs the URL-encoded value.
+        let encoded = format!(
+            "auth_key=key&auth_timestamp=5&auth_version=1.0&body_md5={md5}&info=user_count%2Csubscription_count"
+        );
+        let sig = sign("s", &format!("GET\n{path}\n{encoded}"));
+        let query = format!("{encoded}&auth_signature={sig}");
+        let request = SignedRequest {
+            method: "GET",
+            path,
+            raw_query: &query,
+            body: b"",
+        };
+        assert_eq!(verify_request("key", "s", &request, 5), Ok(()));
+        // Node SDK: signs and sends the raw value.
+        let raw =
+            "auth_key=key&auth_timestamp=5&auth_version=1.0&info=user_count,subscription_count";
+        let sig = sign("s", &format!("GET\n{path}\n{raw}"));
+        let query = format!("{raw}&auth_signature={sig}");
+        let request = SignedRequest {
+            method: "GET",
+            path,
+            raw_query: &query,
+            body: b"",
+        };
+        assert_eq!(verify_request("key", "s", &request, 5), Ok(()));
+    }
+}

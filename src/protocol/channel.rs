@@ -1,0 +1,140 @@
+//! Channel names: validation and the kind a prefix selects.
+
+use thiserror::Error;
+
+/// Longest channel name the protocol allows.
+pub const MAX_CHANNEL_NAME_LENGTH: usize = 164;
+
+/// What a channel's name makes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    /// No prefix: anyone may subscribe.
+    Public,
+    /// `private-`: needs a signature.
+    Private,
+    /// `private-encrypted-`: signed, end-to-end encrypted, routed without inspection.
+    PrivateEncrypted,
+    /// `presence-`: signed, with member tracking.
+    Presence,
+    /// `#server-to-user-{id}`: joined only through sign-in.
+    ServerToUser,
+}
+
+/// A channel's kind plus whether it is a cache variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelType {
+    /// The base kind.
+    pub kind: ChannelKind,
+    /// Whether the last event is remembered for new subscribers.
+    pub cache: bool,
+}
+
+impl ChannelType {
+    /// Whether subscribing needs an `auth` signature.
+    pub fn needs_auth(self) -> bool {
+        matches!(
+            self.kind,
+            ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence
+        )
+    }
+}
+
+/// Why a channel name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ChannelNameError {
+    /// Empty name.
+    #[error("channel name is empty")]
+    Empty,
+    /// Longer than allowed.
+    #[error("channel name is longer than {max} characters")]
+    TooLong {
+        /// The limit in force.
+        max: usize,
+    },
+    /// A character outside `A-Z a-z 0-9 _ - = @ , . ;`.
+    #[error("channel name contains invalid characters")]
+    InvalidCharacters,
+}
+
+/// Classifies a channel name by its prefix.
+pub fn channel_type(name: &str) -> ChannelType {
+    let (cache, kind) = if let Some(rest) = name.strip_prefix("private-encrypted-") {
+        (rest.starts_with("cache-"), ChannelKind::PrivateEncrypted)
+    } else if let Some(rest) = name.strip_prefix("private-") {
+        (rest.starts_with("cache-"), ChannelKind::Private)
+    } else if let Some(rest) = name.strip_prefix("presence-") {
+        (rest.starts_with("cache-"), ChannelKind::Presence)
+    } else if name.starts_with("#server-to-user-") {
+        (false, ChannelKind::ServerToUser)
+    } else {
+        (name.starts_with("cache-"), ChannelKind::Public)
+    };
+    ChannelType { kind, cache }
+}
+
+fn valid_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
+}
+
+/// Checks a name a client or the HTTP API may use, with the app's length limit.
+pub fn validate_channel_name(name: &str, max_len: usize) -> Result<(), ChannelNameError> {
+    if name.is_empty() {
+        return Err(ChannelNameError::Empty);
+    }
+    if name.len() > max_len {
+        return Err(ChannelNameError::TooLong { max: max_len });
+    }
+    // `#server-to-user-` channels are reserved for sign-in; the HTTP API may
+    // address them, so the `#` is allowed only as that exact prefix.
+    let body = name.strip_prefix("#server-to-user-").unwrap_or(name);
+    if body.is_empty() || !body.chars().all(valid_char) {
+        return Err(ChannelNameError::InvalidCharacters);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_select_the_kind() {
+        assert_eq!(channel_type("news").kind, ChannelKind::Public);
+        assert_eq!(channel_type("private-a").kind, ChannelKind::Private);
+        assert_eq!(
+            channel_type("private-encrypted-a").kind,
+            ChannelKind::PrivateEncrypted
+        );
+        assert_eq!(channel_type("presence-room").kind, ChannelKind::Presence);
+        assert_eq!(
+            channel_type("#server-to-user-u1").kind,
+            ChannelKind::ServerToUser
+        );
+    }
+
+    #[test]
+    fn cache_variants_are_recognised() {
+        assert!(channel_type("cache-a").cache);
+        assert!(channel_type("private-cache-a").cache);
+        assert!(channel_type("private-encrypted-cache-a").cache);
+        assert!(channel_type("presence-cache-a").cache);
+        assert!(!channel_type("private-a").cache);
+        assert!(!channel_type("a-cache-b").cache);
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_channel_name("a-Z_0=@,.;", 164).is_ok());
+        assert_eq!(validate_channel_name("", 164), Err(ChannelNameError::Empty));
+        assert_eq!(
+            validate_channel_name("bad channel!", 164),
+            Err(ChannelNameError::InvalidCharacters)
+        );
+        assert_eq!(
+            validate_channel_name(&"a".repeat(165), 164),
+            Err(ChannelNameError::TooLong { max: 164 })
+        );
+        assert!(validate_channel_name("#server-to-user-u1", 164).is_ok());
+        assert!(validate_channel_name("#other", 164).is_err());
+    }
+}

@@ -1,0 +1,378 @@
+//! Client frames parsed into typed messages; server frames encoded once.
+//!
+//! Parsing failures are a dedicated enum because they happen in normal
+//! operation (bad clients) on the hot path.
+
+use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use thiserror::Error;
+
+/// A frame a client sent, typed.
+#[derive(Debug)]
+pub enum ClientMessage {
+    /// `pusher:ping`: answer with a pong.
+    Ping,
+    /// `pusher:pong`: the answer to our ping.
+    Pong,
+    /// `pusher:subscribe`.
+    Subscribe(SubscribeRequest),
+    /// `pusher:unsubscribe`.
+    Unsubscribe {
+        /// Channel to leave.
+        channel: String,
+    },
+    /// `pusher:signin`.
+    Signin {
+        /// `key:signature`.
+        auth: String,
+        /// The signed user data JSON string.
+        user_data: String,
+    },
+    /// `client-*` event to relay to the channel's other subscribers.
+    ClientEvent {
+        /// Event name (starts with `client-`).
+        event: String,
+        /// Target channel.
+        channel: String,
+        /// Payload, relayed as sent.
+        data: Box<RawValue>,
+    },
+    /// Any other event name; answered with an error, never closes the socket.
+    Unknown {
+        /// The event name as sent.
+        event: String,
+    },
+}
+
+/// The data of a `pusher:subscribe` frame.
+#[derive(Debug, Deserialize)]
+pub struct SubscribeRequest {
+    /// Channel to join.
+    pub channel: String,
+    /// `key:signature` for private and presence channels.
+    #[serde(default)]
+    pub auth: Option<String>,
+    /// Signed presence data (a JSON string).
+    #[serde(default)]
+    pub channel_data: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SigninData {
+    auth: String,
+    user_data: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct UnsubscribeData {
+    channel: String,
+}
+
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    event: Option<Value>,
+    #[serde(default)]
+    channel: Option<Value>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// Why a client frame was refused. Each is answered with `pusher:error`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrameError {
+    /// Not a JSON object.
+    #[error("frame is not a JSON object")]
+    NotJson,
+    /// No `event`, or not a string.
+    #[error("frame has no string \"event\" field")]
+    MissingEvent,
+    /// The data of a known event has the wrong shape.
+    #[error("invalid data for {event}: {reason}")]
+    InvalidData {
+        /// The event whose data is wrong.
+        event: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A client event without a string channel.
+    #[error("client event needs a string \"channel\" field")]
+    MissingChannel,
+}
+
+/// Data may be an object or a JSON string holding an object; accept both.
+fn decode_data<T: for<'de> Deserialize<'de>>(
+    event: &'static str,
+    data: Option<&RawValue>,
+) -> Result<T, FrameError> {
+    let invalid = |reason: String| FrameError::InvalidData { event, reason };
+    let raw = data.ok_or_else(|| invalid("missing data".into()))?;
+    match serde_json::from_str::<T>(raw.get()) {
+        Ok(value) => Ok(value),
+        Err(first) => match serde_json::from_str::<String>(raw.get()) {
+            Ok(inner) => serde_json::from_str(&inner).map_err(|e| invalid(e.to_string())),
+            Err(_) => Err(invalid(first.to_string())),
+        },
+    }
+}
+
+/// Parses one text frame from a client.
+pub fn parse_client_frame(text: &str) -> Result<ClientMessage, FrameError> {
+    // serde would read a JSON array positionally into the struct; only objects are frames.
+    if !text.trim_start().starts_with('{') {
+        return Err(FrameError::NotJson);
+    }
+    let frame: RawFrame<'_> = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
+    let event = match frame.event {
+        Some(Value::String(event)) => event,
+        _ => return Err(FrameError::MissingEvent),
+    };
+    match event.as_str() {
+        "pusher:ping" => Ok(ClientMessage::Ping),
+        "pusher:pong" => Ok(ClientMessage::Pong),
+        "pusher:subscribe" => Ok(ClientMessage::Subscribe(decode_data(
+            "pusher:subscribe",
+            frame.data,
+        )?)),
+        "pusher:unsubscribe" => {
+            let data: UnsubscribeData = decode_data("pusher:unsubscribe", frame.data)?;
+            Ok(ClientMessage::Unsubscribe {
+                channel: data.channel,
+            })
+        }
+        "pusher:signin" => {
+            let data: SigninData = decode_data("pusher:signin", frame.data)?;
+            Ok(ClientMessage::Signin {
+                auth: data.auth,
+                user_data: data.user_data,
+            })
+        }
+        _ if event.starts_with("client-") => {
+            let channel = match frame.channel {
+                Some(Value::String(channel)) => channel,
+                _ => return Err(FrameError::MissingChannel),
+            };
+            let data = match frame.data {
+                Some(raw) => raw.to_owned(),
+                None => RawValue::from_string("null".into()).map_err(|_| FrameError::NotJson)?,
+            };
+            Ok(ClientMessage::ClientEvent {
+                event,
+                channel,
+                data,
+            })
+        }
+        _ => Ok(ClientMessage::Unknown { event }),
+    }
+}
+
+#[derive(Serialize)]
+struct ServerFrame<'a, D: Serialize + ?Sized> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    data: &'a D,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+}
+
+fn encode<D: Serialize + ?Sized>(
+    event: &str,
+    channel: Option<&str>,
+    data: &D,
+    user_id: Option<&str>,
+) -> ByteString {
+    let frame = ServerFrame {
+        event,
+        channel,
+        data,
+        user_id,
+    };
+    // Serialising plain strings, maps and raw JSON cannot fail.
+    ByteString::from(serde_json::to_string(&frame).unwrap_or_default())
+}
+
+/// An event for subscribers: `data` is the string the publisher gave.
+pub fn event_frame(event: &str, channel: &str, data: &str, user_id: Option<&str>) -> ByteString {
+    encode(event, Some(channel), data, user_id)
+}
+
+/// A client event relayed as sent (data object or string, unchanged).
+pub fn client_event_frame(
+    event: &str,
+    channel: &str,
+    data: &RawValue,
+    user_id: Option<&str>,
+) -> ByteString {
+    encode(event, Some(channel), data, user_id)
+}
+
+/// `pusher:connection_established` with its double-encoded data.
+pub fn connection_established(socket_id: &str, activity_timeout: u64) -> ByteString {
+    let data = serde_json::json!({"socket_id": socket_id, "activity_timeout": activity_timeout});
+    encode(
+        "pusher:connection_established",
+        None,
+        &data.to_string(),
+        None,
+    )
+}
+
+/// `pusher:error`; `code` is `None` for errors not tied to a close.
+pub fn error_frame(code: Option<u16>, message: &str) -> ByteString {
+    let data = serde_json::json!({"code": code, "message": message});
+    encode("pusher:error", None, &data, None)
+}
+
+/// `pusher:pong`.
+pub fn pong_frame() -> ByteString {
+    ByteString::from_static(r#"{"event":"pusher:pong","data":"{}"}"#)
+}
+
+/// `pusher:ping` sent by the server after inactivity.
+pub fn ping_frame() -> ByteString {
+    ByteString::from_static(r#"{"event":"pusher:ping","data":"{}"}"#)
+}
+
+/// `pusher_internal:subscription_succeeded` with `data` already JSON-encoded.
+pub fn subscription_succeeded(channel: &str, data: &str) -> ByteString {
+    encode(
+        "pusher_internal:subscription_succeeded",
+        Some(channel),
+        data,
+        None,
+    )
+}
+
+/// `pusher:subscription_error` as pusher-js surfaces it on the channel.
+pub fn subscription_error(channel: &str, kind: &str, error: &str, status: u16) -> ByteString {
+    let data = serde_json::json!({"type": kind, "error": error, "status": status});
+    encode("pusher:subscription_error", Some(channel), &data, None)
+}
+
+/// `pusher_internal:member_added` for the other subscribers of a presence channel.
+pub fn member_added(channel: &str, user_id: &str, user_info: Option<&RawValue>) -> ByteString {
+    #[derive(Serialize)]
+    struct Added<'a> {
+        user_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_info: Option<&'a RawValue>,
+    }
+    let data = serde_json::to_string(&Added { user_id, user_info }).unwrap_or_default();
+    encode("pusher_internal:member_added", Some(channel), &data, None)
+}
+
+/// `pusher_internal:member_removed` when a user's last socket left.
+pub fn member_removed(channel: &str, user_id: &str) -> ByteString {
+    let data = serde_json::json!({ "user_id": user_id }).to_string();
+    encode("pusher_internal:member_removed", Some(channel), &data, None)
+}
+
+/// `pusher:cache_miss` for a cache channel with nothing remembered.
+pub fn cache_miss(channel: &str) -> ByteString {
+    encode("pusher:cache_miss", Some(channel), "{}", None)
+}
+
+/// `pusher:signin_success` echoing the signed user data.
+pub fn signin_success(user_data: &str) -> ByteString {
+    let data = serde_json::json!({ "user_data": user_data }).to_string();
+    encode("pusher:signin_success", None, &data, None)
+}
+
+/// `pusher_internal:watchlist_events` with one `online` or `offline` event.
+pub fn watchlist_event(name: &str, user_ids: &[&str]) -> ByteString {
+    let data = serde_json::json!({ "events": [{ "name": name, "user_ids": user_ids }] });
+    encode("pusher_internal:watchlist_events", None, &data, None)
+}
+
+/// The `subscription_succeeded` data of a presence channel:
+/// `{"presence":{"count":N,"ids":[..],"hash":{id: info}}}`.
+pub fn presence_data<'a>(members: impl Iterator<Item = (&'a str, Option<&'a RawValue>)>) -> String {
+    let mut ids = Vec::new();
+    let mut hash = serde_json::Map::new();
+    for (id, info) in members {
+        ids.push(Value::String(id.to_owned()));
+        let info = info
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or(Value::Null);
+        hash.insert(id.to_owned(), info);
+    }
+    serde_json::json!({ "presence": { "count": ids.len(), "ids": ids, "hash": hash } }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_accepts_object_and_string_data() {
+        let object = r#"{"event":"pusher:subscribe","data":{"channel":"a"}}"#;
+        let string = r#"{"event":"pusher:subscribe","data":"{\"channel\":\"a\"}"}"#;
+        for text in [object, string] {
+            match parse_client_frame(text) {
+                Ok(ClientMessage::Subscribe(s)) => assert_eq!(s.channel, "a"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_frames_are_typed_errors() {
+        assert_eq!(parse_client_frame("nope").err(), Some(FrameError::NotJson));
+        assert_eq!(parse_client_frame("[1]").err(), Some(FrameError::NotJson));
+        assert_eq!(
+            parse_client_frame("{}").err(),
+            Some(FrameError::MissingEvent)
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"event":5}"#).err(),
+            Some(FrameError::MissingEvent)
+        );
+        assert!(matches!(
+            parse_client_frame(r#"{"event":"pusher:subscribe","data":5}"#),
+            Err(FrameError::InvalidData { .. })
+        ));
+        assert!(matches!(
+            parse_client_frame(r#"{"event":"pusher:subscribe","data":{}}"#),
+            Err(FrameError::InvalidData { .. })
+        ));
+        assert_eq!(
+            parse_client_frame(r#"{"event":"client-x","data":{}}"#).err(),
+            Some(FrameError::MissingChannel)
+        );
+    }
+
+    #[test]
+    fn client_event_data_is_kept_verbatim() {
+        let text = r#"{"event":"client-x","channel":"private-a","data":{"b":[1, 2]}}"#;
+        match parse_client_frame(text) {
+            Ok(ClientMessage::ClientEvent { data, .. }) => {
+                assert_eq!(data.get(), r#"{"b":[1, 2]}"#)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_frames_double_encode_data() {
+        let frame = connection_established("1.2", 120);
+        let value: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(value["event"], "pusher:connection_established");
+        let data: Value = serde_json::from_str(value["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["socket_id"], "1.2");
+        assert_eq!(data["activity_timeout"], 120);
+
+        let added = member_added("presence-a", "u1", None);
+        let value: Value = serde_json::from_str(&added).unwrap();
+        assert_eq!(value["data"], r#"{"user_id":"u1"}"#);
+
+        let presence = presence_data([("u1", None)].into_iter());
+        let value: Value = serde_json::from_str(&presence).unwrap();
+        assert_eq!(value["presence"]["count"], 1);
+        assert_eq!(value["presence"]["ids"][0], "u1");
+
+        let event = event_frame("e", "c", "{\"x\":1}", None);
+        assert_eq!(&*event, r#"{"event":"e","channel":"c","data":"{\"x\":1}"}"#);
+    }
+}

@@ -1,0 +1,150 @@
+//! The running server: builds the hub from the config, serves HTTP and
+//! WebSocket on one port, and shuts down gracefully on SIGINT/SIGTERM.
+
+use crate::adapter::local::LocalAdapter;
+use crate::apps::AppRegistry;
+use crate::config::Config;
+use crate::http::{self, HttpSettings};
+use crate::hub::node::Node;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::protocol::error::ErrorCode;
+use crate::ws::{self, WsSettings};
+use actix_web::dev::Service;
+use actix_web::{web, App, HttpServer};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A configured server, ready to run.
+pub struct Server {
+    config: Config,
+    hub: Arc<Hub>,
+}
+
+impl Server {
+    /// Builds the hub (apps, node state, local adapter, metrics) from `config`.
+    pub fn new(config: Config) -> Self {
+        let apps = Arc::new(AppRegistry::new(config.apps.clone()));
+        let node = Arc::new(Node::new(&apps));
+        let adapter = Arc::new(LocalAdapter::new(node.clone()));
+        let hub = Arc::new(Hub::new(
+            apps,
+            node,
+            adapter,
+            Metrics::new(),
+            config.server.outgoing_queue,
+        ));
+        Server { config, hub }
+    }
+
+    /// The hub, for tests that inspect state.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Serves until SIGINT or SIGTERM, then closes every socket with 4200.
+    pub async fn run(self) -> std::io::Result<()> {
+        let server_config = self.config.server.clone();
+        let ws_settings = WsSettings {
+            activity_timeout: Duration::from_secs(server_config.activity_timeout),
+            pong_timeout: Duration::from_secs(server_config.pong_timeout),
+            max_frame_bytes: server_config.max_frame_bytes,
+        };
+        let http_settings = HttpSettings {
+            max_request_bytes: server_config.max_request_bytes,
+            metrics: server_config.metrics,
+        };
+        let hub = self.hub.clone();
+        let server = HttpServer::new(move || {
+            let metrics = hub.metrics().clone();
+            App::new()
+                .app_data(web::Data::new(hub.clone()))
+                .app_data(web::Data::new(ws_settings))
+                .app_data(web::Data::new(http_settings))
+                .wrap_fn(move |req, service| {
+                    let metrics = metrics.clone();
+                    let response = service.call(req);
+                    async move {
+                        let response = response.await?;
+                        let route = response
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "unmatched".into());
+                        metrics
+                            .http_requests
+                            .with_label_values(&[&route, response.status().as_str()])
+                            .inc();
+                        Ok(response)
+                    }
+                })
+                .configure(ws::configure)
+                .configure(http::configure)
+                .default_service(web::to(http::not_found))
+        })
+        .disable_signals()
+        .shutdown_timeout(server_config.shutdown_grace)
+        .bind((server_config.host.as_str(), server_config.port))?
+        .run();
+
+        for app in self.hub.apps().all() {
+            tracing::info!(
+                "rusher listening: connect pusher-js with key `{}` to ws://{}:{}/app/{} (app id `{}`)",
+                app.key,
+                server_config.host,
+                server_config.port,
+                app.key,
+                app.id
+            );
+        }
+
+        // Cache channels keep one event each; sweep the expired ones so
+        // channels nobody reads again do not hold memory forever.
+        let sweeper = self.hub.clone();
+        actix_web::rt::spawn(async move {
+            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                sweeper.sweep_caches();
+            }
+        });
+
+        let handle = server.handle();
+        let hub = self.hub.clone();
+        let grace = Duration::from_secs(server_config.shutdown_grace);
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            let sockets = hub.close_all(ErrorCode::ServerShuttingDown);
+            tracing::info!(sockets, "shutting down: closing every socket with 4200");
+            let deadline = Instant::now() + grace;
+            while hub.connection_count() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            handle.stop(true).await;
+        });
+        server.await
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

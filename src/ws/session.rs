@@ -1,0 +1,364 @@
+//! One actor per WebSocket connection. It holds only its own connection's
+//! state (its channels, keep-alive clock, rate limit) and reaches shared
+//! state through the hub handle.
+
+use super::WsSettings;
+use crate::apps::App;
+use crate::hub::connection::{Connection, ConnectionReceiver};
+use crate::hub::Hub;
+use crate::protocol::channel::{channel_type, ChannelKind};
+use crate::protocol::error::ErrorCode;
+use crate::protocol::frames::{self, ClientMessage, SubscribeRequest};
+use crate::protocol::presence::SignedInUser;
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, SpawnHandle, StreamHandler, WrapFuture,
+};
+use actix_web_actors::ws;
+use bytestring::ByteString;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Span;
+
+/// Client events allowed per connection in one rate window.
+#[derive(Debug)]
+struct RateWindow {
+    started: Instant,
+    count: u32,
+}
+
+/// The state of one connection.
+pub struct Session {
+    hub: Arc<Hub>,
+    app: Arc<App>,
+    connection: Arc<Connection>,
+    receiver: Option<ConnectionReceiver>,
+    /// Subscribed channels, with the presence user id where there is one.
+    channels: HashMap<String, Option<Arc<str>>>,
+    user: Option<SignedInUser>,
+    settings: WsSettings,
+    last_seen: Instant,
+    ping_sent: Option<Instant>,
+    keepalive: Option<SpawnHandle>,
+    client_events: RateWindow,
+    span: Span,
+}
+
+impl Session {
+    /// A session for an admitted connection.
+    pub fn new(
+        hub: Arc<Hub>,
+        app: Arc<App>,
+        receiver: ConnectionReceiver,
+        settings: WsSettings,
+    ) -> Self {
+        let connection = receiver.connection.clone();
+        let span = tracing::info_span!(
+            "connection",
+            app_id = %app.id,
+            socket_id = %connection.socket_id
+        );
+        Session {
+            hub,
+            app,
+            connection,
+            receiver: Some(receiver),
+            channels: HashMap::new(),
+            user: None,
+            settings,
+            last_seen: Instant::now(),
+            ping_sent: None,
+            keepalive: None,
+            client_events: RateWindow {
+                started: Instant::now(),
+                count: 0,
+            },
+            span,
+        }
+    }
+
+    fn error(&self, ctx: &mut ws::WebsocketContext<Self>, code: Option<u16>, message: &str) {
+        ctx.text(frames::error_frame(code, message));
+    }
+
+    /// Sends `pusher:error` with the code, then closes with the same code.
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16) {
+        let message = match code {
+            4100 => ErrorCode::OverCapacity.message(),
+            4200 => ErrorCode::ServerShuttingDown.message(),
+            4201 => ErrorCode::PongNotReceived.message(),
+            4009 => ErrorCode::Unauthorized.message(),
+            _ => "Connection closed",
+        };
+        tracing::debug!(parent: &self.span, code, "closing connection");
+        self.error(ctx, Some(code), message);
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Other(code),
+            description: Some(message.into()),
+        }));
+        ctx.stop();
+    }
+
+    /// Any frame from the client proves it is alive.
+    fn saw_activity(&mut self) {
+        self.last_seen = Instant::now();
+        self.ping_sent = None;
+    }
+
+    /// Schedules the next keep-alive check after `delay`.
+    fn schedule_keepalive(&mut self, ctx: &mut ws::WebsocketContext<Self>, delay: Duration) {
+        self.keepalive = Some(ctx.run_later(delay, |session, ctx| session.check_keepalive(ctx)));
+    }
+
+    /// Pings after `activity_timeout` of silence; closes 4201 when the ping
+    /// goes unanswered for `pong_timeout`. One timer per connection.
+    fn check_keepalive(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let now = Instant::now();
+        if let Some(sent) = self.ping_sent {
+            let waited = now.duration_since(sent);
+            if waited >= self.settings.pong_timeout {
+                self.close(ctx, ErrorCode::PongNotReceived.code());
+            } else {
+                self.schedule_keepalive(ctx, self.settings.pong_timeout - waited);
+            }
+            return;
+        }
+        let idle = now.duration_since(self.last_seen);
+        if idle >= self.settings.activity_timeout {
+            // Only the Pusher-level ping, as hosted Pusher does: clients
+            // answer it with `pusher:pong`.
+            ctx.text(frames::ping_frame());
+            self.ping_sent = Some(now);
+            self.schedule_keepalive(ctx, self.settings.pong_timeout);
+        } else {
+            self.schedule_keepalive(ctx, self.settings.activity_timeout - idle);
+        }
+    }
+
+    fn handle_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
+        match frames::parse_client_frame(text) {
+            Ok(ClientMessage::Ping) => ctx.text(frames::pong_frame()),
+            Ok(ClientMessage::Pong) => {}
+            Ok(ClientMessage::Subscribe(request)) => self.subscribe(ctx, request),
+            Ok(ClientMessage::Unsubscribe { channel }) => {
+                // The user channel belongs to the sign-in, not to the client.
+                if !channel.starts_with("#server-to-user-")
+                    && self.channels.remove(&channel).is_some()
+                {
+                    self.hub.unsubscribe(&self.connection, &channel);
+                }
+            }
+            Ok(ClientMessage::Signin { auth, user_data }) => self.sign_in(ctx, &auth, &user_data),
+            Ok(ClientMessage::ClientEvent {
+                event,
+                channel,
+                data,
+            }) => self.client_event(ctx, &event, &channel, &data),
+            Ok(ClientMessage::Unknown { event }) => {
+                tracing::debug!(parent: &self.span, %event, "unknown event");
+                self.error(ctx, None, &format!("Unsupported event: {event}"));
+            }
+            Err(error) => {
+                tracing::debug!(parent: &self.span, %error, "malformed frame");
+                self.error(ctx, None, &format!("Invalid frame: {error}"));
+            }
+        }
+    }
+
+    fn subscribe(&mut self, ctx: &mut ws::WebsocketContext<Self>, request: SubscribeRequest) {
+        let channel = request.channel.as_str();
+        if !self.channels.contains_key(channel)
+            && self.channels.len() >= self.app.max_channels_per_connection
+        {
+            let error = format!(
+                "Connection is subscribed to the maximum of {} channels",
+                self.app.max_channels_per_connection
+            );
+            ctx.text(frames::subscription_error(
+                channel,
+                "LimitReached",
+                &error,
+                400,
+            ));
+            return;
+        }
+        match self.hub.subscribe(&self.app, &self.connection, &request) {
+            Ok(subscription) => {
+                ctx.text(subscription.succeeded);
+                if let Some(cached) = subscription.cached {
+                    ctx.text(cached);
+                }
+                self.channels.insert(request.channel, subscription.user_id);
+            }
+            Err(error) => {
+                tracing::debug!(parent: &self.span, channel, reason = %error.message, "subscription refused");
+                ctx.text(frames::subscription_error(
+                    channel,
+                    error.kind,
+                    &error.message,
+                    error.status,
+                ));
+            }
+        }
+    }
+
+    fn sign_in(&mut self, ctx: &mut ws::WebsocketContext<Self>, auth: &str, user_data: &str) {
+        if self.user.is_some() {
+            return self.error(ctx, None, "Connection is already signed in");
+        }
+        match self
+            .hub
+            .sign_in(&self.app, &self.connection, auth, user_data)
+        {
+            Some(signed_in) => {
+                tracing::debug!(parent: &self.span, user_id = %signed_in.user.id, "signed in");
+                ctx.text(signed_in.success);
+                if let Some(online) = signed_in.watchlist_online {
+                    ctx.text(online);
+                }
+                self.channels.insert(signed_in.user_channel, None);
+                self.user = Some(signed_in.user);
+            }
+            None => self.close(ctx, ErrorCode::Unauthorized.code()),
+        }
+    }
+
+    fn client_event(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        event: &str,
+        channel: &str,
+        data: &RawValue,
+    ) {
+        if !self.app.client_events {
+            return self.error(ctx, None, "Client events are not enabled for this app");
+        }
+        if !matches!(
+            channel_type(channel).kind,
+            ChannelKind::Private | ChannelKind::Presence
+        ) {
+            return self.error(
+                ctx,
+                None,
+                "Client events are only allowed on private and presence channels",
+            );
+        }
+        let Some(user_id) = self.channels.get(channel) else {
+            return self.error(
+                ctx,
+                None,
+                "Client event on a channel the socket is not subscribed to",
+            );
+        };
+        if event.len() > self.app.max_event_name_length {
+            return self.error(ctx, None, "Client event name is too long");
+        }
+        if data.get().len() > self.app.max_event_data_bytes {
+            return self.error(ctx, None, "Client event data is too large");
+        }
+        let now = Instant::now();
+        if now.duration_since(self.client_events.started) >= Duration::from_secs(1) {
+            self.client_events = RateWindow {
+                started: now,
+                count: 0,
+            };
+        }
+        if self.client_events.count >= self.app.client_event_rate {
+            let code = ErrorCode::ClientEventRateLimit;
+            return self.error(ctx, Some(code.code()), code.message());
+        }
+        self.client_events.count += 1;
+        let frame = frames::client_event_frame(event, channel, data, user_id.as_deref());
+        let hub = self.hub.clone();
+        let app_id = self.app.id.clone();
+        let channel = channel.to_owned();
+        let socket_id = self.connection.socket_id.clone();
+        actix::spawn(async move {
+            hub.publish(&app_id, &channel, frame, Some(&socket_id))
+                .await;
+        });
+    }
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::debug!(parent: &self.span, "connected");
+        ctx.text(frames::connection_established(
+            &self.connection.socket_id,
+            self.settings.activity_timeout.as_secs(),
+        ));
+        if let Some(receiver) = self.receiver.take() {
+            ctx.add_stream(ReceiverStream::new(receiver.outgoing));
+        }
+        let connection = self.connection.clone();
+        ctx.spawn(
+            async move { connection.closed().await }
+                .into_actor(self)
+                .map(|code, session, ctx| session.close(ctx, code)),
+        );
+        self.schedule_keepalive(ctx, self.settings.activity_timeout);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::debug!(parent: &self.span, channels = self.channels.len(), "disconnected");
+        // Nobody reads the queue any more: make further sends return Closed at once.
+        self.connection
+            .request_close(ErrorCode::ServerShuttingDown.code());
+        self.hub.disconnect(
+            &self.connection,
+            self.channels.keys().map(String::as_str),
+            self.user.as_ref(),
+        );
+    }
+}
+
+/// Frames published to this connection, already encoded.
+impl StreamHandler<ByteString> for Session {
+    fn handle(&mut self, frame: ByteString, ctx: &mut Self::Context) {
+        ctx.text(frame);
+    }
+
+    // The queue ends only when the hub forgot the connection: nothing to do.
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+/// Frames from the client.
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        let message = match message {
+            Ok(message) => message,
+            Err(ws::ProtocolError::Overflow) => {
+                tracing::debug!(parent: &self.span, "frame over the size limit");
+                self.error(ctx, None, "Frame is larger than the server accepts");
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Size,
+                    description: Some("frame too large".into()),
+                }));
+                return ctx.stop();
+            }
+            Err(error) => {
+                tracing::debug!(parent: &self.span, %error, "protocol error");
+                ctx.close(Some(ws::CloseCode::Protocol.into()));
+                return ctx.stop();
+            }
+        };
+        self.saw_activity();
+        match message {
+            ws::Message::Text(text) => self.handle_text(ctx, &text),
+            ws::Message::Ping(bytes) => ctx.pong(&bytes),
+            ws::Message::Pong(_) => {}
+            ws::Message::Binary(_) => {
+                self.error(ctx, None, "Binary frames are not supported; send JSON text")
+            }
+            ws::Message::Close(reason) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            ws::Message::Continuation(_) | ws::Message::Nop => {}
+        }
+    }
+}
