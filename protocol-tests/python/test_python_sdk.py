@@ -19,7 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 HOST = os.environ.get("RUSHER_HOST", "127.0.0.1")
 PORT = int(os.environ.get("RUSHER_PORT", "6001"))
 
-APP_ID, KEY, SECRET = "app-id", "app-key", "app-secret"
+# A numeric id: the Python SDK refuses any other (as hosted Pusher only issues numeric ids).
+APP_ID, KEY, SECRET = "424242", "python-key", "python-secret"
 
 
 def client(secret=SECRET, app_id=APP_ID, key=KEY):

@@ -48,6 +48,9 @@ async fn connect(
     hub: web::Data<Arc<Hub>>,
     settings: web::Data<WsSettings>,
 ) -> actix_web::Result<HttpResponse> {
+    // Check the upgrade first: a connection is admitted (and counted) only
+    // once the WebSocket handshake is sure to succeed.
+    ws::handshake(&req)?;
     let Some(app) = hub.apps().by_key(&key) else {
         return refuse(&hub, ErrorCode::AppNotFound, &req, stream);
     };
