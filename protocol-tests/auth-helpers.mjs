@@ -157,3 +157,19 @@ export function memberIds(channel) {
   channel.members.each((m) => ids.push(m.id));
   return ids.sort();
 }
+
+/**
+ * Sign a raw connection in with the SDK's `authenticateUser` and wait for
+ * `pusher:signin_success`; returns that frame.
+ */
+export async function rawSignIn(conn, sdk, userData, timeoutMs = 3000) {
+  conn.send({ event: 'pusher:signin', data: sdk.authenticateUser(conn.socketId, userData) });
+  return conn.next('pusher:signin_success', timeoutMs);
+}
+
+/** Every frame a pusher-js client receives (connection 'message'), from now on. */
+export function recordMessages(client) {
+  const messages = [];
+  client.connection.bind('message', (m) => messages.push(m));
+  return messages;
+}

@@ -79,6 +79,45 @@ pub struct ServerConfig {
     pub log_json: bool,
     /// Serve Prometheus metrics on `/metrics`.
     pub metrics: bool,
+    /// Webhook delivery settings (batching, queue, retries).
+    pub webhooks: WebhookSettings,
+}
+
+/// How webhooks are batched, queued and retried (all apps).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Most events in one webhook request.
+    pub batch_size: usize,
+    /// Milliseconds events are collected before a batch is sent.
+    pub batch_ms: u64,
+    /// Events waiting to be batched; beyond it new events are dropped and counted.
+    pub queue: usize,
+    /// Requests in flight at once, retries included.
+    pub concurrency: usize,
+    /// Milliseconds before a receiver's answer is given up on.
+    pub timeout_ms: u64,
+    /// Attempts per batch (the first one included) before it is dropped.
+    pub max_attempts: u32,
+    /// Milliseconds before the first retry; doubled for each further one.
+    pub backoff_ms: u64,
+    /// Milliseconds `member_removed` is held back; a rejoin within it cancels both events.
+    pub member_removed_delay_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            batch_size: 50,
+            batch_ms: 250,
+            queue: 10_000,
+            concurrency: 16,
+            timeout_ms: 5_000,
+            max_attempts: 5,
+            backoff_ms: 500,
+            member_removed_delay_ms: 3_000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -95,6 +134,7 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             log_json: false,
             metrics: true,
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -148,7 +188,38 @@ pub struct AppConfig {
     /// Seconds a cache channel remembers its last event.
     #[serde(default = "d_cache_ttl")]
     pub cache_ttl: u64,
+    /// Where this app's webhooks go.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
+
+/// One webhook endpoint of an app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The receiver's URL (http or https).
+    pub url: String,
+    /// Event types sent; empty means all of them.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Only channels whose name starts with this.
+    #[serde(default)]
+    pub filter_prefix: Option<String>,
+    /// Extra headers sent with every request.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// The webhook event types rusher sends.
+pub const WEBHOOK_EVENT_TYPES: [&str; 7] = [
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+];
 
 fn yes() -> bool {
     true
@@ -204,6 +275,7 @@ impl AppConfig {
             max_presence_user_info_bytes: d_max_presence_user_info_bytes(),
             client_event_rate: d_client_event_rate(),
             cache_ttl: d_cache_ttl(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -296,6 +368,14 @@ impl Config {
             ("server.max_frame_bytes", s.max_frame_bytes),
             ("server.outgoing_queue", s.outgoing_queue),
             ("server.max_request_bytes", s.max_request_bytes),
+            ("server.webhooks.batch_size", s.webhooks.batch_size),
+            ("server.webhooks.queue", s.webhooks.queue),
+            ("server.webhooks.concurrency", s.webhooks.concurrency),
+            ("server.webhooks.timeout_ms", s.webhooks.timeout_ms as usize),
+            (
+                "server.webhooks.max_attempts",
+                s.webhooks.max_attempts as usize,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -341,6 +421,23 @@ impl Config {
             for (field, value) in limits {
                 if value == 0 {
                     return Err(invalid(at(field), "must be greater than 0"));
+                }
+            }
+            for (w, webhook) in app.webhooks.iter().enumerate() {
+                let at = |field: &str| format!("apps[{i}].webhooks[{w}].{field}");
+                if !(webhook.url.starts_with("http://") || webhook.url.starts_with("https://")) {
+                    return Err(invalid(at("url"), "must be an http:// or https:// URL"));
+                }
+                for kind in &webhook.event_types {
+                    if !WEBHOOK_EVENT_TYPES.contains(&kind.as_str()) {
+                        return Err(invalid(
+                            at("event_types"),
+                            format!(
+                                "unknown event type `{kind}`; known: {}",
+                                WEBHOOK_EVENT_TYPES.join(", ")
+                            ),
+                        ));
+                    }
                 }
             }
             if app.max_channel_name_length > crate::protocol::channel::MAX_CHANNEL_NAME_LENGTH {
@@ -404,6 +501,17 @@ mod tests {
         config.apps.push(second);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("apps[1].key"), "{err}");
+    }
+
+    #[test]
+    fn webhook_with_unknown_event_type_is_named() {
+        let text = "[[apps]]\nid='a'\nkey='b'\nsecret='c'\n[[apps.webhooks]]\nurl='http://x'\nevent_types=['nope']\n";
+        let err = Config::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apps[0].webhooks[0].event_types"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`adapter`]: how published frames reach subscribers (in process; Redis later).
 //! - [`ws`]: the WebSocket transport, one actor per connection.
 //! - [`http`]: the HTTP API the server SDKs call, health and metrics.
+//! - [`webhooks`]: signed, batched, retried webhooks to the apps' backends.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wires the above into a running server with graceful shutdown.
 
@@ -19,6 +20,7 @@ pub mod hub;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod webhooks;
 pub mod ws;
 
 pub use config::Config;

@@ -20,6 +20,14 @@ pub struct Metrics {
     pub slow_client_disconnects: IntCounter,
     /// HTTP API requests by route and status.
     pub http_requests: IntCounterVec,
+    /// Webhook batches a receiver accepted.
+    pub webhooks_sent: IntCounter,
+    /// Webhook attempts that failed and were retried.
+    pub webhooks_retried: IntCounter,
+    /// Webhook batches dropped after every attempt failed.
+    pub webhooks_failed: IntCounter,
+    /// Webhook events dropped because the queue or backlog was full.
+    pub webhooks_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -75,6 +83,22 @@ impl Metrics {
                 "rusher_http_requests_total",
                 "HTTP API requests by route and status",
                 &["route", "status"],
+            ),
+            webhooks_sent: counter(
+                "rusher_webhooks_sent_total",
+                "Webhook batches a receiver accepted",
+            ),
+            webhooks_retried: counter(
+                "rusher_webhooks_retried_total",
+                "Webhook attempts that failed and were retried",
+            ),
+            webhooks_failed: counter(
+                "rusher_webhooks_failed_total",
+                "Webhook batches dropped after every attempt failed",
+            ),
+            webhooks_dropped: counter(
+                "rusher_webhooks_dropped_total",
+                "Webhook events dropped because the queue or backlog was full",
             ),
             registry,
         }

@@ -9,6 +9,7 @@ use crate::hub::node::Node;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::error::ErrorCode;
+use crate::webhooks::Webhooks;
 use crate::ws::{self, WsSettings};
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
@@ -18,32 +19,35 @@ use std::time::{Duration, Instant};
 /// A configured server, ready to run.
 pub struct Server {
     config: Config,
-    hub: Arc<Hub>,
 }
 
 impl Server {
-    /// Builds the hub (apps, node state, local adapter, metrics) from `config`.
+    /// A server for a validated `config`.
     pub fn new(config: Config) -> Self {
-        let apps = Arc::new(AppRegistry::new(config.apps.clone()));
+        Server { config }
+    }
+
+    /// Builds the hub: apps, this node's state, the adapter, metrics, webhooks.
+    /// Must run inside the runtime, which the webhook dispatcher joins.
+    fn build_hub(&self) -> Arc<Hub> {
+        let apps = Arc::new(AppRegistry::new(self.config.apps.clone()));
         let node = Arc::new(Node::new(&apps));
         let adapter = Arc::new(LocalAdapter::new(node.clone()));
-        let hub = Arc::new(Hub::new(
+        let metrics = Metrics::new();
+        let webhooks = Webhooks::start(&apps, &self.config.server.webhooks, metrics.clone());
+        Arc::new(Hub::new(
             apps,
             node,
             adapter,
-            Metrics::new(),
-            config.server.outgoing_queue,
-        ));
-        Server { config, hub }
-    }
-
-    /// The hub, for tests that inspect state.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+            metrics,
+            webhooks,
+            self.config.server.outgoing_queue,
+        ))
     }
 
     /// Serves until SIGINT or SIGTERM, then closes every socket with 4200.
     pub async fn run(self) -> std::io::Result<()> {
+        let hub = self.build_hub();
         let server_config = self.config.server.clone();
         let ws_settings = WsSettings {
             activity_timeout: Duration::from_secs(server_config.activity_timeout),
@@ -54,8 +58,9 @@ impl Server {
             max_request_bytes: server_config.max_request_bytes,
             metrics: server_config.metrics,
         };
-        let hub = self.hub.clone();
+        let app_hub = hub.clone();
         let server = HttpServer::new(move || {
+            let hub = app_hub.clone();
             let metrics = hub.metrics().clone();
             App::new()
                 .app_data(web::Data::new(hub.clone()))
@@ -86,7 +91,7 @@ impl Server {
         .bind((server_config.host.as_str(), server_config.port))?
         .run();
 
-        for app in self.hub.apps().all() {
+        for app in hub.apps().all() {
             tracing::info!(
                 "rusher listening: connect pusher-js with key `{}` to ws://{}:{}/app/{} (app id `{}`)",
                 app.key,
@@ -99,7 +104,7 @@ impl Server {
 
         // Cache channels keep one event each; sweep the expired ones so
         // channels nobody reads again do not hold memory forever.
-        let sweeper = self.hub.clone();
+        let sweeper = hub.clone();
         actix_web::rt::spawn(async move {
             let mut every_minute = tokio::time::interval(Duration::from_secs(60));
             loop {
@@ -109,7 +114,6 @@ impl Server {
         });
 
         let handle = server.handle();
-        let hub = self.hub.clone();
         let grace = Duration::from_secs(server_config.shutdown_grace);
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
@@ -119,6 +123,8 @@ impl Server {
             while hub.connection_count() > 0 && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            // The closes above produced vacated/member_removed events: send them.
+            hub.webhooks().shutdown(deadline).await;
             handle.stop(true).await;
         });
         server.await

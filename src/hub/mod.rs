@@ -27,11 +27,14 @@ use crate::protocol::channel::channel_type;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::frames::{self, SubscribeRequest};
 use crate::protocol::presence::{parse_user_data, SignedInUser};
+use crate::webhooks::event::WebhookEvent;
+use crate::webhooks::Webhooks;
 use authorize::{authorize, SubscriptionError};
 use bytestring::ByteString;
 use channels::{FanOut, Joining};
 use connection::{Connection, ConnectionReceiver};
 use node::{AppState, Node};
+use serde_json::value::RawValue;
 use socket_id::SocketIds;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -67,6 +70,7 @@ pub struct Hub {
     node: Arc<Node>,
     adapter: Arc<dyn Adapter>,
     metrics: Metrics,
+    webhooks: Webhooks,
     socket_ids: SocketIds,
     outgoing_queue: usize,
     accepting: AtomicBool,
@@ -79,6 +83,7 @@ impl Hub {
         node: Arc<Node>,
         adapter: Arc<dyn Adapter>,
         metrics: Metrics,
+        webhooks: Webhooks,
         outgoing_queue: usize,
     ) -> Self {
         Hub {
@@ -86,6 +91,7 @@ impl Hub {
             node,
             adapter,
             metrics,
+            webhooks,
             socket_ids: SocketIds::default(),
             outgoing_queue,
             accepting: AtomicBool::new(true),
@@ -100,6 +106,11 @@ impl Hub {
     /// The server's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The webhook sender.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
     }
 
     /// Whether new connections are accepted (false once shutdown began).
@@ -190,13 +201,24 @@ impl Hub {
             .map_err(|limit| SubscriptionError::member_limit(limit.0))?;
         if let (true, Some(frame)) = (subscribed.member_added, announcement) {
             self.spawn_publish(&app.id, channel, frame, Some(&connection.socket_id));
+            if let Some(user_id) = &user_id {
+                self.webhooks
+                    .emit(&app.id, WebhookEvent::member_added(channel, user_id));
+            }
+        }
+        if subscribed.new_socket {
+            self.occupancy_changed(&app.id, channel, subscribed.subscribers, true);
         }
         let data = subscribed.presence_data.as_deref().unwrap_or("{}");
         let cached = channel_type(channel).cache.then(|| {
-            state
-                .cache
-                .get(channel)
-                .map_or_else(|| frames::cache_miss(channel), |(frame, _)| frame)
+            state.cache.get(channel).map_or_else(
+                || {
+                    self.webhooks
+                        .emit(&app.id, WebhookEvent::cache_miss(channel));
+                    frames::cache_miss(channel)
+                },
+                |(frame, _)| frame,
+            )
         });
         Ok(Subscription {
             succeeded: frames::subscription_succeeded(channel, data),
@@ -217,6 +239,62 @@ impl Hub {
         if let Some(user_id) = left.member_removed {
             let frame = frames::member_removed(channel, &user_id);
             self.spawn_publish(&connection.app_id, channel, frame, None);
+            self.webhooks.emit(
+                &connection.app_id,
+                WebhookEvent::member_removed(channel, &user_id),
+            );
+        }
+        if left.removed {
+            self.occupancy_changed(&connection.app_id, channel, left.subscribers, false);
+        }
+    }
+
+    /// Webhooks for a changed subscriber count: occupied, vacated, subscription_count.
+    fn occupancy_changed(&self, app_id: &str, channel: &str, subscribers: usize, joined: bool) {
+        // User channels belong to sign-in; backends hear about users, not these.
+        if channel.starts_with("#server-to-user-") {
+            return;
+        }
+        if joined && subscribers == 1 {
+            self.webhooks
+                .emit(app_id, WebhookEvent::channel_occupied(channel));
+        }
+        if !joined && subscribers == 0 {
+            self.webhooks
+                .emit(app_id, WebhookEvent::channel_vacated(channel));
+        }
+        if self.webhooks.wants(app_id, "subscription_count") {
+            self.webhooks.emit(
+                app_id,
+                WebhookEvent::subscription_count(channel, subscribers),
+            );
+        }
+    }
+
+    /// Relays a client event to the channel's other subscribers (and to the
+    /// app's `client_event` webhooks). The caller has checked the sender may.
+    pub fn client_event(
+        &self,
+        app_id: &str,
+        socket_id: &str,
+        channel: &str,
+        event: &str,
+        data: &RawValue,
+        user_id: Option<&str>,
+    ) {
+        let frame = frames::client_event_frame(event, channel, data, user_id);
+        self.remember_if_cache(app_id, channel, &frame);
+        self.metrics.events_published.inc();
+        self.spawn_publish(app_id, channel, frame, Some(socket_id));
+        if self.webhooks.wants(app_id, "client_event") {
+            // The webhook carries data as a string: a string payload as is,
+            // anything else as its JSON text.
+            let text = serde_json::from_str::<String>(data.get())
+                .unwrap_or_else(|_| data.get().to_owned());
+            self.webhooks.emit(
+                app_id,
+                WebhookEvent::client_event(channel, event, &text, socket_id, user_id),
+            );
         }
     }
 
@@ -289,11 +367,7 @@ impl Hub {
         frame: ByteString,
         except: Option<&str>,
     ) -> FanOut {
-        if channel_type(channel).cache {
-            if let Some(state) = self.state(app_id) {
-                state.cache.put(channel, frame.clone());
-            }
-        }
+        self.remember_if_cache(app_id, channel, &frame);
         self.metrics.events_published.inc();
         let report = self.adapter.publish(app_id, channel, frame, except).await;
         self.metrics.frames_sent.inc_by(report.queued);
@@ -301,6 +375,15 @@ impl Hub {
             .slow_client_disconnects
             .inc_by(report.overflowed);
         report
+    }
+
+    /// Keeps the last event of a cache channel for later subscribers.
+    fn remember_if_cache(&self, app_id: &str, channel: &str, frame: &ByteString) {
+        if channel_type(channel).cache {
+            if let Some(state) = self.state(app_id) {
+                state.cache.put(channel, frame.clone());
+            }
+        }
     }
 
     /// Publishes without waiting, for announcements made from synchronous code.

@@ -169,6 +169,12 @@ impl Session {
 
     fn subscribe(&mut self, ctx: &mut ws::WebsocketContext<Self>, request: SubscribeRequest) {
         let channel = request.channel.as_str();
+        // pusher-js subscribes to its own user channel after sign-in; the
+        // sign-in already joined it, so that (and only that) is a no-op success.
+        if channel.starts_with("#server-to-user-") && self.channels.contains_key(channel) {
+            ctx.text(frames::subscription_succeeded(channel, "{}"));
+            return;
+        }
         if !self.channels.contains_key(channel)
             && self.channels.len() >= self.app.max_channels_per_connection
         {
@@ -270,15 +276,14 @@ impl Session {
             return self.error(ctx, Some(code.code()), code.message());
         }
         self.client_events.count += 1;
-        let frame = frames::client_event_frame(event, channel, data, user_id.as_deref());
-        let hub = self.hub.clone();
-        let app_id = self.app.id.clone();
-        let channel = channel.to_owned();
-        let socket_id = self.connection.socket_id.clone();
-        actix::spawn(async move {
-            hub.publish(&app_id, &channel, frame, Some(&socket_id))
-                .await;
-        });
+        self.hub.client_event(
+            &self.app.id,
+            &self.connection.socket_id,
+            channel,
+            event,
+            data,
+            user_id.as_deref(),
+        );
     }
 }
 

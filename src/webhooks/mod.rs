@@ -1,0 +1,125 @@
+//! Webhooks: signed, batched, retried, and never in the way of delivery.
+//!
+//! The hub calls [`Webhooks::emit`], which only tries to enqueue on a bounded
+//! channel (a full queue drops and counts the event). A single background
+//! loop ([`dispatcher`]) batches per app and endpoint and spawns bounded
+//! sender tasks ([`sender`]) that retry with back-off.
+//!
+//! - [`event`]: the events and their fields.
+//! - [`dispatcher`]: routing, filters, presence noise control, batching.
+//! - [`sender`]: signing and retried delivery of one batch.
+
+pub mod dispatcher;
+pub mod event;
+pub mod sender;
+
+use crate::apps::AppRegistry;
+use crate::config::WebhookSettings;
+use crate::metrics::Metrics;
+use dispatcher::{Command, Dispatcher, Route};
+use event::WebhookEvent;
+use sender::Endpoint;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// The hub's handle for emitting webhook events.
+#[derive(Clone)]
+pub struct Webhooks {
+    commands: Option<mpsc::Sender<Command>>,
+    /// Per app: the event types some endpoint wants (empty set = all).
+    wanted: Arc<HashMap<String, Option<HashSet<String>>>>,
+    metrics: Metrics,
+}
+
+impl Webhooks {
+    /// Webhooks that send nothing (no app has an endpoint).
+    pub fn disabled(metrics: Metrics) -> Self {
+        Webhooks {
+            commands: None,
+            wanted: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// Builds the routes from the apps' config and starts the dispatcher on
+    /// the current runtime. Returns a disabled handle when nothing is configured.
+    pub fn start(apps: &AppRegistry, settings: &WebhookSettings, metrics: Metrics) -> Self {
+        let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
+        let mut wanted = HashMap::new();
+        for app in apps.all().filter(|app| !app.webhooks.is_empty()) {
+            let mut types: Option<HashSet<String>> = Some(HashSet::new());
+            for webhook in &app.webhooks {
+                match (&mut types, webhook.event_types.is_empty()) {
+                    (_, true) => types = None,
+                    (Some(set), false) => set.extend(webhook.event_types.iter().cloned()),
+                    (None, false) => {}
+                }
+                routes.entry(app.id.clone()).or_default().push(Route {
+                    endpoint: Arc::new(Endpoint {
+                        url: webhook.url.clone(),
+                        headers: webhook.headers.clone(),
+                        app_key: app.key.clone(),
+                        app_secret: app.secret.clone(),
+                    }),
+                    event_types: webhook.event_types.iter().cloned().collect(),
+                    filter_prefix: webhook.filter_prefix.clone(),
+                });
+            }
+            wanted.insert(app.id.clone(), types);
+        }
+        if routes.is_empty() {
+            return Self::disabled(metrics);
+        }
+        let (tx, rx) = mpsc::channel(settings.queue);
+        let dispatcher = Dispatcher::new(routes, settings.clone(), metrics.clone());
+        tokio::spawn(dispatcher.run(rx));
+        Webhooks {
+            commands: Some(tx),
+            wanted: Arc::new(wanted),
+            metrics,
+        }
+    }
+
+    /// Whether some endpoint of the app wants events of type `name`; lets
+    /// the hub skip building events nobody receives.
+    pub fn wants(&self, app_id: &str, name: &str) -> bool {
+        match self.wanted.get(app_id) {
+            Some(None) => true,
+            Some(Some(types)) => types.contains(name),
+            None => false,
+        }
+    }
+
+    /// Queues an event without waiting; a full queue drops and counts it.
+    pub fn emit(&self, app_id: &str, event: WebhookEvent) {
+        let Some(commands) = &self.commands else {
+            return;
+        };
+        if !self.wants(app_id, event.name) {
+            return;
+        }
+        if commands
+            .try_send(Command::Event(app_id.into(), event))
+            .is_err()
+        {
+            self.metrics.webhooks_dropped.inc();
+        }
+    }
+
+    /// Flushes pending events and waits for sends until `deadline`.
+    pub async fn shutdown(&self, deadline: Instant) {
+        let Some(commands) = &self.commands else {
+            return;
+        };
+        let (done, finished) = oneshot::channel();
+        if commands
+            .send(Command::Shutdown(deadline, done))
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout_at(deadline.into(), finished).await;
+        }
+    }
+}
