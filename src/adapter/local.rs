@@ -1,11 +1,14 @@
-//! The in-process adapter: this node is the whole deployment.
+//! The in-process adapter: this node is the whole deployment, so the
+//! deployment-wide answers are this node's.
 
-use super::{Adapter, ChannelStats};
-use crate::hub::channels::{AppChannels, FanOut};
+use super::{Adapter, ChannelStats, Joined, Left, MemberJoin, MemberLimit};
+use crate::hub::channels::{AppChannels, FanOut, Subscribed, Unsubscribed};
 use crate::hub::node::Node;
+use crate::protocol::error::ErrorCode;
 use async_trait::async_trait;
 use bytestring::ByteString;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Delivers to this node's subscribers only.
 pub struct LocalAdapter {
@@ -23,6 +26,37 @@ impl LocalAdapter {
     }
 }
 
+/// This node's view of a join, for adapters with nobody else to ask.
+pub fn local_joined(local: &Subscribed) -> Joined {
+    Joined {
+        occupied: local.new_socket && local.subscribers == 1,
+        member_added: local.member_added,
+        subscription_count: local.subscribers,
+        presence_data: local.presence_data.clone(),
+    }
+}
+
+/// This node's view of a leave.
+pub fn local_left(local: &Unsubscribed) -> Left {
+    Left {
+        vacated: local.removed && local.subscribers == 0,
+        member_removed: local.member_removed.is_some(),
+        subscription_count: local.subscribers,
+    }
+}
+
+/// Closes this node's sockets of a user with 4009.
+pub fn close_user_sockets(node: &Node, app_id: &str, user_id: &str) -> usize {
+    let Some(state) = node.app(app_id) else {
+        return 0;
+    };
+    let sockets = state.users.connections_of(user_id);
+    for connection in &sockets {
+        connection.request_close(ErrorCode::Unauthorized.code());
+    }
+    sockets.len()
+}
+
 #[async_trait]
 impl Adapter for LocalAdapter {
     async fn publish(
@@ -34,6 +68,41 @@ impl Adapter for LocalAdapter {
     ) -> FanOut {
         self.channels(app_id)
             .map_or_else(FanOut::default, |c| c.deliver(channel, &frame, except))
+    }
+
+    async fn joined(
+        &self,
+        _app_id: &str,
+        _channel: &str,
+        local: &Subscribed,
+        _member: Option<MemberJoin<'_>>,
+    ) -> Result<Joined, MemberLimit> {
+        // The member limit was enforced by this node's state already.
+        Ok(local_joined(local))
+    }
+
+    async fn left(
+        &self,
+        _app_id: &str,
+        _channel: &str,
+        local: &Unsubscribed,
+        _user_id: Option<&str>,
+    ) -> Left {
+        local_left(local)
+    }
+
+    async fn cache_put(&self, app_id: &str, channel: &str, frame: ByteString, _ttl: Duration) {
+        if let Some(state) = self.node.app(app_id) {
+            state.cache.put(channel, frame);
+        }
+    }
+
+    async fn cache_get(&self, app_id: &str, channel: &str) -> Option<(ByteString, Duration)> {
+        self.node.app(app_id)?.cache.get(channel)
+    }
+
+    async fn terminate_user(&self, app_id: &str, user_id: &str) {
+        close_user_sockets(&self.node, app_id, user_id);
     }
 
     async fn subscription_count(&self, app_id: &str, channel: &str) -> usize {

@@ -1,13 +1,20 @@
 //! Fan-out and shared state behind one trait, so a cluster adapter (Redis)
-//! or persistence can plug in without touching ws/ or http/.
+//! can plug in without touching ws/ or http/.
 //!
-//! - [`local`]: one process; delivers straight to this node's subscribers.
+//! The hub changes this node's state first ([`crate::hub::channels`]) and
+//! then tells the adapter, which answers with what the change means for the
+//! whole deployment: whether the channel became occupied, whether a presence
+//! member was added cluster-wide, who the members are.
+//!
+//! - [`local`]: one process; this node is the whole deployment.
 
 pub mod local;
 
-use crate::hub::channels::FanOut;
+use crate::hub::channels::{FanOut, Subscribed, Unsubscribed};
 use async_trait::async_trait;
 use bytestring::ByteString;
+use serde_json::value::RawValue;
+use std::time::Duration;
 
 /// An occupied channel with its counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,11 +27,50 @@ pub struct ChannelStats {
     pub user_count: usize,
 }
 
-/// How published frames reach subscribers and how channel state is read.
+/// A presence member joining, as the adapter records it.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberJoin<'a> {
+    /// The user id.
+    pub user_id: &'a str,
+    /// The user info as sent.
+    pub user_info: Option<&'a RawValue>,
+    /// Most members the channel may hold deployment-wide.
+    pub max_members: usize,
+}
+
+/// What a subscription on this node means for the deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Joined {
+    /// The channel had no subscriber anywhere before.
+    pub occupied: bool,
+    /// The user had no socket on the channel anywhere before.
+    pub member_added: bool,
+    /// Subscribers deployment-wide after the change.
+    pub subscription_count: usize,
+    /// Presence: the `subscription_succeeded` data with every member.
+    pub presence_data: Option<String>,
+}
+
+/// What leaving a channel on this node means for the deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Left {
+    /// The channel has no subscriber anywhere now.
+    pub vacated: bool,
+    /// The user has no socket on the channel anywhere now.
+    pub member_removed: bool,
+    /// Subscribers deployment-wide after the change.
+    pub subscription_count: usize,
+}
+
+/// The deployment-wide presence member limit was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberLimit(pub usize);
+
+/// How published frames reach subscribers and how shared state is kept.
 #[async_trait]
 pub trait Adapter: Send + Sync + 'static {
     /// Delivers an already-encoded frame to every subscriber of `channel`
-    /// except the socket `except`.
+    /// except the socket `except`, on every node.
     async fn publish(
         &self,
         app_id: &str,
@@ -32,6 +78,33 @@ pub trait Adapter: Send + Sync + 'static {
         frame: ByteString,
         except: Option<&str>,
     ) -> FanOut;
+
+    /// Records a subscription made on this node (`local` is this node's view).
+    async fn joined(
+        &self,
+        app_id: &str,
+        channel: &str,
+        local: &Subscribed,
+        member: Option<MemberJoin<'_>>,
+    ) -> Result<Joined, MemberLimit>;
+
+    /// Records leaving a channel on this node.
+    async fn left(
+        &self,
+        app_id: &str,
+        channel: &str,
+        local: &Unsubscribed,
+        user_id: Option<&str>,
+    ) -> Left;
+
+    /// Remembers the last event of a cache channel for `ttl`.
+    async fn cache_put(&self, app_id: &str, channel: &str, frame: ByteString, ttl: Duration);
+
+    /// The last event of a cache channel and its remaining life.
+    async fn cache_get(&self, app_id: &str, channel: &str) -> Option<(ByteString, Duration)>;
+
+    /// Closes every socket of a signed-in user, on every node.
+    async fn terminate_user(&self, app_id: &str, user_id: &str);
 
     /// Subscribers of `channel` across the deployment.
     async fn subscription_count(&self, app_id: &str, channel: &str) -> usize;

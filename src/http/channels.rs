@@ -87,7 +87,7 @@ pub async fn show(
                 return Err(bad_request("info=user_count is only for presence channels"))
             }
             "cache" if kind.cache => {
-                if let Some(ttl) = hub.cache_ttl(&app.id, &channel) {
+                if let Some(ttl) = hub.cache_ttl(&app.id, &channel).await {
                     body.insert("cache".into(), serde_json::json!({ "ttl": ttl.as_secs() }));
                 }
             }

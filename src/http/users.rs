@@ -19,7 +19,7 @@ pub async fn terminate_connections(
 ) -> Result<HttpResponse, ApiError> {
     let (app_id, user_id) = path.into_inner();
     let (app, _) = admit(&req, payload, &hub, &settings, &app_id).await?;
-    let closed = hub.terminate_user(&app.id, &user_id);
-    tracing::info!(app_id = %app.id, %user_id, closed, "terminated user connections");
+    hub.terminate_user(&app.id, &user_id).await;
+    tracing::info!(app_id = %app.id, %user_id, "terminated user connections");
     Ok(HttpResponse::Ok().json(serde_json::json!({})))
 }

@@ -19,7 +19,7 @@ pub mod node;
 pub mod socket_id;
 pub mod users;
 
-use crate::adapter::{Adapter, ChannelStats};
+use crate::adapter::{Adapter, ChannelStats, Joined, MemberJoin};
 use crate::apps::{App, AppRegistry};
 use crate::metrics::Metrics;
 use crate::protocol::auth::verify_user_auth;
@@ -147,18 +147,18 @@ impl Hub {
 
     /// Removes a connection: its subscriptions (with member_removed where it
     /// was a user's last socket), its sign-in and its watchlist.
-    pub fn disconnect<'a>(
+    pub async fn disconnect(
         &self,
         connection: &Connection,
-        channels: impl Iterator<Item = &'a str>,
-        user: Option<&SignedInUser>,
+        channels: Vec<String>,
+        user: Option<SignedInUser>,
     ) {
         let Some(state) = self.state(&connection.app_id) else {
             return;
         };
-        for channel in channels {
-            self.leave(state, connection, channel);
-        }
+        // Forget the connection first: quota and shutdown see it gone at once.
+        state.channels.remove_connection(&connection.socket_id);
+        self.metrics.connections.dec();
         if let Some(user) = user {
             state.users.unwatch(&user.watchlist, &connection.socket_id);
             if state.users.sign_out(&user.id, &connection.socket_id) {
@@ -168,12 +168,13 @@ impl Hub {
                 }
             }
         }
-        state.channels.remove_connection(&connection.socket_id);
-        self.metrics.connections.dec();
+        for channel in channels {
+            self.leave(state, connection, &channel).await;
+        }
     }
 
     /// Subscribes a connection after checking name, signature and limits.
-    pub fn subscribe(
+    pub async fn subscribe(
         &self,
         app: &App,
         connection: &Arc<Connection>,
@@ -186,40 +187,56 @@ impl Hub {
             status: 404,
         })?;
         let channel = request.channel.as_str();
-        let joining = member.map(|member| Joining {
-            user_id: member.user_id.into(),
-            user_info: member.user_info,
+        let user_id: Option<Arc<str>> = member.as_ref().map(|m| m.user_id.as_str().into());
+        let user_info = member.and_then(|m| m.user_info);
+        let joining = user_id.as_ref().map(|user_id| Joining {
+            user_id: user_id.clone(),
+            user_info: user_info.clone(),
             max_members: app.max_presence_members,
         });
-        let user_id = joining.as_ref().map(|j| j.user_id.clone());
-        let announcement = joining
-            .as_ref()
-            .map(|j| frames::member_added(channel, &j.user_id, j.user_info.as_deref()));
-        let subscribed = state
+        let local = state
             .channels
             .subscribe(channel, connection, joining)
             .map_err(|limit| SubscriptionError::member_limit(limit.0))?;
-        if let (true, Some(frame)) = (subscribed.member_added, announcement) {
-            self.spawn_publish(&app.id, channel, frame, Some(&connection.socket_id));
-            if let Some(user_id) = &user_id {
-                self.webhooks
-                    .emit(&app.id, WebhookEvent::member_added(channel, user_id));
+        let member_join = user_id.as_deref().map(|user_id| MemberJoin {
+            user_id,
+            user_info: user_info.as_deref(),
+            max_members: app.max_presence_members,
+        });
+        let joined = match self
+            .adapter
+            .joined(&app.id, channel, &local, member_join)
+            .await
+        {
+            Ok(joined) => joined,
+            Err(limit) => {
+                // Full elsewhere in the deployment: undo this node's part.
+                state.channels.unsubscribe(channel, &connection.socket_id);
+                return Err(SubscriptionError::member_limit(limit.0));
             }
+        };
+        if let (true, Some(user_id)) = (joined.member_added, &user_id) {
+            let frame = frames::member_added(channel, user_id, user_info.as_deref());
+            self.spawn_publish(&app.id, channel, frame, Some(&connection.socket_id));
+            self.webhooks
+                .emit(&app.id, WebhookEvent::member_added(channel, user_id));
         }
-        if subscribed.new_socket {
-            self.occupancy_changed(&app.id, channel, subscribed.subscribers, true);
+        if local.new_socket {
+            self.occupancy_changed(&app.id, channel, &joined);
         }
-        let data = subscribed.presence_data.as_deref().unwrap_or("{}");
-        let cached = channel_type(channel).cache.then(|| {
-            state.cache.get(channel).map_or_else(
-                || {
+        let data = joined.presence_data.as_deref().unwrap_or("{}");
+        let cached = if channel_type(channel).cache {
+            Some(match self.adapter.cache_get(&app.id, channel).await {
+                Some((frame, _)) => frame,
+                None => {
                     self.webhooks
                         .emit(&app.id, WebhookEvent::cache_miss(channel));
                     frames::cache_miss(channel)
-                },
-                |(frame, _)| frame,
-            )
-        });
+                }
+            })
+        } else {
+            None
+        };
         Ok(Subscription {
             succeeded: frames::subscription_succeeded(channel, data),
             cached,
@@ -228,45 +245,57 @@ impl Hub {
     }
 
     /// Unsubscribes a connection; announces member_removed for a user's last socket.
-    pub fn unsubscribe(&self, connection: &Connection, channel: &str) {
+    pub async fn unsubscribe(&self, connection: &Connection, channel: &str) {
         if let Some(state) = self.state(&connection.app_id) {
-            self.leave(state, connection, channel);
+            self.leave(state, connection, channel).await;
         }
     }
 
-    fn leave(&self, state: &AppState, connection: &Connection, channel: &str) {
-        let left = state.channels.unsubscribe(channel, &connection.socket_id);
-        if let Some(user_id) = left.member_removed {
-            let frame = frames::member_removed(channel, &user_id);
-            self.spawn_publish(&connection.app_id, channel, frame, None);
-            self.webhooks.emit(
-                &connection.app_id,
-                WebhookEvent::member_removed(channel, &user_id),
-            );
+    async fn leave(&self, state: &AppState, connection: &Connection, channel: &str) {
+        let local = state.channels.unsubscribe(channel, &connection.socket_id);
+        if !local.removed {
+            return;
         }
-        if left.removed {
-            self.occupancy_changed(&connection.app_id, channel, left.subscribers, false);
+        let app_id = &connection.app_id;
+        let left = self
+            .adapter
+            .left(app_id, channel, &local, local.member_removed.as_deref())
+            .await;
+        if let (true, Some(user_id)) = (left.member_removed, &local.member_removed) {
+            let frame = frames::member_removed(channel, user_id);
+            self.spawn_publish(app_id, channel, frame, None);
+            self.webhooks
+                .emit(app_id, WebhookEvent::member_removed(channel, user_id));
         }
-    }
-
-    /// Webhooks for a changed subscriber count: occupied, vacated, subscription_count.
-    fn occupancy_changed(&self, app_id: &str, channel: &str, subscribers: usize, joined: bool) {
-        // User channels belong to sign-in; backends hear about users, not these.
         if channel.starts_with("#server-to-user-") {
             return;
         }
-        if joined && subscribers == 1 {
-            self.webhooks
-                .emit(app_id, WebhookEvent::channel_occupied(channel));
-        }
-        if !joined && subscribers == 0 {
+        if left.vacated {
             self.webhooks
                 .emit(app_id, WebhookEvent::channel_vacated(channel));
         }
         if self.webhooks.wants(app_id, "subscription_count") {
             self.webhooks.emit(
                 app_id,
-                WebhookEvent::subscription_count(channel, subscribers),
+                WebhookEvent::subscription_count(channel, left.subscription_count),
+            );
+        }
+    }
+
+    /// Webhooks for a new subscriber: occupied and subscription_count.
+    fn occupancy_changed(&self, app_id: &str, channel: &str, joined: &Joined) {
+        // User channels belong to sign-in; backends hear about users, not these.
+        if channel.starts_with("#server-to-user-") {
+            return;
+        }
+        if joined.occupied {
+            self.webhooks
+                .emit(app_id, WebhookEvent::channel_occupied(channel));
+        }
+        if self.webhooks.wants(app_id, "subscription_count") {
+            self.webhooks.emit(
+                app_id,
+                WebhookEvent::subscription_count(channel, joined.subscription_count),
             );
         }
     }
@@ -274,7 +303,7 @@ impl Hub {
     /// Relays a client event to the channel's other subscribers (and to the
     /// app's `client_event` webhooks). The caller has checked the sender may.
     pub fn client_event(
-        &self,
+        self: &Arc<Self>,
         app_id: &str,
         socket_id: &str,
         channel: &str,
@@ -283,9 +312,11 @@ impl Hub {
         user_id: Option<&str>,
     ) {
         let frame = frames::client_event_frame(event, channel, data, user_id);
-        self.remember_if_cache(app_id, channel, &frame);
-        self.metrics.events_published.inc();
-        self.spawn_publish(app_id, channel, frame, Some(socket_id));
+        let hub = self.clone();
+        let (app, target, sender) = (app_id.to_owned(), channel.to_owned(), socket_id.to_owned());
+        tokio::spawn(async move {
+            hub.publish(&app, &target, frame, Some(&sender)).await;
+        });
         if self.webhooks.wants(app_id, "client_event") {
             // The webhook carries data as a string: a string payload as is,
             // anything else as its JSON text.
@@ -347,16 +378,9 @@ impl Hub {
         })
     }
 
-    /// Closes every socket of a signed-in user with 4009; returns how many.
-    pub fn terminate_user(&self, app_id: &str, user_id: &str) -> usize {
-        let Some(state) = self.state(app_id) else {
-            return 0;
-        };
-        let sockets = state.users.connections_of(user_id);
-        for connection in &sockets {
-            connection.request_close(ErrorCode::Unauthorized.code());
-        }
-        sockets.len()
+    /// Closes every socket of a signed-in user with 4009, on every node.
+    pub async fn terminate_user(&self, app_id: &str, user_id: &str) {
+        self.adapter.terminate_user(app_id, user_id).await;
     }
 
     /// Publishes an encoded frame on a channel of an app (remembering it on cache channels).
@@ -367,7 +391,14 @@ impl Hub {
         frame: ByteString,
         except: Option<&str>,
     ) -> FanOut {
-        self.remember_if_cache(app_id, channel, &frame);
+        if channel_type(channel).cache {
+            if let Some(app) = self.apps.by_id(app_id) {
+                let ttl = Duration::from_secs(app.cache_ttl);
+                self.adapter
+                    .cache_put(app_id, channel, frame.clone(), ttl)
+                    .await;
+            }
+        }
         self.metrics.events_published.inc();
         let report = self.adapter.publish(app_id, channel, frame, except).await;
         self.metrics.frames_sent.inc_by(report.queued);
@@ -375,15 +406,6 @@ impl Hub {
             .slow_client_disconnects
             .inc_by(report.overflowed);
         report
-    }
-
-    /// Keeps the last event of a cache channel for later subscribers.
-    fn remember_if_cache(&self, app_id: &str, channel: &str, frame: &ByteString) {
-        if channel_type(channel).cache {
-            if let Some(state) = self.state(app_id) {
-                state.cache.put(channel, frame.clone());
-            }
-        }
     }
 
     /// Publishes without waiting, for announcements made from synchronous code.
@@ -416,8 +438,11 @@ impl Hub {
     }
 
     /// The remaining life of a cache channel's last event, if any.
-    pub fn cache_ttl(&self, app_id: &str, channel: &str) -> Option<Duration> {
-        self.state(app_id)?.cache.get(channel).map(|(_, ttl)| ttl)
+    pub async fn cache_ttl(&self, app_id: &str, channel: &str) -> Option<Duration> {
+        self.adapter
+            .cache_get(app_id, channel)
+            .await
+            .map(|(_, ttl)| ttl)
     }
 
     /// Occupied channels of an app with their counts.

@@ -147,7 +147,9 @@ impl Session {
                 if !channel.starts_with("#server-to-user-")
                     && self.channels.remove(&channel).is_some()
                 {
-                    self.hub.unsubscribe(&self.connection, &channel);
+                    let (hub, connection) = (self.hub.clone(), self.connection.clone());
+                    let leaving = async move { hub.unsubscribe(&connection, &channel).await };
+                    ctx.wait(leaving.into_actor(self));
                 }
             }
             Ok(ClientMessage::Signin { auth, user_data }) => self.sign_in(ctx, &auth, &user_data),
@@ -190,24 +192,33 @@ impl Session {
             ));
             return;
         }
-        match self.hub.subscribe(&self.app, &self.connection, &request) {
-            Ok(subscription) => {
-                ctx.text(subscription.succeeded);
-                if let Some(cached) = subscription.cached {
-                    ctx.text(cached);
+        let (hub, app, connection) = (self.hub.clone(), self.app.clone(), self.connection.clone());
+        let subscribing = async move {
+            let result = hub.subscribe(&app, &connection, &request).await;
+            (request.channel, result)
+        };
+        // `wait` holds this connection's other frames until the hub answered,
+        // so frames keep their order (e.g. a client event right after subscribing).
+        ctx.wait(subscribing.into_actor(self).map(|(channel, result), session, ctx| {
+            match result {
+                Ok(subscription) => {
+                    ctx.text(subscription.succeeded);
+                    if let Some(cached) = subscription.cached {
+                        ctx.text(cached);
+                    }
+                    session.channels.insert(channel, subscription.user_id);
                 }
-                self.channels.insert(request.channel, subscription.user_id);
+                Err(error) => {
+                    tracing::debug!(parent: &session.span, %channel, reason = %error.message, "subscription refused");
+                    ctx.text(frames::subscription_error(
+                        &channel,
+                        error.kind,
+                        &error.message,
+                        error.status,
+                    ));
+                }
             }
-            Err(error) => {
-                tracing::debug!(parent: &self.span, channel, reason = %error.message, "subscription refused");
-                ctx.text(frames::subscription_error(
-                    channel,
-                    error.kind,
-                    &error.message,
-                    error.status,
-                ));
-            }
-        }
+        }));
     }
 
     fn sign_in(&mut self, ctx: &mut ws::WebsocketContext<Self>, auth: &str, user_data: &str) {
@@ -313,11 +324,10 @@ impl Actor for Session {
         // Nobody reads the queue any more: make further sends return Closed at once.
         self.connection
             .request_close(ErrorCode::ServerShuttingDown.code());
-        self.hub.disconnect(
-            &self.connection,
-            self.channels.keys().map(String::as_str),
-            self.user.as_ref(),
-        );
+        let (hub, connection) = (self.hub.clone(), self.connection.clone());
+        let channels = self.channels.drain().map(|(channel, _)| channel).collect();
+        let user = self.user.take();
+        actix::spawn(async move { hub.disconnect(&connection, channels, user).await });
     }
 }
 
