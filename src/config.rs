@@ -48,9 +48,56 @@ pub struct Config {
     /// Listener, keep-alive and process settings.
     #[serde(default)]
     pub server: ServerConfig,
+    /// How nodes share state: `local` (one process) or `redis` (a cluster).
+    #[serde(default)]
+    pub adapter: AdapterKind,
+    /// The Redis connection, used when `adapter = "redis"`.
+    #[serde(default)]
+    pub redis: RedisConfig,
     /// The apps served; one built-in default app when empty.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
+}
+
+/// Which adapter fans out and keeps shared state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterKind {
+    /// One process: nothing is shared.
+    #[default]
+    Local,
+    /// Several nodes sharing state and messages through Redis.
+    Redis,
+}
+
+/// The Redis connection and cluster timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// Prefix of every key and channel, so several clusters can share one Redis.
+    pub prefix: String,
+    /// Seconds between a node's heartbeats.
+    pub heartbeat_secs: u64,
+    /// Seconds without a heartbeat after which a node is dead and its
+    /// members and subscriptions are removed by the others.
+    pub node_timeout_secs: u64,
+    /// Milliseconds a Redis operation may take before it counts as failed
+    /// (the node then answers from its own state).
+    pub operation_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "rusher".into(),
+            heartbeat_secs: 2,
+            node_timeout_secs: 10,
+            operation_timeout_ms: 1000,
+        }
+    }
 }
 
 /// Listener, keep-alive and process settings.
@@ -284,6 +331,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             server: ServerConfig::default(),
+            adapter: AdapterKind::default(),
+            redis: RedisConfig::default(),
             apps: vec![AppConfig::with_credentials(
                 "app-id",
                 "app-key",
@@ -344,6 +393,24 @@ impl Config {
         if let Some(level) = env("RUSHER_LOG_LEVEL") {
             self.server.log_level = level;
         }
+        if let Some(adapter) = env("RUSHER_ADAPTER") {
+            self.adapter = match adapter.as_str() {
+                "local" => AdapterKind::Local,
+                "redis" => AdapterKind::Redis,
+                other => {
+                    return Err(invalid(
+                        "RUSHER_ADAPTER",
+                        format!("`{other}` is not `local` or `redis`"),
+                    ))
+                }
+            };
+        }
+        if let Some(url) = env("RUSHER_REDIS_URL") {
+            self.redis.url = url;
+        }
+        if let Some(prefix) = env("RUSHER_REDIS_PREFIX") {
+            self.redis.prefix = prefix;
+        }
         // The credential overrides apply to the first (default) app.
         if let Some(app) = self.apps.first_mut() {
             if let Some(id) = env("RUSHER_APP_ID") {
@@ -380,6 +447,32 @@ impl Config {
         for (key, value) in positive {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.adapter == AdapterKind::Redis {
+            let r = &self.redis;
+            if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+                return Err(invalid(
+                    "redis.url",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+            if r.prefix.is_empty() {
+                return Err(invalid("redis.prefix", "must not be empty"));
+            }
+            for (key, value) in [
+                ("redis.heartbeat_secs", r.heartbeat_secs),
+                ("redis.operation_timeout_ms", r.operation_timeout_ms),
+            ] {
+                if value == 0 {
+                    return Err(invalid(key, "must be greater than 0"));
+                }
+            }
+            if r.node_timeout_secs <= r.heartbeat_secs {
+                return Err(invalid(
+                    "redis.node_timeout_secs",
+                    "must be longer than redis.heartbeat_secs",
+                ));
             }
         }
         let mut ids = std::collections::HashSet::new();

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub webhooks_failed: IntCounter,
     /// Webhook events dropped because the queue or backlog was full.
     pub webhooks_dropped: IntCounter,
+    /// Redis operations that failed or timed out (the node then answered alone).
+    pub redis_errors: IntCounter,
 }
 
 impl Metrics {
@@ -99,6 +101,10 @@ impl Metrics {
             webhooks_dropped: counter(
                 "rusher_webhooks_dropped_total",
                 "Webhook events dropped because the queue or backlog was full",
+            ),
+            redis_errors: counter(
+                "rusher_redis_errors_total",
+                "Redis operations that failed or timed out",
             ),
             registry,
         }

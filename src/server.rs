@@ -2,8 +2,10 @@
 //! WebSocket on one port, and shuts down gracefully on SIGINT/SIGTERM.
 
 use crate::adapter::local::LocalAdapter;
+use crate::adapter::redis::RedisAdapter;
+use crate::adapter::Adapter;
 use crate::apps::AppRegistry;
-use crate::config::Config;
+use crate::config::{AdapterKind, Config};
 use crate::http::{self, HttpSettings};
 use crate::hub::node::Node;
 use crate::hub::Hub;
@@ -29,25 +31,34 @@ impl Server {
 
     /// Builds the hub: apps, this node's state, the adapter, metrics, webhooks.
     /// Must run inside the runtime, which the webhook dispatcher joins.
-    fn build_hub(&self) -> Arc<Hub> {
+    fn build_hub(&self) -> std::io::Result<Arc<Hub>> {
         let apps = Arc::new(AppRegistry::new(self.config.apps.clone()));
         let node = Arc::new(Node::new(&apps));
-        let adapter = Arc::new(LocalAdapter::new(node.clone()));
         let metrics = Metrics::new();
         let webhooks = Webhooks::start(&apps, &self.config.server.webhooks, metrics.clone());
-        Arc::new(Hub::new(
+        let adapter: Arc<dyn Adapter> = match self.config.adapter {
+            AdapterKind::Local => Arc::new(LocalAdapter::new(node.clone())),
+            AdapterKind::Redis => RedisAdapter::start(
+                node.clone(),
+                &self.config.redis,
+                webhooks.clone(),
+                metrics.clone(),
+            )
+            .map_err(|e| std::io::Error::other(format!("invalid redis.url: {e}")))?,
+        };
+        Ok(Arc::new(Hub::new(
             apps,
             node,
             adapter,
             metrics,
             webhooks,
             self.config.server.outgoing_queue,
-        ))
+        )))
     }
 
     /// Serves until SIGINT or SIGTERM, then closes every socket with 4200.
     pub async fn run(self) -> std::io::Result<()> {
-        let hub = self.build_hub();
+        let hub = self.build_hub()?;
         let server_config = self.config.server.clone();
         let ws_settings = WsSettings {
             activity_timeout: Duration::from_secs(server_config.activity_timeout),
@@ -125,6 +136,7 @@ impl Server {
             }
             // The closes above produced vacated/member_removed events: send them.
             hub.webhooks().shutdown(deadline).await;
+            hub.close_adapter().await;
             handle.stop(true).await;
         });
         server.await

@@ -7,8 +7,10 @@
 //! member was added cluster-wide, who the members are.
 //!
 //! - [`local`]: one process; this node is the whole deployment.
+//! - [`redis`]: many nodes sharing messages and state through Redis.
 
 pub mod local;
+pub mod redis;
 
 use crate::hub::channels::{FanOut, Subscribed, Unsubscribed};
 use async_trait::async_trait;
@@ -117,4 +119,7 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Occupied channels with their counts across the deployment.
     async fn occupied_channels(&self, app_id: &str) -> Vec<ChannelStats>;
+
+    /// Leaves the deployment on a clean shutdown (after every socket closed).
+    async fn close(&self) {}
 }

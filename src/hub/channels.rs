@@ -75,6 +75,17 @@ pub struct Unsubscribed {
     pub member_removed: Option<Arc<str>>,
 }
 
+/// One channel's state on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSnapshot {
+    /// Channel name.
+    pub channel: String,
+    /// Subscribed sockets.
+    pub subscribers: usize,
+    /// Presence members: user id and user info JSON.
+    pub members: Vec<(String, Option<String>)>,
+}
+
 /// The presence member limit was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberLimitReached(pub usize);
@@ -243,6 +254,24 @@ impl AppChannels {
     pub fn subscriber_user(&self, channel: &str, socket_id: &str) -> Option<Option<Arc<str>>> {
         let state = self.channels.get(channel)?;
         state.subscribers.get(socket_id).map(|s| s.user_id.clone())
+    }
+
+    /// Every channel with its subscriber count and members (id, info JSON),
+    /// so a cluster adapter can re-announce this node's share of the state.
+    pub fn snapshot(&self) -> Vec<ChannelSnapshot> {
+        self.channels
+            .iter()
+            .map(|entry| ChannelSnapshot {
+                channel: entry.key().clone(),
+                subscribers: entry.value().subscribers.len(),
+                members: entry
+                    .value()
+                    .members
+                    .iter()
+                    .map(|(id, m)| (id.to_string(), m.info.as_ref().map(|i| i.get().to_owned())))
+                    .collect(),
+            })
+            .collect()
     }
 
     /// Occupied channels with their subscriber and member counts.

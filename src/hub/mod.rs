@@ -156,9 +156,6 @@ impl Hub {
         let Some(state) = self.state(&connection.app_id) else {
             return;
         };
-        // Forget the connection first: quota and shutdown see it gone at once.
-        state.channels.remove_connection(&connection.socket_id);
-        self.metrics.connections.dec();
         if let Some(user) = user {
             state.users.unwatch(&user.watchlist, &connection.socket_id);
             if state.users.sign_out(&user.id, &connection.socket_id) {
@@ -171,6 +168,10 @@ impl Hub {
         for channel in channels {
             self.leave(state, connection, &channel).await;
         }
+        // Last, so that shutdown (which waits for connections to go) waits
+        // for the cluster to hear about the leaves too.
+        state.channels.remove_connection(&connection.socket_id);
+        self.metrics.connections.dec();
     }
 
     /// Subscribes a connection after checking name, signature and limits.
@@ -468,6 +469,11 @@ impl Hub {
             }
         }
         closed
+    }
+
+    /// Leaves the deployment (after every socket closed).
+    pub async fn close_adapter(&self) {
+        self.adapter.close().await;
     }
 
     /// Open connections on this node, all apps.

@@ -48,6 +48,11 @@ impl Node {
         self.apps.get(app_id)
     }
 
+    /// The ids of every app.
+    pub fn app_ids(&self) -> impl Iterator<Item = &str> {
+        self.apps.keys().map(String::as_str)
+    }
+
     /// Every app's state.
     pub fn apps(&self) -> impl Iterator<Item = &Arc<AppState>> {
         self.apps.values()

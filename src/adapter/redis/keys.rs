@@ -1,0 +1,92 @@
+//! Key and channel names, all under the configured prefix so several
+//! clusters can share one Redis.
+
+/// Builds key names for one prefix and node.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// Separates fields inside keys and set members; channel names and JSON
+/// text never contain it.
+pub const SEP: char = '\u{1f}';
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The prefix itself (scripts build per-channel keys from it).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The pub/sub channel every node listens on.
+    pub fn bus(&self) -> String {
+        format!("{}:bus", self.prefix)
+    }
+
+    /// ZSET of live nodes scored by last heartbeat (unix ms).
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// SET of `app SEP channel` a node has a share in.
+    pub fn node_channels(&self, node: &str) -> String {
+        format!("{}:node:{node}:channels", self.prefix)
+    }
+
+    /// The id of a channel inside a node's set.
+    pub fn node_channel_id(app_id: &str, channel: &str) -> String {
+        format!("{app_id}{SEP}{channel}")
+    }
+
+    /// HASH node → subscribed sockets.
+    pub fn subs(&self, app_id: &str, channel: &str) -> String {
+        format!("{}:{app_id}:subs:{channel}", self.prefix)
+    }
+
+    /// HASH `node SEP user` → 1.
+    pub fn members(&self, app_id: &str, channel: &str) -> String {
+        format!("{}:{app_id}:members:{channel}", self.prefix)
+    }
+
+    /// HASH user → user_info JSON.
+    pub fn info(&self, app_id: &str, channel: &str) -> String {
+        format!("{}:{app_id}:info:{channel}", self.prefix)
+    }
+
+    /// SET of an app's occupied channels.
+    pub fn app_channels(&self, app_id: &str) -> String {
+        format!("{}:{app_id}:channels", self.prefix)
+    }
+
+    /// STRING: last event of a cache channel.
+    pub fn cache(&self, app_id: &str, channel: &str) -> String {
+        format!("{}:{app_id}:cache:{channel}", self.prefix)
+    }
+
+    /// Lock held while one node reaps a dead one.
+    pub fn reaping(&self, node: &str) -> String {
+        format!("{}:reaping:{node}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_what_the_reap_script_rebuilds() {
+        let keys = Keys::new("p");
+        // reap() rebuilds these from prefix, app and channel.
+        assert_eq!(keys.subs("a", "c"), "p:a:subs:c");
+        assert_eq!(keys.members("a", "c"), "p:a:members:c");
+        assert_eq!(keys.info("a", "c"), "p:a:info:c");
+        assert_eq!(keys.app_channels("a"), "p:a:channels");
+        assert_eq!(Keys::node_channel_id("a", "c"), "a\u{1f}c");
+    }
+}

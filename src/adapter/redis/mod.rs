@@ -1,0 +1,623 @@
+//! The Redis adapter: many nodes behave as one.
+//!
+//! - Fan-out: a publish is delivered locally, then sent once on a Redis
+//!   pub/sub channel ([`bus`]); every other node delivers it to its own
+//!   subscribers (socket exclusion and client events work across nodes).
+//! - Shared state: each node records its share of every channel (sockets,
+//!   presence members) with atomic Lua [`scripts`], so occupied/vacated and
+//!   member_added/removed are decided once for the whole cluster.
+//! - Liveness ([`liveness`]): nodes heartbeat; a node whose heartbeat stops
+//!   is reaped by another, with the member_removed and vacated that follow.
+//! - Redis down: every operation has a timeout and falls back to this node's
+//!   own state, so local delivery never stops; when Redis is back the node
+//!   re-announces its share ([`RedisAdapter::resync`]).
+
+pub mod bus;
+pub mod keys;
+pub mod liveness;
+pub mod scripts;
+
+use super::local::{close_user_sockets, local_joined, local_left};
+use super::{Adapter, ChannelStats, Joined, Left, MemberJoin, MemberLimit};
+use crate::config::RedisConfig;
+use crate::hub::channels::{AppChannels, FanOut, Subscribed, Unsubscribed};
+use crate::hub::node::Node;
+use crate::metrics::Metrics;
+use crate::protocol::frames;
+use crate::webhooks::Webhooks;
+use async_trait::async_trait;
+use bus::BusMessage;
+use bytestring::ByteString;
+use keys::{Keys, SEP};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisResult, Value};
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// The Lua scripts, hashed once.
+struct Scripts {
+    join: redis::Script,
+    leave: redis::Script,
+    reap: redis::Script,
+}
+
+/// Shares state and messages with the other nodes through Redis.
+pub struct RedisAdapter {
+    node_id: String,
+    node: Arc<Node>,
+    keys: Keys,
+    client: redis::Client,
+    connection: OnceCell<ConnectionManager>,
+    settings: RedisConfig,
+    scripts: Scripts,
+    webhooks: Webhooks,
+    metrics: Metrics,
+    healthy: AtomicBool,
+}
+
+impl RedisAdapter {
+    /// Creates the adapter and starts its background tasks (connection,
+    /// bus listener, heartbeat and reaper) on the current runtime.
+    pub fn start(
+        node: Arc<Node>,
+        settings: &RedisConfig,
+        webhooks: Webhooks,
+        metrics: Metrics,
+    ) -> Result<Arc<Self>, redis::RedisError> {
+        let client = redis::Client::open(settings.url.as_str())?;
+        let adapter = Arc::new(RedisAdapter {
+            node_id: format!("{:016x}", rand::random::<u64>()),
+            node,
+            keys: Keys::new(&settings.prefix),
+            client,
+            connection: OnceCell::new(),
+            settings: settings.clone(),
+            scripts: Scripts {
+                join: scripts::join(),
+                leave: scripts::leave(),
+                reap: scripts::reap(),
+            },
+            webhooks,
+            metrics,
+            healthy: AtomicBool::new(false),
+        });
+        tracing::info!(node_id = %adapter.node_id, url = %redact(&settings.url), "redis adapter starting");
+        tokio::spawn(liveness::listen(adapter.clone()));
+        tokio::spawn(liveness::heartbeat(adapter.clone()));
+        Ok(adapter)
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.operation_timeout_ms)
+    }
+
+    /// The command connection, created on first success and then kept
+    /// (it reconnects by itself).
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let connect = async {
+            let connecting = ConnectionManager::new(self.client.clone());
+            match tokio::time::timeout(self.timeout(), connecting).await {
+                Ok(Ok(connection)) => Ok(connection),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("timed out".to_string()),
+            }
+        };
+        match self.connection.get_or_try_init(|| connect).await {
+            Ok(connection) => Some(connection.clone()),
+            Err(error) => {
+                self.failed(&error);
+                None
+            }
+        }
+    }
+
+    /// Runs one Redis operation with the timeout; `None` when Redis failed
+    /// (logged once per outage, counted every time).
+    async fn run<T, F, Fut>(&self, op: F) -> Option<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let connection = self.connection().await?;
+        match tokio::time::timeout(self.timeout(), op(connection)).await {
+            Ok(Ok(value)) => {
+                if !self.healthy.swap(true, Ordering::AcqRel) {
+                    tracing::info!("redis reachable: cluster state shared");
+                }
+                Some(value)
+            }
+            Ok(Err(error)) => {
+                self.failed(&error.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed("operation timed out");
+                None
+            }
+        }
+    }
+
+    fn failed(&self, error: &str) {
+        self.metrics.redis_errors.inc();
+        if self.healthy.swap(false, Ordering::AcqRel) {
+            tracing::error!(%error, "redis unreachable: serving this node's clients only until it returns");
+        }
+    }
+
+    fn channels(&self, app_id: &str) -> Option<&AppChannels> {
+        self.node.app(app_id).map(|state| &state.channels)
+    }
+
+    /// Delivers a frame to this node's subscribers.
+    fn deliver_locally(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: &ByteString,
+        except: Option<&str>,
+    ) -> FanOut {
+        self.channels(app_id)
+            .map_or_else(FanOut::default, |c| c.deliver(channel, frame, except))
+    }
+
+    /// Handles a message another node sent on the bus.
+    fn on_bus_message(&self, text: &str) {
+        match BusMessage::decode(text) {
+            Some(BusMessage::Publish {
+                node,
+                app_id,
+                channel,
+                except,
+                frame,
+            }) if node != self.node_id => {
+                let except = (!except.is_empty()).then_some(except.as_str());
+                let report =
+                    self.deliver_locally(&app_id, &channel, &ByteString::from(frame), except);
+                self.metrics.frames_sent.inc_by(report.queued);
+                self.metrics
+                    .slow_client_disconnects
+                    .inc_by(report.overflowed);
+            }
+            Some(BusMessage::Terminate {
+                node,
+                app_id,
+                user_id,
+            }) if node != self.node_id => {
+                close_user_sockets(&self.node, &app_id, &user_id);
+            }
+            Some(_) => {}
+            None => tracing::warn!("unreadable message on the redis bus"),
+        }
+    }
+
+    /// Removes every share this node had and records its current state
+    /// again: after an outage (or being reaped as dead), Redis matches this
+    /// node's clients once more.
+    pub async fn resync(&self) {
+        let keys = &self.keys;
+        let node = self.node_id.clone();
+        let mut pipe = redis::pipe();
+        pipe.zadd(keys.nodes(), &node, now_ms()).ignore();
+        for app_id in self.node.app_ids() {
+            let Some(channels) = self.channels(app_id) else {
+                continue;
+            };
+            for share in channels.snapshot() {
+                let channel = &share.channel;
+                pipe.hset(keys.subs(app_id, channel), &node, share.subscribers)
+                    .ignore()
+                    .sadd(
+                        keys.node_channels(&node),
+                        Keys::node_channel_id(app_id, channel),
+                    )
+                    .ignore()
+                    .sadd(keys.app_channels(app_id), channel)
+                    .ignore();
+                for (user_id, info) in &share.members {
+                    pipe.hset(
+                        keys.members(app_id, channel),
+                        format!("{node}{SEP}{user_id}"),
+                        1,
+                    )
+                    .ignore()
+                    .hset(
+                        keys.info(app_id, channel),
+                        user_id,
+                        info.as_deref().unwrap_or("null"),
+                    )
+                    .ignore();
+                }
+            }
+        }
+        let reap = self.scripts.reap.clone();
+        let (own_channels, nodes, prefix) = (
+            keys.node_channels(&node),
+            keys.nodes(),
+            keys.prefix().to_owned(),
+        );
+        let done = self
+            .run(|mut connection| async move {
+                // Forget the old share (no events: nothing changed for clients)...
+                let _: Value = reap
+                    .key(own_channels)
+                    .key(nodes)
+                    .arg(prefix)
+                    .arg(&node)
+                    .invoke_async(&mut connection)
+                    .await?;
+                // ...and record the present one.
+                pipe.query_async::<()>(&mut connection).await
+            })
+            .await;
+        if done.is_some() {
+            tracing::info!("node state re-announced to redis");
+        }
+    }
+
+    /// Reaps a dead node: removes its shares and announces what that means.
+    async fn reap(&self, dead: &str) {
+        let keys = &self.keys;
+        let reap = self.scripts.reap.clone();
+        let (lock, dead_channels, nodes, prefix) = (
+            keys.reaping(dead),
+            keys.node_channels(dead),
+            keys.nodes(),
+            keys.prefix().to_owned(),
+        );
+        let lock_ms = self.settings.node_timeout_secs * 1000;
+        let dead_id = dead.to_owned();
+        let events = self
+            .run(|mut connection| async move {
+                let locked: Option<String> = redis::cmd("SET")
+                    .arg(lock)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(lock_ms)
+                    .query_async(&mut connection)
+                    .await?;
+                if locked.is_none() {
+                    return Ok(Vec::new());
+                }
+                reap.key(dead_channels)
+                    .key(nodes)
+                    .arg(prefix)
+                    .arg(dead_id)
+                    .invoke_async::<Vec<String>>(&mut connection)
+                    .await
+            })
+            .await
+            .unwrap_or_default();
+        if events.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            node_id = dead,
+            changes = events.len() / 4,
+            "reaped a dead node"
+        );
+        for event in events.chunks_exact(4) {
+            let (kind, app_id, channel, user_id) = (&event[0], &event[1], &event[2], &event[3]);
+            match kind.as_str() {
+                "removed" => {
+                    let frame = frames::member_removed(channel, user_id);
+                    self.publish(app_id, channel, frame, None).await;
+                    self.webhooks.emit(
+                        app_id,
+                        crate::webhooks::event::WebhookEvent::member_removed(channel, user_id),
+                    );
+                }
+                "vacated" if !channel.starts_with("#server-to-user-") => {
+                    self.webhooks.emit(
+                        app_id,
+                        crate::webhooks::event::WebhookEvent::channel_vacated(channel),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn int(value: &Value) -> i64 {
+    match value {
+        Value::Int(n) => *n,
+        _ => 0,
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// `subscription_succeeded` presence data from the flat `user, info` list.
+fn presence_data_from(flat: &[Value]) -> String {
+    let members: BTreeMap<String, Option<Box<RawValue>>> = flat
+        .chunks_exact(2)
+        .filter_map(|pair| {
+            let user = text(&pair[0])?;
+            let info = text(&pair[1]).and_then(|info| RawValue::from_string(info).ok());
+            Some((user, info))
+        })
+        .collect();
+    frames::presence_data(
+        members
+            .iter()
+            .map(|(id, info)| (id.as_str(), info.as_deref())),
+    )
+}
+
+/// Distinct users from `node SEP user` fields.
+fn users_of(fields: &[String]) -> BTreeSet<&str> {
+    fields
+        .iter()
+        .filter_map(|field| field.split_once(SEP).map(|(_, user)| user))
+        .collect()
+}
+
+#[async_trait]
+impl Adapter for RedisAdapter {
+    async fn publish(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: ByteString,
+        except: Option<&str>,
+    ) -> FanOut {
+        let report = self.deliver_locally(app_id, channel, &frame, except);
+        let message = BusMessage::Publish {
+            node: self.node_id.clone(),
+            app_id: app_id.to_owned(),
+            channel: channel.to_owned(),
+            except: except.unwrap_or_default().to_owned(),
+            frame: frame.to_string(),
+        }
+        .encode();
+        let bus = self.keys.bus();
+        self.run(
+            |mut connection| async move { connection.publish::<_, _, ()>(bus, message).await },
+        )
+        .await;
+        report
+    }
+
+    async fn joined(
+        &self,
+        app_id: &str,
+        channel: &str,
+        local: &Subscribed,
+        member: Option<MemberJoin<'_>>,
+    ) -> Result<Joined, MemberLimit> {
+        let keys = &self.keys;
+        let script = self.scripts.join.clone();
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(keys.subs(app_id, channel))
+            .key(keys.members(app_id, channel))
+            .key(keys.info(app_id, channel))
+            .key(keys.node_channels(&self.node_id))
+            .key(keys.app_channels(app_id))
+            .arg(&self.node_id)
+            .arg(Keys::node_channel_id(app_id, channel))
+            .arg(channel)
+            .arg(u8::from(local.new_socket))
+            .arg(member.map_or("", |m| m.user_id))
+            .arg(
+                member
+                    .and_then(|m| m.user_info)
+                    .map_or("null", |info| info.get()),
+            )
+            .arg(member.map_or(0, |m| m.max_members))
+            .arg(u8::from(local.member_added));
+        let result = self
+            .run(|mut connection| async move {
+                invocation.invoke_async::<Vec<Value>>(&mut connection).await
+            })
+            .await;
+        let Some(result) = result else {
+            return Ok(local_joined(local));
+        };
+        let total = result.first().map_or(0, int);
+        if total < 0 {
+            return Err(MemberLimit(member.map_or(0, |m| m.max_members)));
+        }
+        let presence_data = match (member, result.get(2)) {
+            (Some(_), Some(Value::Array(flat))) => Some(presence_data_from(flat)),
+            _ => local.presence_data.clone(),
+        };
+        Ok(Joined {
+            occupied: local.new_socket && total == 1,
+            member_added: result.get(1).map_or(0, int) == 1,
+            subscription_count: total.max(0) as usize,
+            presence_data,
+        })
+    }
+
+    async fn left(
+        &self,
+        app_id: &str,
+        channel: &str,
+        local: &Unsubscribed,
+        user_id: Option<&str>,
+    ) -> Left {
+        let keys = &self.keys;
+        let script = self.scripts.leave.clone();
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(keys.subs(app_id, channel))
+            .key(keys.members(app_id, channel))
+            .key(keys.info(app_id, channel))
+            .key(keys.node_channels(&self.node_id))
+            .key(keys.app_channels(app_id))
+            .arg(&self.node_id)
+            .arg(Keys::node_channel_id(app_id, channel))
+            .arg(channel)
+            .arg(user_id.unwrap_or_default());
+        let result = self
+            .run(|mut connection| async move {
+                invocation.invoke_async::<(i64, i64)>(&mut connection).await
+            })
+            .await;
+        match result {
+            Some((total, removed)) => Left {
+                vacated: total <= 0,
+                member_removed: removed == 1,
+                subscription_count: total.max(0) as usize,
+            },
+            None => local_left(local),
+        }
+    }
+
+    async fn cache_put(&self, app_id: &str, channel: &str, frame: ByteString, ttl: Duration) {
+        if let Some(state) = self.node.app(app_id) {
+            state.cache.put(channel, frame.clone());
+        }
+        let key = self.keys.cache(app_id, channel);
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let value = frame.to_string();
+        self.run(|mut connection| async move {
+            connection.pset_ex::<_, _, ()>(key, value, ttl_ms).await
+        })
+        .await;
+    }
+
+    async fn cache_get(&self, app_id: &str, channel: &str) -> Option<(ByteString, Duration)> {
+        let key = self.keys.cache(app_id, channel);
+        let found = self
+            .run(|mut connection| async move {
+                redis::pipe()
+                    .get(&key)
+                    .pttl(&key)
+                    .query_async::<(Option<String>, i64)>(&mut connection)
+                    .await
+            })
+            .await;
+        match found {
+            Some((Some(frame), ttl_ms)) => Some((
+                ByteString::from(frame),
+                Duration::from_millis(ttl_ms.max(0) as u64),
+            )),
+            Some((None, _)) => None,
+            None => self.node.app(app_id)?.cache.get(channel),
+        }
+    }
+
+    async fn terminate_user(&self, app_id: &str, user_id: &str) {
+        close_user_sockets(&self.node, app_id, user_id);
+        let message = BusMessage::Terminate {
+            node: self.node_id.clone(),
+            app_id: app_id.to_owned(),
+            user_id: user_id.to_owned(),
+        }
+        .encode();
+        let bus = self.keys.bus();
+        self.run(
+            |mut connection| async move { connection.publish::<_, _, ()>(bus, message).await },
+        )
+        .await;
+    }
+
+    async fn subscription_count(&self, app_id: &str, channel: &str) -> usize {
+        let key = self.keys.subs(app_id, channel);
+        let counts = self
+            .run(|mut connection| async move { connection.hvals::<_, Vec<i64>>(key).await })
+            .await;
+        match counts {
+            Some(counts) => counts.iter().sum::<i64>().max(0) as usize,
+            None => self
+                .channels(app_id)
+                .map_or(0, |c| c.subscription_count(channel)),
+        }
+    }
+
+    async fn user_count(&self, app_id: &str, channel: &str) -> usize {
+        self.member_ids(app_id, channel).await.len()
+    }
+
+    async fn member_ids(&self, app_id: &str, channel: &str) -> Vec<String> {
+        let key = self.keys.members(app_id, channel);
+        let fields = self
+            .run(|mut connection| async move { connection.hkeys::<_, Vec<String>>(key).await })
+            .await;
+        match fields {
+            Some(fields) => users_of(&fields).into_iter().map(str::to_owned).collect(),
+            None => self
+                .channels(app_id)
+                .map_or_else(Vec::new, |c| c.member_ids(channel)),
+        }
+    }
+
+    async fn occupied_channels(&self, app_id: &str) -> Vec<ChannelStats> {
+        let keys = self.keys.clone();
+        let app = app_id.to_owned();
+        let stats = self
+            .run(|mut connection| async move {
+                let names: Vec<String> = connection.smembers(keys.app_channels(&app)).await?;
+                let mut pipe = redis::pipe();
+                for name in &names {
+                    pipe.hvals(keys.subs(&app, name))
+                        .hkeys(keys.members(&app, name));
+                }
+                let counts: Vec<Vec<String>> = pipe.query_async(&mut connection).await?;
+                Ok(names
+                    .into_iter()
+                    .zip(counts.chunks_exact(2))
+                    .map(|(name, pair)| ChannelStats {
+                        subscription_count: pair[0]
+                            .iter()
+                            .filter_map(|n| n.parse::<i64>().ok())
+                            .sum::<i64>()
+                            .max(0) as usize,
+                        user_count: users_of(&pair[1]).len(),
+                        name,
+                    })
+                    .filter(|stats| stats.subscription_count > 0)
+                    .collect::<Vec<_>>())
+            })
+            .await;
+        match stats {
+            Some(stats) => stats,
+            None => {
+                super::local::LocalAdapter::new(self.node.clone())
+                    .occupied_channels(app_id)
+                    .await
+            }
+        }
+    }
+
+    async fn close(&self) {
+        let (nodes, node) = (self.keys.nodes(), self.node_id.clone());
+        self.run(|mut connection| async move { connection.zrem::<_, _, ()>(nodes, node).await })
+            .await;
+    }
+}

@@ -1,0 +1,157 @@
+//! Lua scripts: each runs atomically in Redis, so "first subscriber in the
+//! cluster" and "last socket of a user" are decided exactly once.
+//!
+//! Per channel, the keys hold each node's share:
+//! - `subs`: HASH node → sockets subscribed on that node;
+//! - `members`: HASH `node \x1f user` → 1 while the user has a socket there;
+//! - `info`: HASH user → user_info JSON;
+//! - `node_channels`: SET of `app \x1f channel` a node has a share in;
+//! - `app_channels`: SET of an app's occupied channels.
+
+use redis::Script;
+
+/// Records a socket joining (and, for presence, a member on this node).
+///
+/// KEYS: subs, members, info, node_channels, app_channels.
+/// ARGV: node, node_channel_id, channel, new_socket (0/1), user ('' if none),
+/// user_info, max_members, new_member_on_node (0/1).
+/// Returns `{total, added}` or `{-1}` when the member limit is reached,
+/// then the flat `user, info, ...` list of members for presence.
+pub fn join() -> Script {
+    Script::new(
+        r#"
+local node = ARGV[1]
+local user = ARGV[5]
+local function user_of(field)
+  local at = string.find(field, '\31', 1, true)
+  return string.sub(field, at + 1)
+end
+local added = 0
+if user ~= '' and ARGV[8] == '1' then
+  local users = {}
+  local present = false
+  for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+    local u = user_of(field)
+    if u == user then present = true end
+    users[u] = true
+  end
+  if not present then
+    local count = 0
+    for _ in pairs(users) do count = count + 1 end
+    if count >= tonumber(ARGV[7]) then
+      return {-1}
+    end
+    added = 1
+  end
+  redis.call('HSET', KEYS[2], node .. '\31' .. user, 1)
+  redis.call('HSET', KEYS[3], user, ARGV[6])
+end
+if ARGV[4] == '1' then
+  redis.call('HINCRBY', KEYS[1], node, 1)
+  redis.call('SADD', KEYS[4], ARGV[2])
+  redis.call('SADD', KEYS[5], ARGV[3])
+end
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+if user ~= '' then
+  return {total, added, redis.call('HGETALL', KEYS[3])}
+end
+return {total, added}
+"#,
+    )
+}
+
+/// Records a socket leaving (and, for presence, the member leaving this node).
+///
+/// KEYS: subs, members, info, node_channels, app_channels.
+/// ARGV: node, node_channel_id, channel, user ('' unless the user's last
+/// socket on this node left).
+/// Returns `{total, removed}`.
+pub fn leave() -> Script {
+    Script::new(
+        r#"
+local node = ARGV[1]
+local user = ARGV[4]
+local mine = redis.call('HINCRBY', KEYS[1], node, -1)
+if mine <= 0 then
+  redis.call('HDEL', KEYS[1], node)
+  redis.call('SREM', KEYS[4], ARGV[2])
+end
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+if total <= 0 then
+  redis.call('SREM', KEYS[5], ARGV[3])
+end
+local removed = 0
+if user ~= '' then
+  redis.call('HDEL', KEYS[2], node .. '\31' .. user)
+  local elsewhere = false
+  for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+    local at = string.find(field, '\31', 1, true)
+    if string.sub(field, at + 1) == user then elsewhere = true break end
+  end
+  if not elsewhere then
+    removed = 1
+    redis.call('HDEL', KEYS[3], user)
+  end
+end
+return {total, removed}
+"#,
+    )
+}
+
+/// Removes every share of a node (dead, or about to re-announce itself).
+///
+/// KEYS: node_channels of the node, the nodes ZSET.
+/// ARGV: prefix, node.
+/// Returns a flat list of `kind, app, channel, user` where kind is
+/// `vacated` (user '') or `removed`.
+pub fn reap() -> Script {
+    Script::new(
+        r#"
+local prefix = ARGV[1]
+local node = ARGV[2]
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local at = string.find(id, '\31', 1, true)
+  local app = string.sub(id, 1, at - 1)
+  local channel = string.sub(id, at + 1)
+  local base = prefix .. ':' .. app
+  local subs = base .. ':subs:' .. channel
+  local members = base .. ':members:' .. channel
+  local info = base .. ':info:' .. channel
+  redis.call('HDEL', subs, node)
+  local total = 0
+  for _, v in ipairs(redis.call('HVALS', subs)) do total = total + tonumber(v) end
+  if total <= 0 then
+    redis.call('DEL', subs)
+    redis.call('SREM', base .. ':channels', channel)
+    table.insert(out, 'vacated'); table.insert(out, app); table.insert(out, channel); table.insert(out, '')
+  end
+  local fields = redis.call('HKEYS', members)
+  local gone = {}
+  local others = {}
+  for _, field in ipairs(fields) do
+    local sep = string.find(field, '\31', 1, true)
+    local owner = string.sub(field, 1, sep - 1)
+    local user = string.sub(field, sep + 1)
+    if owner == node then
+      redis.call('HDEL', members, field)
+      gone[user] = true
+    else
+      others[user] = true
+    end
+  end
+  for user, _ in pairs(gone) do
+    if not others[user] then
+      redis.call('HDEL', info, user)
+      table.insert(out, 'removed'); table.insert(out, app); table.insert(out, channel); table.insert(out, user)
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], node)
+return out
+"#,
+    )
+}
