@@ -54,6 +54,9 @@ pub struct Config {
     /// The Redis connection, used when `adapter = "redis"`.
     #[serde(default)]
     pub redis: RedisConfig,
+    /// Offline subscriptions and stored messages.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// The apps served; one built-in default app when empty.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -68,6 +71,54 @@ pub enum AdapterKind {
     Local,
     /// Several nodes sharing state and messages through Redis.
     Redis,
+}
+
+/// Where offline subscriptions and messages are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// In process memory: lost on restart.
+    #[default]
+    Memory,
+    /// MongoDB: durable.
+    Mongodb,
+}
+
+/// Persistence settings (offline subscriptions, personal channels).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `memory` or `mongodb`.
+    pub backend: StoreBackend,
+    /// MongoDB connection string.
+    pub url: String,
+    /// MongoDB database name.
+    pub database: String,
+    /// Seconds a stored message is kept.
+    pub message_ttl_secs: u64,
+    /// Most messages kept per channel.
+    pub max_messages_per_channel: usize,
+    /// Messages sent in a personal channel's subscription_succeeded.
+    pub catch_up_messages: usize,
+    /// Messages waiting to be written; beyond it they are dropped and counted.
+    pub write_queue: usize,
+    /// Milliseconds a MongoDB operation may wait for the server.
+    pub timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Memory,
+            url: "mongodb://127.0.0.1:27017".into(),
+            database: "rusher".into(),
+            message_ttl_secs: 24 * 3600,
+            max_messages_per_channel: 1000,
+            catch_up_messages: 100,
+            write_queue: 10_000,
+            timeout_ms: 2_000,
+        }
+    }
 }
 
 /// The Redis connection and cluster timing.
@@ -333,6 +384,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             adapter: AdapterKind::default(),
             redis: RedisConfig::default(),
+            store: StoreConfig::default(),
             apps: vec![AppConfig::with_credentials(
                 "app-id",
                 "app-key",
@@ -405,6 +457,24 @@ impl Config {
                 }
             };
         }
+        if let Some(backend) = env("RUSHER_STORE_BACKEND") {
+            self.store.backend = match backend.as_str() {
+                "memory" => StoreBackend::Memory,
+                "mongodb" => StoreBackend::Mongodb,
+                other => {
+                    return Err(invalid(
+                        "RUSHER_STORE_BACKEND",
+                        format!("`{other}` is not `memory` or `mongodb`"),
+                    ))
+                }
+            };
+        }
+        if let Some(url) = env("RUSHER_MONGODB_URL") {
+            self.store.url = url;
+        }
+        if let Some(database) = env("RUSHER_MONGODB_DATABASE") {
+            self.store.database = database;
+        }
         if let Some(url) = env("RUSHER_REDIS_URL") {
             self.redis.url = url;
         }
@@ -474,6 +544,28 @@ impl Config {
                     "must be longer than redis.heartbeat_secs",
                 ));
             }
+        }
+        let st = &self.store;
+        for (key, value) in [
+            ("store.message_ttl_secs", st.message_ttl_secs as usize),
+            (
+                "store.max_messages_per_channel",
+                st.max_messages_per_channel,
+            ),
+            ("store.write_queue", st.write_queue),
+            ("store.timeout_ms", st.timeout_ms as usize),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if st.backend == StoreBackend::Mongodb
+            && !(st.url.starts_with("mongodb://") || st.url.starts_with("mongodb+srv://"))
+        {
+            return Err(invalid(
+                "store.url",
+                "must start with mongodb:// or mongodb+srv://",
+            ));
         }
         let mut ids = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();

@@ -8,6 +8,7 @@
 //! - [`adapter`]: how published frames reach subscribers (in process; Redis later).
 //! - [`ws`]: the WebSocket transport, one actor per connection.
 //! - [`http`]: the HTTP API the server SDKs call, health and metrics.
+//! - [`store`]: offline subscriptions and stored messages (memory or MongoDB).
 //! - [`webhooks`]: signed, batched, retried webhooks to the apps' backends.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wires the above into a running server with graceful shutdown.
@@ -20,6 +21,7 @@ pub mod hub;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod store;
 pub mod webhooks;
 pub mod ws;
 

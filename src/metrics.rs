@@ -30,6 +30,10 @@ pub struct Metrics {
     pub webhooks_dropped: IntCounter,
     /// Redis operations that failed or timed out (the node then answered alone).
     pub redis_errors: IntCounter,
+    /// Store operations that failed.
+    pub store_errors: IntCounter,
+    /// Messages not stored because the write queue was full.
+    pub store_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -105,6 +109,11 @@ impl Metrics {
             redis_errors: counter(
                 "rusher_redis_errors_total",
                 "Redis operations that failed or timed out",
+            ),
+            store_errors: counter("rusher_store_errors_total", "Store operations that failed"),
+            store_dropped: counter(
+                "rusher_store_dropped_total",
+                "Messages not stored because the write queue was full",
             ),
             registry,
         }

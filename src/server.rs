@@ -5,12 +5,16 @@ use crate::adapter::local::LocalAdapter;
 use crate::adapter::redis::RedisAdapter;
 use crate::adapter::Adapter;
 use crate::apps::AppRegistry;
-use crate::config::{AdapterKind, Config};
+use crate::config::{AdapterKind, Config, StoreBackend};
 use crate::http::{self, HttpSettings};
 use crate::hub::node::Node;
+use crate::hub::persistence::Persistence;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::error::ErrorCode;
+use crate::store::memory::MemoryStore;
+use crate::store::mongo::MongoStore;
+use crate::store::{Retention, Store};
 use crate::webhooks::Webhooks;
 use crate::ws::{self, WsSettings};
 use actix_web::dev::Service;
@@ -31,7 +35,7 @@ impl Server {
 
     /// Builds the hub: apps, this node's state, the adapter, metrics, webhooks.
     /// Must run inside the runtime, which the webhook dispatcher joins.
-    fn build_hub(&self) -> std::io::Result<Arc<Hub>> {
+    async fn build_hub(&self) -> std::io::Result<Arc<Hub>> {
         let apps = Arc::new(AppRegistry::new(self.config.apps.clone()));
         let node = Arc::new(Node::new(&apps));
         let metrics = Metrics::new();
@@ -46,19 +50,55 @@ impl Server {
             )
             .map_err(|e| std::io::Error::other(format!("invalid redis.url: {e}")))?,
         };
+        let persistence = self.start_persistence(&apps, &metrics).await?;
         Ok(Arc::new(Hub::new(
             apps,
             node,
             adapter,
             metrics,
             webhooks,
+            Some(persistence),
             self.config.server.outgoing_queue,
         )))
     }
 
+    /// Opens the configured store and loads the follow index; a store that
+    /// cannot be reached at start is a configuration error, said clearly.
+    async fn start_persistence(
+        &self,
+        apps: &AppRegistry,
+        metrics: &Metrics,
+    ) -> std::io::Result<Arc<Persistence>> {
+        let settings = &self.config.store;
+        let retention = Retention {
+            ttl_ms: settings.message_ttl_secs * 1000,
+            max_per_channel: settings.max_messages_per_channel,
+        };
+        let store: Arc<dyn Store> = match settings.backend {
+            StoreBackend::Memory => Arc::new(MemoryStore::new(retention)),
+            StoreBackend::Mongodb => {
+                let timeout = Duration::from_millis(settings.timeout_ms);
+                let store =
+                    MongoStore::connect(&settings.url, &settings.database, retention, timeout)
+                        .await
+                        .map_err(|e| {
+                            std::io::Error::other(format!(
+                                "cannot use MongoDB at {} (store.url): {e}",
+                                settings.url
+                            ))
+                        })?;
+                tracing::info!(database = %settings.database, "MongoDB store ready");
+                Arc::new(store)
+            }
+        };
+        Persistence::start(store, apps, settings.clone(), metrics.clone())
+            .await
+            .map_err(|e| std::io::Error::other(format!("cannot load offline subscriptions: {e}")))
+    }
+
     /// Serves until SIGINT or SIGTERM, then closes every socket with 4200.
     pub async fn run(self) -> std::io::Result<()> {
-        let hub = self.build_hub()?;
+        let hub = self.build_hub().await?;
         let server_config = self.config.server.clone();
         let ws_settings = WsSettings {
             activity_timeout: Duration::from_secs(server_config.activity_timeout),

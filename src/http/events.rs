@@ -6,10 +6,10 @@ use super::HttpSettings;
 use crate::apps::App;
 use crate::hub::Hub;
 use crate::protocol::channel::{channel_type, validate_channel_name, ChannelKind};
-use crate::protocol::frames::event_frame;
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -118,10 +118,21 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 /// Publishes to every channel of the event; returns the `info` asked for.
 async fn publish(hub: &Hub, app: &App, event: &ValidEvent) -> Map<String, Value> {
     let mut channels_info = Map::new();
+    // The data is a string; as JSON text it is what every frame carries.
+    let data = serde_json::to_string(&event.data)
+        .ok()
+        .and_then(|json| RawValue::from_string(json).ok())
+        .unwrap_or_else(|| RawValue::NULL.to_owned());
     for channel in &event.channels {
-        let frame = event_frame(&event.name, channel, &event.data, None);
-        hub.publish(&app.id, channel, frame, event.socket_id.as_deref())
-            .await;
+        hub.publish_event(
+            &app.id,
+            channel,
+            &event.name,
+            &data,
+            None,
+            event.socket_id.as_deref(),
+        )
+        .await;
         if !event.info.is_empty() {
             let mut info = Map::new();
             for attribute in &event.info {

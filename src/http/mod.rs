@@ -4,11 +4,13 @@
 //! - [`events`]: triggering events, single and batch.
 //! - [`channels`]: channel list, channel info, presence users.
 //! - [`users`]: terminating a user's connections.
+//! - [`persistence`]: offline subscriptions and the messages kept for users.
 //! - [`error`]: refusals as status + JSON body, in one place.
 
 pub mod channels;
 pub mod error;
 pub mod events;
+pub mod persistence;
 pub mod signed;
 pub mod users;
 
@@ -48,6 +50,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             web::post().to(users::terminate_connections),
+        )
+        .route(
+            "/apps/{app_id}/subscribe",
+            web::post().to(persistence::subscribe),
+        )
+        .route(
+            "/apps/{app_id}/unsubscribe",
+            web::post().to(persistence::unsubscribe),
+        )
+        .route(
+            "/apps/{app_id}/users/{user_id}/subscriptions",
+            web::get().to(persistence::subscriptions),
+        )
+        .route(
+            "/apps/{app_id}/users/{user_id}/messages",
+            web::get().to(persistence::messages),
         );
 }
 

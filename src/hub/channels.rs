@@ -24,6 +24,7 @@ pub struct FanOut {
 struct Member {
     info: Option<Box<RawValue>>,
     sockets: usize,
+    peer: bool,
 }
 
 /// A subscriber's connection and, on presence channels, its user.
@@ -49,6 +50,8 @@ pub struct Joining {
     pub user_info: Option<Box<RawValue>>,
     /// Most members the channel may hold.
     pub max_members: usize,
+    /// Whether the member wants peer channels.
+    pub peer: bool,
 }
 
 /// The result of a subscription on this node.
@@ -164,6 +167,7 @@ impl AppChannels {
                     .or_insert(Member {
                         info: joining.user_info,
                         sockets: 0,
+                        peer: joining.peer,
                     });
                 member.sockets += 1;
                 result.member_added = member.sockets == 1;
@@ -250,6 +254,42 @@ impl AppChannels {
         })
     }
 
+    /// Whether `user_id` is a member of `channel` that asked for peer channels.
+    pub fn is_peer_member(&self, channel: &str, user_id: &str) -> bool {
+        self.channels
+            .get(channel)
+            .is_some_and(|s| s.members.get(user_id).is_some_and(|m| m.peer))
+    }
+
+    /// The other peer members of a presence channel.
+    pub fn peer_members(&self, channel: &str, except_user: &str) -> Vec<String> {
+        self.channels.get(channel).map_or_else(Vec::new, |s| {
+            s.members
+                .iter()
+                .filter(|(id, m)| m.peer && &***id != except_user)
+                .map(|(id, _)| id.to_string())
+                .collect()
+        })
+    }
+
+    /// Sockets of `user_id` on `channel`.
+    pub fn user_sockets(&self, channel: &str, user_id: &str) -> Vec<Arc<Connection>> {
+        self.channels.get(channel).map_or_else(Vec::new, |s| {
+            s.subscribers
+                .values()
+                .filter(|sub| sub.user_id.as_deref() == Some(user_id))
+                .map(|sub| sub.connection.clone())
+                .collect()
+        })
+    }
+
+    /// Removes every subscriber of a channel (a peer channel that ended).
+    pub fn close_channel(&self, channel: &str) -> usize {
+        self.channels
+            .remove(channel)
+            .map_or(0, |(_, state)| state.subscribers.len())
+    }
+
     /// Whether `socket_id` is subscribed to `channel`, and as which user.
     pub fn subscriber_user(&self, channel: &str, socket_id: &str) -> Option<Option<Arc<str>>> {
         let state = self.channels.get(channel)?;
@@ -314,6 +354,7 @@ mod tests {
             user_id: user.into(),
             user_info: None,
             max_members,
+            peer: false,
         })
     }
 

@@ -6,6 +6,8 @@
 //! - [`users`]: signed-in users and watchlists on this node.
 //! - [`cache`]: the last event of each cache channel.
 //! - [`node`]: every app's state on this node.
+//! - [`persistence`]: offline subscriptions, stored messages, personal channels.
+//! - [`peer`]: peer channels between peer members of a presence channel.
 //! - [`socket_id`]: unique socket ids.
 //!
 //! Fan-out goes through the [`Adapter`], never straight to [`node`], so a
@@ -16,6 +18,8 @@ pub mod cache;
 pub mod channels;
 pub mod connection;
 pub mod node;
+pub mod peer;
+pub mod persistence;
 pub mod socket_id;
 pub mod users;
 
@@ -29,11 +33,12 @@ use crate::protocol::frames::{self, SubscribeRequest};
 use crate::protocol::presence::{parse_user_data, SignedInUser};
 use crate::webhooks::event::WebhookEvent;
 use crate::webhooks::Webhooks;
-use authorize::{authorize, SubscriptionError};
+use authorize::{authorize, Grant, SubscriptionError};
 use bytestring::ByteString;
 use channels::{FanOut, Joining};
 use connection::{Connection, ConnectionReceiver};
 use node::{AppState, Node};
+use persistence::Persistence;
 use serde_json::value::RawValue;
 use socket_id::SocketIds;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +54,8 @@ pub struct Subscription {
     pub cached: Option<ByteString>,
     /// For presence channels: the subscriber's user id.
     pub user_id: Option<Arc<str>>,
+    /// Frames that follow the success (e.g. peer channels offered).
+    pub announcements: Vec<ByteString>,
 }
 
 /// A successful sign-in: what to send the user, in order.
@@ -64,6 +71,14 @@ pub struct SignIn {
     pub watchlist_online: Option<ByteString>,
 }
 
+/// Whether the socket is a peer member on `channel`.
+fn local_peer(state: &AppState, channel: &str, socket_id: &str) -> bool {
+    matches!(
+        state.channels.subscriber_user(channel, socket_id),
+        Some(Some(user)) if state.channels.is_peer_member(channel, &user)
+    )
+}
+
 /// Shared state of the server, reached through a handle by every connection and request.
 pub struct Hub {
     apps: Arc<AppRegistry>,
@@ -71,6 +86,7 @@ pub struct Hub {
     adapter: Arc<dyn Adapter>,
     metrics: Metrics,
     webhooks: Webhooks,
+    persistence: Option<Arc<Persistence>>,
     socket_ids: SocketIds,
     outgoing_queue: usize,
     accepting: AtomicBool,
@@ -84,6 +100,7 @@ impl Hub {
         adapter: Arc<dyn Adapter>,
         metrics: Metrics,
         webhooks: Webhooks,
+        persistence: Option<Arc<Persistence>>,
         outgoing_queue: usize,
     ) -> Self {
         Hub {
@@ -92,6 +109,7 @@ impl Hub {
             adapter,
             metrics,
             webhooks,
+            persistence,
             socket_ids: SocketIds::default(),
             outgoing_queue,
             accepting: AtomicBool::new(true),
@@ -180,20 +198,39 @@ impl Hub {
         app: &App,
         connection: &Arc<Connection>,
         request: &SubscribeRequest,
+        signed_in: Option<&str>,
     ) -> Result<Subscription, SubscriptionError> {
-        let member = authorize(app, &connection.socket_id, request)?;
+        let grant = authorize(app, &connection.socket_id, request, signed_in)?;
         let state = self.state(&app.id).ok_or_else(|| SubscriptionError {
             kind: "AuthError",
             message: "Unknown app".into(),
             status: 404,
         })?;
         let channel = request.channel.as_str();
+        let mut catch_up = None;
+        let member = match grant {
+            Grant::Plain => None,
+            Grant::Member(member) => Some(member),
+            Grant::Personal { user_id, since } => {
+                catch_up = Some(match &self.persistence {
+                    Some(persistence) => persistence.catch_up(&app.id, &user_id, since).await,
+                    None => Vec::new(),
+                });
+                None
+            }
+            Grant::PeerByMembership => {
+                peer::check_membership(&state.channels, channel, &connection.socket_id)?;
+                None
+            }
+        };
         let user_id: Option<Arc<str>> = member.as_ref().map(|m| m.user_id.as_str().into());
+        let wants_peers = member.as_ref().is_some_and(|m| m.peer);
         let user_info = member.and_then(|m| m.user_info);
         let joining = user_id.as_ref().map(|user_id| Joining {
             user_id: user_id.clone(),
             user_info: user_info.clone(),
             max_members: app.max_presence_members,
+            peer: wants_peers,
         });
         let local = state
             .channels
@@ -225,7 +262,12 @@ impl Hub {
         if local.new_socket {
             self.occupancy_changed(&app.id, channel, &joined);
         }
-        let data = joined.presence_data.as_deref().unwrap_or("{}");
+        let catch_up_data = catch_up.map(|messages| frames::catch_up_data(&messages));
+        let data = joined
+            .presence_data
+            .as_deref()
+            .or(catch_up_data.as_deref())
+            .unwrap_or("{}");
         let cached = if channel_type(channel).cache {
             Some(match self.adapter.cache_get(&app.id, channel).await {
                 Some((frame, _)) => frame,
@@ -238,10 +280,15 @@ impl Hub {
         } else {
             None
         };
+        let mut announcements = Vec::new();
+        if let (true, true, Some(user_id)) = (wants_peers, local.member_added, &user_id) {
+            announcements = self.announce_peers(state, channel, user_id);
+        }
         Ok(Subscription {
             succeeded: frames::subscription_succeeded(channel, data),
             cached,
             user_id,
+            announcements,
         })
     }
 
@@ -253,9 +300,13 @@ impl Hub {
     }
 
     async fn leave(&self, state: &AppState, connection: &Connection, channel: &str) {
+        let was_peer = local_peer(state, channel, &connection.socket_id);
         let local = state.channels.unsubscribe(channel, &connection.socket_id);
         if !local.removed {
             return;
+        }
+        if let (Some(user_id), true) = (&local.member_removed, was_peer) {
+            self.end_peers(state, channel, user_id);
         }
         let app_id = &connection.app_id;
         let left = self
@@ -280,6 +331,42 @@ impl Hub {
                 app_id,
                 WebhookEvent::subscription_count(channel, left.subscription_count),
             );
+        }
+    }
+
+    /// Offers a peer channel between a new peer member and every other peer
+    /// member: the others hear at once, the newcomer's frames are returned.
+    fn announce_peers(&self, state: &AppState, channel: &str, user_id: &str) -> Vec<ByteString> {
+        let mut own = Vec::new();
+        for other in state.channels.peer_members(channel, user_id) {
+            let Some(peer) = peer::peer_channel(channel, user_id, &other) else {
+                continue;
+            };
+            own.push(frames::peer_frame(
+                "pusher:peer_added",
+                channel,
+                &peer,
+                &other,
+            ));
+            let frame = frames::peer_frame("pusher:peer_added", channel, &peer, user_id);
+            for socket in state.channels.user_sockets(channel, &other) {
+                socket.send(frame.clone());
+            }
+        }
+        own
+    }
+
+    /// A peer member left: its peer channels end for everyone.
+    fn end_peers(&self, state: &AppState, channel: &str, user_id: &str) {
+        for other in state.channels.peer_members(channel, user_id) {
+            let Some(peer) = peer::peer_channel(channel, user_id, &other) else {
+                continue;
+            };
+            state.channels.close_channel(&peer);
+            let frame = frames::peer_frame("pusher:peer_removed", channel, &peer, user_id);
+            for socket in state.channels.user_sockets(channel, &other) {
+                socket.send(frame.clone());
+            }
         }
     }
 
@@ -312,11 +399,24 @@ impl Hub {
         data: &RawValue,
         user_id: Option<&str>,
     ) {
-        let frame = frames::client_event_frame(event, channel, data, user_id);
         let hub = self.clone();
-        let (app, target, sender) = (app_id.to_owned(), channel.to_owned(), socket_id.to_owned());
+        let (app, target, name, sender) = (
+            app_id.to_owned(),
+            channel.to_owned(),
+            event.to_owned(),
+            socket_id.to_owned(),
+        );
+        let (payload, user) = (data.to_owned(), user_id.map(str::to_owned));
         tokio::spawn(async move {
-            hub.publish(&app, &target, frame, Some(&sender)).await;
+            hub.publish_event(
+                &app,
+                &target,
+                &name,
+                &payload,
+                user.as_deref(),
+                Some(&sender),
+            )
+            .await;
         });
         if self.webhooks.wants(app_id, "client_event") {
             // The webhook carries data as a string: a string payload as is,
@@ -384,14 +484,19 @@ impl Hub {
         self.adapter.terminate_user(app_id, user_id).await;
     }
 
-    /// Publishes an encoded frame on a channel of an app (remembering it on cache channels).
-    pub async fn publish(
+    /// Publishes an event on a channel of an app: one encoding for every
+    /// recipient, remembered on cache channels, stored and forwarded to the
+    /// personal channels of the channel's followers.
+    pub async fn publish_event(
         &self,
         app_id: &str,
         channel: &str,
-        frame: ByteString,
+        event: &str,
+        data: &RawValue,
+        user_id: Option<&str>,
         except: Option<&str>,
     ) -> FanOut {
+        let frame = frames::client_event_frame(event, channel, data, user_id);
         if channel_type(channel).cache {
             if let Some(app) = self.apps.by_id(app_id) {
                 let ttl = Duration::from_secs(app.cache_ttl);
@@ -406,7 +511,23 @@ impl Hub {
         self.metrics
             .slow_client_disconnects
             .inc_by(report.overflowed);
+        if let Some(persistence) = &self.persistence {
+            if persistence.is_followed(app_id, channel) {
+                let message = persistence.record(app_id, channel, event, data.get());
+                for user_id in persistence.followers_of(app_id, channel) {
+                    let personal = format!("personal-{user_id}");
+                    let frame =
+                        frames::personal_frame(&personal, event, data, channel, message.seq);
+                    self.adapter.publish(app_id, &personal, frame, None).await;
+                }
+            }
+        }
         report
+    }
+
+    /// The persistence layer (offline subscriptions), when configured.
+    pub fn persistence(&self) -> Option<&Arc<Persistence>> {
+        self.persistence.as_ref()
     }
 
     /// Publishes without waiting, for announcements made from synchronous code.

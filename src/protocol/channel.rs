@@ -18,6 +18,11 @@ pub enum ChannelKind {
     Presence,
     /// `#server-to-user-{id}`: joined only through sign-in.
     ServerToUser,
+    /// `personal-{user_id}`: signed like private; aggregates the channels the
+    /// user follows offline (persistence extension).
+    Personal,
+    /// `peer-{base}:{a}&{b}`: two peer members of `presence-{base}`.
+    Peer,
 }
 
 /// A channel's kind plus whether it is a cache variant.
@@ -34,7 +39,11 @@ impl ChannelType {
     pub fn needs_auth(self) -> bool {
         matches!(
             self.kind,
-            ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence
+            ChannelKind::Private
+                | ChannelKind::PrivateEncrypted
+                | ChannelKind::Presence
+                | ChannelKind::Personal
+                | ChannelKind::Peer
         )
     }
 }
@@ -66,6 +75,10 @@ pub fn channel_type(name: &str) -> ChannelType {
         (rest.starts_with("cache-"), ChannelKind::Presence)
     } else if name.starts_with("#server-to-user-") {
         (false, ChannelKind::ServerToUser)
+    } else if name.starts_with("personal-") {
+        (false, ChannelKind::Personal)
+    } else if name.starts_with("peer-") {
+        (false, ChannelKind::Peer)
     } else {
         (name.starts_with("cache-"), ChannelKind::Public)
     };
@@ -87,7 +100,10 @@ pub fn validate_channel_name(name: &str, max_len: usize) -> Result<(), ChannelNa
     // `#server-to-user-` channels are reserved for sign-in; the HTTP API may
     // address them, so the `#` is allowed only as that exact prefix.
     let body = name.strip_prefix("#server-to-user-").unwrap_or(name);
-    if body.is_empty() || !body.chars().all(valid_char) {
+    // Peer channel names join two user ids: `peer-{base}:{a}&{b}`.
+    let peer = name.starts_with("peer-");
+    let allowed = |c: char| valid_char(c) || (peer && (c == ':' || c == '&'));
+    if body.is_empty() || !body.chars().all(allowed) {
         return Err(ChannelNameError::InvalidCharacters);
     }
     Ok(())
@@ -110,6 +126,8 @@ mod tests {
             channel_type("#server-to-user-u1").kind,
             ChannelKind::ServerToUser
         );
+        assert_eq!(channel_type("personal-u1").kind, ChannelKind::Personal);
+        assert_eq!(channel_type("peer-room:a&b").kind, ChannelKind::Peer);
     }
 
     #[test]
@@ -135,6 +153,8 @@ mod tests {
             Err(ChannelNameError::TooLong { max: 164 })
         );
         assert!(validate_channel_name("#server-to-user-u1", 164).is_ok());
+        assert!(validate_channel_name("peer-room:a&b", 164).is_ok());
+        assert!(validate_channel_name("room:a&b", 164).is_err());
         assert!(validate_channel_name("#other", 164).is_err());
     }
 }

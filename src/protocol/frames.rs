@@ -57,6 +57,9 @@ pub struct SubscribeRequest {
     /// Signed presence data (a JSON string).
     #[serde(default)]
     pub channel_data: Option<String>,
+    /// Personal channels: only messages after this sequence.
+    #[serde(default)]
+    pub since: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +302,75 @@ pub fn presence_data<'a>(members: impl Iterator<Item = (&'a str, Option<&'a RawV
         hash.insert(id.to_owned(), info);
     }
     serde_json::json!({ "presence": { "count": ids.len(), "ids": ids, "hash": hash } }).to_string()
+}
+
+/// An event of a followed channel, delivered on the follower's personal
+/// channel: name and data unchanged, the source channel and sequence added.
+pub fn personal_frame(
+    personal_channel: &str,
+    event: &str,
+    data: &RawValue,
+    source_channel: &str,
+    seq: u64,
+) -> ByteString {
+    #[derive(Serialize)]
+    struct Personal<'a> {
+        event: &'a str,
+        channel: &'a str,
+        data: &'a RawValue,
+        source_channel: &'a str,
+        seq: u64,
+    }
+    let frame = Personal {
+        event,
+        channel: personal_channel,
+        data,
+        source_channel,
+        seq,
+    };
+    ByteString::from(serde_json::to_string(&frame).unwrap_or_default())
+}
+
+/// A peer channel announcement on the presence channel (`pusher:peer_added`
+/// or `pusher:peer_removed`), naming the peer channel and the other user.
+pub fn peer_frame(
+    event: &str,
+    presence_channel: &str,
+    peer_channel: &str,
+    other_user: &str,
+) -> ByteString {
+    let data = serde_json::json!({ "channel": peer_channel, "user_id": other_user }).to_string();
+    encode(event, Some(presence_channel), &data, None)
+}
+
+/// The `subscription_succeeded` data of a personal channel:
+/// `{"messages":[{"seq","channel","event","data","time_ms"}, ..]}`, oldest first.
+pub fn catch_up_data(messages: &[crate::store::StoredMessage]) -> String {
+    #[derive(Serialize)]
+    struct Message<'a> {
+        seq: u64,
+        channel: &'a str,
+        event: &'a str,
+        data: &'a RawValue,
+        time_ms: u64,
+    }
+    #[derive(Serialize)]
+    struct CatchUp<'a> {
+        messages: Vec<Message<'a>>,
+    }
+    let null = RawValue::NULL;
+    let messages = messages
+        .iter()
+        .map(|m| Message {
+            seq: m.seq,
+            channel: &m.channel,
+            event: &m.event,
+            // Stored data is JSON text written by this server.
+            data: serde_json::from_str::<&RawValue>(&m.data).unwrap_or(null),
+            time_ms: m.time_ms,
+        })
+        .collect();
+    serde_json::to_string(&CatchUp { messages }).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ pub struct PresenceMember {
     pub user_id: String,
     /// The user's info, kept as sent (JSON), `None` when absent.
     pub user_info: Option<Box<RawValue>>,
+    /// Whether the member wants peer channels with the other peers.
+    pub peer: bool,
 }
 
 /// Why `channel_data` or `user_data` was refused.
@@ -33,6 +35,8 @@ struct ChannelData<'a> {
     user_id: Option<Value>,
     #[serde(borrow)]
     user_info: Option<&'a RawValue>,
+    #[serde(default)]
+    peer: Option<Value>,
 }
 
 fn id_string(value: Option<Value>) -> Option<String> {
@@ -59,6 +63,7 @@ pub fn parse_channel_data(
     Ok(PresenceMember {
         user_id,
         user_info: data.user_info.map(ToOwned::to_owned),
+        peer: data.peer == Some(Value::Bool(true)),
     })
 }
 

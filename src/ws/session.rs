@@ -193,8 +193,11 @@ impl Session {
             return;
         }
         let (hub, app, connection) = (self.hub.clone(), self.app.clone(), self.connection.clone());
+        let signed_in = self.user.as_ref().map(|user| user.id.clone());
         let subscribing = async move {
-            let result = hub.subscribe(&app, &connection, &request).await;
+            let result = hub
+                .subscribe(&app, &connection, &request, signed_in.as_deref())
+                .await;
             (request.channel, result)
         };
         // `wait` holds this connection's other frames until the hub answered,
@@ -205,6 +208,9 @@ impl Session {
                     ctx.text(subscription.succeeded);
                     if let Some(cached) = subscription.cached {
                         ctx.text(cached);
+                    }
+                    for frame in subscription.announcements {
+                        ctx.text(frame);
                     }
                     session.channels.insert(channel, subscription.user_id);
                 }
@@ -254,7 +260,7 @@ impl Session {
         }
         if !matches!(
             channel_type(channel).kind,
-            ChannelKind::Private | ChannelKind::Presence
+            ChannelKind::Private | ChannelKind::Presence | ChannelKind::Peer
         ) {
             return self.error(
                 ctx,

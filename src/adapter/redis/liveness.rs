@@ -18,7 +18,12 @@ pub async fn listen(adapter: Arc<RedisAdapter>) {
                 Ok(()) => {
                     wait = Duration::from_millis(200);
                     tracing::info!(%bus, "listening on the redis bus");
-                    adapter.resync().await;
+                    // Messages were missed while the bus was down, and Redis
+                    // may have lost this node's share: re-announce it.
+                    adapter
+                        .needs_resync
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    adapter.resync_if_needed().await;
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
                         match message.get_payload::<String>() {
@@ -60,6 +65,7 @@ pub async fn heartbeat(adapter: Arc<RedisAdapter>) {
             })
             .await
             .unwrap_or_default();
+        adapter.resync_if_needed().await;
         for node in dead.iter().filter(|id| **id != adapter.node_id) {
             adapter.reap(node).await;
         }

@@ -58,6 +58,8 @@ pub struct RedisAdapter {
     webhooks: Webhooks,
     metrics: Metrics,
     healthy: AtomicBool,
+    /// Set by every failure: Redis may have lost or reaped this node's share.
+    needs_resync: AtomicBool,
 }
 
 impl RedisAdapter {
@@ -85,6 +87,7 @@ impl RedisAdapter {
             webhooks,
             metrics,
             healthy: AtomicBool::new(false),
+            needs_resync: AtomicBool::new(true),
         });
         tracing::info!(node_id = %adapter.node_id, url = %redact(&settings.url), "redis adapter starting");
         tokio::spawn(liveness::listen(adapter.clone()));
@@ -149,6 +152,7 @@ impl RedisAdapter {
 
     fn failed(&self, error: &str) {
         self.metrics.redis_errors.inc();
+        self.needs_resync.store(true, Ordering::Release);
         if self.healthy.swap(false, Ordering::AcqRel) {
             tracing::error!(%error, "redis unreachable: serving this node's clients only until it returns");
         }
@@ -200,10 +204,18 @@ impl RedisAdapter {
         }
     }
 
+    /// Re-announces this node's state if a failure happened since the last
+    /// time; retried by the heartbeat until it succeeds.
+    pub async fn resync_if_needed(&self) {
+        if self.needs_resync.swap(false, Ordering::AcqRel) && !self.resync().await {
+            self.needs_resync.store(true, Ordering::Release);
+        }
+    }
+
     /// Removes every share this node had and records its current state
     /// again: after an outage (or being reaped as dead), Redis matches this
-    /// node's clients once more.
-    pub async fn resync(&self) {
+    /// node's clients once more. Returns whether it succeeded.
+    pub async fn resync(&self) -> bool {
         let keys = &self.keys;
         let node = self.node_id.clone();
         let mut pipe = redis::pipe();
@@ -262,6 +274,7 @@ impl RedisAdapter {
         if done.is_some() {
             tracing::info!("node state re-announced to redis");
         }
+        done.is_some()
     }
 
     /// Reaps a dead node: removes its shares and announces what that means.

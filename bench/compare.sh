@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Compare rusher with sockudo and with the bare broadcast server (the limit).
+#
+# Builds rusher and the bench in release, starts each server in turn on a
+# free 127.0.0.1 port with the same app (app-id / app-key / app-secret) and
+# raised limits, runs the same scenarios against each, and prints one
+# markdown table (absolute figures, rusher/sockudo, rusher/bare), also
+# written to bench/results/latest.md. Takes about 6 minutes with the default
+# sizes on a 2-core machine (not counting builds).
+#
+# Usage: bench/compare.sh [--quick] [--servers "rusher sockudo bare"] [--skip-build] [--out DIR]
+#   --quick       tiny sizes: checks that everything runs, figures mean little
+#   --servers     which servers to run (the table always has all three columns)
+#   --skip-build  use the binaries already in target/release
+#   --out DIR     where the JSON results and logs go (default: a temp dir)
+#
+# Bigger runs: set any of these (defaults in brackets)
+#   CONNECT_N [10000]            idle connections of `connect`
+#   FANOUT_SIZES ["1000 5000 10000"]  subscribers of the fixed-rate fan-outs
+#   FANOUT_DELIVERIES [100000]   deliveries/s of each fixed-rate fan-out (rate = this / subscribers)
+#   FANOUT_SECS [10]             length of each fixed-rate fan-out
+#   FANOUT_MAX_SUBS [10000]      subscribers of the max-rate fan-out
+#   FANOUT_MAX_EVENTS [300]      events of the max-rate fan-out
+#   FANOUT_WINDOW [4]            events in flight in the max-rate fan-out
+#   PAYLOAD [100]                bytes of event data
+#   CHANNELS_N [5000]            connections (one channel each) of `channels`
+#   CHANNELS_RATE [1000]         triggers/s of `channels`, 10 channels each
+#   CHANNELS_SECS [10]
+#   PUBLISH_CLIENTS [16]         concurrent HTTP clients of `publish`
+#   PUBLISH_SECS [10]
+#   PRESENCE_CHANNELS [10] PRESENCE_OBSERVERS [20] PRESENCE_CHURNERS [5]
+#   PRESENCE_JOINS [20000] PRESENCE_SECS [10]
+#   SOCKUDO_BIN                  sockudo binary to use (else $SOCKUDO_ROOT/bin/sockudo, else PATH)
+#   SOCKUDO_ROOT [/work/tools/sockudo]  where `cargo install sockudo` puts it when missing
+#   INSTALL_SOCKUDO [1]          0 = never build sockudo, skip it when missing
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SERVERS="rusher sockudo bare"
+QUICK=0
+BUILD=1
+OUT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --servers) SERVERS="$2"; shift ;;
+    --skip-build) BUILD=0 ;;
+    --out) OUT="$2"; shift ;;
+    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ "$QUICK" = 1 ]; then
+  : "${CONNECT_N:=1000}" "${FANOUT_SIZES:=100 500}" "${FANOUT_DELIVERIES:=10000}" "${FANOUT_SECS:=2}"
+  : "${FANOUT_MAX_SUBS:=1000}" "${FANOUT_MAX_EVENTS:=100}" "${CHANNELS_N:=500}" "${CHANNELS_RATE:=200}"
+  : "${CHANNELS_SECS:=2}" "${PUBLISH_SECS:=2}" "${PRESENCE_JOINS:=2000}" "${PRESENCE_SECS:=2}"
+fi
+: "${CONNECT_N:=10000}" "${FANOUT_SIZES:=1000 5000 10000}" "${FANOUT_DELIVERIES:=100000}" "${FANOUT_SECS:=10}"
+: "${FANOUT_MAX_SUBS:=10000}" "${FANOUT_MAX_EVENTS:=300}" "${FANOUT_WINDOW:=4}" "${PAYLOAD:=100}"
+: "${CHANNELS_N:=5000}" "${CHANNELS_RATE:=1000}" "${CHANNELS_SECS:=10}"
+: "${PUBLISH_CLIENTS:=16}" "${PUBLISH_SECS:=10}"
+: "${PRESENCE_CHANNELS:=10}" "${PRESENCE_OBSERVERS:=20}" "${PRESENCE_CHURNERS:=5}"
+: "${PRESENCE_JOINS:=20000}" "${PRESENCE_SECS:=10}"
+: "${SOCKUDO_ROOT:=/work/tools/sockudo}" "${INSTALL_SOCKUDO:=1}"
+
+APP_ID=app-id APP_KEY=app-key APP_SECRET=app-secret
+[ -n "$OUT" ] || OUT=$(mktemp -d /tmp/rusher-compare.XXXXXX)
+mkdir -p "$OUT"
+WORK="$OUT/work"; mkdir -p "$WORK"
+BENCH="$ROOT/target/release/rusher-bench"
+say() { echo "[compare] $*" >&2; }
+
+# Both the generator and the servers need a file descriptor per connection.
+NEED=$((CONNECT_N + CHANNELS_N + 1000))
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$NEED" ]; then
+  say "warning: open-file limit is $(ulimit -n), below the ~$NEED this run needs; raise the hard limit (ulimit -Hn) as root"
+fi
+
+if [ "$BUILD" = 1 ]; then
+  say "building rusher and the bench (release)"
+  (cd "$ROOT" && nice -n 10 cargo build --release -p rusher && nice -n 10 cargo build --release -p rusher-bench) >&2 || {
+    say "build failed"; exit 1; }
+fi
+
+# --- sockudo: find it, or build it, or skip it -------------------------------
+SOCKUDO=""
+if [[ " $SERVERS " == *" sockudo "* ]]; then
+  if [ -n "${SOCKUDO_BIN:-}" ] && [ -x "$SOCKUDO_BIN" ]; then SOCKUDO="$SOCKUDO_BIN"
+  elif [ -x "$SOCKUDO_ROOT/bin/sockudo" ]; then SOCKUDO="$SOCKUDO_ROOT/bin/sockudo"
+  elif command -v sockudo >/dev/null 2>&1; then SOCKUDO=$(command -v sockudo)
+  elif [ "$INSTALL_SOCKUDO" = 1 ] && command -v protoc >/dev/null 2>&1; then
+    say "sockudo not found: building it with cargo install (this takes a long time; log $OUT/sockudo-install.log)"
+    if nice -n 10 cargo install --locked sockudo --root "$SOCKUDO_ROOT" >"$OUT/sockudo-install.log" 2>&1; then
+      SOCKUDO="$SOCKUDO_ROOT/bin/sockudo"
+    else
+      say "SKIPPING sockudo: cargo install sockudo failed (see $OUT/sockudo-install.log)"
+    fi
+  elif [ "$INSTALL_SOCKUDO" = 1 ]; then
+    say "SKIPPING sockudo: not installed, and building it needs protoc (apt-get install protobuf-compiler)"
+  else
+    say "SKIPPING sockudo: not installed and INSTALL_SOCKUDO=0"
+  fi
+fi
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Starts server $1 on port $2; sets SERVER_PID. Logs to $OUT/$1-server.log.
+start_server() {
+  local name=$1 port=$2 log="$OUT/$1-server.log"
+  case "$name" in
+    rusher)
+      cat >"$WORK/rusher.toml" <<EOF
+# The bench's rusher config: one app, limits raised (as for sockudo and bare).
+[server]
+host = "127.0.0.1"
+port = $port
+log_level = "warn"
+max_request_bytes = 10485760
+metrics = true
+
+[[apps]]
+id = "$APP_ID"
+key = "$APP_KEY"
+secret = "$APP_SECRET"
+max_connections = 0
+max_event_data_bytes = 102400
+max_channels_per_event = 100
+max_channels_per_connection = 1000
+max_presence_members = 1000
+max_presence_user_info_bytes = 10240
+client_event_rate = 1000
+EOF
+      "$ROOT/target/release/rusher" --config "$WORK/rusher.toml" >"$log" 2>&1 &
+      SERVER_PID=$! ;;
+    sockudo)
+      # Run from an empty directory so no config/config.{toml,json} is read;
+      # everything comes from the environment: same app, limits raised,
+      # rate limiting and metrics off, in-memory drivers only.
+      mkdir -p "$WORK/sockudo"
+      (cd "$WORK/sockudo" && exec env HOST=127.0.0.1 PORT="$port" RUST_LOG=warn \
+        METRICS_ENABLED=false RATE_LIMITER_ENABLED=false \
+        ADAPTER_DRIVER=local APP_MANAGER_DRIVER=memory CACHE_DRIVER=memory QUEUE_DRIVER=memory \
+        SOCKUDO_MAX_CONNECTIONS=0 \
+        SOCKUDO_DEFAULT_APP_ID="$APP_ID" SOCKUDO_DEFAULT_APP_KEY="$APP_KEY" SOCKUDO_DEFAULT_APP_SECRET="$APP_SECRET" \
+        SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=1000000 \
+        SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND=100000000 \
+        SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND=1000 \
+        SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND=100000000 \
+        SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL=1000 \
+        SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBER_SIZE_IN_KB=10 \
+        SOCKUDO_DEFAULT_APP_MAX_EVENT_CHANNELS_AT_ONCE=100 \
+        SOCKUDO_DEFAULT_APP_MAX_EVENT_PAYLOAD_IN_KB=100 \
+        "$SOCKUDO") >"$log" 2>&1 &
+      SERVER_PID=$! ;;
+    bare)
+      "$ROOT/target/release/bare-server" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
+      SERVER_PID=$! ;;
+  esac
+  local i
+  for i in $(seq 1 300); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      say "$name exited at start; last lines of $log:"; tail -5 "$log" >&2; return 1
+    fi
+    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then return 0; fi
+    sleep 0.1
+  done
+  say "$name did not answer on port $port within 30 s"; return 1
+}
+
+stop_server() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+}
+
+# The runs, in order: label, then the generator's arguments.
+RUNS=()
+RUNS+=("connect-$CONNECT_N|connect --connections $CONNECT_N --settle 3")
+for n in $FANOUT_SIZES; do
+  rate=$(python3 -c "print(max(1, $FANOUT_DELIVERIES / $n))")
+  events=$(python3 -c "print(int(max(1, $FANOUT_DELIVERIES / $n) * $FANOUT_SECS))")
+  RUNS+=("fanout-$n|fanout --subscribers $n --rate $rate --events $events --duration $((FANOUT_SECS * 3)) --payload $PAYLOAD")
+done
+RUNS+=("fanout-$FANOUT_MAX_SUBS-max|fanout --subscribers $FANOUT_MAX_SUBS --rate 0 --window $FANOUT_WINDOW --events $FANOUT_MAX_EVENTS --duration 60 --payload $PAYLOAD")
+RUNS+=("channels-$CHANNELS_N|channels --connections $CHANNELS_N --channels-per-event 10 --rate $CHANNELS_RATE --events $((CHANNELS_RATE * CHANNELS_SECS)) --duration $((CHANNELS_SECS * 3)) --payload $PAYLOAD")
+RUNS+=("publish|publish --clients $PUBLISH_CLIENTS --duration $PUBLISH_SECS --events 100000000 --subscribers 1 --payload $PAYLOAD")
+RUNS+=("presence|presence --channels $PRESENCE_CHANNELS --observers $PRESENCE_OBSERVERS --churners $PRESENCE_CHURNERS --joins $PRESENCE_JOINS --duration $PRESENCE_SECS")
+
+LABELS=()
+for run in "${RUNS[@]}"; do LABELS+=("${run%%|*}"); done
+
+# The machine may be shared: other work skews every figure. Say so.
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l > 0.5) }' 2>/dev/null; then
+  say "warning: load average is $LOAD_BEFORE before the runs; other work on this machine will skew the figures"
+fi
+STARTED=$(date +%s)
+for server in $SERVERS; do
+  if [ "$server" = sockudo ] && [ -z "$SOCKUDO" ]; then continue; fi
+  port=$(free_port)
+  say "== $server on 127.0.0.1:$port"
+  if ! start_server "$server" "$port"; then say "SKIPPING $server: it did not start"; continue; fi
+  pid=$SERVER_PID
+  for run in "${RUNS[@]}"; do
+    label=${run%%|*}; args=${run#*|}
+    say "$server: $label ($args)"
+    # shellcheck disable=SC2086
+    "$BENCH" $args --port "$port" --app-id "$APP_ID" --app-key "$APP_KEY" --app-secret "$APP_SECRET" \
+      --server-pid "$pid" --json "$OUT/$server-$label.json" >/dev/null 2>"$OUT/$server-$label.log"
+    rc=$?
+    grep -v '^\[' "$OUT/$server-$label.log" | grep -E 'PROBLEM|result|error' | sed "s/^/[compare]   /" >&2
+    [ $rc -le 1 ] || say "  the generator failed (exit $rc), see $OUT/$server-$label.log"
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "$server died during $label; last lines of its log:"; tail -5 "$OUT/$server-server.log" >&2
+      start_server "$server" "$port" || break
+      pid=$SERVER_PID
+    fi
+  done
+  stop_server "$pid"
+done
+ELAPSED=$(( $(date +%s) - STARTED ))
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+
+labels_csv=$(IFS=,; echo "${LABELS[*]}")
+TABLE=$("$BENCH" table --dir "$OUT" --servers rusher,sockudo,bare --labels "$labels_csv")
+SOCKUDO_VERSION="not run"
+[ -n "$SOCKUDO" ] && SOCKUDO_VERSION=$("$SOCKUDO" --version 2>/dev/null | head -1)
+COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)")
+{
+  echo "# rusher vs sockudo vs bare"
+  echo
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), rusher ${COMMIT}${DIRTY}, sockudo: ${SOCKUDO_VERSION}; $(nproc) cores, $(uname -sr)."
+  echo "Generator and server share the machine; everything on 127.0.0.1. Runs took ${ELAPSED}s;"
+  echo "load average before: ${LOAD_BEFORE}, after: ${LOAD_AFTER} (anything well above the generator's and server's own share means other work skewed the figures)."
+  echo "Raw results: $OUT"
+  echo
+  echo "$TABLE"
+} >"$OUT/table.md"
+mkdir -p "$ROOT/bench/results"
+cp "$OUT/table.md" "$ROOT/bench/results/latest.md"
+cat "$OUT/table.md"
+say "table written to bench/results/latest.md; JSON results and logs in $OUT"

@@ -1,0 +1,34 @@
+//! rusher-bench: a load generator for Pusher-protocol servers, and a bare
+//! broadcast server that marks the limit.
+//!
+//! Layout:
+//! - `sign`: HMAC signatures for the HTTP API (PROTOCOL.md §5) and presence auth.
+//! - `frame`: cheap scanning of received frames (event name, socket id, stamp),
+//!   so the generator does no JSON parsing per delivery.
+//! - `ws`: a Pusher WebSocket client connection (connect, subscribe).
+//! - `api`: a keep-alive HTTP/1.1 client that triggers signed events.
+//! - `stats`: latency histograms, counters and the progress line.
+//! - `report`: the JSON result every scenario prints.
+//! - `system`: open-file limit and the server's RSS from /proc.
+//! - `scenario`: fanout, channels, publish (one delivery engine), connect, presence.
+//! - `table`: the markdown comparison table `compare.sh` prints.
+//! - `bare`: the bare broadcast server (the `bare-server` binary).
+
+pub mod api;
+pub mod bare;
+pub mod frame;
+pub mod report;
+pub mod scenario;
+pub mod sign;
+pub mod stats;
+pub mod system;
+pub mod table;
+pub mod ws;
+
+/// Microseconds since the Unix epoch: the clock stamped into event data and
+/// read back on delivery (sender and receiver share the machine's clock).
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

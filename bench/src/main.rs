@@ -1,0 +1,320 @@
+//! `rusher-bench`: load scenarios against a Pusher-protocol server on
+//! 127.0.0.1. Each prints a progress line on stderr and a JSON result on
+//! stdout (and to `--json PATH`), and exits non-zero when anything was lost,
+//! refused or dropped, or when nothing was delivered.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use rusher_bench::scenario::{connect, delivery, presence, Common};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rusher-bench",
+    version,
+    about = "Load generator for Pusher-protocol servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// N subscribers on one channel; events over the HTTP API at a target rate.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value = "bench-fanout")]
+        channel: String,
+        /// Most events to publish.
+        #[arg(long, default_value_t = 200)]
+        events: u64,
+        /// Events per second; 0 = as fast as the window allows.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Longest publishing phase, in seconds.
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        /// Concurrent HTTP publishers.
+        #[arg(long, default_value_t = 2)]
+        publishers: usize,
+        /// With --rate 0: most events not yet fully delivered.
+        #[arg(long, default_value_t = 4)]
+        window: u64,
+        /// Bytes of event data.
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
+    /// N connections on N channels; events spread across them.
+    Channels {
+        #[command(flatten)]
+        common: Common,
+        /// Connections, each on its own channel.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Channels named in each trigger (consecutive ones).
+        #[arg(long, default_value_t = 10)]
+        channels_per_event: usize,
+        #[arg(long, default_value_t = 2000)]
+        events: u64,
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        /// With --rate 0: most events not yet fully delivered.
+        #[arg(long, default_value_t = 200)]
+        window: u64,
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
+    /// Open N idle connections; connection rate and server RSS per connection.
+    Connect {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Also subscribe each connection to one of this many public channels (0 = no).
+        #[arg(long, default_value_t = 0)]
+        subscribe_channels: usize,
+        /// Seconds to hold the idle connections before reading the server's RSS.
+        #[arg(long, default_value_t = 3.0)]
+        settle: f64,
+    },
+    /// HTTP trigger throughput and latency with K concurrent clients.
+    Publish {
+        #[command(flatten)]
+        common: Common,
+        /// Concurrent HTTP clients (keep-alive connections).
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Most requests in all.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Longest run, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Requests per second; 0 = as fast as the clients go.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Subscribers of the channel (each event is delivered to them all).
+        #[arg(long, default_value_t = 1)]
+        subscribers: usize,
+        #[arg(long, default_value = "bench-publish")]
+        channel: String,
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
+    /// Join/leave churn on presence channels (with auth); member events per second.
+    Presence {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 10)]
+        channels: usize,
+        /// Members per channel that stay and count member events.
+        #[arg(long, default_value_t = 20)]
+        observers: usize,
+        /// Connections per channel that join and leave in a loop.
+        #[arg(long, default_value_t = 5)]
+        churners: usize,
+        /// Most joins in all.
+        #[arg(long, default_value_t = 20_000)]
+        joins: u64,
+        /// Longest churn phase, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Joins per second in all; 0 = as fast as the churners go.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+    },
+    /// Render the comparison table from `{dir}/{server}-{label}.json` files.
+    Table {
+        /// Directory of the JSON results.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Servers, rusher first (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "rusher,sockudo,bare")]
+        servers: Vec<String>,
+        /// Run labels, in table order (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+    },
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+async fn run(scenario: Scenario) -> Result<rusher_bench::report::Report> {
+    match scenario {
+        Scenario::Fanout {
+            common,
+            subscribers,
+            channel,
+            events,
+            rate,
+            duration,
+            publishers,
+            window,
+            payload,
+        } => {
+            let plan = delivery::Plan {
+                scenario: "fanout",
+                channels: vec![channel],
+                subscriber_channel: vec![0; subscribers],
+                channels_per_event: 1,
+                events,
+                duration: secs(duration),
+                rate,
+                publishers,
+                window,
+                payload,
+            };
+            delivery::run(common, plan).await
+        }
+        Scenario::Channels {
+            common,
+            connections,
+            channels_per_event,
+            events,
+            rate,
+            duration,
+            publishers,
+            window,
+            payload,
+        } => {
+            let plan = delivery::Plan {
+                scenario: "channels",
+                channels: (0..connections.max(1))
+                    .map(|i| format!("bench-ch-{i}"))
+                    .collect(),
+                subscriber_channel: (0..connections).collect(),
+                channels_per_event,
+                events,
+                duration: secs(duration),
+                rate,
+                publishers,
+                window,
+                payload,
+            };
+            delivery::run(common, plan).await
+        }
+        Scenario::Connect {
+            common,
+            connections,
+            subscribe_channels,
+            settle,
+        } => {
+            let plan = connect::Plan {
+                connections,
+                subscribe_channels,
+                settle: secs(settle),
+            };
+            connect::run(common, plan).await
+        }
+        Scenario::Publish {
+            common,
+            clients,
+            events,
+            duration,
+            rate,
+            subscribers,
+            channel,
+            payload,
+        } => {
+            let plan = delivery::Plan {
+                scenario: "publish",
+                channels: vec![channel],
+                subscriber_channel: vec![0; subscribers],
+                channels_per_event: 1,
+                events,
+                duration: secs(duration),
+                rate,
+                publishers: clients,
+                window: 0,
+                payload,
+            };
+            delivery::run(common, plan).await
+        }
+        Scenario::Presence {
+            common,
+            channels,
+            observers,
+            churners,
+            joins,
+            duration,
+            rate,
+        } => {
+            let plan = presence::Plan {
+                channels,
+                observers,
+                churners,
+                joins,
+                duration: secs(duration),
+                rate,
+            };
+            presence::run(common, plan).await
+        }
+        Scenario::Table { .. } => unreachable!("handled in main"),
+    }
+}
+
+fn json_path(scenario: &Scenario) -> Option<std::path::PathBuf> {
+    match scenario {
+        Scenario::Fanout { common, .. }
+        | Scenario::Channels { common, .. }
+        | Scenario::Connect { common, .. }
+        | Scenario::Publish { common, .. }
+        | Scenario::Presence { common, .. } => common.json.clone(),
+        Scenario::Table { .. } => None,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Scenario::Table {
+        dir,
+        servers,
+        labels,
+    } = &cli.scenario
+    {
+        print!("{}", rusher_bench::table::render(dir, servers, labels));
+        print!("{}", rusher_bench::table::targets(dir, labels));
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let path = json_path(&cli.scenario);
+    match runtime.block_on(run(cli.scenario)) {
+        Ok(report) => {
+            if let Err(e) = report.emit(path.as_deref()) {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+            // Connection tasks may still be closing; do not wait for them.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

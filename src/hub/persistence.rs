@@ -1,0 +1,281 @@
+//! Offline subscriptions on the hub's side: who follows which channel (an
+//! in-memory index, so an unfollowed channel costs one map lookup per
+//! publish), sequencing of stored messages, the bounded write queue, and
+//! catch-up for `personal-{user_id}` channels.
+
+use crate::apps::AppRegistry;
+use crate::config::StoreConfig;
+use crate::metrics::Metrics;
+use crate::store::{now_ms, Follow, Store, StoreError, StoredMessage};
+use dashmap::DashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+type AppChannel = (String, String);
+
+/// The hub's persistence layer.
+pub struct Persistence {
+    store: Arc<dyn Store>,
+    /// (app, channel) → users following it.
+    followers: DashMap<AppChannel, HashSet<String>>,
+    /// Next sequence per app.
+    sequences: HashMap<String, AtomicU64>,
+    writes: mpsc::Sender<(Arc<str>, StoredMessage)>,
+    settings: StoreConfig,
+    metrics: Metrics,
+    healthy: AtomicBool,
+}
+
+impl Persistence {
+    /// Loads the follow index and the sequences, then starts the writer and
+    /// the index refresher on the current runtime.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        apps: &AppRegistry,
+        settings: StoreConfig,
+        metrics: Metrics,
+    ) -> Result<Arc<Self>, StoreError> {
+        let mut sequences = HashMap::new();
+        for app in apps.all() {
+            let max = store.max_seq(&app.id).await?;
+            sequences.insert(app.id.clone(), AtomicU64::new(max));
+        }
+        let (writes, queue) = mpsc::channel(settings.write_queue);
+        let persistence = Arc::new(Persistence {
+            store,
+            followers: DashMap::new(),
+            sequences,
+            writes,
+            settings,
+            metrics,
+            healthy: AtomicBool::new(true),
+        });
+        persistence.reload_index().await?;
+        tokio::spawn(writer(persistence.clone(), queue));
+        tokio::spawn(refresher(persistence.clone()));
+        Ok(persistence)
+    }
+
+    /// Rebuilds the follow index from the store (other nodes may have
+    /// changed follows).
+    async fn reload_index(&self) -> Result<(), StoreError> {
+        for app_id in self.sequences.keys() {
+            let follows = self.store.follows(app_id).await?;
+            let mut fresh: HashMap<AppChannel, HashSet<String>> = HashMap::new();
+            for follow in follows {
+                fresh
+                    .entry((app_id.clone(), follow.channel))
+                    .or_default()
+                    .insert(follow.user_id);
+            }
+            self.followers
+                .retain(|key, _| key.0 != *app_id || fresh.contains_key(key));
+            for (key, users) in fresh {
+                self.followers.insert(key, users);
+            }
+        }
+        Ok(())
+    }
+
+    fn outcome<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &result {
+            Ok(_) => {
+                if !self.healthy.swap(true, Ordering::AcqRel) {
+                    tracing::info!("store reachable again");
+                }
+            }
+            Err(error) => {
+                self.metrics.store_errors.inc();
+                if self.healthy.swap(false, Ordering::AcqRel) {
+                    tracing::error!(%error, "store unreachable: live delivery goes on, persistence waits");
+                }
+            }
+        }
+        result
+    }
+
+    /// The users following `channel`; empty (and cheap) for most channels.
+    pub fn followers_of(&self, app_id: &str, channel: &str) -> Vec<String> {
+        self.followers
+            .get(&(app_id.to_owned(), channel.to_owned()))
+            .map_or_else(Vec::new, |users| users.iter().cloned().collect())
+    }
+
+    /// Whether anyone follows `channel` (checked before any allocation).
+    pub fn is_followed(&self, app_id: &str, channel: &str) -> bool {
+        !self.followers.is_empty()
+            && self
+                .followers
+                .contains_key(&(app_id.to_owned(), channel.to_owned()))
+    }
+
+    fn next_seq(&self, app_id: &str) -> u64 {
+        self.sequences
+            .get(app_id)
+            .map_or(0, |seq| seq.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    fn current_seq(&self, app_id: &str) -> u64 {
+        self.sequences
+            .get(app_id)
+            .map_or(0, |seq| seq.load(Ordering::Acquire))
+    }
+
+    /// Sequences a message of a followed channel and queues it for storing,
+    /// once whatever the number of followers. A full queue drops and counts.
+    pub fn record(&self, app_id: &str, channel: &str, event: &str, data: &str) -> StoredMessage {
+        let message = StoredMessage {
+            seq: self.next_seq(app_id),
+            channel: channel.to_owned(),
+            event: event.to_owned(),
+            data: data.to_owned(),
+            time_ms: now_ms(),
+        };
+        if self
+            .writes
+            .try_send((app_id.into(), message.clone()))
+            .is_err()
+        {
+            self.metrics.store_dropped.inc();
+            tracing::error!(
+                app_id,
+                channel,
+                seq = message.seq,
+                "store write queue full: message not stored"
+            );
+        }
+        message
+    }
+
+    /// `POST subscribe`: the user follows `channel` from now on.
+    pub async fn follow(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        channel: &str,
+    ) -> Result<bool, StoreError> {
+        let follow = Follow {
+            user_id: user_id.to_owned(),
+            channel: channel.to_owned(),
+            from_seq: self.current_seq(app_id),
+        };
+        let created = self.outcome(self.store.follow(app_id, &follow).await)?;
+        self.followers
+            .entry((app_id.to_owned(), channel.to_owned()))
+            .or_default()
+            .insert(user_id.to_owned());
+        Ok(created)
+    }
+
+    /// `POST unsubscribe`: the user stops following `channel`.
+    pub async fn unfollow(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        channel: &str,
+    ) -> Result<bool, StoreError> {
+        let removed = self.outcome(self.store.unfollow(app_id, user_id, channel).await)?;
+        let key = (app_id.to_owned(), channel.to_owned());
+        self.followers.remove_if_mut(&key, |_, users| {
+            users.remove(user_id);
+            users.is_empty()
+        });
+        Ok(removed)
+    }
+
+    /// The channels a user follows.
+    pub async fn subscriptions(
+        &self,
+        app_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let follows = self.outcome(self.store.subscriptions(app_id, user_id).await)?;
+        Ok(follows.into_iter().map(|f| f.channel).collect())
+    }
+
+    /// The newest `limit` messages of every channel the user follows with a
+    /// sequence above `since` (and above the follow's start), oldest first.
+    pub async fn messages_for(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let follows = self.outcome(self.store.subscriptions(app_id, user_id).await)?;
+        let mut messages = Vec::new();
+        for follow in follows {
+            let after = since.max(follow.from_seq);
+            let found = self.outcome(
+                self.store
+                    .messages(app_id, &follow.channel, after, limit)
+                    .await,
+            )?;
+            messages.extend(found);
+        }
+        messages.sort_by_key(|m| m.seq);
+        let skip = messages.len().saturating_sub(limit);
+        Ok(messages.split_off(skip))
+    }
+
+    /// Catch-up for a personal channel: like [`Self::messages_for`] with the
+    /// configured count; empty when the store is down (fail-open).
+    pub async fn catch_up(&self, app_id: &str, user_id: &str, since: u64) -> Vec<StoredMessage> {
+        self.messages_for(app_id, user_id, since, self.settings.catch_up_messages)
+            .await
+            .unwrap_or_default()
+    }
+}
+
+/// Writes queued messages in batches; on failure keeps the batch and retries
+/// with back-off (the bounded queue absorbs the wait, then drops and counts).
+async fn writer(
+    persistence: Arc<Persistence>,
+    mut queue: mpsc::Receiver<(Arc<str>, StoredMessage)>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while let Some(first) = queue.recv().await {
+        let mut by_app: HashMap<Arc<str>, Vec<StoredMessage>> = HashMap::new();
+        by_app.entry(first.0).or_default().push(first.1);
+        while let Ok((app_id, message)) = queue.try_recv() {
+            by_app.entry(app_id).or_default().push(message);
+            if by_app.values().map(Vec::len).sum::<usize>() >= 500 {
+                break;
+            }
+        }
+        for (app_id, batch) in by_app {
+            loop {
+                match persistence.outcome(persistence.store.append(&app_id, &batch).await) {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(100);
+                        let channels: HashSet<&str> =
+                            batch.iter().map(|m| m.channel.as_str()).collect();
+                        for channel in channels {
+                            let _ =
+                                persistence.outcome(persistence.store.trim(&app_id, channel).await);
+                        }
+                        break;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reloads the follow index now and then, for follows made on other nodes.
+async fn refresher(persistence: Arc<Persistence>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let result = persistence.reload_index().await;
+        let _ = persistence.outcome(result);
+    }
+}

@@ -1,0 +1,268 @@
+//! The MongoDB store (official `mongodb` driver, async).
+//!
+//! Collections:
+//! - `subscriptions`: one document per app/user/channel (unique index);
+//! - `messages`: one document per stored event, indexed by app/channel/seq,
+//!   with a TTL index on `expires_at`. TTL monitors are coarse (a real
+//!   MongoDB sweeps once a minute), so reads also filter on `expires_at`.
+
+use super::{now_ms, Follow, Retention, Store, StoreError, StoredMessage};
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, DateTime, Document};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, IndexModel};
+use std::time::Duration;
+
+/// Follows and messages in MongoDB.
+pub struct MongoStore {
+    subscriptions: Collection<Document>,
+    messages: Collection<Document>,
+    retention: Retention,
+}
+
+fn unavailable(error: mongodb::error::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+fn get_i64(document: &Document, key: &str) -> u64 {
+    document
+        .get_i64(key)
+        .or_else(|_| document.get_i32(key).map(i64::from))
+        .unwrap_or(0)
+        .max(0) as u64
+}
+
+fn get_str(document: &Document, key: &str) -> String {
+    document.get_str(key).unwrap_or_default().to_owned()
+}
+
+impl MongoStore {
+    /// Connects, checks the server answers, and creates the indexes.
+    pub async fn connect(
+        url: &str,
+        database: &str,
+        retention: Retention,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(url).await.map_err(unavailable)?;
+        // Fail fast while MongoDB is down: live delivery must not wait.
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout);
+        options.app_name = Some("rusher".into());
+        let client = Client::with_options(options).map_err(unavailable)?;
+        let db = client.database(database);
+        db.run_command(doc! { "ping": 1 })
+            .await
+            .map_err(unavailable)?;
+        let store = MongoStore {
+            subscriptions: db.collection("subscriptions"),
+            messages: db.collection("messages"),
+            retention,
+        };
+        store.create_indexes().await?;
+        Ok(store)
+    }
+
+    async fn create_indexes(&self) -> Result<(), StoreError> {
+        let unique = IndexOptions::builder().unique(true).build();
+        self.subscriptions
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "app_id": 1, "user_id": 1, "channel": 1 })
+                    .options(unique)
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+        self.subscriptions
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "app_id": 1, "channel": 1 })
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+        self.messages
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "app_id": 1, "channel": 1, "seq": -1 })
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+        self.messages
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "app_id": 1, "seq": -1 })
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+        let ttl = IndexOptions::builder()
+            .expire_after(Duration::from_secs(0))
+            .build();
+        self.messages
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "expires_at": 1 })
+                    .options(ttl)
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn follow_from(document: &Document) -> Follow {
+        Follow {
+            user_id: get_str(document, "user_id"),
+            channel: get_str(document, "channel"),
+            from_seq: get_i64(document, "from_seq"),
+        }
+    }
+
+    async fn find_follows(&self, filter: Document) -> Result<Vec<Follow>, StoreError> {
+        let documents: Vec<Document> = self
+            .subscriptions
+            .find(filter)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        Ok(documents.iter().map(Self::follow_from).collect())
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    async fn follow(&self, app_id: &str, follow: &Follow) -> Result<bool, StoreError> {
+        let result = self
+            .subscriptions
+            .update_one(
+                doc! { "app_id": app_id, "user_id": &follow.user_id, "channel": &follow.channel },
+                doc! { "$setOnInsert": {
+                    "from_seq": follow.from_seq as i64,
+                    "created_at": DateTime::now(),
+                } },
+            )
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(result.upserted_id.is_some())
+    }
+
+    async fn unfollow(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        channel: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .subscriptions
+            .delete_one(doc! { "app_id": app_id, "user_id": user_id, "channel": channel })
+            .await
+            .map_err(unavailable)?;
+        Ok(result.deleted_count > 0)
+    }
+
+    async fn follows(&self, app_id: &str) -> Result<Vec<Follow>, StoreError> {
+        self.find_follows(doc! { "app_id": app_id }).await
+    }
+
+    async fn subscriptions(&self, app_id: &str, user_id: &str) -> Result<Vec<Follow>, StoreError> {
+        self.find_follows(doc! { "app_id": app_id, "user_id": user_id })
+            .await
+    }
+
+    async fn append(&self, app_id: &str, messages: &[StoredMessage]) -> Result<(), StoreError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let documents = messages.iter().map(|m| {
+            doc! {
+                "app_id": app_id,
+                "channel": &m.channel,
+                "seq": m.seq as i64,
+                "event": &m.event,
+                "data": &m.data,
+                "time_ms": m.time_ms as i64,
+                "expires_at": DateTime::from_millis((m.time_ms + self.retention.ttl_ms) as i64),
+            }
+        });
+        self.messages
+            .insert_many(documents)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn messages(
+        &self,
+        app_id: &str,
+        channel: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let limit = limit.min(self.retention.max_per_channel) as i64;
+        // The newest `max_per_channel` are the ones retention keeps; of
+        // those, the ones after `after`.
+        let documents: Vec<Document> = self
+            .messages
+            .find(doc! {
+                "app_id": app_id,
+                "channel": channel,
+                "expires_at": { "$gt": DateTime::from_millis(now_ms() as i64) },
+            })
+            .sort(doc! { "seq": -1 })
+            .limit(self.retention.max_per_channel as i64)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let mut newest: Vec<StoredMessage> = documents
+            .iter()
+            .map(|d| StoredMessage {
+                seq: get_i64(d, "seq"),
+                channel: get_str(d, "channel"),
+                event: get_str(d, "event"),
+                data: get_str(d, "data"),
+                time_ms: get_i64(d, "time_ms"),
+            })
+            .filter(|m| m.seq > after)
+            .take(limit as usize)
+            .collect();
+        newest.reverse();
+        Ok(newest)
+    }
+
+    async fn max_seq(&self, app_id: &str) -> Result<u64, StoreError> {
+        let newest = self
+            .messages
+            .find_one(doc! { "app_id": app_id })
+            .sort(doc! { "seq": -1 })
+            .await
+            .map_err(unavailable)?;
+        Ok(newest.map_or(0, |d| get_i64(&d, "seq")))
+    }
+
+    async fn trim(&self, app_id: &str, channel: &str) -> Result<(), StoreError> {
+        let oldest_kept = self
+            .messages
+            .find_one(doc! { "app_id": app_id, "channel": channel })
+            .sort(doc! { "seq": -1 })
+            .skip(self.retention.max_per_channel.saturating_sub(1) as u64)
+            .await
+            .map_err(unavailable)?;
+        if let Some(oldest_kept) = oldest_kept {
+            let seq = get_i64(&oldest_kept, "seq") as i64;
+            self.messages
+                .delete_many(doc! { "app_id": app_id, "channel": channel, "seq": { "$lt": seq } })
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}
