@@ -2,11 +2,10 @@
 //! `GET /apps/{id}/channels/{channel}/users`.
 
 use super::error::{bad_request, ApiError};
-use super::signed::{admit, info_attributes, query_param};
-use super::HttpSettings;
+use super::signed::{info_attributes, query_param, Signed};
 use crate::hub::Hub;
 use crate::protocol::channel::{channel_type, validate_channel_name, ChannelKind};
-use actix_web::web::{Data, Path, Payload};
+use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -14,12 +13,10 @@ use std::sync::Arc;
 /// `GET /apps/{app_id}/channels`: occupied channels, optionally by prefix.
 pub async fn list(
     req: HttpRequest,
-    payload: Payload,
-    app_id: Path<String>,
+    signed: Signed,
     hub: Data<Arc<Hub>>,
-    settings: Data<HttpSettings>,
 ) -> Result<HttpResponse, ApiError> {
-    let (app, _) = admit(&req, payload, &hub, &settings, &app_id).await?;
+    let Signed { app, .. } = signed;
     let prefix = query_param(&req, "filter_by_prefix").unwrap_or_default();
     let info = info_attributes(query_param(&req, "info").as_deref());
     for attribute in &info {
@@ -61,13 +58,12 @@ fn channel_name(channel: &str, max_len: usize) -> Result<(), ApiError> {
 /// `GET /apps/{app_id}/channels/{channel}`: occupied, counts and cache.
 pub async fn show(
     req: HttpRequest,
-    payload: Payload,
+    signed: Signed,
     path: Path<(String, String)>,
     hub: Data<Arc<Hub>>,
-    settings: Data<HttpSettings>,
 ) -> Result<HttpResponse, ApiError> {
-    let (app_id, channel) = path.into_inner();
-    let (app, _) = admit(&req, payload, &hub, &settings, &app_id).await?;
+    let (_, channel) = path.into_inner();
+    let Signed { app, .. } = signed;
     channel_name(&channel, app.max_channel_name_length)?;
     let info = info_attributes(query_param(&req, "info").as_deref());
     let kind = channel_type(&channel);
@@ -100,14 +96,12 @@ pub async fn show(
 
 /// `GET /apps/{app_id}/channels/{channel}/users`: a presence channel's members.
 pub async fn users(
-    req: HttpRequest,
-    payload: Payload,
+    signed: Signed,
     path: Path<(String, String)>,
     hub: Data<Arc<Hub>>,
-    settings: Data<HttpSettings>,
 ) -> Result<HttpResponse, ApiError> {
-    let (app_id, channel) = path.into_inner();
-    let (app, _) = admit(&req, payload, &hub, &settings, &app_id).await?;
+    let (_, channel) = path.into_inner();
+    let Signed { app, .. } = signed;
     channel_name(&channel, app.max_channel_name_length)?;
     if channel_type(&channel).kind != ChannelKind::Presence {
         return Err(bad_request(

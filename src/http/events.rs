@@ -1,13 +1,12 @@
 //! `POST /apps/{id}/events` and `POST /apps/{id}/batch_events`.
 
 use super::error::{bad_request, ApiError};
-use super::signed::{admit, info_attributes};
-use super::HttpSettings;
+use super::signed::{info_attributes, Signed};
 use crate::apps::App;
 use crate::hub::Hub;
 use crate::protocol::channel::{channel_type, validate_channel_name, ChannelKind};
-use actix_web::web::{Data, Path, Payload};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::web::Data;
+use actix_web::HttpResponse;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -155,14 +154,8 @@ async fn publish(hub: &Hub, app: &App, event: &ValidEvent) -> Map<String, Value>
 }
 
 /// `POST /apps/{app_id}/events`.
-pub async fn trigger(
-    req: HttpRequest,
-    payload: Payload,
-    app_id: Path<String>,
-    hub: Data<Arc<Hub>>,
-    settings: Data<HttpSettings>,
-) -> Result<HttpResponse, ApiError> {
-    let (app, body) = admit(&req, payload, &hub, &settings, &app_id).await?;
+pub async fn trigger(signed: Signed, hub: Data<Arc<Hub>>) -> Result<HttpResponse, ApiError> {
+    let Signed { app, body } = signed;
     let event = validate(&app, parse_json(&body)?)?;
     let channels = publish(&hub, &app, &event).await;
     if event.info.is_empty() {
@@ -173,14 +166,8 @@ pub async fn trigger(
 }
 
 /// `POST /apps/{app_id}/batch_events`.
-pub async fn trigger_batch(
-    req: HttpRequest,
-    payload: Payload,
-    app_id: Path<String>,
-    hub: Data<Arc<Hub>>,
-    settings: Data<HttpSettings>,
-) -> Result<HttpResponse, ApiError> {
-    let (app, body) = admit(&req, payload, &hub, &settings, &app_id).await?;
+pub async fn trigger_batch(signed: Signed, hub: Data<Arc<Hub>>) -> Result<HttpResponse, ApiError> {
+    let Signed { app, body } = signed;
     let batch: BatchRequest = parse_json(&body)?;
     if batch.batch.len() > app.max_batch_events {
         return Err(bad_request(format!(

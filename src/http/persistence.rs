@@ -2,15 +2,14 @@
 //! for a user, list a user's follows and the messages kept for them.
 
 use super::error::{bad_request, ApiError};
-use super::signed::{admit, query_param};
-use super::HttpSettings;
+use super::signed::{query_param, Signed};
 use crate::apps::App;
 use crate::hub::persistence::Persistence;
 use crate::hub::Hub;
 use crate::protocol::channel::{channel_type, validate_channel_name, ChannelKind};
 use crate::protocol::frames::catch_up_data;
 use crate::store::StoreError;
-use actix_web::web::{Data, Path, Payload};
+use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -66,14 +65,8 @@ fn parse_follow(app: &App, body: &[u8]) -> Result<(String, String), ApiError> {
 }
 
 /// `POST /apps/{app_id}/subscribe`: the user follows a channel (idempotent).
-pub async fn subscribe(
-    req: HttpRequest,
-    payload: Payload,
-    app_id: Path<String>,
-    hub: Data<Arc<Hub>>,
-    settings: Data<HttpSettings>,
-) -> Result<HttpResponse, ApiError> {
-    let (app, body) = admit(&req, payload, &hub, &settings, &app_id).await?;
+pub async fn subscribe(signed: Signed, hub: Data<Arc<Hub>>) -> Result<HttpResponse, ApiError> {
+    let Signed { app, body } = signed;
     let (user_id, channel) = parse_follow(&app, &body)?;
     let created = persistence(&hub)?
         .follow(&app.id, &user_id, &channel)
@@ -83,14 +76,8 @@ pub async fn subscribe(
 }
 
 /// `POST /apps/{app_id}/unsubscribe`: the user stops following (idempotent).
-pub async fn unsubscribe(
-    req: HttpRequest,
-    payload: Payload,
-    app_id: Path<String>,
-    hub: Data<Arc<Hub>>,
-    settings: Data<HttpSettings>,
-) -> Result<HttpResponse, ApiError> {
-    let (app, body) = admit(&req, payload, &hub, &settings, &app_id).await?;
+pub async fn unsubscribe(signed: Signed, hub: Data<Arc<Hub>>) -> Result<HttpResponse, ApiError> {
+    let Signed { app, body } = signed;
     let (user_id, channel) = parse_follow(&app, &body)?;
     let removed = persistence(&hub)?
         .unfollow(&app.id, &user_id, &channel)
@@ -101,14 +88,12 @@ pub async fn unsubscribe(
 
 /// `GET /apps/{app_id}/users/{user_id}/subscriptions`.
 pub async fn subscriptions(
-    req: HttpRequest,
-    payload: Payload,
+    signed: Signed,
     path: Path<(String, String)>,
     hub: Data<Arc<Hub>>,
-    settings: Data<HttpSettings>,
 ) -> Result<HttpResponse, ApiError> {
-    let (app_id, user_id) = path.into_inner();
-    let (app, _) = admit(&req, payload, &hub, &settings, &app_id).await?;
+    let (_, user_id) = path.into_inner();
+    let Signed { app, .. } = signed;
     check_user_id(&app, &user_id)?;
     let channels = persistence(&hub)?
         .subscriptions(&app.id, &user_id)
@@ -121,13 +106,12 @@ pub async fn subscriptions(
 /// user's personal channel would replay.
 pub async fn messages(
     req: HttpRequest,
-    payload: Payload,
+    signed: Signed,
     path: Path<(String, String)>,
     hub: Data<Arc<Hub>>,
-    settings: Data<HttpSettings>,
 ) -> Result<HttpResponse, ApiError> {
-    let (app_id, user_id) = path.into_inner();
-    let (app, _) = admit(&req, payload, &hub, &settings, &app_id).await?;
+    let (_, user_id) = path.into_inner();
+    let Signed { app, .. } = signed;
     check_user_id(&app, &user_id)?;
     let number = |name: &str, default: u64| -> Result<u64, ApiError> {
         query_param(&req, name).map_or(Ok(default), |v| {

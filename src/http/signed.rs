@@ -5,8 +5,10 @@ use super::HttpSettings;
 use crate::apps::App;
 use crate::hub::Hub;
 use crate::protocol::auth::{verify_request, SignedRequest};
-use actix_web::web::{Bytes, BytesMut, Payload};
-use actix_web::HttpRequest;
+use actix_web::dev::Payload;
+use actix_web::web::{Bytes, BytesMut, Data};
+use actix_web::{FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,9 +28,40 @@ async fn read_body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError
     Ok(body.freeze())
 }
 
+/// An API request that passed admission: its app, and the body exactly as
+/// signed. Every `/apps/{app_id}/...` handler takes one, so none can forget
+/// the signature check.
+pub struct Signed {
+    /// The app named by `{app_id}`.
+    pub app: Arc<App>,
+    /// The raw body.
+    pub body: Bytes,
+}
+
+impl FromRequest for Signed {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let (Some(hub), Some(settings)) = (
+                req.app_data::<Data<Arc<Hub>>>(),
+                req.app_data::<Data<HttpSettings>>(),
+            ) else {
+                return Err(ApiError::Unavailable("server is not configured".into()));
+            };
+            let app_id = req.match_info().get("app_id").unwrap_or_default();
+            let (app, body) = admit(&req, payload, hub, settings, app_id).await?;
+            Ok(Signed { app, body })
+        })
+    }
+}
+
 /// Finds the app, reads the body and checks the signature. On success the
 /// request is the app's and the body is exactly what was signed.
-pub async fn admit(
+async fn admit(
     req: &HttpRequest,
     payload: Payload,
     hub: &Hub,

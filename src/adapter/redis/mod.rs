@@ -174,6 +174,28 @@ impl RedisAdapter {
             .map_or_else(FanOut::default, |c| c.deliver(channel, frame, except))
     }
 
+    /// A join/leave script call with the channel's keys and the arguments
+    /// both share (node, node channel id, channel); the rest is added by the caller.
+    fn channel_script<'s>(
+        &self,
+        script: &'s redis::Script,
+        app_id: &str,
+        channel: &str,
+    ) -> redis::ScriptInvocation<'s> {
+        let keys = &self.keys;
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(keys.subs(app_id, channel))
+            .key(keys.members(app_id, channel))
+            .key(keys.info(app_id, channel))
+            .key(keys.node_channels(&self.node_id))
+            .key(keys.app_channels(app_id))
+            .arg(&self.node_id)
+            .arg(Keys::node_channel_id(app_id, channel))
+            .arg(channel);
+        invocation
+    }
+
     /// Handles a message another node sent on the bus.
     fn on_bus_message(&self, text: &str) {
         match BusMessage::decode(text) {
@@ -431,18 +453,8 @@ impl Adapter for RedisAdapter {
         local: &Subscribed,
         member: Option<MemberJoin<'_>>,
     ) -> Result<Joined, MemberLimit> {
-        let keys = &self.keys;
-        let script = self.scripts.join.clone();
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = self.channel_script(&self.scripts.join, app_id, channel);
         invocation
-            .key(keys.subs(app_id, channel))
-            .key(keys.members(app_id, channel))
-            .key(keys.info(app_id, channel))
-            .key(keys.node_channels(&self.node_id))
-            .key(keys.app_channels(app_id))
-            .arg(&self.node_id)
-            .arg(Keys::node_channel_id(app_id, channel))
-            .arg(channel)
             .arg(u8::from(local.new_socket))
             .arg(member.map_or("", |m| m.user_id))
             .arg(
@@ -483,19 +495,8 @@ impl Adapter for RedisAdapter {
         local: &Unsubscribed,
         user_id: Option<&str>,
     ) -> Left {
-        let keys = &self.keys;
-        let script = self.scripts.leave.clone();
-        let mut invocation = script.prepare_invoke();
-        invocation
-            .key(keys.subs(app_id, channel))
-            .key(keys.members(app_id, channel))
-            .key(keys.info(app_id, channel))
-            .key(keys.node_channels(&self.node_id))
-            .key(keys.app_channels(app_id))
-            .arg(&self.node_id)
-            .arg(Keys::node_channel_id(app_id, channel))
-            .arg(channel)
-            .arg(user_id.unwrap_or_default());
+        let mut invocation = self.channel_script(&self.scripts.leave, app_id, channel);
+        invocation.arg(user_id.unwrap_or_default());
         let result = self
             .run(|mut connection| async move {
                 invocation.invoke_async::<(i64, i64)>(&mut connection).await
