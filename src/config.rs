@@ -286,6 +286,9 @@ pub struct AppConfig {
     /// Seconds a cache channel remembers its last event.
     #[serde(default = "d_cache_ttl")]
     pub cache_ttl: u64,
+    /// HTTP API requests per second before answering 429; 0 means unlimited.
+    #[serde(default)]
+    pub max_api_requests_per_second: u32,
     /// Where this app's webhooks go.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
@@ -373,6 +376,7 @@ impl AppConfig {
             max_presence_user_info_bytes: d_max_presence_user_info_bytes(),
             client_event_rate: d_client_event_rate(),
             cache_ttl: d_cache_ttl(),
+            max_api_requests_per_second: 0,
             webhooks: Vec::new(),
         }
     }

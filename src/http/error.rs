@@ -22,7 +22,10 @@ pub enum ApiError {
     /// 413: body or event data too large.
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// 503: the server is shutting down.
+    /// 429: over the app's API rate limit.
+    #[error("{0}")]
+    TooManyRequests(String),
+    /// 503: shutting down, or a backend (the store) is unreachable.
     #[error("{0}")]
     Unavailable(String),
 }
@@ -35,6 +38,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

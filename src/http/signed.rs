@@ -91,6 +91,13 @@ async fn admit(
     if !app.enabled {
         return Err(ApiError::Forbidden("app is disabled".into()));
     }
+    // Counted only for signed requests: a stranger cannot spend an app's budget.
+    if !hub.allow_api_request(&app) {
+        return Err(ApiError::TooManyRequests(format!(
+            "more than {} API requests per second for this app",
+            app.max_api_requests_per_second
+        )));
+    }
     Ok((app, body))
 }
 

@@ -8,6 +8,7 @@
 //! - [`node`]: every app's state on this node.
 //! - [`persistence`]: offline subscriptions, stored messages, personal channels.
 //! - [`peer`]: peer channels between peer members of a presence channel.
+//! - [`rate`]: the per-app HTTP API rate limit.
 //! - [`socket_id`]: unique socket ids.
 //!
 //! Fan-out goes through the [`Adapter`], never straight to [`node`], so a
@@ -20,6 +21,7 @@ pub mod connection;
 pub mod node;
 pub mod peer;
 pub mod persistence;
+pub mod rate;
 pub mod socket_id;
 pub mod users;
 
@@ -87,6 +89,7 @@ pub struct Hub {
     metrics: Metrics,
     webhooks: Webhooks,
     persistence: Option<Arc<Persistence>>,
+    api_rate: rate::ApiRateLimit,
     socket_ids: SocketIds,
     outgoing_queue: usize,
     accepting: AtomicBool,
@@ -110,6 +113,7 @@ impl Hub {
             metrics,
             webhooks,
             persistence,
+            api_rate: rate::ApiRateLimit::default(),
             socket_ids: SocketIds::default(),
             outgoing_queue,
             accepting: AtomicBool::new(true),
@@ -124,6 +128,12 @@ impl Hub {
     /// The server's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Counts an HTTP API request of `app`; false when over its rate limit.
+    pub fn allow_api_request(&self, app: &App) -> bool {
+        self.api_rate
+            .allow(&app.id, app.max_api_requests_per_second)
     }
 
     /// The webhook sender.
