@@ -176,6 +176,9 @@ impl Server {
             }
             // The closes above produced vacated/member_removed events: send them.
             hub.webhooks().shutdown(deadline).await;
+            if let Some(persistence) = hub.persistence() {
+                persistence.flush(deadline).await;
+            }
             hub.close_adapter().await;
             handle.stop(true).await;
         });

@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::store::{now_ms, Follow, Store, StoreError, StoredMessage};
 use dashmap::DashMap;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -27,6 +27,8 @@ pub struct Persistence {
     settings: StoreConfig,
     metrics: Metrics,
     healthy: AtomicBool,
+    /// Messages queued or being written, so shutdown can wait for them.
+    pending: AtomicUsize,
 }
 
 impl Persistence {
@@ -52,6 +54,7 @@ impl Persistence {
             settings,
             metrics,
             healthy: AtomicBool::new(true),
+            pending: AtomicUsize::new(0),
         });
         persistence.reload_index().await?;
         tokio::spawn(writer(persistence.clone(), queue));
@@ -134,11 +137,13 @@ impl Persistence {
             data: data.to_owned(),
             time_ms: now_ms(),
         };
+        self.pending.fetch_add(1, Ordering::AcqRel);
         if self
             .writes
             .try_send((app_id.into(), message.clone()))
             .is_err()
         {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
             self.metrics.store_dropped.inc();
             tracing::error!(
                 app_id,
@@ -148,6 +153,18 @@ impl Persistence {
             );
         }
         message
+    }
+
+    /// Waits until every queued message is written, or until `deadline`
+    /// (shutdown: what was published before it is not lost).
+    pub async fn flush(&self, deadline: std::time::Instant) {
+        while self.pending.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.pending.load(Ordering::Acquire);
+        if left > 0 {
+            tracing::error!(messages = left, "shutdown grace over: messages not stored");
+        }
     }
 
     /// `POST subscribe`: the user follows `channel` from now on.
@@ -250,6 +267,7 @@ async fn writer(
             loop {
                 match persistence.outcome(persistence.store.append(&app_id, &batch).await) {
                     Ok(()) => {
+                        persistence.pending.fetch_sub(batch.len(), Ordering::AcqRel);
                         backoff = Duration::from_millis(100);
                         let channels: HashSet<&str> =
                             batch.iter().map(|m| m.channel.as_str()).collect();
