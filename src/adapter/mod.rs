@@ -120,6 +120,12 @@ pub trait Adapter: Send + Sync + 'static {
     /// Occupied channels with their counts across the deployment.
     async fn occupied_channels(&self, app_id: &str) -> Vec<ChannelStats>;
 
+    /// The next deployment-wide sequence for stored messages of an app, at
+    /// least `floor + 1`; `None` when there is no shared counter (one node).
+    async fn next_sequence(&self, _app_id: &str, _floor: u64) -> Option<u64> {
+        None
+    }
+
     /// Leaves the deployment on a clean shutdown (after every socket closed).
     async fn close(&self) {}
 }

@@ -523,7 +523,17 @@ impl Hub {
             .inc_by(report.overflowed);
         if let Some(persistence) = &self.persistence {
             if persistence.is_followed(app_id, channel) {
-                let message = persistence.record(app_id, channel, event, data.get());
+                // One sequence for the whole deployment where the adapter
+                // shares one (Redis); this node's counter otherwise.
+                let floor = persistence.current_seq(app_id);
+                let seq = match self.adapter.next_sequence(app_id, floor).await {
+                    Some(seq) => {
+                        persistence.observe_seq(app_id, seq);
+                        seq
+                    }
+                    None => persistence.next_seq(app_id),
+                };
+                let message = persistence.record(app_id, seq, channel, event, data.get());
                 for user_id in persistence.followers_of(app_id, channel) {
                     let personal = format!("personal-{user_id}");
                     let frame =

@@ -115,23 +115,40 @@ impl Persistence {
                 .contains_key(&(app_id.to_owned(), channel.to_owned()))
     }
 
-    fn next_seq(&self, app_id: &str) -> u64 {
+    /// The next sequence from this node's counter.
+    pub fn next_seq(&self, app_id: &str) -> u64 {
         self.sequences
             .get(app_id)
             .map_or(0, |seq| seq.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
-    fn current_seq(&self, app_id: &str) -> u64 {
+    /// Raises this node's counter to a sequence handed out elsewhere (a
+    /// cluster-wide counter), so a fallback to the local one stays monotonic.
+    pub fn observe_seq(&self, app_id: &str, seen: u64) {
+        if let Some(seq) = self.sequences.get(app_id) {
+            seq.fetch_max(seen, Ordering::AcqRel);
+        }
+    }
+
+    /// The highest sequence this node knows for the app.
+    pub fn current_seq(&self, app_id: &str) -> u64 {
         self.sequences
             .get(app_id)
             .map_or(0, |seq| seq.load(Ordering::Acquire))
     }
 
-    /// Sequences a message of a followed channel and queues it for storing,
+    /// Queues a sequenced message of a followed channel for storing,
     /// once whatever the number of followers. A full queue drops and counts.
-    pub fn record(&self, app_id: &str, channel: &str, event: &str, data: &str) -> StoredMessage {
+    pub fn record(
+        &self,
+        app_id: &str,
+        seq: u64,
+        channel: &str,
+        event: &str,
+        data: &str,
+    ) -> StoredMessage {
         let message = StoredMessage {
-            seq: self.next_seq(app_id),
+            seq,
             channel: channel.to_owned(),
             event: event.to_owned(),
             data: data.to_owned(),

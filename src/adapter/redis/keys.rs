@@ -69,6 +69,11 @@ impl Keys {
         format!("{}:{app_id}:cache:{channel}", self.prefix)
     }
 
+    /// STRING: the app's stored-message sequence.
+    pub fn sequence(&self, app_id: &str) -> String {
+        format!("{}:{app_id}:seq", self.prefix)
+    }
+
     /// Lock held while one node reaps a dead one.
     pub fn reaping(&self, node: &str) -> String {
         format!("{}:reaping:{node}", self.prefix)

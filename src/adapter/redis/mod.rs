@@ -44,6 +44,7 @@ struct Scripts {
     join: redis::Script,
     leave: redis::Script,
     reap: redis::Script,
+    next_sequence: redis::Script,
 }
 
 /// Shares state and messages with the other nodes through Redis.
@@ -83,6 +84,7 @@ impl RedisAdapter {
                 join: scripts::join(),
                 leave: scripts::leave(),
                 reap: scripts::reap(),
+                next_sequence: scripts::next_sequence(),
             },
             webhooks,
             metrics,
@@ -627,6 +629,15 @@ impl Adapter for RedisAdapter {
                     .await
             }
         }
+    }
+
+    async fn next_sequence(&self, app_id: &str, floor: u64) -> Option<u64> {
+        let mut invocation = self.scripts.next_sequence.prepare_invoke();
+        invocation.key(self.keys.sequence(app_id)).arg(floor);
+        self.run(
+            |mut connection| async move { invocation.invoke_async::<u64>(&mut connection).await },
+        )
+        .await
     }
 
     async fn close(&self) {

@@ -155,3 +155,21 @@ return out
 "#,
     )
 }
+
+/// The next stored-message sequence of an app, never below `floor + 1`
+/// (the node's view, seeded from the store).
+///
+/// KEYS: the app's sequence key. ARGV: floor.
+pub fn next_sequence() -> Script {
+    Script::new(
+        r#"
+local next = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if next <= floor then
+  next = floor + 1
+  redis.call('SET', KEYS[1], next)
+end
+return next
+"#,
+    )
+}
