@@ -11,6 +11,7 @@
 //! - [`store`]: offline subscriptions and stored messages (memory or MongoDB).
 //! - [`webhooks`]: signed, batched, retried webhooks to the apps' backends.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`throttled_log`]: one log line per interval for failures that repeat at traffic rate.
 //! - [`server`]: wires the above into a running server with graceful shutdown.
 
 pub mod adapter;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod throttled_log;
 pub mod webhooks;
 pub mod ws;
 

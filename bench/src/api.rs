@@ -107,19 +107,41 @@ impl ApiClient {
 
     /// POSTs one signed `events` request with `body`.
     pub async fn trigger(&mut self, body: String) -> Result<Outcome> {
+        let path = self.events_path.clone();
+        let (status, body) = self.request("POST", &path, &[], body).await?;
+        Ok(if (200..300).contains(&status) {
+            Outcome::Ok
+        } else {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            Outcome::Status(status, text)
+        })
+    }
+
+    /// One signed request to `path` (with the `extra` query parameters) on
+    /// the app's API: the status and the whole response body.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: String,
+    ) -> Result<(u16, Bytes)> {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let uri = sign::signed_uri(
-            "POST",
-            &self.events_path,
+        let uri = sign::signed_uri_with(
+            method,
+            path,
             &self.app.key,
             &self.app.secret,
             body.as_bytes(),
             timestamp,
+            extra,
         );
         let host = self.addr.to_string();
-        let request = Request::post(uri)
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
             .header(hyper::header::HOST, host)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))?;
@@ -127,15 +149,10 @@ impl ApiClient {
             let response = self.send(request).await?;
             let status = response.status();
             let body = response.into_body().collect().await?.to_bytes();
-            Ok::<_, anyhow::Error>(if status.is_success() {
-                Outcome::Ok
-            } else {
-                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-                Outcome::Status(status.as_u16(), text)
-            })
+            Ok::<_, anyhow::Error>((status.as_u16(), body))
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
-            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
                 self.sender = None;
                 Err(e)
@@ -145,6 +162,11 @@ impl ApiClient {
                 Err(anyhow!("no answer within {REQUEST_TIMEOUT:?}"))
             }
         }
+    }
+
+    /// The app's id.
+    pub fn app_id(&self) -> &str {
+        &self.app.id
     }
 }
 

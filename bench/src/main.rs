@@ -48,6 +48,15 @@ enum Scenario {
         /// Bytes of event data.
         #[arg(long, default_value_t = 100)]
         payload: usize,
+        /// Several server nodes (a cluster), e.g. `7001,7002`: subscribers are
+        /// spread round-robin across them, events are published to the first;
+        /// also reports local (first node) and remote deliveries. Overrides --port.
+        #[arg(long, value_delimiter = ',')]
+        ports: Vec<u16>,
+        /// Users that follow the channel (signed POST /apps/{id}/subscribe)
+        /// before publishing, so every event is also stored and forwarded.
+        #[arg(long, default_value_t = 0)]
+        followers: usize,
     },
     /// N connections on N channels; events spread across them.
     Channels {
@@ -109,6 +118,9 @@ enum Scenario {
         channel: String,
         #[arg(long, default_value_t = 100)]
         payload: usize,
+        /// Users that follow the channel before publishing (see fanout).
+        #[arg(long, default_value_t = 0)]
+        followers: usize,
     },
     /// Join/leave churn on presence channels (with auth); member events per second.
     Presence {
@@ -162,6 +174,8 @@ async fn run(scenario: Scenario) -> Result<rusher_bench::report::Report> {
             publishers,
             window,
             payload,
+            ports,
+            followers,
         } => {
             let plan = delivery::Plan {
                 scenario: "fanout",
@@ -174,6 +188,8 @@ async fn run(scenario: Scenario) -> Result<rusher_bench::report::Report> {
                 publishers,
                 window,
                 payload,
+                ports,
+                followers,
             };
             delivery::run(common, plan).await
         }
@@ -201,6 +217,8 @@ async fn run(scenario: Scenario) -> Result<rusher_bench::report::Report> {
                 publishers,
                 window,
                 payload,
+                ports: Vec::new(),
+                followers: 0,
             };
             delivery::run(common, plan).await
         }
@@ -226,6 +244,7 @@ async fn run(scenario: Scenario) -> Result<rusher_bench::report::Report> {
             subscribers,
             channel,
             payload,
+            followers,
         } => {
             let plan = delivery::Plan {
                 scenario: "publish",
@@ -238,6 +257,8 @@ async fn run(scenario: Scenario) -> Result<rusher_bench::report::Report> {
                 publishers: clients,
                 window: 0,
                 payload,
+                ports: Vec::new(),
+                followers,
             };
             delivery::run(common, plan).await
         }

@@ -32,10 +32,35 @@ pub fn signed_uri(
     body: &[u8],
     timestamp: u64,
 ) -> String {
-    let query = format!(
-        "auth_key={key}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={}",
-        md5_hex(body)
-    );
+    signed_uri_with(method, path, key, secret, body, timestamp, &[])
+}
+
+/// [`signed_uri`] with more query parameters (`extra`, values that need no
+/// escaping), signed along with the auth ones, all sorted by key.
+pub fn signed_uri_with(
+    method: &str,
+    path: &str,
+    key: &str,
+    secret: &str,
+    body: &[u8],
+    timestamp: u64,
+    extra: &[(&str, &str)],
+) -> String {
+    let md5 = md5_hex(body);
+    let timestamp = timestamp.to_string();
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("auth_key", key),
+        ("auth_timestamp", &timestamp),
+        ("auth_version", "1.0"),
+        ("body_md5", &md5),
+    ];
+    pairs.extend_from_slice(extra);
+    pairs.sort();
+    let query = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
     let signature = hmac_hex(secret, &format!("{method}\n{path}\n{query}"));
     format!("{path}?{query}&auth_signature={signature}")
 }

@@ -23,11 +23,18 @@ struct Shard {
 
 /// Records deliveries from many connection tasks with little contention:
 /// each connection writes to one of a few shards.
+///
+/// Deliveries can be split into groups (e.g. by server node): each group has
+/// its own shards and count, and [`Recorder::merged`] covers them all.
 #[derive(Debug)]
 pub struct Recorder {
     shards: Vec<Mutex<Shard>>,
     delivered: AtomicU64,
+    group_delivered: Vec<AtomicU64>,
 }
+
+/// Shards per group.
+const SHARDS: usize = 16;
 
 impl Default for Recorder {
     fn default() -> Self {
@@ -37,7 +44,13 @@ impl Default for Recorder {
 
 impl Recorder {
     pub fn new() -> Self {
-        let shards = (0..16)
+        Self::with_groups(1)
+    }
+
+    /// A recorder whose deliveries fall in `groups` groups (at least one).
+    pub fn with_groups(groups: usize) -> Self {
+        let groups = groups.max(1);
+        let shards = (0..SHARDS * groups)
             .map(|_| {
                 Mutex::new(Shard {
                     latency: new_histogram(),
@@ -48,14 +61,21 @@ impl Recorder {
         Recorder {
             shards,
             delivered: AtomicU64::new(0),
+            group_delivered: (0..groups).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
     /// One delivery seen by connection `conn`, sent at `sent_micros`, seen at `now_micros`.
     pub fn record(&self, conn: usize, sent_micros: u64, now_micros: u64) {
+        self.record_in(0, conn, sent_micros, now_micros);
+    }
+
+    /// [`Recorder::record`] for a delivery of group `group`.
+    pub fn record_in(&self, group: usize, conn: usize, sent_micros: u64, now_micros: u64) {
         let latency = now_micros.saturating_sub(sent_micros).clamp(1, MAX_MICROS);
+        let group = group.min(self.group_delivered.len() - 1);
         {
-            let mut shard = self.shards[conn % self.shards.len()]
+            let mut shard = self.shards[group * SHARDS + conn % SHARDS]
                 .lock()
                 .expect("recorder lock");
             let _ = shard.latency.record(latency);
@@ -63,7 +83,28 @@ impl Recorder {
                 shard.last_micros = now_micros;
             }
         }
+        self.group_delivered[group].fetch_add(1, Ordering::Relaxed);
         self.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Deliveries of group `group` so far.
+    pub fn group_delivered(&self, group: usize) -> u64 {
+        self.group_delivered
+            .get(group)
+            .map_or(0, |d| d.load(Ordering::Relaxed))
+    }
+
+    /// The latencies of group `group` merged, and the time of its last
+    /// delivery (unix micros).
+    pub fn merged_group(&self, group: usize) -> (Histogram<u64>, u64) {
+        let mut all = new_histogram();
+        let mut last = 0;
+        for shard in self.shards.iter().skip(group * SHARDS).take(SHARDS) {
+            let shard = shard.lock().expect("recorder lock");
+            all.add(&shard.latency).expect("same bounds");
+            last = last.max(shard.last_micros);
+        }
+        (all, last)
     }
 
     /// Deliveries so far.

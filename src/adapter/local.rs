@@ -91,6 +91,11 @@ impl Adapter for LocalAdapter {
         local_left(local)
     }
 
+    fn may_have_subscribers(&self, app_id: &str, channel: &str) -> bool {
+        self.channels(app_id)
+            .is_some_and(|c| c.subscription_count(channel) > 0)
+    }
+
     async fn cache_put(&self, app_id: &str, channel: &str, frame: ByteString, _ttl: Duration) {
         if let Some(state) = self.node.app(app_id) {
             state.cache.put(channel, frame);

@@ -120,6 +120,12 @@ pub trait Adapter: Send + Sync + 'static {
     /// Occupied channels with their counts across the deployment.
     async fn occupied_channels(&self, app_id: &str) -> Vec<ChannelStats>;
 
+    /// Whether a frame published on `channel` could reach anyone; `false`
+    /// lets the hub skip encoding it. Cluster adapters cannot tell cheaply.
+    fn may_have_subscribers(&self, _app_id: &str, _channel: &str) -> bool {
+        true
+    }
+
     /// The next deployment-wide sequence for stored messages of an app, at
     /// least `floor + 1`; `None` when there is no shared counter (one node).
     async fn next_sequence(&self, _app_id: &str, _floor: u64) -> Option<u64> {

@@ -536,6 +536,10 @@ impl Hub {
                 let message = persistence.record(app_id, seq, channel, event, data.get());
                 for user_id in persistence.followers_of(app_id, channel) {
                     let personal = format!("personal-{user_id}");
+                    // Most followers are offline: encode only for a channel someone is on.
+                    if !self.adapter.may_have_subscribers(app_id, &personal) {
+                        continue;
+                    }
                     let frame =
                         frames::personal_frame(&personal, event, data, channel, message.seq);
                     self.adapter.publish(app_id, &personal, frame, None).await;

@@ -7,6 +7,7 @@ use crate::apps::AppRegistry;
 use crate::config::StoreConfig;
 use crate::metrics::Metrics;
 use crate::store::{now_ms, Follow, Store, StoreError, StoredMessage};
+use crate::throttled_log::ThrottledLog;
 use dashmap::DashMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -20,7 +21,7 @@ type AppChannel = (String, String);
 pub struct Persistence {
     store: Arc<dyn Store>,
     /// (app, channel) → users following it.
-    followers: DashMap<AppChannel, HashSet<String>>,
+    followers: DashMap<AppChannel, HashSet<Arc<str>>>,
     /// Next sequence per app.
     sequences: HashMap<String, AtomicU64>,
     writes: mpsc::Sender<(Arc<str>, StoredMessage)>,
@@ -29,6 +30,7 @@ pub struct Persistence {
     healthy: AtomicBool,
     /// Messages queued or being written, so shutdown can wait for them.
     pending: AtomicUsize,
+    drop_log: ThrottledLog,
 }
 
 impl Persistence {
@@ -55,6 +57,7 @@ impl Persistence {
             metrics,
             healthy: AtomicBool::new(true),
             pending: AtomicUsize::new(0),
+            drop_log: ThrottledLog::new(1000),
         });
         persistence.reload_index().await?;
         tokio::spawn(writer(persistence.clone(), queue));
@@ -67,12 +70,12 @@ impl Persistence {
     async fn reload_index(&self) -> Result<(), StoreError> {
         for app_id in self.sequences.keys() {
             let follows = self.store.follows(app_id).await?;
-            let mut fresh: HashMap<AppChannel, HashSet<String>> = HashMap::new();
+            let mut fresh: HashMap<AppChannel, HashSet<Arc<str>>> = HashMap::new();
             for follow in follows {
                 fresh
                     .entry((app_id.clone(), follow.channel))
                     .or_default()
-                    .insert(follow.user_id);
+                    .insert(follow.user_id.into());
             }
             self.followers
                 .retain(|key, _| key.0 != *app_id || fresh.contains_key(key));
@@ -101,7 +104,7 @@ impl Persistence {
     }
 
     /// The users following `channel`; empty (and cheap) for most channels.
-    pub fn followers_of(&self, app_id: &str, channel: &str) -> Vec<String> {
+    pub fn followers_of(&self, app_id: &str, channel: &str) -> Vec<Arc<str>> {
         self.followers
             .get(&(app_id.to_owned(), channel.to_owned()))
             .map_or_else(Vec::new, |users| users.iter().cloned().collect())
@@ -162,12 +165,15 @@ impl Persistence {
         {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             self.metrics.store_dropped.inc();
-            tracing::error!(
-                app_id,
-                channel,
-                seq = message.seq,
-                "store write queue full: message not stored"
-            );
+            if let Some(suppressed) = self.drop_log.ready() {
+                tracing::error!(
+                    app_id,
+                    channel,
+                    seq = message.seq,
+                    also_dropped = suppressed,
+                    "store write queue full: messages not stored (see rusher_store_dropped_total)"
+                );
+            }
         }
         message
     }
@@ -200,7 +206,7 @@ impl Persistence {
         self.followers
             .entry((app_id.to_owned(), channel.to_owned()))
             .or_default()
-            .insert(user_id.to_owned());
+            .insert(user_id.into());
         Ok(created)
     }
 

@@ -137,7 +137,13 @@ impl Store for MemoryStore {
         let now = now_ms();
         self.with_app(app_id, |app| {
             if let Some(kept) = app.messages.get_mut(channel) {
-                kept.retain(|m| m.time_ms + self.retention.ttl_ms > now);
+                // Oldest first: only the expired front needs looking at.
+                while kept
+                    .front()
+                    .is_some_and(|m| m.time_ms + self.retention.ttl_ms <= now)
+                {
+                    kept.pop_front();
+                }
             }
         });
         Ok(())

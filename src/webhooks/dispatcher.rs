@@ -6,6 +6,7 @@ use super::event::WebhookEvent;
 use super::sender::{deliver, Endpoint, RetryPolicy};
 use crate::config::WebhookSettings;
 use crate::metrics::Metrics;
+use crate::throttled_log::ThrottledLog;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub struct Dispatcher {
     pending_removals: HashMap<RemovalKey, Instant>,
     permits: Arc<Semaphore>,
     outstanding: Arc<AtomicUsize>,
+    drop_log: ThrottledLog,
 }
 
 impl Dispatcher {
@@ -74,6 +76,7 @@ impl Dispatcher {
             batches: HashMap::new(),
             pending_removals: HashMap::new(),
             outstanding: Arc::new(AtomicUsize::new(0)),
+            drop_log: ThrottledLog::new(1000),
         }
     }
 
@@ -183,7 +186,14 @@ impl Dispatcher {
         };
         if self.outstanding.load(Ordering::Acquire) >= self.max_outstanding() {
             self.metrics.webhooks_dropped.inc_by(events.len() as u64);
-            tracing::error!(url = %route.endpoint.url, events = events.len(), "webhook backlog full: batch dropped");
+            if let Some(suppressed) = self.drop_log.ready() {
+                tracing::error!(
+                    url = %route.endpoint.url,
+                    events = events.len(),
+                    batches_also_dropped = suppressed,
+                    "webhook backlog full: batch dropped (see rusher_webhooks_dropped_total)"
+                );
+            }
             return;
         }
         let time_ms = SystemTime::now()

@@ -14,6 +14,7 @@ use anyhow::Result;
 use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Unstamped events each publisher triggers before the measured phase.
 const WARM_UP_EVENTS: usize = 2;
+
+/// Messages asked for when checking what was stored for a follower (the
+/// server's default `store.max_messages_per_channel`).
+const STORED_LIMIT: u64 = 1000;
 
 /// With a window: no delivery for this long means the run is stuck.
 const STALL: Duration = Duration::from_secs(5);
@@ -49,6 +54,18 @@ pub struct Plan {
     pub window: u64,
     /// Bytes of event data.
     pub payload: usize,
+    /// Server nodes (ports on `--host`): subscriber `i` connects to node
+    /// `i % ports.len()`, events are published to the first. Empty = `--port`.
+    pub ports: Vec<u16>,
+    /// Users that follow each channel (signed `POST /apps/{id}/subscribe`)
+    /// before publishing, so the server stores and forwards every event.
+    pub followers: usize,
+}
+
+/// The user id of follower `j` of `channel` (its own users per channel, so
+/// runs on other channels do not add to what is stored for it).
+fn follower_id(channel: &str, j: usize) -> String {
+    format!("{channel}-follower-{j}")
 }
 
 /// Published-event bookkeeping shared by the publisher tasks.
@@ -59,10 +76,38 @@ struct PublishState {
     errors: AtomicU64,
     /// Deliveries owed by the events accepted (or in flight) so far.
     expected: AtomicU64,
+    /// The same, per server node.
+    expected_per_node: Vec<AtomicU64>,
     error_examples: Mutex<BTreeMap<String, u64>>,
 }
 
+/// Ready subscribers, per node and channel: `[node][channel]`.
+type Ready = Arc<Vec<Vec<AtomicU64>>>;
+
 impl PublishState {
+    fn new(nodes: usize) -> Self {
+        PublishState {
+            expected_per_node: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            ..PublishState::default()
+        }
+    }
+
+    fn owe(&self, owed: &[u64]) {
+        self.expected
+            .fetch_add(owed.iter().sum(), Ordering::Relaxed);
+        for (node, n) in owed.iter().enumerate() {
+            self.expected_per_node[node].fetch_add(*n, Ordering::Relaxed);
+        }
+    }
+
+    fn forgive(&self, owed: &[u64]) {
+        self.expected
+            .fetch_sub(owed.iter().sum(), Ordering::Relaxed);
+        for (node, n) in owed.iter().enumerate() {
+            self.expected_per_node[node].fetch_sub(*n, Ordering::Relaxed);
+        }
+    }
+
     fn error(&self, what: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let mut examples = self.error_examples.lock().expect("lock");
@@ -81,9 +126,10 @@ struct SubscriberResult {
 #[allow(clippy::too_many_arguments)]
 async fn subscriber(
     index: usize,
+    addrs: Arc<Vec<SocketAddr>>,
     common: Arc<Common>,
     plan: Arc<Plan>,
-    ready_per_channel: Arc<Vec<AtomicU64>>,
+    ready: Ready,
     recorder: Arc<Recorder>,
     setup: Arc<SetupTally>,
     permits: Arc<Semaphore>,
@@ -91,7 +137,8 @@ async fn subscriber(
 ) -> Option<SubscriberResult> {
     let channel_index = plan.subscriber_channel[index];
     let channel = &plan.channels[channel_index];
-    let addr = common.addr().ok()?;
+    let node = index % addrs.len();
+    let addr = addrs[node];
     let permit = permits.acquire().await.ok()?;
     let mut ws = match ws::connect(addr, &common.app_key).await {
         Ok((mut ws, _socket_id)) => match ws::subscribe(&mut ws, channel).await {
@@ -109,7 +156,7 @@ async fn subscriber(
     drop(permit);
     // Counted before publishing starts: from now on this subscriber is owed
     // every event on its channel.
-    ready_per_channel[channel_index].fetch_add(1, Ordering::Relaxed);
+    ready[node][channel_index].fetch_add(1, Ordering::Relaxed);
     setup.ok();
 
     let mut received = 0u64;
@@ -122,7 +169,7 @@ async fn subscriber(
             item = ws.next() => {
                 if let Some(Ok(Message::Text(text))) = &item {
                     if let Some(sent) = frame::stamp(text) {
-                        recorder.record(index, sent, now_micros());
+                        recorder.record_in(node, index, sent, now_micros());
                         received += 1;
                     } else {
                         match frame::event_name(text) {
@@ -157,7 +204,7 @@ async fn publisher(
     mut client: ApiClient,
     plan: Arc<Plan>,
     state: Arc<PublishState>,
-    ready_per_channel: Arc<Vec<AtomicU64>>,
+    ready: Ready,
     recorder: Arc<Recorder>,
     start: tokio::time::Instant,
     deadline: tokio::time::Instant,
@@ -179,10 +226,16 @@ async fn publisher(
         let targets: Vec<usize> = (0..k)
             .map(|j| ((i as usize) * k + j) % channel_count)
             .collect();
-        let owed: u64 = targets
+        let owed_per_node: Vec<u64> = ready
             .iter()
-            .map(|&c| ready_per_channel[c].load(Ordering::Relaxed))
-            .sum();
+            .map(|per_channel| {
+                targets
+                    .iter()
+                    .map(|&c| per_channel[c].load(Ordering::Relaxed))
+                    .sum()
+            })
+            .collect();
+        let owed: u64 = owed_per_node.iter().sum();
         if plan.rate <= 0.0 && plan.window > 0 {
             // Keep at most `window` events' deliveries outstanding; give up
             // when deliveries stop coming at all (lost or stuck).
@@ -220,7 +273,7 @@ async fn publisher(
             &names,
             &frame::event_data(sent, i, plan.payload),
         );
-        state.expected.fetch_add(owed, Ordering::Relaxed);
+        state.owe(&owed_per_node);
         let began = Instant::now();
         let outcome = client.trigger(body).await;
         let _ = latency.record((began.elapsed().as_micros() as u64).max(1));
@@ -229,13 +282,13 @@ async fn publisher(
                 state.ok.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Outcome::Status(status, body)) => {
-                state.expected.fetch_sub(owed, Ordering::Relaxed);
+                state.forgive(&owed_per_node);
                 state.error(format!("HTTP {status}: {body}"));
             }
             Err(e) => {
                 // The event may or may not have been published; count it as
                 // not published, so its deliveries (if any) show as extra.
-                state.expected.fetch_sub(owed, Ordering::Relaxed);
+                state.forgive(&owed_per_node);
                 state.error(format!("{e:#}"));
             }
         }
@@ -249,13 +302,30 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
     let plan = Arc::new(plan);
     let subscribers = plan.subscriber_channel.len();
     system::raise_open_files(subscribers as u64 + plan.publishers as u64 + 256);
-    common.addr()?;
+    let base = common.addr()?;
+    let ports = if plan.ports.is_empty() {
+        vec![common.port]
+    } else {
+        plan.ports.clone()
+    };
+    let nodes = ports.len();
+    let addrs: Arc<Vec<SocketAddr>> = Arc::new(
+        ports
+            .iter()
+            .map(|&port| SocketAddr::new(base.ip(), port))
+            .collect(),
+    );
+    // Events are published to the first node.
+    let publish_addr = addrs[0];
 
-    let recorder = Arc::new(Recorder::new());
+    let recorder = Arc::new(Recorder::with_groups(nodes));
     let setup = Arc::new(SetupTally::default());
     let permits = Arc::new(Semaphore::new(common.connect_concurrency.max(1)));
-    let ready_per_channel: Arc<Vec<AtomicU64>> =
-        Arc::new(plan.channels.iter().map(|_| AtomicU64::new(0)).collect());
+    let ready: Ready = Arc::new(
+        (0..nodes)
+            .map(|_| plan.channels.iter().map(|_| AtomicU64::new(0)).collect())
+            .collect(),
+    );
     let stop = CancellationToken::new();
 
     // Phase 1: subscribers connect and subscribe.
@@ -282,9 +352,10 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
     for index in 0..subscribers {
         tasks.push(tokio::spawn(subscriber(
             index,
+            addrs.clone(),
             common.clone(),
             plan.clone(),
-            ready_per_channel.clone(),
+            ready.clone(),
             recorder.clone(),
             setup.clone(),
             permits.clone(),
@@ -295,19 +366,50 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
     let setup_limit = ws::SETUP_TIMEOUT * 2 + Duration::from_millis(subscribers as u64 * 10);
     let setup_done = wait_setup(&setup, subscribers as u64, setup_limit).await;
     let setup_secs = setup_started.elapsed().as_secs_f64();
-    let ready = setup.ready();
+    let ready_total = setup.ready();
+
+    // Followers: each channel is followed by `plan.followers` users, so
+    // every event published on it is stored and forwarded to their
+    // personal channels (nobody is connected to those: offline users).
+    let mut follow_ok = 0u64;
+    let mut follow_errors: BTreeMap<String, u64> = BTreeMap::new();
+    if plan.followers > 0 {
+        let mut client = ApiClient::new(publish_addr, common.app());
+        let path = format!("/apps/{}/subscribe", common.app_id);
+        for channel in &plan.channels {
+            for j in 0..plan.followers {
+                let body =
+                    json!({ "user_id": follower_id(channel, j), "event": channel }).to_string();
+                match client.request("POST", &path, &[], body).await {
+                    Ok((status, _)) if (200..300).contains(&status) => follow_ok += 1,
+                    Ok((status, body)) => {
+                        let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+                        *follow_errors
+                            .entry(format!("HTTP {status}: {text}"))
+                            .or_default() += 1;
+                    }
+                    Err(e) => *follow_errors.entry(format!("{e:#}")).or_default() += 1,
+                }
+            }
+        }
+    }
 
     // Warm-up: every publisher opens its HTTP connection and triggers a
     // couple of unstamped events (subscribers do not count them), so the
     // measured phase starts with warm connections on both sides.
     let mut clients = Vec::new();
+    let mut warm_up_ok = 0u64;
     for _ in 0..plan.publishers.max(1) {
-        let mut client = ApiClient::new(common.addr()?, common.app());
+        let mut client = ApiClient::new(publish_addr, common.app());
         let channel = plan.channels[0].as_str();
         for _ in 0..WARM_UP_EVENTS {
             let body = event_body(BENCH_EVENT, &[channel], "warm-up");
-            if let Err(e) = client.trigger(body).await {
-                eprintln!("warning: warm-up trigger failed: {e:#}");
+            match client.trigger(body).await {
+                Ok(Outcome::Ok) => warm_up_ok += 1,
+                Ok(Outcome::Status(status, body)) => {
+                    eprintln!("warning: warm-up trigger failed: HTTP {status}: {body}")
+                }
+                Err(e) => eprintln!("warning: warm-up trigger failed: {e:#}"),
             }
         }
         clients.push(client);
@@ -315,7 +417,7 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Phase 2: publish.
-    let state = Arc::new(PublishState::default());
+    let state = Arc::new(PublishState::new(nodes));
     let out_of_time = Arc::new(AtomicBool::new(false));
     let stalled = Arc::new(AtomicBool::new(false));
     let publish_start_micros = now_micros();
@@ -349,7 +451,7 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
             client,
             plan.clone(),
             state.clone(),
-            ready_per_channel.clone(),
+            ready.clone(),
             recorder.clone(),
             start,
             deadline,
@@ -377,6 +479,46 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
     let _ = progress.await;
     stop.cancel();
 
+    // Persistence: the first follower should have every message published
+    // on the (single) channel kept for them, up to the store's per-channel
+    // bound; stored asynchronously, so wait for it a while.
+    let ok_events = state.ok.load(Ordering::Relaxed);
+    let mut stored = None;
+    if plan.followers > 0 && follow_ok > 0 && plan.channels.len() == 1 {
+        let want = (ok_events + warm_up_ok).min(STORED_LIMIT);
+        let mut client = ApiClient::new(publish_addr, common.app());
+        let path = format!(
+            "/apps/{}/users/{}/messages",
+            common.app_id,
+            follower_id(&plan.channels[0], 0)
+        );
+        let limit = STORED_LIMIT.to_string();
+        let deadline = tokio::time::Instant::now() + common.drain();
+        let mut seen = 0u64;
+        let mut error;
+        loop {
+            match client
+                .request("GET", &path, &[("limit", &limit)], String::new())
+                .await
+            {
+                Ok((200, body)) => {
+                    seen = memchr::memmem::find_iter(&body, b"\"seq\":").count() as u64;
+                    error = None;
+                }
+                Ok((status, body)) => {
+                    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+                    error = Some(format!("HTTP {status}: {text}"));
+                }
+                Err(e) => error = Some(format!("{e:#}")),
+            }
+            if seen >= want || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stored = Some((seen, want, error));
+    }
+
     let mut endings = EndingTally::default();
     let mut received_by_subscribers = 0u64;
     let mut starved = 0u64;
@@ -395,7 +537,6 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
 
     let (latency, last_delivery) = recorder.merged();
     let delivered = recorder.delivered();
-    let ok_events = state.ok.load(Ordering::Relaxed);
     let errors = state.errors.load(Ordering::Relaxed);
     let lost = expected.saturating_sub(delivered);
     let extra = delivered.saturating_sub(expected);
@@ -405,6 +546,40 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
         publish_secs
     };
     let deliveries_per_s = delivered as f64 / delivery_secs.max(1e-6);
+    let rate_since_start = |count: u64, last: u64| {
+        let secs = if last > publish_start_micros {
+            (last - publish_start_micros) as f64 / 1e6
+        } else {
+            publish_secs
+        };
+        count as f64 / secs.max(1e-6)
+    };
+    // Per node, and node 0 ("local": where events are published) against
+    // all the others ("remote": reached through the cluster's bus).
+    let mut per_node = Vec::new();
+    let mut remote = (stats::new_histogram(), 0u64, 0u64, 0u64);
+    for (node, port) in ports.iter().enumerate() {
+        let (histogram, last) = recorder.merged_group(node);
+        let received = recorder.group_delivered(node);
+        let owed = state.expected_per_node[node].load(Ordering::Relaxed);
+        let subscribers_ready: u64 = ready[node].iter().map(|r| r.load(Ordering::Relaxed)).sum();
+        if node > 0 {
+            remote.0.add(&histogram).expect("same bounds");
+            remote.1 = remote.1.max(last);
+            remote.2 += received;
+            remote.3 += owed;
+        }
+        per_node.push(json!({
+            "port": port,
+            "role": if node == 0 { "local (publisher's node)" } else { "remote" },
+            "subscribers": subscribers_ready,
+            "expected": owed,
+            "received": received,
+            "lost": owed.saturating_sub(received),
+            "per_s": rate_since_start(received, last),
+            "latency": Latency::of(&histogram),
+        }));
+    }
     let publish_per_s = ok_events as f64 / publish_secs.max(1e-6);
     let latency = Latency::of(&latency);
     let request_latency = Latency::of(&request_latency);
@@ -413,7 +588,7 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
     if setup.failed() > 0 || !setup_done {
         problems.push(format!(
             "{} of {subscribers} subscribers failed to connect/subscribe: {:?}",
-            subscribers as u64 - ready,
+            subscribers as u64 - ready_total,
             setup.errors()
         ));
     }
@@ -448,6 +623,24 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
     }
     if delivered == 0 {
         problems.push("nothing was delivered".into());
+    }
+    if !follow_errors.is_empty() {
+        problems.push(format!(
+            "{} follow requests (POST /apps/{{id}}/subscribe) failed: {follow_errors:?}",
+            follow_errors.values().sum::<u64>()
+        ));
+    }
+    if let Some((seen, want, error)) = &stored {
+        if seen < want {
+            problems.push(format!(
+                "persistence: {seen} of {want} messages stored for {} after {:?}{}",
+                follower_id(&plan.channels[0], 0),
+                common.drain(),
+                error
+                    .as_ref()
+                    .map_or_else(String::new, |e| format!(" (last answer: {e})"))
+            ));
+        }
     }
     if stalled.load(Ordering::Relaxed) {
         problems.push(format!(
@@ -533,6 +726,54 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
             Better::Higher,
         ));
     }
+    if nodes > 1 {
+        let local = &per_node[0];
+        let (remote_latency, remote_last, remote_received, remote_owed) = &remote;
+        let remote_latency = Latency::of(remote_latency);
+        let f = |v: &serde_json::Value| v.as_f64();
+        metrics.push(Metric::new(
+            "local_deliveries_per_s",
+            f(&local["per_s"]),
+            "msg/s",
+            Better::Higher,
+        ));
+        metrics.push(Metric::new(
+            "local_p50_ms",
+            f(&local["latency"]["p50_ms"]),
+            "ms",
+            Better::Lower,
+        ));
+        metrics.push(Metric::new(
+            "local_p99_ms",
+            f(&local["latency"]["p99_ms"]),
+            "ms",
+            Better::Lower,
+        ));
+        metrics.push(Metric::new(
+            "remote_deliveries_per_s",
+            rate_since_start(*remote_received, *remote_last),
+            "msg/s",
+            Better::Higher,
+        ));
+        metrics.push(Metric::new(
+            "remote_p50_ms",
+            remote_latency.as_ref().map(|l| l.p50_ms),
+            "ms",
+            Better::Lower,
+        ));
+        metrics.push(Metric::new(
+            "remote_p99_ms",
+            remote_latency.as_ref().map(|l| l.p99_ms),
+            "ms",
+            Better::Lower,
+        ));
+        metrics.push(Metric::new(
+            "remote_lost",
+            remote_owed.saturating_sub(*remote_received) as f64,
+            "msgs",
+            Better::Lower,
+        ));
+    }
     metrics.push(Metric::new("lost", lost as f64, "msgs", Better::Lower));
     metrics.push(Metric::new(
         "dropped_connections",
@@ -556,17 +797,19 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
             "publishers": plan.publishers,
             "window": plan.window,
             "payload_bytes": plan.payload,
+            "ports": ports,
+            "followers": plan.followers,
             "connect_concurrency": common.connect_concurrency,
             "drain_s": common.drain_secs,
         }),
         metrics,
         details: json!({
             "setup": {
-                "ready": ready,
+                "ready": ready_total,
                 "failed": setup.failed(),
                 "errors": setup.errors(),
                 "seconds": setup_secs,
-                "connections_per_s": ready as f64 / setup_secs.max(1e-6),
+                "connections_per_s": ready_total as f64 / setup_secs.max(1e-6),
             },
             "publish": {
                 "ok": ok_events,
@@ -588,6 +831,14 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
                 "latency": latency,
             },
             "connections": endings,
+            "nodes": per_node,
+            "persistence": {
+                "followers": plan.followers,
+                "follows_ok": follow_ok,
+                "follow_errors": follow_errors,
+                "stored_for_first_follower": stored.as_ref().map(|s| s.0),
+                "stored_expected": stored.as_ref().map(|s| s.1),
+            },
         }),
     })
 }
