@@ -7,7 +7,8 @@
 use bytestring::ByteString;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, Notify};
+use std::sync::OnceLock;
+use tokio::sync::mpsc;
 
 /// Socket id: two decimal integers joined by a dot, unique per connection.
 pub type SocketId = Arc<str>;
@@ -24,7 +25,6 @@ pub enum Delivery {
 }
 
 /// The shared side of one connection.
-#[derive(Debug)]
 pub struct Connection {
     /// The connection's socket id.
     pub socket_id: SocketId,
@@ -32,7 +32,20 @@ pub struct Connection {
     pub app_id: Arc<str>,
     outgoing: mpsc::Sender<ByteString>,
     close_code: AtomicU16,
-    close_requested: Notify,
+    closer: OnceLock<Closer>,
+}
+
+/// How the transport is told to close; registered once it runs.
+pub type Closer = Box<dyn Fn(u16) + Send + Sync>;
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("socket_id", &self.socket_id)
+            .field("app_id", &self.app_id)
+            .field("close_code", &self.close_code())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the transport keeps: the receiving ends of the queue and of the close signal.
@@ -56,7 +69,7 @@ impl Connection {
             app_id,
             outgoing: tx,
             close_code: AtomicU16::new(0),
-            close_requested: Notify::new(),
+            closer: OnceLock::new(),
         });
         let receiver = ConnectionReceiver {
             outgoing: rx,
@@ -88,9 +101,23 @@ impl Connection {
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            // `notify_one` stores a permit, so a transport that starts waiting
-            // later still sees the request.
-            self.close_requested.notify_one();
+            if let Some(closer) = self.closer.get() {
+                closer(code);
+            }
+        }
+    }
+
+    /// Registers how the transport closes. A close requested before this
+    /// is passed on at once. (Being told twice is harmless: a closed
+    /// transport ignores it.)
+    pub fn on_close_request(&self, closer: Closer) {
+        if self.closer.set(closer).is_ok() {
+            let code = self.close_code.load(Ordering::Acquire);
+            if code != 0 {
+                if let Some(closer) = self.closer.get() {
+                    closer(code);
+                }
+            }
         }
     }
 
@@ -99,15 +126,9 @@ impl Connection {
         self.close_code.load(Ordering::Acquire) != 0
     }
 
-    /// Waits until a close is requested and returns its code.
-    pub async fn closed(&self) -> u16 {
-        loop {
-            let code = self.close_code.load(Ordering::Acquire);
-            if code != 0 {
-                return code;
-            }
-            self.close_requested.notified().await;
-        }
+    /// The close code requested, 0 while open.
+    pub fn close_code(&self) -> u16 {
+        self.close_code.load(Ordering::Acquire)
     }
 }
 
@@ -121,16 +142,19 @@ mod tests {
         assert_eq!(connection.send("a".into()), Delivery::Queued);
         assert_eq!(connection.send("b".into()), Delivery::Queued);
         assert_eq!(connection.send("c".into()), Delivery::Overflowed);
-        assert_eq!(connection.closed().await, 4100);
+        assert_eq!(connection.close_code(), 4100);
         assert_eq!(connection.send("d".into()), Delivery::Closed);
         assert_eq!(receiver.outgoing.recv().await.as_deref(), Some("a"));
     }
 
-    #[tokio::test]
-    async fn first_close_request_wins() {
+    #[test]
+    fn first_close_request_wins_and_reaches_a_late_closer() {
         let (connection, _receiver) = Connection::new("1.1".into(), "app".into(), 2);
         connection.request_close(4200);
         connection.request_close(4100);
-        assert_eq!(connection.closed().await, 4200);
+        let told = std::sync::Arc::new(AtomicU16::new(0));
+        let seen = told.clone();
+        connection.on_close_request(Box::new(move |code| seen.store(code, Ordering::Release)));
+        assert_eq!(told.load(Ordering::Acquire), 4200);
     }
 }

@@ -11,7 +11,8 @@ use crate::protocol::error::ErrorCode;
 use crate::protocol::frames::{self, ClientMessage, SubscribeRequest};
 use crate::protocol::presence::SignedInUser;
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, SpawnHandle, StreamHandler, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, SpawnHandle, StreamHandler,
+    WrapFuture,
 };
 use actix_web_actors::ws;
 use bytestring::ByteString;
@@ -316,12 +317,14 @@ impl Actor for Session {
         if let Some(receiver) = self.receiver.take() {
             ctx.add_stream(ReceiverStream::new(receiver.outgoing));
         }
-        let connection = self.connection.clone();
-        ctx.spawn(
-            async move { connection.closed().await }
-                .into_actor(self)
-                .map(|code, session, ctx| session.close(ctx, code)),
-        );
+        // The hub asks for a close (slow client, shutdown, terminate) from
+        // any thread; it arrives as a message, costing nothing until then.
+        let session = ctx.address().downgrade();
+        self.connection.on_close_request(Box::new(move |code| {
+            if let Some(session) = session.upgrade() {
+                session.do_send(CloseRequest(code));
+            }
+        }));
         self.schedule_keepalive(ctx, self.settings.activity_timeout);
     }
 
@@ -334,6 +337,19 @@ impl Actor for Session {
         let channels = self.channels.drain().map(|(channel, _)| channel).collect();
         let user = self.user.take();
         actix::spawn(async move { hub.disconnect(&connection, channels, user).await });
+    }
+}
+
+/// The hub asked this connection to close with a code.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct CloseRequest(u16);
+
+impl Handler<CloseRequest> for Session {
+    type Result = ();
+
+    fn handle(&mut self, request: CloseRequest, ctx: &mut Self::Context) {
+        self.close(ctx, request.0);
     }
 }
 
