@@ -30,6 +30,9 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_TAG=cluster
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 SETUPS="rusher-2 rusher-1 sockudo-2 sockudo-1"
 QUICK=0
 BUILD=1
@@ -52,52 +55,14 @@ fi
 : "${CLUSTER_WINDOW:=4}" "${PAYLOAD:=100}" "${REDIS_SERVER:=redis-server}"
 
 APP_ID=app-id APP_KEY=app-key APP_SECRET=app-secret
-[ -n "$OUT" ] || OUT=$(mktemp -d /tmp/rusher-cluster.XXXXXX)
-mkdir -p "$OUT"
-WORK="$OUT/work"; mkdir -p "$WORK"
-BENCH="$ROOT/target/release/rusher-bench"
-say() { echo "[cluster] $*" >&2; }
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+init_out rusher-cluster
+raise_nofile
 
-if [ "$BUILD" = 1 ]; then
-  say "building rusher and the bench (release)"
-  (cd "$ROOT" && nice -n 10 cargo build --release -p rusher && nice -n 10 cargo build --release -p rusher-bench) >&2 || {
-    say "build failed"; exit 1; }
-fi
+build_release
 
-SOCKUDO=""
-if [ -n "${SOCKUDO_BIN:-}" ] && [ -x "$SOCKUDO_BIN" ]; then SOCKUDO="$SOCKUDO_BIN"
-elif [ -x /work/tools/sockudo/bin/sockudo ]; then SOCKUDO=/work/tools/sockudo/bin/sockudo
-elif command -v sockudo >/dev/null 2>&1; then SOCKUDO=$(command -v sockudo)
-fi
+find_sockudo /work/tools/sockudo
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-PIDS=()
-cleanup() { local p; for p in "${PIDS[@]}"; do stop_pid "$p"; done; }
-trap cleanup EXIT
-
-stop_pid() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
-}
-
-# Waits until $2 answers HTTP on port $3 (pid $1); 1 when it died or timed out.
-wait_http() {
-  local pid=$1 name=$2 port=$3 log=$4 i
-  for i in $(seq 1 300); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      say "$name exited at start; last lines of $log:"; tail -5 "$log" >&2; return 1
-    fi
-    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then return 0; fi
-    sleep 0.1
-  done
-  say "$name did not answer on port $port within 30 s"; return 1
-}
+trap stop_all_pids EXIT
 
 # --- Redis --------------------------------------------------------------------
 REDIS_PORT=""
@@ -132,31 +97,12 @@ start_node() {
       local conf="$WORK/rusher-$mode-$node.toml"
       {
         if [ "$mode" = redis ]; then echo 'adapter = "redis"'; fi
-        cat <<EOF
-[server]
-host = "127.0.0.1"
-port = $port
-log_level = "warn"
-max_request_bytes = 10485760
-metrics = true
-EOF
+        rusher_server_toml "$port"
         if [ "$mode" = redis ]; then
           printf '\n[redis]\nurl = "redis://127.0.0.1:%s"\nprefix = "bench-%s"\n' "$REDIS_PORT" "$RUN_ID"
         fi
-        cat <<EOF
-
-[[apps]]
-id = "$APP_ID"
-key = "$APP_KEY"
-secret = "$APP_SECRET"
-max_connections = 0
-max_event_data_bytes = 102400
-max_channels_per_event = 100
-max_channels_per_connection = 1000
-max_presence_members = 1000
-max_presence_user_info_bytes = 10240
-client_event_rate = 1000
-EOF
+        echo
+        rusher_app_toml
       } >"$conf"
       "$ROOT/target/release/rusher" --config "$conf" >"$log" 2>&1 &
       NODE_PID=$! ;;
@@ -168,24 +114,12 @@ EOF
       # metrics off), with the Redis adapter for the two-node setup. Clustered,
       # sockudo refuses a node-local cache unless idempotency (and its Ably
       # compatibility) is off; the fan-out needs neither.
-      (cd "$dir" && exec env HOST=127.0.0.1 PORT="$port" RUST_LOG=warn \
-        METRICS_ENABLED=false RATE_LIMITER_ENABLED=false \
+      sockudo_exec "$dir" "$port" \
         ADAPTER_DRIVER="$adapter" REDIS_URL="redis://127.0.0.1:${REDIS_PORT:-6379}" \
         DATABASE_REDIS_HOST=127.0.0.1 DATABASE_REDIS_PORT="${REDIS_PORT:-6379}" \
         DATABASE_REDIS_KEY_PREFIX="bench-$RUN_ID:" \
         APP_MANAGER_DRIVER=memory CACHE_DRIVER=memory QUEUE_DRIVER=memory \
-        IDEMPOTENCY_ENABLED=false SOCKUDO_ABLY_COMPAT_ENABLED=false \
-        SOCKUDO_MAX_CONNECTIONS=0 \
-        SOCKUDO_DEFAULT_APP_ID="$APP_ID" SOCKUDO_DEFAULT_APP_KEY="$APP_KEY" SOCKUDO_DEFAULT_APP_SECRET="$APP_SECRET" \
-        SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=1000000 \
-        SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND=100000000 \
-        SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND=1000 \
-        SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND=100000000 \
-        SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL=1000 \
-        SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBER_SIZE_IN_KB=10 \
-        SOCKUDO_DEFAULT_APP_MAX_EVENT_CHANNELS_AT_ONCE=100 \
-        SOCKUDO_DEFAULT_APP_MAX_EVENT_PAYLOAD_IN_KB=100 \
-        "$SOCKUDO") >"$log" 2>&1 &
+        IDEMPOTENCY_ENABLED=false SOCKUDO_ABLY_COMPAT_ENABLED=false >"$log" 2>&1 &
       NODE_PID=$! ;;
   esac
   PIDS+=("$NODE_PID")
@@ -204,7 +138,7 @@ RUNS=()
 RUNS+=("fixed|fanout --subscribers $CLUSTER_SUBS --rate $rate --events $events --duration $((CLUSTER_SECS * 3)) --payload $PAYLOAD")
 RUNS+=("max|fanout --subscribers $CLUSTER_SUBS --rate 0 --window $CLUSTER_WINDOW --events $CLUSTER_MAX_EVENTS --duration 60 --payload $PAYLOAD")
 
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+LOAD_BEFORE=$(load_average)
 STARTED=$(date +%s)
 SKIPPED=()
 for setup in $SETUPS; do
@@ -241,7 +175,7 @@ for setup in $SETUPS; do
     "$BENCH" $args $where --app-id "$APP_ID" --app-key "$APP_KEY" --app-secret "$APP_SECRET" \
       --server-pid "${pids[0]}" --json "$OUT/$setup-$label.json" >/dev/null 2>"$OUT/$setup-$label.log"
     rc=$?
-    grep -v '^\[' "$OUT/$setup-$label.log" | grep -E 'PROBLEM|result|error' | sed "s/^/[cluster]   /" >&2
+    show_problems "$OUT/$setup-$label.log"
     [ $rc -le 1 ] || say "  the generator failed (exit $rc), see $OUT/$setup-$label.log"
     for i in "${!pids[@]}"; do
       kill -0 "${pids[$i]}" 2>/dev/null || say "$setup node $i died during $label (log $OUT/$server-$mode-node$i.log)"
@@ -255,12 +189,12 @@ for setup in $SETUPS; do
   for p in "${pids[@]}"; do stop_pid "$p"; done
 done
 ELAPSED=$(( $(date +%s) - STARTED ))
-LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+LOAD_AFTER=$(load_average)
 
 SOCKUDO_VERSION="not installed"
 [ -n "$SOCKUDO" ] && SOCKUDO_VERSION=$("$SOCKUDO" --version 2>/dev/null | head -1)
-COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)")
+COMMIT=$(git_commit)
+DIRTY=$(git_dirty)
 REDIS_VERSION=$("$REDIS_SERVER" --version 2>/dev/null | sed -n 's/.*v=\([^ ]*\).*/\1/p')
 SKIPPED_TEXT=$(printf '%s\n' "${SKIPPED[@]+"${SKIPPED[@]}"}")
 TABLE=$(SKIPPED_TEXT="$SKIPPED_TEXT" python3 - "$OUT" <<'EOF'

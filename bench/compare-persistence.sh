@@ -27,6 +27,9 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_TAG=persistence
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 STORES="memory mongodb"
 QUICK=0
 BUILD=1
@@ -50,31 +53,12 @@ fi
 : "${JONGODB:=$ROOT/protocol-tests/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb}"
 
 APP_ID=app-id APP_KEY=app-key APP_SECRET=app-secret
-[ -n "$OUT" ] || OUT=$(mktemp -d /tmp/rusher-persistence.XXXXXX)
-mkdir -p "$OUT"
-WORK="$OUT/work"; mkdir -p "$WORK"
-BENCH="$ROOT/target/release/rusher-bench"
-say() { echo "[persistence] $*" >&2; }
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+init_out rusher-persistence
+raise_nofile
 
-if [ "$BUILD" = 1 ]; then
-  say "building rusher and the bench (release)"
-  (cd "$ROOT" && nice -n 10 cargo build --release -p rusher && nice -n 10 cargo build --release -p rusher-bench) >&2 || {
-    say "build failed"; exit 1; }
-fi
+build_release
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-PIDS=()
-stop_pid() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
-}
-cleanup() { local p; for p in "${PIDS[@]+"${PIDS[@]}"}"; do stop_pid "$p"; done; }
-trap cleanup EXIT
+trap stop_all_pids EXIT
 
 # The counters of rusher's /metrics this script reports, as JSON.
 scrape() {
@@ -93,15 +77,10 @@ print(json.dumps(got))'
 
 # Starts rusher with store $1 on port $2; sets SERVER_PID.
 start_rusher() {
-  local store=$1 port=$2 log="$OUT/rusher-$1.log" conf="$WORK/rusher-$1.toml" i
+  local store=$1 port=$2 log="$OUT/rusher-$1.log" conf="$WORK/rusher-$1.toml"
   {
+    rusher_server_toml "$port"
     cat <<EOF
-[server]
-host = "127.0.0.1"
-port = $port
-log_level = "warn"
-max_request_bytes = 10485760
-metrics = true
 
 [store]
 backend = "$store"
@@ -109,32 +88,13 @@ EOF
     if [ "$store" = mongodb ]; then
       printf 'url = "%s"\ndatabase = "rusher_bench_%s"\n' "$MONGO_URL" "$$"
     fi
-    cat <<EOF
-
-[[apps]]
-id = "$APP_ID"
-key = "$APP_KEY"
-secret = "$APP_SECRET"
-max_connections = 0
-max_event_data_bytes = 102400
-max_channels_per_event = 100
-max_channels_per_connection = 1000
-max_presence_members = 1000
-max_presence_user_info_bytes = 10240
-client_event_rate = 1000
-EOF
+    echo
+    rusher_app_toml
   } >"$conf"
   "$ROOT/target/release/rusher" --config "$conf" >"$log" 2>&1 &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
-  for i in $(seq 1 300); do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      say "rusher ($store) exited at start; last lines of $log:"; tail -5 "$log" >&2; return 1
-    fi
-    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && return 0
-    sleep 0.1
-  done
-  say "rusher ($store) did not answer on port $port within 30 s"; return 1
+  wait_http "$SERVER_PID" "rusher ($store)" "$port" "$log"
 }
 
 # Starts jongodb (or takes MONGODB_URL); sets MONGO_URL, or returns 1.
@@ -165,7 +125,7 @@ RUNS+=("fanout-fixed|fanout --subscribers $PERS_SUBS --rate $rate --events $even
 RUNS+=("fanout-max|fanout --subscribers $PERS_MAX_SUBS --rate 0 --window $PERS_WINDOW --events $PERS_MAX_EVENTS --duration 60 --payload $PAYLOAD")
 RUNS+=("publish|publish --clients $PUBLISH_CLIENTS --duration $PERS_SECS --events 100000000 --subscribers 1 --payload $PAYLOAD")
 
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+LOAD_BEFORE=$(load_average)
 STARTED=$(date +%s)
 SKIPPED=()
 for store in $STORES; do
@@ -190,7 +150,7 @@ for store in $STORES; do
       rc=$?
       sleep 0.5  # the store writer catches up before the counters are read
       scrape "$port" >"$OUT/$name.after.json"
-      grep -v '^\[' "$OUT/$name.log" | grep -E 'PROBLEM|result|error' | sed "s/^/[persistence]   /" >&2
+      show_problems "$OUT/$name.log"
       [ $rc -le 1 ] || say "  the generator failed (exit $rc), see $OUT/$name.log"
       if ! kill -0 "$pid" 2>/dev/null; then
         say "rusher died during $name; last lines of its log:"; tail -5 "$OUT/rusher-$store.log" >&2; break 2
@@ -202,10 +162,10 @@ for store in $STORES; do
   stop_pid "$pid"
 done
 ELAPSED=$(( $(date +%s) - STARTED ))
-LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+LOAD_AFTER=$(load_average)
 
-COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)")
+COMMIT=$(git_commit)
+DIRTY=$(git_dirty)
 SKIPPED_TEXT=$(printf '%s\n' "${SKIPPED[@]+"${SKIPPED[@]}"}")
 TABLE=$(SKIPPED_TEXT="$SKIPPED_TEXT" FOLLOWERS="$FOLLOWERS" python3 - "$OUT" <<'EOF'
 import json, os, sys

@@ -36,6 +36,9 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_TAG=compare
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 SERVERS="rusher sockudo bare"
 QUICK=0
 BUILD=1
@@ -66,31 +69,21 @@ fi
 : "${SOCKUDO_ROOT:=/work/tools/sockudo}" "${INSTALL_SOCKUDO:=1}"
 
 APP_ID=app-id APP_KEY=app-key APP_SECRET=app-secret
-[ -n "$OUT" ] || OUT=$(mktemp -d /tmp/rusher-compare.XXXXXX)
-mkdir -p "$OUT"
-WORK="$OUT/work"; mkdir -p "$WORK"
-BENCH="$ROOT/target/release/rusher-bench"
-say() { echo "[compare] $*" >&2; }
+init_out rusher-compare
 
 # Both the generator and the servers need a file descriptor per connection.
 NEED=$((CONNECT_N + CHANNELS_N + 1000))
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+raise_nofile
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$NEED" ]; then
   say "warning: open-file limit is $(ulimit -n), below the ~$NEED this run needs; raise the hard limit (ulimit -Hn) as root"
 fi
 
-if [ "$BUILD" = 1 ]; then
-  say "building rusher and the bench (release)"
-  (cd "$ROOT" && nice -n 10 cargo build --release -p rusher && nice -n 10 cargo build --release -p rusher-bench) >&2 || {
-    say "build failed"; exit 1; }
-fi
+build_release
 
 # --- sockudo: find it, or build it, or skip it -------------------------------
 SOCKUDO=""
 if [[ " $SERVERS " == *" sockudo "* ]]; then
-  if [ -n "${SOCKUDO_BIN:-}" ] && [ -x "$SOCKUDO_BIN" ]; then SOCKUDO="$SOCKUDO_BIN"
-  elif [ -x "$SOCKUDO_ROOT/bin/sockudo" ]; then SOCKUDO="$SOCKUDO_ROOT/bin/sockudo"
-  elif command -v sockudo >/dev/null 2>&1; then SOCKUDO=$(command -v sockudo)
+  if find_sockudo "$SOCKUDO_ROOT"; then :
   elif [ "$INSTALL_SOCKUDO" = 1 ] && command -v protoc >/dev/null 2>&1; then
     say "sockudo not found: building it with cargo install (this takes a long time; log $OUT/sockudo-install.log)"
     if nice -n 10 cargo install --locked sockudo --root "$SOCKUDO_ROOT" >"$OUT/sockudo-install.log" 2>&1; then
@@ -105,78 +98,30 @@ if [[ " $SERVERS " == *" sockudo "* ]]; then
   fi
 fi
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
 # Starts server $1 on port $2; sets SERVER_PID. Logs to $OUT/$1-server.log.
 start_server() {
   local name=$1 port=$2 log="$OUT/$1-server.log"
   case "$name" in
     rusher)
-      cat >"$WORK/rusher.toml" <<EOF
-# The bench's rusher config: one app, limits raised (as for sockudo and bare).
-[server]
-host = "127.0.0.1"
-port = $port
-log_level = "warn"
-max_request_bytes = 10485760
-metrics = true
-
-[[apps]]
-id = "$APP_ID"
-key = "$APP_KEY"
-secret = "$APP_SECRET"
-max_connections = 0
-max_event_data_bytes = 102400
-max_channels_per_event = 100
-max_channels_per_connection = 1000
-max_presence_members = 1000
-max_presence_user_info_bytes = 10240
-client_event_rate = 1000
-EOF
+      {
+        echo "# The bench's rusher config: one app, limits raised (as for sockudo and bare)."
+        rusher_server_toml "$port"
+        echo
+        rusher_app_toml
+      } >"$WORK/rusher.toml"
       "$ROOT/target/release/rusher" --config "$WORK/rusher.toml" >"$log" 2>&1 &
       SERVER_PID=$! ;;
     sockudo)
-      # Run from an empty directory so no config/config.{toml,json} is read;
-      # everything comes from the environment: same app, limits raised,
-      # rate limiting and metrics off, in-memory drivers only.
+      # In-memory drivers only (sockudo_exec: environment only, limits raised).
       mkdir -p "$WORK/sockudo"
-      (cd "$WORK/sockudo" && exec env HOST=127.0.0.1 PORT="$port" RUST_LOG=warn \
-        METRICS_ENABLED=false RATE_LIMITER_ENABLED=false \
-        ADAPTER_DRIVER=local APP_MANAGER_DRIVER=memory CACHE_DRIVER=memory QUEUE_DRIVER=memory \
-        SOCKUDO_MAX_CONNECTIONS=0 \
-        SOCKUDO_DEFAULT_APP_ID="$APP_ID" SOCKUDO_DEFAULT_APP_KEY="$APP_KEY" SOCKUDO_DEFAULT_APP_SECRET="$APP_SECRET" \
-        SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=1000000 \
-        SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND=100000000 \
-        SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND=1000 \
-        SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND=100000000 \
-        SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL=1000 \
-        SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBER_SIZE_IN_KB=10 \
-        SOCKUDO_DEFAULT_APP_MAX_EVENT_CHANNELS_AT_ONCE=100 \
-        SOCKUDO_DEFAULT_APP_MAX_EVENT_PAYLOAD_IN_KB=100 \
-        "$SOCKUDO") >"$log" 2>&1 &
+      sockudo_exec "$WORK/sockudo" "$port" \
+        ADAPTER_DRIVER=local APP_MANAGER_DRIVER=memory CACHE_DRIVER=memory QUEUE_DRIVER=memory >"$log" 2>&1 &
       SERVER_PID=$! ;;
     bare)
       "$ROOT/target/release/bare-server" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
       SERVER_PID=$! ;;
   esac
-  local i
-  for i in $(seq 1 300); do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      say "$name exited at start; last lines of $log:"; tail -5 "$log" >&2; return 1
-    fi
-    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then return 0; fi
-    sleep 0.1
-  done
-  say "$name did not answer on port $port within 30 s"; return 1
-}
-
-stop_server() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  wait_http "$SERVER_PID" "$name" "$port" "$log"
 }
 
 # The runs, in order: label, then the generator's arguments.
@@ -196,7 +141,7 @@ LABELS=()
 for run in "${RUNS[@]}"; do LABELS+=("${run%%|*}"); done
 
 # The machine may be shared: other work skews every figure. Say so.
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+LOAD_BEFORE=$(load_average)
 if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l > 0.5) }' 2>/dev/null; then
   say "warning: load average is $LOAD_BEFORE before the runs; other work on this machine will skew the figures"
 fi
@@ -214,7 +159,7 @@ for server in $SERVERS; do
     "$BENCH" $args --port "$port" --app-id "$APP_ID" --app-key "$APP_KEY" --app-secret "$APP_SECRET" \
       --server-pid "$pid" --json "$OUT/$server-$label.json" >/dev/null 2>"$OUT/$server-$label.log"
     rc=$?
-    grep -v '^\[' "$OUT/$server-$label.log" | grep -E 'PROBLEM|result|error' | sed "s/^/[compare]   /" >&2
+    show_problems "$OUT/$server-$label.log"
     [ $rc -le 1 ] || say "  the generator failed (exit $rc), see $OUT/$server-$label.log"
     if ! kill -0 "$pid" 2>/dev/null; then
       say "$server died during $label; last lines of its log:"; tail -5 "$OUT/$server-server.log" >&2
@@ -222,17 +167,17 @@ for server in $SERVERS; do
       pid=$SERVER_PID
     fi
   done
-  stop_server "$pid"
+  stop_pid "$pid"
 done
 ELAPSED=$(( $(date +%s) - STARTED ))
-LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+LOAD_AFTER=$(load_average)
 
 labels_csv=$(IFS=,; echo "${LABELS[*]}")
 TABLE=$("$BENCH" table --dir "$OUT" --servers rusher,sockudo,bare --labels "$labels_csv")
 SOCKUDO_VERSION="not run"
 [ -n "$SOCKUDO" ] && SOCKUDO_VERSION=$("$SOCKUDO" --version 2>/dev/null | head -1)
-COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)")
+COMMIT=$(git_commit)
+DIRTY=$(git_dirty)
 {
   echo "# rusher vs sockudo vs bare"
   echo

@@ -12,6 +12,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 BENCH="$ROOT/target/release/rusher-bench"
 
 if [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
@@ -21,16 +23,14 @@ fi
 PID=""
 cleanup() {
   if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill -TERM "$PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$PID" 2>/dev/null || true
+    stop_pid "$PID" 50
   fi
 }
 trap cleanup EXIT
 
 PORT="${BENCH_PORT:-}"
 if [ -z "$PORT" ]; then
-  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+  PORT=$(free_port)
   RUSHER_PORT="$PORT" RUSHER_LOG_LEVEL=warn "${RUSHER_BIN:-$ROOT/target/release/rusher}" \
     --config "${RUSHER_CONFIG:-$ROOT/fixtures/test-config.toml}" &
   PID=$!

@@ -5,51 +5,40 @@
 // test that opened it (t.after), so node:test can exit.
 
 import crypto from 'node:crypto';
-import PusherServer from 'pusher';
 import {
   APPS,
+  DEFAULT_QUERY,
   HOST,
   PORT,
   connectEstablished,
   hmacHex,
   newPusherClient,
+  serverSdk,
   withTimeout,
 } from './helpers.mjs';
 
 /** The official Node SDK for one of the fixture apps, optionally with an encryption master key. */
 export function sdkFor(app = APPS.main, extra = {}) {
-  return new PusherServer({
-    appId: app.appId,
-    key: app.key,
-    secret: app.secret,
-    host: HOST,
-    port: String(PORT),
-    useTLS: false,
-    ...extra,
-  });
+  return serverSdk(app, HOST, PORT, extra);
 }
 
 /** A fresh base64 encryption master key (32 random bytes). */
 export const randomMasterKey = () => crypto.randomBytes(32).toString('base64');
 
 /**
- * A connected pusher-js client whose channel authorization (and user
- * authentication) is done in-process by the official Node SDK.
+ * The pusher-js options `channelAuthorization` and `userAuthentication` with
+ * custom handlers that sign in-process with `sdk` (the official Node SDK).
  *
  * options:
- *   app           fixture app (default main)
- *   sdk           the server SDK signing for it (default sdkFor(app))
  *   presence      {user_id, user_info} used for presence channels
  *                 (or a function of the channel name returning it)
  *   user          user data for pusher.signin() ({id, watchlist?, ...})
  *   authCalls     an array that receives every {socketId, channelName} asked for
  */
-export async function authedClient(t, options = {}) {
-  const app = options.app ?? APPS.main;
-  const sdk = options.sdk ?? sdkFor(app);
+export function sdkAuthOptions(sdk, options = {}) {
   const presenceFor = (channelName) =>
     typeof options.presence === 'function' ? options.presence(channelName) : options.presence;
-  const client = await newPusherClient(app.key, {
+  return {
     channelAuthorization: {
       customHandler: ({ socketId, channelName }, cb) => {
         if (options.authCalls) options.authCalls.push({ socketId, channelName });
@@ -70,7 +59,23 @@ export async function authedClient(t, options = {}) {
         }
       },
     },
-  });
+  };
+}
+
+/**
+ * A connected pusher-js client whose channel authorization (and user
+ * authentication) is done in-process by the official Node SDK, disconnected
+ * after the test.
+ *
+ * options: those of sdkAuthOptions, and
+ *   app           fixture app (default main)
+ *   sdk           the server SDK signing for it (default sdkFor(app))
+ *   at            {host, port, what} of another server (newPusherClient; default the test server)
+ */
+export async function authedClient(t, options = {}) {
+  const app = options.app ?? APPS.main;
+  const sdk = options.sdk ?? sdkFor(app);
+  const client = await newPusherClient(app.key, sdkAuthOptions(sdk, options), options.at);
   t.after(() => client.disconnect());
   return client;
 }
@@ -96,9 +101,10 @@ export function trySubscribe(client, channelName, timeoutMs = 5000) {
  * A raw `ws` connection (helpers.connectRaw) that is established, answers the
  * server's `pusher:ping` (the fixture's activity timeout is 3 s) and is closed
  * after the test. Returns the connection with `socketId` set.
+ * `at` = {host, port} of another server (default the test server).
  */
-export async function rawClient(t, key = APPS.main.key) {
-  const [conn, est] = await connectEstablished(key);
+export async function rawClient(t, key = APPS.main.key, at = {}) {
+  const [conn, est] = await connectEstablished(key, DEFAULT_QUERY, at);
   conn.socketId = est.socket_id;
   conn.ws.on('message', (buf) => {
     try {

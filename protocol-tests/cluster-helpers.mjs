@@ -5,47 +5,33 @@
 // Every process started here is registered and killed by `killAll()` (the
 // suite's after hook) and, as a last resort, when the Node process exits.
 
-import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { spawn } from 'node:child_process';
-import Pusher from 'pusher-js';
-import PusherServer from 'pusher';
-import { APPS, BIN, CONFIG, freePort, sleep, waitFor, withTimeout } from './helpers.mjs';
+import {
+  APPS,
+  BIN,
+  alive,
+  captureOutput,
+  childTracker,
+  exitOf,
+  fixtureApps,
+  freePort,
+  serverSdk,
+  sleep,
+  stopChild,
+  subscribeAndWait,
+  tomlString as q,
+  waitFor,
+  waitReady,
+  withTimeout,
+  writeTempConfig,
+} from './helpers.mjs';
+import { authedClient, recordMessages } from './auth-helpers.mjs';
 import { wsClient } from './webhook-helpers.mjs';
 
 export const REDIS_BIN = process.env.REDIS_SERVER_BIN || 'redis-server';
 
-const children = new Set();
-process.on('exit', () => {
-  for (const child of children) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      /* already gone */
-    }
-  }
-});
-
-function track(child) {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
-const alive = (child) => child.exitCode === null && child.signalCode === null;
-
-async function stopChild(child, signal = 'SIGKILL', graceMs = 5000) {
-  if (!child || !alive(child)) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill(signal);
-  const done = await Promise.race([exited.then(() => true), sleep(graceMs).then(() => false)]);
-  if (!done && alive(child)) {
-    child.kill('SIGKILL');
-    await exited;
-  }
-}
+const { track, killAll: killTracked } = childTracker();
 
 // ---------------------------------------------------------------------------
 // redis-server
@@ -95,8 +81,7 @@ export async function startRedis() {
         child.once('error', (e) => reject(new Error(`cannot run ${REDIS_BIN}: ${e.message}`))),
       );
       spawnError.catch(() => {});
-      child.stdout.on('data', (d) => redis.log.push(d.toString()));
-      child.stderr.on('data', (d) => redis.log.push(d.toString()));
+      captureOutput(child, redis.log);
       redis.child = child;
       await Promise.race([
         spawnError,
@@ -124,9 +109,6 @@ export async function startRedis() {
 // Cluster config and rusher nodes
 // ---------------------------------------------------------------------------
 
-/** A TOML string literal. */
-const q = (s) => JSON.stringify(String(s));
-
 /** The app with webhooks used by the webhook test (added to the fixture apps). */
 export const WEBHOOK_APP = { appId: 'cluster-wh', key: 'cluster-wh-key', secret: 'cluster-wh-secret' };
 
@@ -136,11 +118,7 @@ export const WEBHOOK_APP = { appId: 'cluster-wh', key: 'cluster-wh-key', secret:
  * to `webhookUrl`).
  */
 export function clusterConfig({ redisUrl, prefix, webhookUrl }) {
-  if (!CONFIG) throw new Error('RUSHER_CONFIG must be set (fixtures/test-config.toml)');
-  const fixture = fs.readFileSync(CONFIG, 'utf8');
-  const at = fixture.search(/^\[\[apps\]\]/m);
-  if (at < 0) throw new Error(`no [[apps]] in ${CONFIG}`);
-  const apps = fixture.slice(at);
+  const apps = fixtureApps();
   return `adapter = "redis"
 
 [server]
@@ -177,10 +155,7 @@ event_types = ["channel_occupied", "channel_vacated"]
 
 /** Write a config to a temp dir; returns {dir, path}. */
 export function writeConfig(text) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rusher-cluster-'));
-  const file = path.join(dir, 'config.toml');
-  fs.writeFileSync(file, text);
-  return { dir, path: file };
+  return writeTempConfig('rusher-cluster-', text);
 }
 
 /**
@@ -205,10 +180,8 @@ export async function spawnNode(name, configPath) {
     delete env[k];
   }
   const child = track(spawn(BIN, ['--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
-  const log = [];
-  child.stdout.on('data', (d) => log.push(d.toString()));
-  child.stderr.on('data', (d) => log.push(d.toString()));
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const log = captureOutput(child);
+  const exited = exitOf(child);
   const node = {
     name,
     port,
@@ -224,14 +197,11 @@ export async function spawnNode(name, configPath) {
     },
   };
   try {
-    await waitFor(
-      async () => {
+    await waitReady(
+      port,
+      () => {
         if (!node.alive) throw new Error(`node ${name} exited with ${child.exitCode}`);
-        const res = await fetch(`http://127.0.0.1:${port}/ready`);
-        await res.text();
-        return res.status === 200;
       },
-      20000,
       50,
       `node ${name} /ready`,
     );
@@ -244,7 +214,7 @@ export async function spawnNode(name, configPath) {
 
 /** Kill every process started here (rusher nodes and redis-server). */
 export async function killAll() {
-  await Promise.all([...children].map((child) => stopChild(child, 'SIGKILL')));
+  await killTracked();
 }
 
 // ---------------------------------------------------------------------------
@@ -253,14 +223,7 @@ export async function killAll() {
 
 /** The official Node server SDK on `node`. */
 export function sdkOn(node, app = APPS.main) {
-  return new PusherServer({
-    appId: app.appId,
-    key: app.key,
-    secret: app.secret,
-    host: '127.0.0.1',
-    port: String(node.port),
-    useTLS: false,
-  });
+  return serverSdk(app, '127.0.0.1', node.port);
 }
 
 /**
@@ -268,48 +231,14 @@ export function sdkOn(node, app = APPS.main) {
  * Channel authorization and user authentication are signed in-process by the SDK.
  * options: app, presence ({user_id, user_info}), user ({id, ...}).
  */
-export async function pusherOn(t, node, options = {}) {
+export function pusherOn(t, node, options = {}) {
   const app = options.app ?? APPS.main;
-  const signer = sdkOn(node, app);
-  const client = new Pusher(app.key, {
-    wsHost: '127.0.0.1',
-    wsPort: node.port,
-    wssPort: node.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    cluster: 'mt1',
-    disableStats: true,
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, cb) => {
-        try {
-          const presence = channelName.startsWith('presence-') ? options.presence : undefined;
-          cb(null, signer.authorizeChannel(socketId, channelName, presence));
-        } catch (e) {
-          cb(e, null);
-        }
-      },
-    },
-    userAuthentication: {
-      customHandler: ({ socketId }, cb) => {
-        try {
-          cb(null, signer.authenticateUser(socketId, options.user));
-        } catch (e) {
-          cb(e, null);
-        }
-      },
-    },
+  return authedClient(t, {
+    ...options,
+    app,
+    sdk: sdkOn(node, app),
+    at: { host: '127.0.0.1', port: node.port, what: `pusher-js did not connect to node ${node.name}` },
   });
-  t.after(() => client.disconnect());
-  await withTimeout(
-    new Promise((resolve, reject) => {
-      if (client.connection.state === 'connected') resolve();
-      client.connection.bind('connected', () => resolve());
-      client.connection.bind('failed', () => reject(new Error('pusher-js connection failed')));
-    }),
-    8000,
-    `pusher-js did not connect to node ${node.name}`,
-  );
-  return client;
 }
 
 /** A raw ws client on `node` (answers pings), closed after the test; resolves once established. */
@@ -370,27 +299,11 @@ export function listen(channel, event) {
   return stream;
 }
 
-/** Subscribe a pusher-js client and wait for success; returns the channel. */
-export function subscribed(client, name, timeoutMs = 5000) {
-  const channel = client.subscribe(name);
-  return withTimeout(
-    new Promise((resolve, reject) => {
-      channel.bind('pusher:subscription_succeeded', () => resolve(channel));
-      channel.bind('pusher:subscription_error', (err) =>
-        reject(new Error(`subscription_error on ${name}: ${JSON.stringify(err)}`)),
-      );
-    }),
-    timeoutMs,
-    `subscription to ${name} did not succeed`,
-  );
-}
+/** Subscribe a pusher-js client and wait for success; returns the channel (helpers.subscribeAndWait). */
+export const subscribed = subscribeAndWait;
 
-/** Every raw frame (parsed) a pusher-js client receives from now on. */
-export function frames(client) {
-  const all = [];
-  client.connection.bind('message', (m) => all.push(m));
-  return all;
-}
+/** Every raw frame (parsed) a pusher-js client receives from now on (auth-helpers.recordMessages). */
+export const frames = recordMessages;
 
 /** Signed GET on a node's HTTP API through the SDK; resolves the JSON body. */
 export async function getJson(node, pathAfterApp, params = {}, app = APPS.main) {

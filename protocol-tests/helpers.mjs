@@ -8,7 +8,10 @@
 // try/finally), otherwise node:test waits for the process forever.
 
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { spawn } from 'node:child_process';
 import WebSocket from 'ws';
 import Pusher from 'pusher-js';
@@ -97,7 +100,8 @@ export function parseData(data) {
 // ---------------------------------------------------------------------------
 
 /**
- * Open a raw `ws` connection to /app/{key}?{query} (or to `path` when given).
+ * Open a raw `ws` connection to /app/{key}?{query} (or to `path` when given),
+ * on the test server or on `{host, port}` when given.
  *
  * Returns an object with:
  *   ws            the WebSocket
@@ -111,9 +115,9 @@ export function parseData(data) {
  *                 upgrade was answered with a plain HTTP response
  *   close()       close (idempotent)
  */
-export function connectRaw(key, query = DEFAULT_QUERY, path = undefined, wsOptions = {}) {
+export function connectRaw(key, query = DEFAULT_QUERY, path = undefined, wsOptions = {}, { host = HOST, port = PORT } = {}) {
   const p = path ?? `/app/${key}`;
-  const url = `ws://${HOST}:${PORT}${p}${query === null || query === undefined || query === '' ? '' : `?${query}`}`;
+  const url = `ws://${host}:${port}${p}${query === null || query === undefined || query === '' ? '' : `?${query}`}`;
   const ws = new WebSocket(url, { handshakeTimeout: 5000, ...wsOptions });
   const frames = [];
   const queue = [];
@@ -264,9 +268,12 @@ function summarize(frames) {
   return s.length > 600 ? `${s.slice(0, 600)}…` : s;
 }
 
-/** connectRaw + wait for connection_established; returns [conn, establishedData]. */
-export async function connectEstablished(key = APPS.main.key, query = DEFAULT_QUERY) {
-  const conn = connectRaw(key, query);
+/**
+ * connectRaw + wait for connection_established; returns [conn, establishedData].
+ * `at` = {host, port} of another server (default the test server).
+ */
+export async function connectEstablished(key = APPS.main.key, query = DEFAULT_QUERY, at = {}) {
+  const conn = connectRaw(key, query, undefined, {}, at);
   try {
     const est = await conn.established(5000);
     return [conn, est];
@@ -281,14 +288,16 @@ export async function connectEstablished(key = APPS.main.key, query = DEFAULT_QU
 // ---------------------------------------------------------------------------
 
 /**
- * A pusher-js (Node build) client on the test server; resolves once connected,
- * with `client.connection.socket_id` set.
+ * A pusher-js (Node build) client on the test server (or on `at.host`:`at.port`);
+ * resolves once connected, with `client.connection.socket_id` set.
+ * `at.what` replaces the "did not connect" message of the timeout.
  */
-export async function newPusherClient(key = APPS.main.key, opts = {}) {
+export async function newPusherClient(key = APPS.main.key, opts = {}, at = {}) {
+  const { host = HOST, port = PORT, what = `pusher-js client (${key}) did not connect` } = at;
   const client = new Pusher(key, {
-    wsHost: HOST,
-    wsPort: PORT,
-    wssPort: PORT,
+    wsHost: host,
+    wsPort: port,
+    wssPort: port,
     forceTLS: false,
     enabledTransports: ['ws'],
     cluster: 'mt1',
@@ -308,7 +317,7 @@ export async function newPusherClient(key = APPS.main.key, opts = {}) {
         });
       }),
       8000,
-      `pusher-js client (${key}) did not connect`,
+      what,
     );
   } catch (e) {
     client.disconnect();
@@ -366,7 +375,20 @@ export function collect(channel, eventName) {
 // ---------------------------------------------------------------------------
 
 export function newServerSdk(appId = APPS.main.appId, key = APPS.main.key, secret = APPS.main.secret) {
-  return new PusherServer({ appId, key, secret, host: HOST, port: String(PORT), useTLS: false });
+  return serverSdk({ appId, key, secret }, HOST, PORT);
+}
+
+/** The official Node server SDK for `app` ({appId, key, secret}) on host:port, plain HTTP. */
+export function serverSdk(app, host, port, extra = {}) {
+  return new PusherServer({
+    appId: app.appId,
+    key: app.key,
+    secret: app.secret,
+    host,
+    port: String(port),
+    useTLS: false,
+    ...extra,
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -451,31 +473,119 @@ export async function plainGet(path) {
 }
 
 // ---------------------------------------------------------------------------
-// Spawning a private server (shutdown suite)
+// Child processes and their configs (shutdown, webhook, cluster, persistence suites)
 // ---------------------------------------------------------------------------
+
+/** True while `child` has neither exited nor been killed. */
+export const alive = (child) => Boolean(child) && child.exitCode === null && child.signalCode === null;
+
+/** Send `signal` to `child` and wait for its exit; SIGKILL after `graceMs`. */
+export async function stopChild(child, signal = 'SIGKILL', graceMs = 5000) {
+  if (!alive(child)) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill(signal);
+  const done = await Promise.race([exited.then(() => true), sleep(graceMs).then(() => false)]);
+  if (!done && alive(child)) {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+/**
+ * A registry of child processes: `track(child)` registers one (until it exits),
+ * `killAll(graceMs)` stops them all; whatever is left is SIGKILLed when the Node
+ * process exits, after which `onExit` runs (e.g. to remove temp dirs).
+ */
+export function childTracker(onExit = () => {}) {
+  const children = new Set();
+  process.on('exit', () => {
+    for (const child of children) {
+      try {
+        child.kill('SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    onExit();
+  });
+  return {
+    children,
+    track(child) {
+      children.add(child);
+      child.once('exit', () => children.delete(child));
+      return child;
+    },
+    async killAll(graceMs = 5000) {
+      await Promise.all([...children].map((child) => stopChild(child, 'SIGKILL', graceMs)));
+    },
+  };
+}
+
+/** Append everything `child` writes on stdout and stderr to `log` (an array of strings); returns `log`. */
+export function captureOutput(child, log = []) {
+  child.stdout.on('data', (d) => log.push(d.toString()));
+  child.stderr.on('data', (d) => log.push(d.toString()));
+  return log;
+}
+
+/** Resolves with {code, signal} when `child` exits. */
+export const exitOf = (child) => new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+
+/**
+ * Poll http://127.0.0.1:{port}/ready until it answers 200 (helpers.waitFor:
+ * `timeoutMs`, every `intervalMs`); `check()` throws when the process is gone.
+ */
+export function waitReady(port, check, intervalMs, what, timeoutMs = 20000) {
+  return waitFor(
+    async () => {
+      check();
+      const res = await fetch(`http://127.0.0.1:${port}/ready`);
+      await res.text();
+      return res.status === 200;
+    },
+    timeoutMs,
+    intervalMs,
+    what,
+  );
+}
+
+/** A TOML string literal. */
+export const tomlString = (s) => JSON.stringify(String(s));
+
+/** The `[[apps]]` part of fixtures/test-config.toml (RUSHER_CONFIG). */
+export function fixtureApps() {
+  if (!CONFIG) throw new Error('RUSHER_CONFIG must be set (fixtures/test-config.toml)');
+  const fixture = fs.readFileSync(CONFIG, 'utf8');
+  const at = fixture.search(/^\[\[apps\]\]/m);
+  if (at < 0) throw new Error(`no [[apps]] in ${CONFIG}`);
+  return fixture.slice(at);
+}
+
+/** Write `text` to {new temp dir named `prefix`...}/config.toml; returns {dir, path}. */
+export function writeTempConfig(prefix, text) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const file = path.join(dir, 'config.toml');
+  fs.writeFileSync(file, text);
+  return { dir, path: file };
+}
 
 /** Spawn `RUSHER_BIN --config RUSHER_CONFIG` on a new free port; resolves when /ready is 200. */
 export async function spawnServer(extraEnv = {}) {
   if (!BIN || !CONFIG) throw new Error('RUSHER_BIN and RUSHER_CONFIG must be set');
   const port = await freePort();
-  const log = [];
   const child = spawn(BIN, ['--config', CONFIG], {
     env: { ...process.env, RUSHER_PORT: String(port), ...extraEnv },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  child.stdout.on('data', (d) => log.push(d.toString()));
-  child.stderr.on('data', (d) => log.push(d.toString()));
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const log = captureOutput(child);
+  const exited = exitOf(child);
   const server = { child, port, log, exited, host: '127.0.0.1' };
   try {
-    await waitFor(
-      async () => {
+    await waitReady(
+      port,
+      () => {
         if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
-        const res = await fetch(`http://127.0.0.1:${port}/ready`);
-        await res.text();
-        return res.status === 200;
       },
-      20000,
       100,
       'spawned server /ready',
     );

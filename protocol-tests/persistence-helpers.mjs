@@ -8,14 +8,35 @@
 // suite's after hook) and, as a last resort, when the Node process exits.
 
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import WebSocket from 'ws';
-import Pusher from 'pusher-js';
-import PusherServer from 'pusher';
-import { APPS, BIN, CONFIG, freePort, hmacHex, md5, parseData, sleep, waitFor, withTimeout } from './helpers.mjs';
+import {
+  APPS,
+  BIN,
+  alive,
+  captureOutput,
+  childTracker,
+  collect,
+  fixtureApps,
+  freePort,
+  hmacHex,
+  md5,
+  serverSdk,
+  sleep,
+  stopChild,
+  tomlString as q,
+  waitFor,
+  withTimeout,
+  writeTempConfig,
+} from './helpers.mjs';
+import {
+  authedClient,
+  channelAuth as channelAuthFor,
+  rawClient,
+  rawSubscribe as rawSubscribeWith,
+  trySubscribe,
+} from './auth-helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const JONGODB_BIN =
@@ -27,41 +48,14 @@ export const RUN_ID = `${process.pid.toString(36)}${Date.now().toString(36).slic
 // Process bookkeeping
 // ---------------------------------------------------------------------------
 
-const children = new Set();
 const tempDirs = new Set();
-process.on('exit', () => {
-  for (const child of children) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      /* already gone */
-    }
-  }
+const { track, killAll: killTracked } = childTracker(() => {
   for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-function track(child) {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
-const alive = (child) => Boolean(child) && child.exitCode === null && child.signalCode === null;
-
-async function stopChild(child, signal = 'SIGKILL', graceMs = 5000) {
-  if (!alive(child)) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill(signal);
-  const done = await Promise.race([exited.then(() => true), sleep(graceMs).then(() => false)]);
-  if (!done && alive(child)) {
-    child.kill('SIGKILL');
-    await exited;
-  }
-}
-
 /** Kill every process this module started and remove the temp configs. */
 export async function killAll() {
-  await Promise.all([...children].map((child) => stopChild(child, 'SIGKILL', 2000)));
+  await killTracked(2000);
   for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
   tempDirs.clear();
 }
@@ -139,18 +133,6 @@ export async function suiteMongo() {
 // rusher processes
 // ---------------------------------------------------------------------------
 
-/** A TOML string literal. */
-const q = (s) => JSON.stringify(String(s));
-
-/** The `[[apps]]` part of fixtures/test-config.toml. */
-function fixtureApps() {
-  if (!CONFIG) throw new Error('RUSHER_CONFIG must be set (fixtures/test-config.toml)');
-  const fixture = fs.readFileSync(CONFIG, 'utf8');
-  const at = fixture.search(/^\[\[apps\]\]/m);
-  if (at < 0) throw new Error(`no [[apps]] in ${CONFIG}`);
-  return fixture.slice(at);
-}
-
 /**
  * A config with the fixture's apps and `[store] backend = "mongodb"`.
  * `store` adds/overrides [store] keys (numbers or strings).
@@ -177,10 +159,8 @@ ${fixtureApps()}`;
 }
 
 function writeConfig(text) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rusher-persistence-'));
+  const { dir, path: file } = writeTempConfig('rusher-persistence-', text);
   tempDirs.add(dir);
-  const file = path.join(dir, 'config.toml');
-  fs.writeFileSync(file, text);
   return file;
 }
 
@@ -206,8 +186,7 @@ export async function startRusher(config) {
       env.RUSHER_PORT = String(server.port);
       const child = track(spawn(BIN, ['--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
       server.child = child;
-      child.stdout.on('data', (d) => server.log.push(d.toString()));
-      child.stderr.on('data', (d) => server.log.push(d.toString()));
+      captureOutput(child, server.log);
       try {
         const deadline = Date.now() + 20000;
         for (;;) {
@@ -245,14 +224,7 @@ export async function startRusher(config) {
 
 /** The official Node server SDK for the main app on `server`. */
 export function sdkOn(server, app = APPS.main) {
-  return new PusherServer({
-    appId: app.appId,
-    key: app.key,
-    secret: app.secret,
-    host: server.host,
-    port: String(server.port),
-    useTLS: false,
-  });
+  return serverSdk(app, server.host, server.port);
 }
 
 /**
@@ -317,45 +289,13 @@ export function persistenceApi(server, app = APPS.main) {
  * with fields pusher-js drops, e.g. `source_channel` and `seq`).
  */
 export async function pusherOn(t, server, options = {}) {
-  const sdk = options.sdk ?? sdkOn(server);
-  const client = new Pusher(APPS.main.key, {
-    wsHost: server.host,
-    wsPort: server.port,
-    wssPort: server.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    cluster: 'mt1',
-    disableStats: true,
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, cb) => {
-        try {
-          const presence = channelName.startsWith('presence-') ? options.presence : undefined;
-          cb(null, sdk.authorizeChannel(socketId, channelName, presence));
-        } catch (e) {
-          cb(e, null);
-        }
-      },
-    },
-    userAuthentication: {
-      customHandler: ({ socketId }, cb) => {
-        try {
-          cb(null, sdk.authenticateUser(socketId, options.user));
-        } catch (e) {
-          cb(e, null);
-        }
-      },
-    },
+  const client = await authedClient(t, {
+    presence: options.presence,
+    user: options.user,
+    sdk: options.sdk ?? sdkOn(server),
+    at: { host: server.host, port: server.port, what: `pusher-js did not connect to port ${server.port}` },
   });
-  t.after(() => client.disconnect());
   client.rawFrames = [];
-  await withTimeout(
-    new Promise((resolve, reject) => {
-      client.connection.bind('connected', () => resolve());
-      client.connection.bind('failed', () => reject(new Error('pusher-js connection failed')));
-    }),
-    8000,
-    `pusher-js did not connect to port ${server.port}`,
-  );
   // The transport emits every raw message event ({data: string}) before pusher-js decodes it.
   client.connection.connection.transport.bind('message', (m) => {
     try {
@@ -378,21 +318,7 @@ export async function signIn(client, userId) {
   );
 }
 
-/**
- * Subscribe with pusher-js and resolve with the outcome instead of throwing:
- * {ok: true, channel, data} or {ok: false, channel, error}.
- */
-export function trySubscribe(client, channelName, timeoutMs = 5000) {
-  const channel = client.subscribe(channelName);
-  return withTimeout(
-    new Promise((resolve) => {
-      channel.bind('pusher:subscription_succeeded', (data) => resolve({ ok: true, channel, data }));
-      channel.bind('pusher:subscription_error', (error) => resolve({ ok: false, channel, error }));
-    }),
-    timeoutMs,
-    `no subscription outcome for ${channelName}`,
-  );
-}
+export { trySubscribe };
 
 /** Subscribe with pusher-js; rejects on subscription_error. */
 export async function subscribeOk(client, channelName, timeoutMs = 5000) {
@@ -402,100 +328,23 @@ export async function subscribeOk(client, channelName, timeoutMs = 5000) {
 }
 
 /**
- * A raw `ws` connection to `server`, established; answers pusher:ping.
- * Returns {socketId, frames, send(obj), next(pred, ms), close()}.
+ * A raw `ws` connection to `server`, established; answers pusher:ping; closed
+ * after the test (auth-helpers.rawClient). Has socketId, frames, send(obj),
+ * next(pred, ms), close().
  */
-export async function rawOn(t, server, app = APPS.main) {
-  const ws = new WebSocket(`ws://${server.host}:${server.port}/app/${app.key}?protocol=7&client=js&version=8.4.0`);
-  const frames = [];
-  const queue = [];
-  const waiters = [];
-  const matches = (pred, f) => (typeof pred === 'function' ? pred(f) : f.event === pred);
-  ws.on('message', (buf) => {
-    let f;
-    try {
-      f = JSON.parse(buf.toString('utf8'));
-    } catch {
-      return;
-    }
-    f.dataParsed = parseData(f.data);
-    frames.push(f);
-    if (f.event === 'pusher:ping') ws.send(JSON.stringify({ event: 'pusher:pong', data: {} }));
-    const i = waiters.findIndex((w) => matches(w.pred, f));
-    if (i >= 0) waiters.splice(i, 1)[0].resolve(f);
-    else queue.push(f);
-  });
-  ws.on('error', () => {});
-  const conn = {
-    ws,
-    frames,
-    send: (obj) => ws.send(JSON.stringify(obj)),
-    next(pred, timeoutMs = 3000) {
-      const qi = queue.findIndex((f) => matches(pred, f));
-      if (qi >= 0) return Promise.resolve(queue.splice(qi, 1)[0]);
-      return new Promise((resolve, reject) => {
-        const w = { pred, resolve: null };
-        const timer = setTimeout(() => {
-          waiters.splice(waiters.indexOf(w), 1);
-          const seen = JSON.stringify(frames.map(({ event, channel, data }) => ({ event, channel, data })));
-          reject(new Error(`no frame matching ${String(pred).slice(0, 100)} within ${timeoutMs} ms; received ${seen.slice(0, 800)}`));
-        }, timeoutMs);
-        w.resolve = (f) => {
-          clearTimeout(timer);
-          resolve(f);
-        };
-        waiters.push(w);
-      });
-    },
-    close() {
-      try {
-        ws.terminate();
-      } catch {
-        /* ignore */
-      }
-    },
-  };
-  t.after(() => conn.close());
-  const est = await conn.next('pusher:connection_established', 5000);
-  conn.socketId = est.dataParsed.socket_id;
-  return conn;
+export function rawOn(t, server, app = APPS.main) {
+  return rawClient(t, app.key, server);
 }
 
 /** Send pusher:subscribe with `fields`; resolves with the succeeded or error frame. */
 export function rawSubscribe(conn, channel, fields = {}, timeoutMs = 4000) {
-  conn.send({ event: 'pusher:subscribe', data: { channel, ...fields } });
-  return conn.next(
-    (f) =>
-      (f.event === 'pusher_internal:subscription_succeeded' || f.event === 'pusher:subscription_error') &&
-      f.channel === channel,
-    timeoutMs,
-  );
+  return rawSubscribeWith(conn, channel, fields, timeoutMs);
 }
 
 /** `key:hex(hmac(secret, socket_id:channel[:channel_data]))`. */
 export function channelAuth(socketId, channel, channelData, app = APPS.main) {
-  const toSign = channelData === undefined ? `${socketId}:${channel}` : `${socketId}:${channel}:${channelData}`;
-  return `${app.key}:${hmacHex(app.secret, toSign)}`;
+  return channelAuthFor(app, socketId, channel, channelData);
 }
 
-/** Collect every `event` on a pusher-js channel: {events, next(ms)}. */
-export function collectEvents(channel, event) {
-  const events = [];
-  let cursor = 0;
-  const waiters = [];
-  channel.bind(event, (data) => {
-    events.push(data);
-    const w = waiters.shift();
-    if (w) {
-      cursor += 1;
-      w(data);
-    }
-  });
-  return {
-    events,
-    next(timeoutMs = 3000) {
-      if (cursor < events.length) return Promise.resolve(events[(cursor += 1) - 1]);
-      return withTimeout(new Promise((r) => waiters.push(r)), timeoutMs, `no ${event} on ${channel.name}`);
-    },
-  };
-}
+/** Collect every `event` on a pusher-js channel: {events, next(ms)} (helpers.collect). */
+export const collectEvents = collect;

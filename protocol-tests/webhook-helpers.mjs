@@ -5,12 +5,21 @@
 
 import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
 import { spawn } from 'node:child_process';
 import WebSocket from 'ws';
-import PusherServer from 'pusher';
-import { BIN, DEFAULT_QUERY, freePort, parseData, sleep, waitFor } from './helpers.mjs';
+import {
+  BIN,
+  DEFAULT_QUERY,
+  captureOutput,
+  freePort,
+  parseData,
+  serverSdk,
+  sleep,
+  tomlString as q,
+  waitFor,
+  waitReady,
+  writeTempConfig,
+} from './helpers.mjs';
 
 // ---------------------------------------------------------------------------
 // Webhook receiver
@@ -101,9 +110,6 @@ export const plain = ({ _req, ...e }) => e;
 // A rusher process with its own config
 // ---------------------------------------------------------------------------
 
-/** A TOML string literal. */
-const q = (s) => JSON.stringify(String(s));
-
 /**
  * Build a config. `webhooks` = [server.webhooks] settings; `apps` = [{id, key,
  * secret, webhooks: [{url, event_types?, filter_prefix?, headers?}], ...limits}].
@@ -136,16 +142,12 @@ export function buildConfig({ server = {}, webhooks = {}, apps }) {
  */
 export async function spawnRusher(configText) {
   if (!BIN) throw new Error('RUSHER_BIN must be set');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rusher-webhooks-'));
-  const configPath = path.join(dir, 'config.toml');
-  fs.writeFileSync(configPath, configText);
+  const { dir, path: configPath } = writeTempConfig('rusher-webhooks-', configText);
   const port = await freePort();
-  const log = [];
   const env = { ...process.env, RUSHER_PORT: String(port), RUSHER_HOST: '127.0.0.1', RUSHER_CONFIG: configPath };
   for (const k of ['RUSHER_APP_ID', 'RUSHER_APP_KEY', 'RUSHER_APP_SECRET', 'RUST_LOG']) delete env[k];
   const child = spawn(BIN, ['--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout.on('data', (d) => log.push(d.toString()));
-  child.stderr.on('data', (d) => log.push(d.toString()));
+  const log = captureOutput(child);
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal, at: Date.now() })));
   const server = {
     child,
@@ -164,14 +166,11 @@ export async function spawnRusher(configText) {
     },
   };
   try {
-    await waitFor(
-      async () => {
+    await waitReady(
+      port,
+      () => {
         if (!server.alive) throw new Error(`server exited with ${child.exitCode}`);
-        const res = await fetch(`http://127.0.0.1:${port}/ready`);
-        await res.text();
-        return res.status === 200;
       },
-      20000,
       50,
       'spawned server /ready',
     );
@@ -184,14 +183,7 @@ export async function spawnRusher(configText) {
 
 /** The official Node server SDK pointed at a spawned server. */
 export function sdkOn(server, app) {
-  return new PusherServer({
-    appId: app.id,
-    key: app.key,
-    secret: app.secret,
-    host: '127.0.0.1',
-    port: String(server.port),
-    useTLS: false,
-  });
+  return serverSdk({ appId: app.id, key: app.key, secret: app.secret }, '127.0.0.1', server.port);
 }
 
 /** The value of a counter on GET /metrics (0 when absent). */

@@ -1,0 +1,140 @@
+# Shared shell functions of the bench scripts (compare.sh, compare-cluster.sh,
+# compare-persistence.sh, smoke.sh). Sourced, never run:
+#   . "$ROOT/bench/lib.sh"
+#
+# What it gives:
+#   say MSG...                 "[$BENCH_TAG] MSG" on stderr (set BENCH_TAG first)
+#   raise_nofile               raise the open-file limit to the hard limit
+#   free_port                  a free TCP port on 127.0.0.1
+#   stop_pid PID [TENTHS]      SIGTERM, wait up to TENTHS/10 s (default 15 s), then SIGKILL
+#   PIDS / stop_all_pids       processes to stop on exit (trap stop_all_pids EXIT)
+#   wait_http PID NAME PORT LOG  wait until the server answers HTTP on PORT (30 s)
+#   build_release              cargo build rusher and rusher-bench (release), unless BUILD=0
+#   init_out NAME              OUT (default a new /tmp/NAME.XXXXXX), WORK=$OUT/work
+#   find_sockudo DIR           SOCKUDO = $SOCKUDO_BIN, else DIR/bin/sockudo, else PATH
+#   sockudo_exec DIR PORT [VAR=VALUE...]  exec sockudo from DIR with the bench app
+#   rusher_server_toml PORT / rusher_app_toml   the parts of the bench's rusher config
+#   show_problems LOG          the generator's PROBLEM/result/error lines, on stderr
+#   load_average, git_commit, git_dirty   for the report header
+#
+# The scripts set ROOT, APP_ID, APP_KEY, APP_SECRET (and BENCH_TAG) before use.
+
+say() { echo "[$BENCH_TAG] $*" >&2; }
+
+# Both the generator and the servers need a file descriptor per connection.
+raise_nofile() { ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+stop_pid() {
+  local pid=$1 tenths=${2:-150} i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 "$tenths"); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+PIDS=()
+stop_all_pids() { local p; for p in "${PIDS[@]+"${PIDS[@]}"}"; do stop_pid "$p"; done; }
+
+# Waits until $2 answers HTTP on port $3 (pid $1, log $4); 1 when it died or timed out.
+wait_http() {
+  local pid=$1 name=$2 port=$3 log=$4 i
+  for i in $(seq 1 300); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "$name exited at start; last lines of $log:"; tail -5 "$log" >&2; return 1
+    fi
+    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then return 0; fi
+    sleep 0.1
+  done
+  say "$name did not answer on port $port within 30 s"; return 1
+}
+
+# Builds rusher and the bench in release unless BUILD=0; exits when the build fails.
+build_release() {
+  [ "$BUILD" = 1 ] || return 0
+  say "building rusher and the bench (release)"
+  (cd "$ROOT" && nice -n 10 cargo build --release -p rusher && nice -n 10 cargo build --release -p rusher-bench) >&2 || {
+    say "build failed"; exit 1; }
+}
+
+# Sets OUT (a new temp dir /tmp/$1.XXXXXX unless given), WORK and BENCH.
+init_out() {
+  [ -n "$OUT" ] || OUT=$(mktemp -d "/tmp/$1.XXXXXX")
+  mkdir -p "$OUT"
+  WORK="$OUT/work"; mkdir -p "$WORK"
+  BENCH="$ROOT/target/release/rusher-bench"
+}
+
+# Sets SOCKUDO to $SOCKUDO_BIN, else $1/bin/sockudo, else the one on PATH; 1 when none.
+find_sockudo() {
+  SOCKUDO=""
+  if [ -n "${SOCKUDO_BIN:-}" ] && [ -x "$SOCKUDO_BIN" ]; then SOCKUDO="$SOCKUDO_BIN"
+  elif [ -x "$1/bin/sockudo" ]; then SOCKUDO="$1/bin/sockudo"
+  elif command -v sockudo >/dev/null 2>&1; then SOCKUDO=$(command -v sockudo)
+  else return 1
+  fi
+}
+
+# Runs $SOCKUDO from directory $1 (empty, so no config/config.{toml,json} is
+# read) on port $2; everything comes from the environment: the bench app,
+# limits raised, rate limiting and metrics off, plus the VAR=VALUE arguments
+# (drivers, adapter). Meant to be started in the background.
+sockudo_exec() {
+  local dir=$1 port=$2
+  shift 2
+  (cd "$dir" && exec env HOST=127.0.0.1 PORT="$port" RUST_LOG=warn \
+    METRICS_ENABLED=false RATE_LIMITER_ENABLED=false \
+    "$@" \
+    SOCKUDO_MAX_CONNECTIONS=0 \
+    SOCKUDO_DEFAULT_APP_ID="$APP_ID" SOCKUDO_DEFAULT_APP_KEY="$APP_KEY" SOCKUDO_DEFAULT_APP_SECRET="$APP_SECRET" \
+    SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=1000000 \
+    SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND=100000000 \
+    SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND=1000 \
+    SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND=100000000 \
+    SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL=1000 \
+    SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBER_SIZE_IN_KB=10 \
+    SOCKUDO_DEFAULT_APP_MAX_EVENT_CHANNELS_AT_ONCE=100 \
+    SOCKUDO_DEFAULT_APP_MAX_EVENT_PAYLOAD_IN_KB=100 \
+    "$SOCKUDO")
+}
+
+# The [server] section of the bench's rusher config, on port $1.
+rusher_server_toml() {
+  cat <<EOF
+[server]
+host = "127.0.0.1"
+port = $1
+log_level = "warn"
+max_request_bytes = 10485760
+metrics = true
+EOF
+}
+
+# The bench app of the rusher config: limits raised (as for sockudo and bare).
+rusher_app_toml() {
+  cat <<EOF
+[[apps]]
+id = "$APP_ID"
+key = "$APP_KEY"
+secret = "$APP_SECRET"
+max_connections = 0
+max_event_data_bytes = 102400
+max_channels_per_event = 100
+max_channels_per_connection = 1000
+max_presence_members = 1000
+max_presence_user_info_bytes = 10240
+client_event_rate = 1000
+EOF
+}
+
+# The generator's PROBLEM / result / error lines of log $1, indented, on stderr.
+show_problems() {
+  grep -v '^\[' "$1" | grep -E 'PROBLEM|result|error' | sed "s/^/[$BENCH_TAG]   /" >&2
+}
+
+load_average() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?"; }
+git_commit() { (cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown); }
+git_dirty() { (cd "$ROOT" && git status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)"); }
