@@ -163,6 +163,46 @@ pub fn ending_of(
     }
 }
 
+/// Reads frames until the connection ends or `stop` fires: `on_text` sees
+/// every text frame first and says whether it took it; the rest get the
+/// common handling (answer `pusher:ping`, collect `pusher:error` codes).
+pub async fn listen_until_stopped(
+    mut ws: Ws,
+    stop: &tokio_util::sync::CancellationToken,
+    mut on_text: impl FnMut(&str) -> bool,
+) -> (Ending, Vec<Option<u64>>) {
+    let mut pusher_errors = Vec::new();
+    let cancelled = stop.cancelled();
+    tokio::pin!(cancelled);
+    let ending = loop {
+        tokio::select! {
+            biased;
+            item = ws.next() => {
+                if let Some(Ok(Message::Text(text))) = &item {
+                    if !on_text(text) {
+                        match frame::event_name(text) {
+                            Some("pusher:ping") if pong(&mut ws).await.is_err() => {
+                                break Ending::Dropped("cannot answer ping".into());
+                            }
+                            Some("pusher:error") => pusher_errors.push(frame::error_code(text)),
+                            _ => {}
+                        }
+                    }
+                    continue;
+                }
+                if let Some(ending) = ending_of(item) {
+                    break ending;
+                }
+            }
+            _ = &mut cancelled => {
+                close(ws).await;
+                break Ending::ByUs;
+            }
+        }
+    };
+    (ending, pusher_errors)
+}
+
 /// Closes politely, without waiting long for the server's answer.
 pub async fn close(mut ws: Ws) {
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;

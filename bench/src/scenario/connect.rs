@@ -2,18 +2,15 @@
 //! then read the server's memory per idle connection from /proc.
 
 use super::{wait_setup, Common, EndingTally, SetupTally};
-use crate::frame;
 use crate::report::{Better, Metric, Report};
 use crate::stats::{self, human, Latency, RateMeter};
 use crate::system;
 use crate::ws::{self, Ending};
 use anyhow::Result;
-use futures_util::StreamExt;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -57,33 +54,7 @@ async fn idle_connection(
     }
     drop(permit);
     setup.ok();
-    let mut pusher_errors = Vec::new();
-    let cancelled = stop.cancelled();
-    tokio::pin!(cancelled);
-    let ending = loop {
-        tokio::select! {
-            biased;
-            item = ws.next() => {
-                if let Some(Ok(Message::Text(text))) = &item {
-                    match frame::event_name(text) {
-                        Some("pusher:ping") if ws::pong(&mut ws).await.is_err() => {
-                            break Ending::Dropped("cannot answer ping".into());
-                        }
-                        Some("pusher:error") => pusher_errors.push(frame::error_code(text)),
-                        _ => {}
-                    }
-                    continue;
-                }
-                if let Some(ending) = ws::ending_of(item) {
-                    break ending;
-                }
-            }
-            _ = &mut cancelled => {
-                ws::close(ws).await;
-                break Ending::ByUs;
-            }
-        }
-    };
+    let (ending, pusher_errors) = ws::listen_until_stopped(ws, &stop, |_| false).await;
     Some((ending, pusher_errors))
 }
 

@@ -11,7 +11,6 @@ use crate::stats::{self, human, Latency, RateMeter, Recorder};
 use crate::ws::{self, Ending};
 use crate::{now_micros, system};
 use anyhow::Result;
-use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// Unstamped events each publisher triggers before the measured phase.
@@ -140,7 +138,7 @@ async fn subscriber(
     let node = index % addrs.len();
     let addr = addrs[node];
     let permit = permits.acquire().await.ok()?;
-    let mut ws = match ws::connect(addr, &common.app_key).await {
+    let ws = match ws::connect(addr, &common.app_key).await {
         Ok((mut ws, _socket_id)) => match ws::subscribe(&mut ws, channel).await {
             Ok(()) => ws,
             Err(e) => {
@@ -160,38 +158,15 @@ async fn subscriber(
     setup.ok();
 
     let mut received = 0u64;
-    let mut pusher_errors = Vec::new();
-    let cancelled = stop.cancelled();
-    tokio::pin!(cancelled);
-    let ending = loop {
-        tokio::select! {
-            biased;
-            item = ws.next() => {
-                if let Some(Ok(Message::Text(text))) = &item {
-                    if let Some(sent) = frame::stamp(text) {
-                        recorder.record_in(node, index, sent, now_micros());
-                        received += 1;
-                    } else {
-                        match frame::event_name(text) {
-                            Some("pusher:ping") if ws::pong(&mut ws).await.is_err() => {
-                                break Ending::Dropped("cannot answer ping".into());
-                            }
-                            Some("pusher:error") => pusher_errors.push(frame::error_code(text)),
-                            _ => {}
-                        }
-                    }
-                    continue;
-                }
-                if let Some(ending) = ws::ending_of(item) {
-                    break ending;
-                }
-            }
-            _ = &mut cancelled => {
-                ws::close(ws).await;
-                break Ending::ByUs;
-            }
-        }
-    };
+    let (ending, pusher_errors) = ws::listen_until_stopped(ws, &stop, |text| {
+        let Some(sent) = frame::stamp(text) else {
+            return false;
+        };
+        recorder.record_in(node, index, sent, now_micros());
+        received += 1;
+        true
+    })
+    .await;
     Some(SubscriberResult {
         received,
         ending,

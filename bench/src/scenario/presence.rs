@@ -13,14 +13,12 @@ use crate::stats::{self, human, Latency, RateMeter, Recorder};
 use crate::ws::{self, Ending, Ws};
 use crate::{frame, now_micros, sign, system};
 use anyhow::Result;
-use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -90,7 +88,7 @@ async fn observer(
     let addr = shared.common.addr().ok()?;
     let permit = shared.permits.acquire().await.ok()?;
     let channel = channel_name(c);
-    let mut ws = match ws::connect(addr, &shared.common.app_key).await {
+    let ws = match ws::connect(addr, &shared.common.app_key).await {
         Ok((mut ws, socket_id)) => {
             match join(
                 &shared,
@@ -118,43 +116,23 @@ async fn observer(
     shared.observers_ready[c].fetch_add(1, Ordering::Relaxed);
     shared.setup.ok();
     let (mut added, mut removed) = (0u64, 0u64);
-    let mut pusher_errors = Vec::new();
-    let cancelled = stop.cancelled();
-    tokio::pin!(cancelled);
-    let ending = loop {
-        tokio::select! {
-            biased;
-            item = ws.next() => {
-                if let Some(Ok(Message::Text(text))) = &item {
-                    match frame::event_name(text) {
-                        Some("pusher_internal:member_added") if is_churner_event(text) => {
-                            added += 1;
-                            if let Some(sent) = frame::stamp(text) {
-                                shared.recorder.record(index, sent, now_micros());
-                            }
-                        }
-                        Some("pusher_internal:member_removed") if is_churner_event(text) => {
-                            removed += 1;
-                            shared.removed_seen.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Some("pusher:ping") if ws::pong(&mut ws).await.is_err() => {
-                            break Ending::Dropped("cannot answer ping".into());
-                        }
-                        Some("pusher:error") => pusher_errors.push(frame::error_code(text)),
-                        _ => {}
-                    }
-                    continue;
+    let (ending, pusher_errors) =
+        ws::listen_until_stopped(ws, &stop, |text| match frame::event_name(text) {
+            Some("pusher_internal:member_added") if is_churner_event(text) => {
+                added += 1;
+                if let Some(sent) = frame::stamp(text) {
+                    shared.recorder.record(index, sent, now_micros());
                 }
-                if let Some(ending) = ws::ending_of(item) {
-                    break ending;
-                }
+                true
             }
-            _ = &mut cancelled => {
-                ws::close(ws).await;
-                break Ending::ByUs;
+            Some("pusher_internal:member_removed") if is_churner_event(text) => {
+                removed += 1;
+                shared.removed_seen.fetch_add(1, Ordering::Relaxed);
+                true
             }
-        }
-    };
+            _ => false,
+        })
+        .await;
     Some((ending, added, removed, pusher_errors))
 }
 
