@@ -15,7 +15,7 @@ pub mod signed;
 pub mod users;
 
 use crate::hub::Hub;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use error::ApiError;
 use std::sync::Arc;
 
@@ -83,7 +83,7 @@ async fn ready(hub: web::Data<Arc<Hub>>) -> HttpResponse {
 
 async fn metrics(hub: web::Data<Arc<Hub>>, settings: web::Data<HttpSettings>) -> HttpResponse {
     if !settings.metrics {
-        return ApiError::NotFound("metrics are disabled".into()).error_response_json();
+        return ApiError::NotFound("metrics are disabled".into()).error_response();
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -97,12 +97,6 @@ pub async fn not_found(req: HttpRequest, stream: web::Payload) -> actix_web::Res
     }
     Ok(
         ApiError::NotFound(format!("no route for {} {}", req.method(), req.path()))
-            .error_response_json(),
+            .error_response(),
     )
-}
-
-impl ApiError {
-    fn error_response_json(&self) -> HttpResponse {
-        actix_web::ResponseError::error_response(self)
-    }
 }
