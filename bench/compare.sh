@@ -19,9 +19,12 @@
 #   FANOUT_SIZES ["1000 5000 10000"]  subscribers of the fixed-rate fan-outs
 #   FANOUT_DELIVERIES [100000]   deliveries/s of each fixed-rate fan-out (rate = this / subscribers)
 #   FANOUT_SECS [10]             length of each fixed-rate fan-out
-#   FANOUT_MAX_SUBS [10000]      subscribers of the max-rate fan-out
-#   FANOUT_MAX_EVENTS [300]      events of the max-rate fan-out
-#   FANOUT_WINDOW [4]            events in flight in the max-rate fan-out
+#   FANOUT_MAX_SUBS [10000]      subscribers of the max-rate fan-outs
+#   FANOUT_MAX_RUNS ["4:300 32:800"]  max-rate fan-outs, as WINDOW:EVENTS pairs. The
+#                                window is how many events may be not yet fully delivered:
+#                                with 4 the run is bound by each event's round trip (a
+#                                latency test under load); with 32 every server is saturated,
+#                                which is what "max rate" means (see bench/README.md)
 #   PAYLOAD [100]                bytes of event data
 #   CHANNELS_N [5000]            connections (one channel each) of `channels`
 #   CHANNELS_RATE [1000]         triggers/s of `channels`, 10 channels each
@@ -49,7 +52,7 @@ while [ $# -gt 0 ]; do
     --servers) SERVERS="$2"; shift ;;
     --skip-build) BUILD=0 ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -57,11 +60,11 @@ done
 
 if [ "$QUICK" = 1 ]; then
   : "${CONNECT_N:=1000}" "${FANOUT_SIZES:=100 500}" "${FANOUT_DELIVERIES:=10000}" "${FANOUT_SECS:=2}"
-  : "${FANOUT_MAX_SUBS:=1000}" "${FANOUT_MAX_EVENTS:=100}" "${CHANNELS_N:=500}" "${CHANNELS_RATE:=200}"
+  : "${FANOUT_MAX_SUBS:=1000}" "${FANOUT_MAX_RUNS:=4:100 32:200}" "${CHANNELS_N:=500}" "${CHANNELS_RATE:=200}"
   : "${CHANNELS_SECS:=2}" "${PUBLISH_SECS:=2}" "${PRESENCE_JOINS:=2000}" "${PRESENCE_SECS:=2}"
 fi
 : "${CONNECT_N:=10000}" "${FANOUT_SIZES:=1000 5000 10000}" "${FANOUT_DELIVERIES:=100000}" "${FANOUT_SECS:=10}"
-: "${FANOUT_MAX_SUBS:=10000}" "${FANOUT_MAX_EVENTS:=300}" "${FANOUT_WINDOW:=4}" "${PAYLOAD:=100}"
+: "${FANOUT_MAX_SUBS:=10000}" "${FANOUT_MAX_RUNS:=4:300 32:800}" "${PAYLOAD:=100}"
 : "${CHANNELS_N:=5000}" "${CHANNELS_RATE:=1000}" "${CHANNELS_SECS:=10}"
 : "${PUBLISH_CLIENTS:=16}" "${PUBLISH_SECS:=10}"
 : "${PRESENCE_CHANNELS:=10}" "${PRESENCE_OBSERVERS:=20}" "${PRESENCE_CHURNERS:=5}"
@@ -132,7 +135,10 @@ for n in $FANOUT_SIZES; do
   events=$(python3 -c "print(int(max(1, $FANOUT_DELIVERIES / $n) * $FANOUT_SECS))")
   RUNS+=("fanout-$n|fanout --subscribers $n --rate $rate --events $events --duration $((FANOUT_SECS * 3)) --payload $PAYLOAD")
 done
-RUNS+=("fanout-$FANOUT_MAX_SUBS-max|fanout --subscribers $FANOUT_MAX_SUBS --rate 0 --window $FANOUT_WINDOW --events $FANOUT_MAX_EVENTS --duration 60 --payload $PAYLOAD")
+for run in $FANOUT_MAX_RUNS; do
+  window=${run%%:*} events=${run#*:}
+  RUNS+=("fanout-$FANOUT_MAX_SUBS-max-w$window|fanout --subscribers $FANOUT_MAX_SUBS --rate 0 --window $window --events $events --duration 120 --payload $PAYLOAD")
+done
 RUNS+=("channels-$CHANNELS_N|channels --connections $CHANNELS_N --channels-per-event 10 --rate $CHANNELS_RATE --events $((CHANNELS_RATE * CHANNELS_SECS)) --duration $((CHANNELS_SECS * 3)) --payload $PAYLOAD")
 RUNS+=("publish|publish --clients $PUBLISH_CLIENTS --duration $PUBLISH_SECS --events 100000000 --subscribers 1 --payload $PAYLOAD")
 RUNS+=("presence|presence --channels $PRESENCE_CHANNELS --observers $PRESENCE_OBSERVERS --churners $PRESENCE_CHURNERS --joins $PRESENCE_JOINS --duration $PRESENCE_SECS")

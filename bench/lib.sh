@@ -12,7 +12,9 @@
 #   build_release              cargo build rusher and rusher-bench (release), unless BUILD=0
 #   init_out NAME              OUT (default a new /tmp/NAME.XXXXXX), WORK=$OUT/work
 #   find_sockudo DIR           SOCKUDO = $SOCKUDO_BIN, else DIR/bin/sockudo, else PATH
-#   sockudo_exec DIR PORT [VAR=VALUE...]  exec sockudo from DIR with the bench app
+#   sockudo_exec DIR PORT [VAR=VALUE...]  exec sockudo from DIR with the bench app;
+#                              run it in the background (`sockudo_exec ... &`): it replaces
+#                              that subshell, so `$!` is sockudo itself (its RSS is measured)
 #   rusher_server_toml PORT / rusher_app_toml   the parts of the bench's rusher config
 #   show_problems LOG          the generator's PROBLEM/result/error lines, on stderr
 #   load_average, git_commit, git_dirty   for the report header
@@ -85,7 +87,8 @@ find_sockudo() {
 sockudo_exec() {
   local dir=$1 port=$2
   shift 2
-  (cd "$dir" && exec env HOST=127.0.0.1 PORT="$port" RUST_LOG=warn \
+  cd "$dir" || return 1
+  exec env HOST=127.0.0.1 PORT="$port" RUST_LOG=warn \
     METRICS_ENABLED=false RATE_LIMITER_ENABLED=false \
     "$@" \
     SOCKUDO_MAX_CONNECTIONS=0 \
@@ -98,7 +101,7 @@ sockudo_exec() {
     SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBER_SIZE_IN_KB=10 \
     SOCKUDO_DEFAULT_APP_MAX_EVENT_CHANNELS_AT_ONCE=100 \
     SOCKUDO_DEFAULT_APP_MAX_EVENT_PAYLOAD_IN_KB=100 \
-    "$SOCKUDO")
+    "$SOCKUDO"
 }
 
 # The [server] section of the bench's rusher config, on port $1.

@@ -139,6 +139,9 @@ impl Server {
         })
         .disable_signals()
         .shutdown_timeout(server_config.shutdown_grace)
+        // Frames must leave at once, not wait for the client's ACK of the
+        // previous ones (Nagle): a real-time server always sets TCP_NODELAY.
+        .tcp_nodelay(true)
         .bind((server_config.host.as_str(), server_config.port))?
         .run();
 
