@@ -14,7 +14,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { sleep, waitFor } from './helpers.mjs';
-import { startReceiver, summarizeEvents } from './webhook-helpers.mjs';
+import { metric, startReceiver, summarizeEvents } from './webhook-helpers.mjs';
 import {
   WEBHOOK_APP,
   clusterConfig,
@@ -417,9 +417,21 @@ test('Redis stopped: local delivery continues on every node; Redis restarted: cr
   await redis.stop('SIGTERM');
   assert.equal(redis.running, false);
 
-  // Local delivery on each node does not depend on Redis.
+  // Local delivery on each node does not depend on Redis, nor does the API
+  // wait for it: the message for the other nodes is queued, and dropped
+  // (and counted) once Redis fails, after operation_timeout_ms (500).
+  const droppedBefore = await metric(A, 'rusher_redis_bus_dropped_total');
+  const began = Date.now();
   await sdkA.trigger(name, 'tick', 'down-from-A');
+  const took = Date.now() - began;
+  assert.ok(took < 400, `a trigger while Redis is down answered in ${took} ms, as if it waited on Redis`);
   assert.equal((await sA.next(3000)).data, 'down-from-A', 'client on A gets A\'s event while Redis is down');
+  await waitFor(
+    async () => (await metric(A, 'rusher_redis_bus_dropped_total')) > droppedBefore,
+    5000,
+    100,
+    'the bus message A could not send counted as dropped',
+  );
   await sdkB.trigger(name, 'tick', 'down-from-B');
   assert.equal((await sB.next(3000)).data, 'down-from-B', 'client on B gets B\'s event while Redis is down');
   // A socket joining during the outage is served locally too.

@@ -169,6 +169,8 @@ pub struct ServerConfig {
     pub outgoing_queue: usize,
     /// Seconds given to close sockets and finish requests on shutdown.
     pub shutdown_grace: u64,
+    /// Worker threads serving connections; 0 = one per CPU core.
+    pub workers: usize,
     /// Largest HTTP API request body, in bytes.
     pub max_request_bytes: usize,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter).
@@ -228,6 +230,7 @@ impl Default for ServerConfig {
             max_frame_bytes: 64 * 1024,
             outgoing_queue: 1024,
             shutdown_grace: 5,
+            workers: 0,
             max_request_bytes: 1024 * 1024,
             log_level: "info".into(),
             log_json: false,
@@ -446,6 +449,14 @@ impl Config {
                 .parse()
                 .map_err(|_| invalid("RUSHER_PORT", format!("`{port}` is not a port number")))?;
         }
+        if let Some(workers) = env("RUSHER_WORKERS") {
+            self.server.workers = workers.parse().map_err(|_| {
+                invalid(
+                    "RUSHER_WORKERS",
+                    format!("`{workers}` is not a number of threads"),
+                )
+            })?;
+        }
         if let Some(level) = env("RUSHER_LOG_LEVEL") {
             self.server.log_level = level;
         }
@@ -662,11 +673,28 @@ mod tests {
         let env = |name: &str| match name {
             "RUSHER_PORT" => Some("7000".to_string()),
             "RUSHER_APP_KEY" => Some("k2".to_string()),
+            "RUSHER_WORKERS" => Some("3".to_string()),
             _ => None,
         };
         let config = Config::load(None, env).unwrap();
         assert_eq!(config.server.port, 7000);
         assert_eq!(config.apps[0].key, "k2");
+        assert_eq!(config.server.workers, 3);
+    }
+
+    #[test]
+    fn the_documented_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let config = Config::load(Some(&path), no_env).unwrap();
+        assert_eq!(config.server.workers, 0);
+        assert!(!config.apps.is_empty());
+    }
+
+    #[test]
+    fn bad_worker_count_in_environment_names_the_variable() {
+        let env = |name: &str| (name == "RUSHER_WORKERS").then(|| "many".to_string());
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("RUSHER_WORKERS"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub webhooks_dropped: IntCounter,
     /// Redis operations that failed or timed out (the node then answered alone).
     pub redis_errors: IntCounter,
+    /// Bus messages to the other nodes dropped (Redis failed, or the outbox was full).
+    pub redis_bus_dropped: IntCounter,
     /// Store operations that failed.
     pub store_errors: IntCounter,
     /// Messages not stored because the write queue was full.
@@ -109,6 +111,10 @@ impl Metrics {
             redis_errors: counter(
                 "rusher_redis_errors_total",
                 "Redis operations that failed or timed out",
+            ),
+            redis_bus_dropped: counter(
+                "rusher_redis_bus_dropped_total",
+                "Bus messages to the other nodes dropped because Redis failed or the outbox was full",
             ),
             store_errors: counter("rusher_store_errors_total", "Store operations that failed"),
             store_dropped: counter(

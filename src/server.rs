@@ -110,6 +110,10 @@ impl Server {
             metrics: server_config.metrics,
         };
         let app_hub = hub.clone();
+        let workers = match server_config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         let server = HttpServer::new(move || {
             let hub = app_hub.clone();
             let metrics = hub.metrics().clone();
@@ -142,6 +146,7 @@ impl Server {
         // Frames must leave at once, not wait for the client's ACK of the
         // previous ones (Nagle): a real-time server always sets TCP_NODELAY.
         .tcp_nodelay(true)
+        .workers(workers)
         .bind((server_config.host.as_str(), server_config.port))?
         .run();
 

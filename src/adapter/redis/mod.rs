@@ -1,8 +1,9 @@
 //! The Redis adapter: many nodes behave as one.
 //!
 //! - Fan-out: a publish is delivered locally, then sent once on a Redis
-//!   pub/sub channel ([`bus`]); every other node delivers it to its own
-//!   subscribers (socket exclusion and client events work across nodes).
+//!   pub/sub channel ([`bus`]) through the [`outbox`], in order and without
+//!   waiting; every other node delivers it to its own subscribers (socket
+//!   exclusion and client events work across nodes).
 //! - Shared state: each node records its share of every channel (sockets,
 //!   presence members) with atomic Lua [`scripts`], so occupied/vacated and
 //!   member_added/removed are decided once for the whole cluster.
@@ -15,6 +16,7 @@
 pub mod bus;
 pub mod keys;
 pub mod liveness;
+pub mod outbox;
 pub mod scripts;
 
 use super::local::{close_user_sockets, local_joined, local_left};
@@ -54,6 +56,7 @@ pub struct RedisAdapter {
     keys: Keys,
     client: redis::Client,
     connection: OnceCell<ConnectionManager>,
+    outbox: outbox::Outbox,
     settings: RedisConfig,
     scripts: Scripts,
     webhooks: Webhooks,
@@ -73,12 +76,14 @@ impl RedisAdapter {
         metrics: Metrics,
     ) -> Result<Arc<Self>, redis::RedisError> {
         let client = redis::Client::open(settings.url.as_str())?;
+        let (outbox, outgoing) = outbox::Outbox::new();
         let adapter = Arc::new(RedisAdapter {
             node_id: format!("{:016x}", rand::random::<u64>()),
             node,
             keys: Keys::new(&settings.prefix),
             client,
             connection: OnceCell::new(),
+            outbox,
             settings: settings.clone(),
             scripts: Scripts {
                 join: scripts::join(),
@@ -94,6 +99,7 @@ impl RedisAdapter {
         tracing::info!(node_id = %adapter.node_id, url = %redact(&settings.url), "redis adapter starting");
         tokio::spawn(liveness::listen(adapter.clone()));
         tokio::spawn(liveness::heartbeat(adapter.clone()));
+        tokio::spawn(outbox::run(adapter.clone(), outgoing));
         Ok(adapter)
     }
 
@@ -149,6 +155,13 @@ impl RedisAdapter {
                 self.failed("operation timed out");
                 None
             }
+        }
+    }
+
+    /// Queues a message for the other nodes (see [`outbox`]).
+    fn tell_other_nodes(&self, message: &BusMessage) {
+        if !self.outbox.send(message.encode()) {
+            self.metrics.redis_bus_dropped.inc();
         }
     }
 
@@ -432,19 +445,13 @@ impl Adapter for RedisAdapter {
         except: Option<&str>,
     ) -> FanOut {
         let report = self.deliver_locally(app_id, channel, &frame, except);
-        let message = BusMessage::Publish {
+        self.tell_other_nodes(&BusMessage::Publish {
             node: self.node_id.clone(),
             app_id: app_id.to_owned(),
             channel: channel.to_owned(),
             except: except.unwrap_or_default().to_owned(),
             frame: frame.to_string(),
-        }
-        .encode();
-        let bus = self.keys.bus();
-        self.run(
-            |mut connection| async move { connection.publish::<_, _, ()>(bus, message).await },
-        )
-        .await;
+        });
         report
     }
 
@@ -550,17 +557,11 @@ impl Adapter for RedisAdapter {
 
     async fn terminate_user(&self, app_id: &str, user_id: &str) {
         close_user_sockets(&self.node, app_id, user_id);
-        let message = BusMessage::Terminate {
+        self.tell_other_nodes(&BusMessage::Terminate {
             node: self.node_id.clone(),
             app_id: app_id.to_owned(),
             user_id: user_id.to_owned(),
-        }
-        .encode();
-        let bus = self.keys.bus();
-        self.run(
-            |mut connection| async move { connection.publish::<_, _, ()>(bus, message).await },
-        )
-        .await;
+        });
     }
 
     async fn subscription_count(&self, app_id: &str, channel: &str) -> usize {
@@ -641,6 +642,8 @@ impl Adapter for RedisAdapter {
     }
 
     async fn close(&self) {
+        // What this node published last must still reach the others.
+        self.outbox.flush().await;
         let (nodes, node) = (self.keys.nodes(), self.node_id.clone());
         self.run(|mut connection| async move { connection.zrem::<_, _, ()>(nodes, node).await })
             .await;
