@@ -23,7 +23,8 @@
 #   CLUSTER_SUBS [6000]            subscribers in all (3000 per node with two)
 #   CLUSTER_DELIVERIES [60000]     deliveries/s of the fixed-rate run (rate = this / subscribers)
 #   CLUSTER_SECS [10]              length of the fixed-rate run
-#   CLUSTER_MAX_EVENTS [200]       events of the max-rate run (window CLUSTER_WINDOW [4])
+#   CLUSTER_MAX_RUNS ["4:200 32:600"]  max-rate runs as WINDOW:EVENTS pairs (events not yet
+#                                  fully delivered; 4 = round-trip bound, 32 = saturated)
 #   PAYLOAD [100]
 #   REDIS_SERVER [redis-server]    the redis-server binary
 #   SOCKUDO_BIN                    sockudo binary (else /work/tools/sockudo/bin/sockudo, else PATH)
@@ -49,10 +50,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ "$QUICK" = 1 ]; then
-  : "${CLUSTER_SUBS:=200}" "${CLUSTER_DELIVERIES:=10000}" "${CLUSTER_SECS:=2}" "${CLUSTER_MAX_EVENTS:=50}"
+  : "${CLUSTER_SUBS:=200}" "${CLUSTER_DELIVERIES:=10000}" "${CLUSTER_SECS:=2}" "${CLUSTER_MAX_RUNS:=4:50 32:100}"
 fi
-: "${CLUSTER_SUBS:=6000}" "${CLUSTER_DELIVERIES:=60000}" "${CLUSTER_SECS:=10}" "${CLUSTER_MAX_EVENTS:=200}"
-: "${CLUSTER_WINDOW:=4}" "${PAYLOAD:=100}" "${REDIS_SERVER:=redis-server}"
+: "${CLUSTER_SUBS:=6000}" "${CLUSTER_DELIVERIES:=60000}" "${CLUSTER_SECS:=10}" "${CLUSTER_MAX_RUNS:=4:200 32:600}"
+: "${PAYLOAD:=100}" "${REDIS_SERVER:=redis-server}"
 
 APP_ID=app-id APP_KEY=app-key APP_SECRET=app-secret
 init_out rusher-cluster
@@ -136,7 +137,12 @@ rate=$(python3 -c "print(max(1, $CLUSTER_DELIVERIES / $CLUSTER_SUBS))")
 events=$(python3 -c "print(int(max(1, $CLUSTER_DELIVERIES / $CLUSTER_SUBS) * $CLUSTER_SECS))")
 RUNS=()
 RUNS+=("fixed|fanout --subscribers $CLUSTER_SUBS --rate $rate --events $events --duration $((CLUSTER_SECS * 3)) --payload $PAYLOAD")
-RUNS+=("max|fanout --subscribers $CLUSTER_SUBS --rate 0 --window $CLUSTER_WINDOW --events $CLUSTER_MAX_EVENTS --duration 60 --payload $PAYLOAD")
+MAX_LABELS=()
+for run in $CLUSTER_MAX_RUNS; do
+  window=${run%%:*} max_events=${run#*:}
+  MAX_LABELS+=("max-w$window")
+  RUNS+=("max-w$window|fanout --subscribers $CLUSTER_SUBS --rate 0 --window $window --events $max_events --duration 120 --payload $PAYLOAD")
+done
 
 LOAD_BEFORE=$(load_average)
 STARTED=$(date +%s)
@@ -197,7 +203,7 @@ COMMIT=$(git_commit)
 DIRTY=$(git_dirty)
 REDIS_VERSION=$("$REDIS_SERVER" --version 2>/dev/null | sed -n 's/.*v=\([^ ]*\).*/\1/p')
 SKIPPED_TEXT=$(printf '%s\n' "${SKIPPED[@]+"${SKIPPED[@]}"}")
-TABLE=$(SKIPPED_TEXT="$SKIPPED_TEXT" python3 - "$OUT" <<'EOF'
+TABLE=$(SKIPPED_TEXT="$SKIPPED_TEXT" python3 - "$OUT" "${MAX_LABELS[@]}" <<'EOF'
 import json, os, sys
 out = sys.argv[1]
 setups = ["rusher-2", "rusher-1", "sockudo-2", "sockudo-1"]
@@ -229,7 +235,7 @@ print("| run | metric | " + " | ".join(names[s] for s in setups)
       + " | rusher ×2/×1 | sockudo ×2/×1 | rusher/sockudo ×2 |")
 print("|---|---|" + "---|" * len(setups) + "---|---|---|")
 notes = []
-for label in ["fixed", "max"]:
+for label in ["fixed"] + sys.argv[2:]:
     runs = {s: load(s, label) for s in setups}
     ref = next((r for r in runs.values() if r), None)
     if not ref:
