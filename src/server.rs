@@ -187,7 +187,20 @@ impl Server {
             if let Some(persistence) = hub.persistence() {
                 persistence.flush(deadline).await;
             }
-            hub.close_adapter().await;
+            // Leaving the cluster sends what is still queued for the other
+            // nodes; with Redis down that could take long, so it gets what is
+            // left of the grace period (at least a second) and no more.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            if tokio::time::timeout(left, hub.close_adapter())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "left the cluster without sending everything queued for the other nodes"
+                );
+            }
             handle.stop(true).await;
         });
         server.await

@@ -8,9 +8,10 @@
 //! task sends everything queued during its last round trip as one pipeline.
 //!
 //! Nothing waits on Redis here, so nothing can be held up by it: when Redis
-//! is down a batch fails after the operation timeout and is dropped (the
-//! other nodes miss those messages, as they would have before); when the
-//! queue is full, new messages are dropped. Both are counted.
+//! is down a batch fails after the operation timeout and is dropped, with
+//! everything queued meanwhile (the other nodes miss those messages, as they
+//! would have before, instead of getting them late); when the queue is full,
+//! new messages are dropped. Both are counted.
 
 use super::RedisAdapter;
 use std::sync::Arc;
@@ -85,7 +86,17 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
                     })
                     .await;
             if sent.is_none() {
-                adapter.metrics.redis_bus_dropped.inc_by(batch.len() as u64);
+                // Redis is down: what queued up while this batch waited for
+                // its timeout would only reach the other nodes late, in a
+                // flood once Redis is back. Drop it with the batch.
+                let mut dropped = batch.len() as u64;
+                while let Ok(item) = pending.try_recv() {
+                    match item {
+                        Outgoing::Message(_) => dropped += 1,
+                        Outgoing::Flush(done) => flushes.push(done),
+                    }
+                }
+                adapter.metrics.redis_bus_dropped.inc_by(dropped);
             }
             batch.clear();
         }
