@@ -221,9 +221,9 @@ impl RedisAdapter {
                 except,
                 frame,
             }) if node != self.node_id => {
-                let except = (!except.is_empty()).then_some(except.as_str());
+                let except = (!except.is_empty()).then_some(except);
                 let report =
-                    self.deliver_locally(&app_id, &channel, &ByteString::from(frame), except);
+                    self.deliver_locally(app_id, channel, &ByteString::from(frame), except);
                 self.metrics.frames_sent.inc_by(report.queued);
                 self.metrics
                     .slow_client_disconnects
@@ -234,7 +234,7 @@ impl RedisAdapter {
                 app_id,
                 user_id,
             }) if node != self.node_id => {
-                close_user_sockets(&self.node, &app_id, &user_id);
+                close_user_sockets(&self.node, app_id, user_id);
             }
             Some(_) => {}
             None => tracing::warn!("unreadable message on the redis bus"),
@@ -446,11 +446,11 @@ impl Adapter for RedisAdapter {
     ) -> FanOut {
         let report = self.deliver_locally(app_id, channel, &frame, except);
         self.tell_other_nodes(&BusMessage::Publish {
-            node: self.node_id.clone(),
-            app_id: app_id.to_owned(),
-            channel: channel.to_owned(),
-            except: except.unwrap_or_default().to_owned(),
-            frame: frame.to_string(),
+            node: &self.node_id,
+            app_id,
+            channel,
+            except: except.unwrap_or_default(),
+            frame: &frame,
         });
         report
     }
@@ -558,9 +558,9 @@ impl Adapter for RedisAdapter {
     async fn terminate_user(&self, app_id: &str, user_id: &str) {
         close_user_sockets(&self.node, app_id, user_id);
         self.tell_other_nodes(&BusMessage::Terminate {
-            node: self.node_id.clone(),
-            app_id: app_id.to_owned(),
-            user_id: user_id.to_owned(),
+            node: &self.node_id,
+            app_id,
+            user_id,
         });
     }
 
