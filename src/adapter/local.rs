@@ -2,7 +2,7 @@
 //! deployment-wide answers are this node's.
 
 use super::{Adapter, ChannelStats, Joined, Left, MemberJoin, MemberLimit};
-use crate::hub::channels::{AppChannels, FanOut, Subscribed, Unsubscribed};
+use crate::hub::channels::{FanOut, Subscribed, Unsubscribed};
 use crate::hub::node::Node;
 use crate::protocol::error::ErrorCode;
 use async_trait::async_trait;
@@ -19,10 +19,6 @@ impl LocalAdapter {
     /// An adapter over this node's state.
     pub fn new(node: Arc<Node>) -> Self {
         LocalAdapter { node }
-    }
-
-    fn channels(&self, app_id: &str) -> Option<&AppChannels> {
-        self.node.app(app_id).map(|state| &state.channels)
     }
 }
 
@@ -66,8 +62,7 @@ impl Adapter for LocalAdapter {
         frame: ByteString,
         except: Option<&str>,
     ) -> FanOut {
-        self.channels(app_id)
-            .map_or_else(FanOut::default, |c| c.deliver(channel, &frame, except))
+        self.node.deliver(app_id, channel, &frame, except)
     }
 
     async fn joined(
@@ -92,7 +87,8 @@ impl Adapter for LocalAdapter {
     }
 
     fn may_have_subscribers(&self, app_id: &str, channel: &str) -> bool {
-        self.channels(app_id)
+        self.node
+            .channels(app_id)
             .is_some_and(|c| c.subscription_count(channel) > 0)
     }
 
@@ -111,21 +107,25 @@ impl Adapter for LocalAdapter {
     }
 
     async fn subscription_count(&self, app_id: &str, channel: &str) -> usize {
-        self.channels(app_id)
+        self.node
+            .channels(app_id)
             .map_or(0, |c| c.subscription_count(channel))
     }
 
     async fn user_count(&self, app_id: &str, channel: &str) -> usize {
-        self.channels(app_id).map_or(0, |c| c.user_count(channel))
+        self.node
+            .channels(app_id)
+            .map_or(0, |c| c.user_count(channel))
     }
 
     async fn member_ids(&self, app_id: &str, channel: &str) -> Vec<String> {
-        self.channels(app_id)
+        self.node
+            .channels(app_id)
             .map_or_else(Vec::new, |c| c.member_ids(channel))
     }
 
     async fn occupied_channels(&self, app_id: &str) -> Vec<ChannelStats> {
-        self.channels(app_id).map_or_else(Vec::new, |c| {
+        self.node.channels(app_id).map_or_else(Vec::new, |c| {
             c.occupied()
                 .into_iter()
                 .map(|(name, subscription_count, user_count)| ChannelStats {

@@ -1,9 +1,10 @@
 //! The state of this node: one [`AppState`] per configured app.
 
 use super::cache::EventCache;
-use super::channels::AppChannels;
+use super::channels::{AppChannels, FanOut};
 use super::users::Users;
 use crate::apps::AppRegistry;
+use bytestring::ByteString;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,24 @@ impl Node {
     /// The state of one app.
     pub fn app(&self, app_id: &str) -> Option<&Arc<AppState>> {
         self.apps.get(app_id)
+    }
+
+    /// The channels of one app.
+    pub fn channels(&self, app_id: &str) -> Option<&AppChannels> {
+        self.app(app_id).map(|state| &state.channels)
+    }
+
+    /// Queues an encoded frame to this node's subscribers of a channel,
+    /// all but the socket `except`.
+    pub fn deliver(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: &ByteString,
+        except: Option<&str>,
+    ) -> FanOut {
+        self.channels(app_id)
+            .map_or_else(FanOut::default, |c| c.deliver(channel, frame, except))
     }
 
     /// The ids of every app.

@@ -22,7 +22,7 @@ pub mod scripts;
 use super::local::{close_user_sockets, local_joined, local_left};
 use super::{Adapter, ChannelStats, Joined, Left, MemberJoin, MemberLimit};
 use crate::config::RedisConfig;
-use crate::hub::channels::{AppChannels, FanOut, Subscribed, Unsubscribed};
+use crate::hub::channels::{FanOut, Subscribed, Unsubscribed};
 use crate::hub::node::Node;
 use crate::metrics::Metrics;
 use crate::protocol::frames;
@@ -173,22 +173,6 @@ impl RedisAdapter {
         }
     }
 
-    fn channels(&self, app_id: &str) -> Option<&AppChannels> {
-        self.node.app(app_id).map(|state| &state.channels)
-    }
-
-    /// Delivers a frame to this node's subscribers.
-    fn deliver_locally(
-        &self,
-        app_id: &str,
-        channel: &str,
-        frame: &ByteString,
-        except: Option<&str>,
-    ) -> FanOut {
-        self.channels(app_id)
-            .map_or_else(FanOut::default, |c| c.deliver(channel, frame, except))
-    }
-
     /// A join/leave script call with the channel's keys and the arguments
     /// both share (node, node channel id, channel); the rest is added by the caller.
     fn channel_script<'s>(
@@ -222,8 +206,9 @@ impl RedisAdapter {
                 frame,
             }) if node != self.node_id => {
                 let except = (!except.is_empty()).then_some(except);
-                let report =
-                    self.deliver_locally(app_id, channel, &ByteString::from(frame), except);
+                let report = self
+                    .node
+                    .deliver(app_id, channel, &ByteString::from(frame), except);
                 self.metrics.frames_sent.inc_by(report.queued);
                 self.metrics
                     .slow_client_disconnects
@@ -258,7 +243,7 @@ impl RedisAdapter {
         let mut pipe = redis::pipe();
         pipe.zadd(keys.nodes(), &node, now_ms()).ignore();
         for app_id in self.node.app_ids() {
-            let Some(channels) = self.channels(app_id) else {
+            let Some(channels) = self.node.channels(app_id) else {
                 continue;
             };
             for share in channels.snapshot() {
@@ -444,7 +429,7 @@ impl Adapter for RedisAdapter {
         frame: ByteString,
         except: Option<&str>,
     ) -> FanOut {
-        let report = self.deliver_locally(app_id, channel, &frame, except);
+        let report = self.node.deliver(app_id, channel, &frame, except);
         self.tell_other_nodes(&BusMessage::Publish {
             node: &self.node_id,
             app_id,
@@ -572,6 +557,7 @@ impl Adapter for RedisAdapter {
         match counts {
             Some(counts) => counts.iter().sum::<i64>().max(0) as usize,
             None => self
+                .node
                 .channels(app_id)
                 .map_or(0, |c| c.subscription_count(channel)),
         }
@@ -589,6 +575,7 @@ impl Adapter for RedisAdapter {
         match fields {
             Some(fields) => users_of(&fields).into_iter().map(str::to_owned).collect(),
             None => self
+                .node
                 .channels(app_id)
                 .map_or_else(Vec::new, |c| c.member_ids(channel)),
         }
