@@ -64,51 +64,32 @@ impl MongoStore {
         Ok(store)
     }
 
+    /// One `createIndexes` per collection (creating an existing index is a no-op).
     async fn create_indexes(&self) -> Result<(), StoreError> {
+        let index = |keys: Document, options: Option<IndexOptions>| {
+            IndexModel::builder().keys(keys).options(options).build()
+        };
         let unique = IndexOptions::builder().unique(true).build();
-        self.subscriptions
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "app_id": 1, "user_id": 1, "channel": 1 })
-                    .options(unique)
-                    .build(),
-            )
-            .await
-            .map_err(unavailable)?;
-        self.subscriptions
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "app_id": 1, "channel": 1 })
-                    .build(),
-            )
-            .await
-            .map_err(unavailable)?;
-        self.messages
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "app_id": 1, "channel": 1, "seq": -1 })
-                    .build(),
-            )
-            .await
-            .map_err(unavailable)?;
-        self.messages
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "app_id": 1, "seq": -1 })
-                    .build(),
-            )
-            .await
-            .map_err(unavailable)?;
+        // Expired messages are removed by MongoDB itself, at `expires_at`.
         let ttl = IndexOptions::builder()
             .expire_after(Duration::from_secs(0))
             .build();
+        self.subscriptions
+            .create_indexes([
+                index(
+                    doc! { "app_id": 1, "user_id": 1, "channel": 1 },
+                    Some(unique),
+                ),
+                index(doc! { "app_id": 1, "channel": 1 }, None),
+            ])
+            .await
+            .map_err(unavailable)?;
         self.messages
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "expires_at": 1 })
-                    .options(ttl)
-                    .build(),
-            )
+            .create_indexes([
+                index(doc! { "app_id": 1, "channel": 1, "seq": -1 }, None),
+                index(doc! { "app_id": 1, "seq": -1 }, None),
+                index(doc! { "expires_at": 1 }, Some(ttl)),
+            ])
             .await
             .map_err(unavailable)?;
         Ok(())
