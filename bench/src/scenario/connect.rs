@@ -150,15 +150,7 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
             setup.errors()
         ));
     }
-    if endings.lost_connections() > 0 {
-        problems.push(format!(
-            "{} idle connections were closed by the server: {:?} dropped {} {:?}",
-            endings.lost_connections(),
-            endings.closed_by_server,
-            endings.dropped,
-            endings.dropped_examples
-        ));
-    }
+    problems.extend(endings.lost_problem("idle connections"));
     if ready == 0 {
         problems.push("no connection succeeded".into());
     }

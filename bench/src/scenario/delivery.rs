@@ -567,21 +567,8 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
             setup.errors()
         ));
     }
-    if endings.lost_connections() > 0 {
-        problems.push(format!(
-            "{} connections were closed by the server during the run: {:?} dropped {} {:?}",
-            endings.lost_connections(),
-            endings.closed_by_server,
-            endings.dropped,
-            endings.dropped_examples
-        ));
-    }
-    if !endings.pusher_errors.is_empty() {
-        problems.push(format!(
-            "pusher:error frames received: {:?}",
-            endings.pusher_errors
-        ));
-    }
+    problems.extend(endings.lost_problem("connections"));
+    problems.extend(endings.pusher_error_problem());
     if errors > 0 {
         problems.push(format!(
             "{errors} publish requests failed: {:?}",

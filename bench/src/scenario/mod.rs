@@ -150,6 +150,24 @@ impl EndingTally {
     pub fn lost_connections(&self) -> u64 {
         self.closed_by_server.values().sum::<u64>() + self.dropped
     }
+
+    /// The problem line for connections (called `what`) the server closed
+    /// or dropped during the run, if any.
+    pub fn lost_problem(&self, what: &str) -> Option<String> {
+        let lost = self.lost_connections();
+        (lost > 0).then(|| {
+            format!(
+                "{lost} {what} were closed by the server during the run: {:?} dropped {} {:?}",
+                self.closed_by_server, self.dropped, self.dropped_examples
+            )
+        })
+    }
+
+    /// The problem line for `pusher:error` frames received, if any.
+    pub fn pusher_error_problem(&self) -> Option<String> {
+        (!self.pusher_errors.is_empty())
+            .then(|| format!("pusher:error frames received: {:?}", self.pusher_errors))
+    }
 }
 
 /// Waits until every connection task finished set-up (ready or failed),
@@ -163,4 +181,27 @@ pub async fn wait_setup(tally: &SetupTally, total: u64, timeout: Duration) -> bo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endings_name_their_problems_only_when_there_are_some() {
+        let mut endings = EndingTally::default();
+        endings.add(&Ending::ByUs);
+        assert_eq!(endings.lost_problem("observers"), None);
+        assert_eq!(endings.pusher_error_problem(), None);
+        endings.add(&Ending::Closed(4100));
+        endings.add(&Ending::Dropped("reset".into()));
+        endings.add_pusher_error(Some(4100));
+        let lost = endings.lost_problem("observers").unwrap_or_default();
+        assert!(lost.starts_with("2 observers were closed"), "{lost}");
+        assert!(lost.contains("4100") && lost.contains("reset"), "{lost}");
+        assert_eq!(
+            endings.pusher_error_problem().as_deref(),
+            Some(r#"pusher:error frames received: {"4100": 1}"#)
+        );
+    }
 }

@@ -343,20 +343,8 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
     if !churn_errors.is_empty() {
         problems.push(format!("joins failed: {churn_errors:?}"));
     }
-    if endings.lost_connections() > 0 {
-        problems.push(format!(
-            "{} observers were closed by the server: {:?} dropped {}",
-            endings.lost_connections(),
-            endings.closed_by_server,
-            endings.dropped
-        ));
-    }
-    if !endings.pusher_errors.is_empty() {
-        problems.push(format!(
-            "pusher:error frames received: {:?}",
-            endings.pusher_errors
-        ));
-    }
+    problems.extend(endings.lost_problem("observers"));
+    problems.extend(endings.pusher_error_problem());
     if lost > 0 {
         problems.push(format!("{lost} of {owed} member events lost"));
     }
