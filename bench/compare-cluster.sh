@@ -35,20 +35,7 @@ BENCH_TAG=cluster
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 SETUPS="rusher-2 rusher-1 sockudo-2 sockudo-1"
-QUICK=0
-BUILD=1
-OUT=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --quick) QUICK=1 ;;
-    --setups) SETUPS="$2"; shift ;;
-    --skip-build) BUILD=0 ;;
-    --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
+parse_compare_args --setups SETUPS "$@"
 if [ "$QUICK" = 1 ]; then
   : "${CLUSTER_SUBS:=200}" "${CLUSTER_DELIVERIES:=10000}" "${CLUSTER_SECS:=2}" "${CLUSTER_MAX_RUNS:=4:50 32:100}"
 fi

@@ -31,20 +31,7 @@ BENCH_TAG=persistence
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 STORES="memory mongodb"
-QUICK=0
-BUILD=1
-OUT=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --quick) QUICK=1 ;;
-    --stores) STORES="$2"; shift ;;
-    --skip-build) BUILD=0 ;;
-    --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
+parse_compare_args --stores STORES "$@"
 if [ "$QUICK" = 1 ]; then
   : "${PERS_SUBS:=200}" "${PERS_DELIVERIES:=10000}" "${PERS_SECS:=2}" "${PERS_MAX_SUBS:=200}" "${PERS_MAX_EVENTS:=50}"
 fi

@@ -43,20 +43,7 @@ BENCH_TAG=compare
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 SERVERS="rusher sockudo bare"
-QUICK=0
-BUILD=1
-OUT=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --quick) QUICK=1 ;;
-    --servers) SERVERS="$2"; shift ;;
-    --skip-build) BUILD=0 ;;
-    --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
+parse_compare_args --servers SERVERS "$@"
 
 if [ "$QUICK" = 1 ]; then
   : "${CONNECT_N:=1000}" "${FANOUT_SIZES:=100 500}" "${FANOUT_DELIVERIES:=10000}" "${FANOUT_SECS:=2}"

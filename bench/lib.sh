@@ -4,6 +4,10 @@
 #
 # What it gives:
 #   say MSG...                 "[$BENCH_TAG] MSG" on stderr (set BENCH_TAG first)
+#   parse_compare_args FLAG VAR ARGS...  the compare scripts' options: --quick,
+#                              --skip-build, --out DIR, -h/--help (prints the script's
+#                              header comment) and the list option FLAG, whose value goes
+#                              to VAR; sets QUICK, BUILD, OUT
 #   raise_nofile               raise the open-file limit to the hard limit
 #   free_port                  a free TCP port on 127.0.0.1
 #   stop_pid PID [TENTHS]      SIGTERM, wait up to TENTHS/10 s (default 15 s), then SIGKILL
@@ -22,6 +26,23 @@
 # The scripts set ROOT, APP_ID, APP_KEY, APP_SECRET (and BENCH_TAG) before use.
 
 say() { echo "[$BENCH_TAG] $*" >&2; }
+
+parse_compare_args() {
+  local list_flag=$1 list_var=$2
+  shift 2
+  QUICK=0 BUILD=1 OUT=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --quick) QUICK=1 ;;
+      --skip-build) BUILD=0 ;;
+      --out) OUT="$2"; shift ;;
+      "$list_flag") printf -v "$list_var" '%s' "$2"; shift ;;
+      -h|--help) awk 'NR > 1 { if (!/^#/) exit; print }' "$0"; exit 0 ;;
+      *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+  done
+}
 
 # Both the generator and the servers need a file descriptor per connection.
 raise_nofile() { ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; }
