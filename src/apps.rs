@@ -21,12 +21,15 @@ impl AppRegistry {
         for app in apps {
             let app = Arc::new(app);
             registry.by_id.insert(app.id.clone(), app.clone());
+            for alias in &app.id_aliases {
+                registry.by_id.insert(alias.clone(), app.clone());
+            }
             registry.by_key.insert(app.key.clone(), app);
         }
         registry
     }
 
-    /// The app with this id (HTTP API paths).
+    /// The app with this id or one of its `id_aliases` (HTTP API paths).
     pub fn by_id(&self, id: &str) -> Option<Arc<App>> {
         self.by_id.get(id).cloned()
     }
@@ -36,9 +39,9 @@ impl AppRegistry {
         self.by_key.get(key).cloned()
     }
 
-    /// Every app.
+    /// Every app, once each (keys are unique; ids have aliases).
     pub fn all(&self) -> impl Iterator<Item = &Arc<App>> {
-        self.by_id.values()
+        self.by_key.values()
     }
 }
 
@@ -62,5 +65,16 @@ mod tests {
         );
         assert!(registry.by_key("1").is_none());
         assert_eq!(registry.all().count(), 2);
+    }
+
+    #[test]
+    fn an_alias_finds_the_same_app_which_is_listed_once() {
+        let registry = AppRegistry::new([AppConfig {
+            id_aliases: vec!["1".into()],
+            ..AppConfig::with_credentials("app-id", "app-key", "app-secret")
+        }]);
+        let by_alias = registry.by_id("1").map(|a| a.id.clone());
+        assert_eq!(by_alias, Some("app-id".into()));
+        assert_eq!(registry.all().count(), 1);
     }
 }

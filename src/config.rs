@@ -246,6 +246,11 @@ impl Default for ServerConfig {
 pub struct AppConfig {
     /// App id used in HTTP API paths.
     pub id: String,
+    /// Other ids this app answers to in HTTP API paths (`/apps/{alias}/...`),
+    /// e.g. a numeric id for the PyPI `pusher` SDK, which refuses ids that
+    /// are not all digits. Unique across every app's ids and aliases.
+    #[serde(default)]
+    pub id_aliases: Vec<String>,
     /// Public key used by clients in the WebSocket URL.
     pub key: String,
     /// Secret used to sign everything.
@@ -364,6 +369,7 @@ impl AppConfig {
     pub fn with_credentials(id: &str, key: &str, secret: &str) -> Self {
         AppConfig {
             id: id.into(),
+            id_aliases: Vec::new(),
             key: key.into(),
             secret: secret.into(),
             enabled: true,
@@ -392,11 +398,12 @@ impl Default for Config {
             adapter: AdapterKind::default(),
             redis: RedisConfig::default(),
             store: StoreConfig::default(),
-            apps: vec![AppConfig::with_credentials(
-                "app-id",
-                "app-key",
-                "app-secret",
-            )],
+            apps: vec![AppConfig {
+                // The PyPI SDK only accepts digits: the built-in app answers
+                // to `1` as well, so both official SDKs work without a config.
+                id_aliases: vec!["1".into()],
+                ..AppConfig::with_credentials("app-id", "app-key", "app-secret")
+            }],
         }
     }
 }
@@ -511,6 +518,47 @@ impl Config {
         Ok(())
     }
 
+    /// One line saying what this config serves, for `rusher --check-config`:
+    /// `config OK: listen {host}:{port}, adapter {..}, store {..}, apps: {id} (key {key}), ...`.
+    pub fn summary(&self) -> String {
+        let apps: Vec<String> = self
+            .apps
+            .iter()
+            .map(|app| {
+                let aliases: Vec<&str> = app
+                    .id_aliases
+                    .iter()
+                    .filter(|alias| **alias != app.id)
+                    .map(String::as_str)
+                    .collect();
+                if aliases.is_empty() {
+                    format!("{} (key {})", app.id, app.key)
+                } else {
+                    format!(
+                        "{} (key {}; also id {})",
+                        app.id,
+                        app.key,
+                        aliases.join(", ")
+                    )
+                }
+            })
+            .collect();
+        format!(
+            "config OK: listen {}:{}, adapter {}, store {}, apps: {}",
+            self.server.host,
+            self.server.port,
+            match self.adapter {
+                AdapterKind::Local => "local",
+                AdapterKind::Redis => "redis",
+            },
+            match self.store.backend {
+                StoreBackend::Memory => "memory",
+                StoreBackend::Mongodb => "mongodb",
+            },
+            apps.join(", ")
+        )
+    }
+
     /// Checks ranges and uniqueness; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
@@ -597,6 +645,22 @@ impl Config {
             if !ids.insert(app.id.as_str()) {
                 return Err(invalid(at("id"), format!("`{}` is used twice", app.id)));
             }
+            for (j, alias) in app.id_aliases.iter().enumerate() {
+                // `RUSHER_APP_ID=1` on the built-in app makes its alias its id.
+                if *alias == app.id {
+                    continue;
+                }
+                let key = at(&format!("id_aliases[{j}]"));
+                if alias.trim().is_empty() || alias.contains('/') {
+                    return Err(invalid(key, "must not be empty or contain `/`"));
+                }
+                if !ids.insert(alias.as_str()) {
+                    return Err(invalid(
+                        key,
+                        format!("`{alias}` is used twice as an app id"),
+                    ));
+                }
+            }
             if !keys.insert(app.key.as_str()) {
                 return Err(invalid(at("key"), format!("`{}` is used twice", app.key)));
             }
@@ -666,6 +730,25 @@ mod tests {
         assert_eq!(config.apps.len(), 1);
         assert_eq!(config.apps[0].key, "app-key");
         assert_eq!(config.apps[0].max_event_data_bytes, 10240);
+        assert_eq!(config.apps[0].id, "app-id");
+        assert_eq!(config.apps[0].id_aliases, ["1"]);
+    }
+
+    #[test]
+    fn a_numeric_app_id_from_the_environment_may_equal_the_builtin_alias() {
+        let env = |name: &str| (name == "RUSHER_APP_ID").then(|| "1".to_string());
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(config.apps[0].id, "1");
+    }
+
+    #[test]
+    fn an_alias_used_as_another_apps_id_is_refused() {
+        let mut config = Config::default();
+        config
+            .apps
+            .push(AppConfig::with_credentials("1", "k2", "s2"));
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("apps[1].id"), "{error}");
     }
 
     #[test]
@@ -687,7 +770,12 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let config = Config::load(Some(&path), no_env).unwrap();
         assert_eq!(config.server.workers, 0);
-        assert!(!config.apps.is_empty());
+        // "Running with this file changes nothing": same listener, adapter,
+        // store and app (id, aliases, key) as running without a file.
+        assert_eq!(
+            config.summary(),
+            Config::load(None, no_env).unwrap().summary()
+        );
     }
 
     #[test]
@@ -715,6 +803,7 @@ mod tests {
         let mut config = Config::default();
         let mut second = config.apps[0].clone();
         second.id = "other".into();
+        second.id_aliases.clear();
         config.apps.push(second);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("apps[1].key"), "{err}");

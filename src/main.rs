@@ -13,6 +13,11 @@ struct Cli {
     /// Path of a TOML config file (see config.example.toml).
     #[arg(long, env = "RUSHER_CONFIG")]
     config: Option<PathBuf>,
+    /// Load and validate the config (file and environment), print a summary
+    /// and exit: 0 when it is valid, 1 with the error naming the key. Nothing
+    /// is connected to (Redis, MongoDB) and no port is bound.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
@@ -32,6 +37,10 @@ fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), |name| std::env::var(name).ok())?;
+    if cli.check_config {
+        println!("{}", config.summary());
+        return Ok(());
+    }
     init_logging(&config.server.log_level, config.server.log_json)?;
     actix_web::rt::System::new()
         .block_on(Server::new(config).run())
