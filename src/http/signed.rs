@@ -103,7 +103,13 @@ async fn admit(
 
 /// The decoded value of query parameter `name`, if present.
 pub fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
-    req.query_string().split('&').find_map(|pair| {
+    query_value(req.query_string(), name)
+}
+
+/// The decoded value (`+` and `%XX` decoded) of parameter `name` in a raw
+/// query string, if present; the first one when repeated.
+pub fn query_value(raw_query: &str, name: &str) -> Option<String> {
+    raw_query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         (key == name).then(|| {
             percent_encoding::percent_decode_str(&value.replace('+', " "))
