@@ -98,7 +98,8 @@ test('a client event on a public channel is refused with pusher:error and not de
   const name = uniqueChannel('pub');
   const sender = await rawSubscribed(t, name);
   const receiver = await rawSubscribed(t, name);
-  await refused(sender, receiver, name);
+  const err = await refused(sender, receiver, name);
+  assert.match(err.dataParsed.message, /only allowed on private, presence and peer channels/, err.data);
 });
 
 test('a client event on a cache- (public) channel is refused', T, async (t) => {
@@ -113,7 +114,23 @@ test('a client event on a private-encrypted- channel is refused with pusher:erro
   const name = uniqueChannel('private-encrypted');
   const sender = await rawSubscribed(t, name, { signer: encSdk });
   const receiver = await rawSubscribed(t, name, { signer: encSdk });
-  await refused(sender, receiver, name);
+  const err = await refused(sender, receiver, name);
+  // It is a private channel: the refusal must say why encrypted ones are different.
+  assert.match(err.dataParsed.message, /end-to-end encrypted/, err.data);
+  assert.doesNotMatch(err.dataParsed.message, /only allowed on private/, err.data);
+});
+
+test('a client event over the app limits is refused with a message naming the limit', T, async (t) => {
+  const name = uniqueChannel('private');
+  const sender = await rawSubscribed(t, name, { app: APPS.main });
+  const receiver = await rawSubscribed(t, name, { app: APPS.main });
+  const longName = `client-${'x'.repeat(200)}`;
+  const tooLong = await refused(sender, receiver, name, longName);
+  assert.match(tooLong.dataParsed.message, /longer than 200 characters/, tooLong.data);
+  sender.send({ event: 'client-big', channel: name, data: { pad: 'x'.repeat(10240) } });
+  const tooBig = await sender.next(isError);
+  assert.match(tooBig.dataParsed.message, /larger than 10240 bytes/, tooBig.data);
+  await receiver.none((f) => f.event === 'client-big', 300);
 });
 
 test('a client event on a private channel the sender is not subscribed to is refused and not delivered', T, async (t) => {

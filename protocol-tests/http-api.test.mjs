@@ -5,6 +5,8 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   APPS,
+  HOST,
+  PORT,
   connectEstablished,
   plainGet,
   signedRequest,
@@ -38,12 +40,33 @@ async function subscriber(t, app = main) {
   return [c, name];
 }
 
+/** An unsigned request with `method` to `path`: {status, text, headers}. */
+async function plain(method, path) {
+  const res = await fetch(`http://${HOST}:${PORT}${path}`, { method });
+  return { status: res.status, text: await res.text(), headers: res.headers };
+}
+
 describe('probes', () => {
   test('GET /health answers 200', T, async () => {
     assert.equal((await plainGet('/health')).status, 200);
   });
   test('GET /ready answers 200', T, async () => {
     assert.equal((await plainGet('/ready')).status, 200);
+  });
+  for (const path of ['/health', '/ready', '/metrics']) {
+    test(`HEAD ${path} answers like GET, without a body (load balancers probe with HEAD)`, T, async () => {
+      const get = await plain('GET', path);
+      const head = await plain('HEAD', path);
+      assert.equal(get.status, 200, get.text);
+      assert.equal(head.status, 200, `HEAD ${path}: ${head.status} ${head.text}`);
+      assert.equal(head.text, '', 'HEAD has no body');
+      assert.equal(head.headers.get('content-type'), get.headers.get('content-type'));
+    });
+  }
+  test('a wrong method on a probe answers 405 with Allow: GET, HEAD and a JSON error', T, async () => {
+    const res = await plain('POST', '/health');
+    assertError({ ...res, json: JSON.parse(res.text || 'null') }, 405);
+    assert.equal(res.headers.get('allow'), 'GET, HEAD');
   });
 });
 
@@ -183,6 +206,25 @@ describe('routing and app state', () => {
     assert.equal(res.status, 404, res.text);
   });
 
+  test('a known route with the wrong method answers 405 with Allow, before any signature check', T, async () => {
+    const get = await signedRequest('GET', EVENTS, {});
+    assertError(get, 405);
+    assert.equal(get.headers.get('allow'), 'POST');
+    const post = await signedRequest('POST', `/apps/${main.appId}/channels`, { body: {} });
+    assertError(post, 405);
+    assert.equal(post.headers.get('allow'), 'GET, HEAD');
+  });
+
+  test('a signed HEAD on a GET API route answers like the GET, without a body', T, async (t) => {
+    const [, name] = await subscriber(t);
+    const head = await signedRequest('HEAD', `/apps/${main.appId}/channels/${name}`, {});
+    assert.equal(head.status, 200, head.text);
+    assert.equal(head.text, '');
+    // Signed for GET, sent as HEAD: the method is part of the signature.
+    const wrong = await signedRequest('HEAD', `/apps/${main.appId}/channels/${name}`, { tamper: { signMethod: 'GET' } });
+    assert.equal(wrong.status, 401);
+  });
+
   test('a disabled app answers 403', T, async () => {
     const d = APPS.disabled;
     const res = await signedRequest('POST', `/apps/${d.appId}/events`, { body: event(), key: d.key, secret: d.secret });
@@ -193,6 +235,14 @@ describe('routing and app state', () => {
 describe('bad requests', () => {
   test('an invalid JSON body answers 400', T, async () => {
     assertError(await signedRequest('POST', EVENTS, { body: '{"name": "ev", "data": ' }), 400);
+  });
+
+  test('a trigger without a body answers 400 saying what body is expected', T, async () => {
+    for (const path of [EVENTS, `/apps/${main.appId}/batch_events`]) {
+      const res = await signedRequest('POST', path, {});
+      assertError(res, 400);
+      assert.match(res.json.error, /expected a JSON body/, res.text);
+    }
   });
 
   test('a missing event name answers 400', T, async () => {

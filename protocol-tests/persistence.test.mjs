@@ -403,6 +403,51 @@ describe('peer channels', () => {
   });
 });
 
+describe('follow API with the Node SDK as the README shows (fields in the query string)', () => {
+  test('pusher.post({path: "/subscribe", params}) follows, the next trigger is stored, and /unsubscribe with params unfollows', T, async () => {
+    const user = uniq('quser');
+    const channel = uniq('qnews');
+    const subscribed = await sdk.post({ path: '/subscribe', params: { user_id: user, event: channel } });
+    assert.deepEqual(await subscribed.json(), { subscribed: true, created: true });
+    const subs = await papi.subscriptions(user);
+    assert.deepEqual(subs.json, { subscriptions: [channel] }, subs.text);
+    await sdk.trigger(channel, 'article', { title: 'hello' });
+    const [stored] = await storedMessages(user, 1);
+    assert.equal(stored.channel, channel);
+    // As the README's snippet reads them back.
+    const res = await sdk.get({ path: `/users/${user}/messages`, params: { since: 0 } });
+    assert.equal((await res.json()).messages.length, 1);
+    const unsubscribed = await sdk.post({ path: '/unsubscribe', params: { user_id: user, event: channel } });
+    assert.deepEqual(await unsubscribed.json(), { subscribed: false, removed: true });
+    assert.deepEqual((await papi.subscriptions(user)).json, { subscriptions: [] });
+  });
+
+  test('fields split between the JSON body and the query string are combined; the same field in both must agree', T, async () => {
+    const path = '/apps/app-id/subscribe';
+    const user = uniq('suser');
+    const channel = uniq('split');
+    const split = await api(server, 'POST', path, { body: { user_id: user }, params: { event: channel } });
+    assert.equal(split.status, 200, split.text);
+    assert.deepEqual((await papi.subscriptions(user)).json, { subscriptions: [channel] });
+    const same = await api(server, 'POST', path, { body: { user_id: user, event: channel }, params: { user_id: user } });
+    assert.equal(same.status, 200, same.text);
+    const conflict = await api(server, 'POST', path, { body: { user_id: user, event: channel }, params: { user_id: 'someone-else' } });
+    assertApiError(conflict, 400);
+    assert.match(conflict.json.error, /user_id/, conflict.text);
+  });
+
+  test('neither a body nor query fields: 400 saying what is expected and where', T, async () => {
+    for (const route of ['subscribe', 'unsubscribe']) {
+      const res = await api(server, 'POST', `/apps/app-id/${route}`, {});
+      assertApiError(res, 400);
+      assert.match(res.json.error, /expected user_id and event, in a JSON body or in the query string/, res.text);
+    }
+    const viaSdk = await sdk.post({ path: '/subscribe' }).catch((e) => e);
+    assert.equal(viaSdk.status, 400, String(viaSdk));
+    assert.match(viaSdk.body, /expected user_id and event/, viaSdk.body);
+  });
+});
+
 describe('persistence API input checks', () => {
   test('missing user_id, invalid channel, following a personal- channel, unsigned call, bad signature, oversized body → 400/400/400/401/401/413 with a JSON error', T, async () => {
     const path = '/apps/app-id/subscribe';

@@ -114,6 +114,8 @@ test('a presence signature over different channel_data than sent (forged user_id
   const answer = await rawSubscribe(conn, name, { auth: signed.auth, channel_data: JSON.stringify({ user_id: 'admin' }) });
   assert.equal(answer.event, 'pusher:subscription_error');
   assert.equal(answer.dataParsed.status, 401);
+  // A presence signature covers channel_data: the error must not send the user to sign socket_id:channel only.
+  assert.match(answer.dataParsed.error, /socket_id:channel:channel_data/, JSON.stringify(answer.dataParsed));
   // The genuine pair works on the same socket.
   const ok = await rawSubscribe(conn, name, signed);
   assert.equal(ok.event, 'pusher_internal:subscription_succeeded');

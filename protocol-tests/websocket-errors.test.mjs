@@ -362,7 +362,12 @@ describe('subscriptions and unknown events', () => {
   test('an unknown pusher:foo event does not close the connection', T, async (t) => {
     const [c] = await established(t);
     c.send({ event: 'pusher:foo', data: {} });
+    const foo = await c.next('pusher:error', 3000);
+    assert.equal(foo.dataParsed.message, 'Unsupported event: pusher:foo');
     c.send({ event: 'no-prefix-event', data: {} });
+    // The likely mistake (a client event without its prefix) is named.
+    const noPrefix = await c.next('pusher:error', 3000);
+    assert.match(noPrefix.dataParsed.message, /no-prefix-event; events sent by clients must be named client-\*/);
     await sleep(200);
     assert.equal(c.isClosed, false);
     c.send({ event: 'pusher:ping', data: {} });

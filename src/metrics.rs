@@ -1,11 +1,31 @@
 //! Prometheus metrics for operators, served on `/metrics`.
+//!
+//! README.md's metrics table (section "Operations") documents every metric
+//! registered here; a unit test below compares the two both ways.
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use std::cell::RefCell;
+use std::sync::Arc;
+
+/// What a registered metric is, as README documents it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricInfo {
+    /// Full metric name, e.g. `rusher_connections_total`.
+    pub name: &'static str,
+    /// Prometheus type: `counter` or `gauge`.
+    pub kind: &'static str,
+    /// Label names, in order (empty for a plain metric).
+    pub labels: Vec<&'static str>,
+}
 
 /// Every metric the server records.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Every metric registered, in registration order. A labelled metric
+    /// shows on `/metrics` only after its first use; this list has it from
+    /// the start.
+    catalog: Arc<[MetricInfo]>,
     /// Open WebSocket connections.
     pub connections: IntGauge,
     /// WebSocket connections accepted since start.
@@ -42,26 +62,37 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let gauge = |name: &str, help: &str| {
+        let catalog = RefCell::new(Vec::new());
+        let record = |name: &'static str, kind: &'static str, labels: &[&'static str]| {
+            catalog.borrow_mut().push(MetricInfo {
+                name,
+                kind,
+                labels: labels.to_vec(),
+            });
+        };
+        let gauge = |name: &'static str, help: &str| {
             let metric = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("{e}"));
             registry
                 .register(Box::new(metric.clone()))
                 .unwrap_or_else(|e| unreachable!("{e}"));
+            record(name, "gauge", &[]);
             metric
         };
-        let counter = |name: &str, help: &str| {
+        let counter = |name: &'static str, help: &str| {
             let metric = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("{e}"));
             registry
                 .register(Box::new(metric.clone()))
                 .unwrap_or_else(|e| unreachable!("{e}"));
+            record(name, "counter", &[]);
             metric
         };
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+        let counter_vec = |name: &'static str, help: &str, labels: &[&'static str]| {
             let metric = IntCounterVec::new(Opts::new(name, help), labels)
                 .unwrap_or_else(|e| unreachable!("{e}"));
             registry
                 .register(Box::new(metric.clone()))
                 .unwrap_or_else(|e| unreachable!("{e}"));
+            record(name, "counter", labels);
             metric
         };
         Metrics {
@@ -121,8 +152,15 @@ impl Metrics {
                 "rusher_store_dropped_total",
                 "Messages not stored because the write queue was full",
             ),
+            // Last: every metric above is registered and recorded by now.
             registry,
+            catalog: catalog.into_inner().into(),
         }
+    }
+
+    /// Every registered metric with its type and labels, in registration order.
+    pub fn catalog(&self) -> &[MetricInfo] {
+        &self.catalog
     }
 
     /// The Prometheus text exposition of every metric.
@@ -151,5 +189,77 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("rusher_connections_total 1"), "{text}");
         assert!(text.contains("rusher_frames_sent_total 0"), "{text}");
+    }
+
+    /// The rows of README's metrics table: (name, labels, type).
+    fn readme_metrics() -> Vec<(String, Vec<String>, String)> {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Operations")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap_or_else(|| panic!("README.md has no \"## Operations\" section"));
+        section
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.trim().trim_matches('|').split('|').collect();
+                let metric = cells.first()?.trim().strip_prefix("`rusher_")?;
+                let metric = format!("rusher_{}", metric.strip_suffix('`')?);
+                let (name, labels) = match metric.split_once('{') {
+                    Some((name, labels)) => (
+                        name.to_owned(),
+                        labels
+                            .trim_end_matches('}')
+                            .split(',')
+                            .map(|l| l.trim().to_owned())
+                            .collect(),
+                    ),
+                    None => (metric, Vec::new()),
+                };
+                Some((name, labels, cells.get(1)?.trim().to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn readme_metrics_table_matches_the_registry_both_ways() {
+        let documented = readme_metrics();
+        assert!(!documented.is_empty(), "no metrics table found in README");
+        let registered = Metrics::new().catalog().to_vec();
+        for metric in &registered {
+            let row = documented
+                .iter()
+                .find(|(name, _, _)| name == metric.name)
+                .unwrap_or_else(|| panic!("`{}` is not in README's metrics table", metric.name));
+            assert_eq!(row.2, metric.kind, "README type of `{}`", metric.name);
+            assert_eq!(row.1, metric.labels, "README labels of `{}`", metric.name);
+        }
+        for (name, _, _) in &documented {
+            assert!(
+                registered.iter().any(|m| m.name == name),
+                "README documents `{name}`, which is not registered"
+            );
+        }
+        // The catalog is what the registry exposes once labelled metrics are used.
+        let metrics = Metrics::new();
+        metrics
+            .connections_refused
+            .with_label_values(&["4001"])
+            .inc();
+        metrics
+            .http_requests
+            .with_label_values(&["/x", "200"])
+            .inc();
+        let exposed: Vec<String> = metrics
+            .registry
+            .gather()
+            .iter()
+            .map(|family| family.get_name().to_owned())
+            .collect();
+        let mut names: Vec<String> = registered.iter().map(|m| m.name.to_owned()).collect();
+        names.sort();
+        let mut exposed_sorted = exposed.clone();
+        exposed_sorted.sort();
+        assert_eq!(names, exposed_sorted);
     }
 }

@@ -4,12 +4,14 @@ The WebSocket side is a real pusher-js client: listen.mjs (beside this file),
 run with node, prints what it receives as JSON lines.
 """
 
+import http.server
 import json
 import os
 import subprocess
 import threading
 import time
 import unittest
+import urllib.parse
 import uuid
 
 import pusher
@@ -44,17 +46,72 @@ def unique(prefix):
     return "%s-py-%s" % (prefix, uuid.uuid4().hex[:10])
 
 
-class Listener:
-    """node listen.mjs <channel> <event>: a pusher-js subscriber in a subprocess."""
+class AuthServer:
+    """The backend's auth endpoints, signing with the PyPI SDK as an app would.
 
-    def __init__(self, channel, event, key=KEY):
+    POST /pusher/auth (socket_id, channel_name, user_id): `authenticate`, with
+    presence data {"user_id", "user_info"} for presence channels.
+    POST /pusher/user-auth (socket_id, user_id): `authenticate_user`.
+    """
+
+    def __init__(self):
+        sdk = client()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("content-length", "0"))
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                field = lambda name: form.get(name, [None])[0]
+                if self.path == "/pusher/auth":
+                    channel = field("channel_name")
+                    custom = None
+                    if channel.startswith("presence-"):
+                        custom = {"user_id": field("user_id"), "user_info": {"via": "python"}}
+                    answer = sdk.authenticate(channel=channel, socket_id=field("socket_id"), custom_data=custom)
+                elif self.path == "/pusher/user-auth":
+                    answer = sdk.authenticate_user(field("socket_id"), {"id": field("user_id")})
+                else:
+                    self.send_error(404)
+                    return
+                body = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Listener:
+    """node listen.mjs <channel> <event>: a pusher-js subscriber in a subprocess.
+
+    With `auth` (an AuthServer) it can join private and presence channels;
+    with `user` as well it signs in as that user.
+    """
+
+    def __init__(self, channel, event, key=KEY, auth=None, user=None):
         self.channel = channel
+        env = dict(os.environ, RUSHER_HOST=HOST, RUSHER_PORT=str(PORT))
+        if auth is not None:
+            env["LISTEN_AUTH_URL"] = auth.url
+        if user is not None:
+            env["LISTEN_USER"] = user
         self.proc = subprocess.Popen(
             ["node", os.path.join(HERE, "listen.mjs"), channel, event, key],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=dict(os.environ, RUSHER_HOST=HOST, RUSHER_PORT=str(PORT)),
+            env=env,
         )
         self.lines = []
         self._cv = threading.Condition()
@@ -114,10 +171,20 @@ class Listener:
 
 
 class PythonSdkTest(unittest.TestCase):
-    def listen(self, channel, event):
-        listener = Listener(channel, event)
+    @classmethod
+    def setUpClass(cls):
+        cls.auth = AuthServer()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.auth.close()
+
+    def listen(self, channel, event, user=None):
+        listener = Listener(channel, event, auth=self.auth, user=user)
         self.addCleanup(listener.close)
         listener.ready()
+        if user is not None:
+            listener.wait_for(lambda o: o.get("signed_in"))
         return listener
 
     def test_trigger_reaches_a_pusher_js_subscriber(self):
@@ -183,6 +250,43 @@ class PythonSdkTest(unittest.TestCase):
         everything = client().channels_info()
         self.assertIn(mine, everything["channels"])
         self.assertIn(other, everything["channels"])
+
+    def test_authenticate_signs_a_private_channel_pusher_js_joins(self):
+        channel = unique("private-pyauth")
+        listener = self.listen(channel, "secret")
+        client().trigger(channel, "secret", {"ok": True})
+        self.assertEqual(listener.event()["data"], {"ok": True})
+
+    def test_presence_authenticate_and_users_info(self):
+        channel = unique("presence-pyusers")
+        self.listen(channel, "never", user="py-member")
+        self.assertEqual(client().users_info(channel), {"users": [{"id": "py-member"}]})
+        info = client().channel_info(channel, ["user_count", "subscription_count"])
+        self.assertEqual(info, {"occupied": True, "user_count": 1, "subscription_count": 1})
+
+    def test_send_to_user_reaches_the_signed_in_user(self):
+        user = unique("pyuser")
+        listener = self.listen(unique("pyuserch"), "for-you", user=user)
+        self.assertEqual(client().send_to_user(user, "for-you", {"n": 7}), {})
+        self.assertEqual(listener.event()["data"], {"n": 7})
+
+    def test_terminate_user_connections_closes_that_user_with_4009(self):
+        # The SDK posts to /users/{id}/terminate_connections, without /apps/{id}:
+        # rusher finds the app from the signed auth_key.
+        user, bystander = unique("pyterm"), unique("pykeep")
+        target = self.listen(unique("pytermch"), "never", user=user)
+        other = self.listen(unique("pytermch"), "after", user=bystander)
+        self.assertEqual(client().terminate_user_connections(user), {})
+        error = target.wait_for(lambda o: "error" in o)["error"]
+        self.assertEqual(error["code"], 4009, error)
+        # Only that user: the other signed-in socket still receives.
+        client().send_to_user(bystander, "after", {"still": "here"})
+        self.assertEqual(other.event()["data"], {"still": "here"})
+        self.assertFalse(any("error" in o for o in other.lines), other.lines)
+
+    def test_terminate_user_connections_with_a_wrong_secret_raises_bad_auth(self):
+        with self.assertRaises(pusher.errors.PusherBadAuth):
+            client(secret="not-the-secret").terminate_user_connections(unique("pyterm"))
 
     def test_wrong_secret_raises_bad_auth(self):
         with self.assertRaises(pusher.errors.PusherBadAuth):

@@ -1,6 +1,6 @@
 //! HTTP API errors: every refusal maps to a status and a JSON `{"error": ..}` here.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use thiserror::Error;
 
@@ -19,6 +19,14 @@ pub enum ApiError {
     /// 404: unknown app or route.
     #[error("{0}")]
     NotFound(String),
+    /// 405: the path exists, not with this method.
+    #[error("{message}")]
+    MethodNotAllowed {
+        /// What was refused, e.g. `POST /health`.
+        message: String,
+        /// The `Allow` header: the methods the path answers, e.g. `GET, HEAD`.
+        allow: &'static str,
+    },
     /// 413: body or event data too large.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -37,6 +45,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -44,8 +53,12 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({ "error": self.to_string() }))
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
+            response.insert_header((header::ALLOW, *allow));
+        }
+        response.json(serde_json::json!({ "error": self.to_string() }))
     }
 }
 

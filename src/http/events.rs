@@ -110,8 +110,19 @@ fn validate(app: &App, event: EventRequest) -> Result<ValidEvent, ApiError> {
     })
 }
 
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+/// The body of `/events`, as the SDKs send it.
+const EVENT_BODY: &str = r#"{"name": ..., "data": ..., "channels": [...]} (or "channel")"#;
+/// The body of `/batch_events`.
+const BATCH_BODY: &str = r#"{"batch": [{"name": ..., "data": ..., "channel": ...}, ...]}"#;
+
+/// Parses the JSON body; a missing or malformed one is a 400 naming the
+/// body `expected`.
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8], expected: &str) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad_request(format!("expected a JSON body {expected}")));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| bad_request(format!("invalid JSON body: {e}; expected {expected}")))
 }
 
 /// Publishes to every channel of the event; returns the `info` asked for.
@@ -156,7 +167,7 @@ async fn publish(hub: &Hub, app: &App, event: &ValidEvent) -> Map<String, Value>
 /// `POST /apps/{app_id}/events`.
 pub async fn trigger(signed: Signed, hub: Data<Arc<Hub>>) -> Result<HttpResponse, ApiError> {
     let Signed { app, body } = signed;
-    let event = validate(&app, parse_json(&body)?)?;
+    let event = validate(&app, parse_json(&body, EVENT_BODY)?)?;
     let channels = publish(&hub, &app, &event).await;
     if event.info.is_empty() {
         Ok(HttpResponse::Ok().json(serde_json::json!({})))
@@ -168,7 +179,7 @@ pub async fn trigger(signed: Signed, hub: Data<Arc<Hub>>) -> Result<HttpResponse
 /// `POST /apps/{app_id}/batch_events`.
 pub async fn trigger_batch(signed: Signed, hub: Data<Arc<Hub>>) -> Result<HttpResponse, ApiError> {
     let Signed { app, body } = signed;
-    let batch: BatchRequest = parse_json(&body)?;
+    let batch: BatchRequest = parse_json(&body, BATCH_BODY)?;
     if batch.batch.len() > app.max_batch_events {
         return Err(bad_request(format!(
             "a batch may hold at most {} events",

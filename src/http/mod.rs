@@ -15,7 +15,9 @@ pub mod signed;
 pub mod users;
 
 use crate::hub::Hub;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{
+    guard, web, FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, ResponseError,
+};
 use error::ApiError;
 use std::sync::Arc;
 
@@ -29,44 +31,78 @@ pub struct HttpSettings {
 }
 
 /// Registers the API, health and metrics routes.
+///
+/// Every GET route answers HEAD the same way without the body (RFC 9110
+/// §9.3.2; load balancers probe with HEAD), and a known path asked with
+/// another method gets 405 with `Allow` instead of a 404.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .route("/ready", web::get().to(ready))
-        .route("/metrics", web::get().to(metrics))
-        .route("/apps/{app_id}/events", web::post().to(events::trigger))
-        .route(
-            "/apps/{app_id}/batch_events",
-            web::post().to(events::trigger_batch),
-        )
-        .route("/apps/{app_id}/channels", web::get().to(channels::list))
-        .route(
-            "/apps/{app_id}/channels/{channel}",
-            web::get().to(channels::show),
-        )
-        .route(
+    cfg.service(get("/health", health))
+        .service(get("/ready", ready))
+        .service(get("/metrics", metrics))
+        .service(post("/apps/{app_id}/events", events::trigger))
+        .service(post("/apps/{app_id}/batch_events", events::trigger_batch))
+        .service(get("/apps/{app_id}/channels", channels::list))
+        .service(get("/apps/{app_id}/channels/{channel}", channels::show))
+        .service(get(
             "/apps/{app_id}/channels/{channel}/users",
-            web::get().to(channels::users),
-        )
-        .route(
+            channels::users,
+        ))
+        .service(post(
             "/apps/{app_id}/users/{user_id}/terminate_connections",
-            web::post().to(users::terminate_connections),
-        )
-        .route(
-            "/apps/{app_id}/subscribe",
-            web::post().to(persistence::subscribe),
-        )
-        .route(
-            "/apps/{app_id}/unsubscribe",
-            web::post().to(persistence::unsubscribe),
-        )
-        .route(
+            users::terminate_connections,
+        ))
+        // The PyPI SDK (3.3) posts here, without `/apps/{app_id}`: the app is
+        // the one whose key signed the request (see `signed`).
+        .service(post(
+            "/users/{user_id}/terminate_connections",
+            users::terminate_connections,
+        ))
+        .service(post("/apps/{app_id}/subscribe", persistence::subscribe))
+        .service(post("/apps/{app_id}/unsubscribe", persistence::unsubscribe))
+        .service(get(
             "/apps/{app_id}/users/{user_id}/subscriptions",
-            web::get().to(persistence::subscriptions),
-        )
-        .route(
+            persistence::subscriptions,
+        ))
+        .service(get(
             "/apps/{app_id}/users/{user_id}/messages",
-            web::get().to(persistence::messages),
-        );
+            persistence::messages,
+        ));
+}
+
+/// `path` served by `handler` for GET and HEAD; any other method gets 405.
+fn get<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    let get_or_head = guard::Any(guard::Get()).or(guard::Head());
+    web::resource(path)
+        .route(web::route().guard(get_or_head).to(handler))
+        .default_service(web::to(|req: HttpRequest| {
+            method_not_allowed(req, "GET, HEAD")
+        }))
+}
+
+/// `path` served by `handler` for POST; any other method gets 405.
+fn post<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|req: HttpRequest| method_not_allowed(req, "POST")))
+}
+
+/// 405 with `Allow: {allow}` and a JSON error naming the refused request.
+async fn method_not_allowed(req: HttpRequest, allow: &'static str) -> HttpResponse {
+    ApiError::MethodNotAllowed {
+        message: format!("{} {} is not served; use {allow}", req.method(), req.path()),
+        allow,
+    }
+    .error_response()
 }
 
 async fn health() -> HttpResponse {
@@ -99,4 +135,123 @@ pub async fn not_found(req: HttpRequest, stream: web::Payload) -> actix_web::Res
         ApiError::NotFound(format!("no route for {} {}", req.method(), req.path()))
             .error_response(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::local::LocalAdapter;
+    use crate::apps::AppRegistry;
+    use crate::config::{AppConfig, WebhookSettings};
+    use crate::hub::node::Node;
+    use crate::metrics::Metrics;
+    use crate::protocol::error::ErrorCode;
+    use crate::webhooks::Webhooks;
+    use actix_web::http::{header, Method, StatusCode};
+    use actix_web::{test, App};
+
+    fn hub() -> Arc<Hub> {
+        let apps = Arc::new(AppRegistry::new([AppConfig::with_credentials(
+            "1", "key", "secret",
+        )]));
+        let node = Arc::new(Node::new(&apps));
+        let metrics = Metrics::new();
+        let webhooks = Webhooks::start(&apps, &WebhookSettings::default(), metrics.clone());
+        let adapter = Arc::new(LocalAdapter::new(node.clone()));
+        Arc::new(Hub::new(apps, node, adapter, metrics, webhooks, None, 16))
+    }
+
+    /// Status and `Allow` header of `method path` on the API routes.
+    async fn answer(
+        hub: &Arc<Hub>,
+        metrics: bool,
+        method: Method,
+        path: &str,
+    ) -> (StatusCode, Option<String>) {
+        let settings = HttpSettings {
+            max_request_bytes: 1024,
+            metrics,
+        };
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(hub.clone()))
+                .app_data(web::Data::new(settings))
+                .configure(configure),
+        )
+        .await;
+        let request = test::TestRequest::default()
+            .method(method)
+            .uri(path)
+            .to_request();
+        let response = test::call_service(&app, request).await;
+        let allow = response
+            .headers()
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (response.status(), allow)
+    }
+
+    #[actix_web::test]
+    async fn head_probes_answer_like_get_including_draining_and_disabled_metrics() {
+        let hub = hub();
+        for path in ["/health", "/ready", "/metrics"] {
+            let head = answer(&hub, true, Method::HEAD, path).await;
+            assert_eq!(head.0, StatusCode::OK, "HEAD {path}");
+        }
+        let disabled = answer(&hub, false, Method::HEAD, "/metrics").await;
+        assert_eq!(disabled.0, StatusCode::NOT_FOUND);
+        hub.close_all(ErrorCode::ServerShuttingDown);
+        for method in [Method::GET, Method::HEAD] {
+            let ready = answer(&hub, true, method.clone(), "/ready").await;
+            assert_eq!(ready.0, StatusCode::SERVICE_UNAVAILABLE, "{method} /ready");
+            let health = answer(&hub, true, method.clone(), "/health").await;
+            assert_eq!(health.0, StatusCode::OK, "{method} /health while draining");
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_known_path_with_another_method_is_405_with_allow() {
+        let hub = hub();
+        let probe = answer(&hub, true, Method::DELETE, "/ready").await;
+        assert_eq!(
+            probe,
+            (StatusCode::METHOD_NOT_ALLOWED, Some("GET, HEAD".into()))
+        );
+        let events = answer(&hub, true, Method::GET, "/apps/1/events").await;
+        assert_eq!(
+            events,
+            (StatusCode::METHOD_NOT_ALLOWED, Some("POST".into()))
+        );
+        let terminate = answer(&hub, true, Method::GET, "/users/u/terminate_connections").await;
+        assert_eq!(terminate.0, StatusCode::METHOD_NOT_ALLOWED);
+        // An unknown path stays a 404 (the app's default service).
+        let unknown = answer(&hub, true, Method::GET, "/apps/1/nope").await;
+        assert_eq!(unknown.0, StatusCode::NOT_FOUND);
+    }
+
+    #[actix_web::test]
+    async fn terminate_without_the_apps_prefix_finds_the_app_by_its_signed_key() {
+        let hub = hub();
+        // No auth_key: nothing names the app.
+        let bare = answer(&hub, true, Method::POST, "/users/u/terminate_connections").await;
+        assert_eq!(bare.0, StatusCode::UNAUTHORIZED);
+        let stranger = answer(
+            &hub,
+            true,
+            Method::POST,
+            "/users/u/terminate_connections?auth_key=nobody",
+        )
+        .await;
+        assert_eq!(stranger.0, StatusCode::UNAUTHORIZED);
+        // The app's key but no valid signature: still refused.
+        let unsigned = answer(
+            &hub,
+            true,
+            Method::POST,
+            "/users/u/terminate_connections?auth_key=key&auth_timestamp=1&auth_signature=00",
+        )
+        .await;
+        assert_eq!(unsigned.0, StatusCode::UNAUTHORIZED);
+    }
 }

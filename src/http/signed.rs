@@ -1,4 +1,10 @@
 //! Admission of an API request: app lookup, body size, and the request signature.
+//!
+//! The app is the one named by the `{app_id}` path segment; on a route
+//! without one (`/users/{user_id}/terminate_connections`, which the PyPI SDK
+//! calls without the `/apps/{app_id}` prefix) it is the app whose key is the
+//! request's `auth_key`, and the signature must then verify with that app's
+//! secret like any other.
 
 use super::error::ApiError;
 use super::HttpSettings;
@@ -29,10 +35,10 @@ async fn read_body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError
 }
 
 /// An API request that passed admission: its app, and the body exactly as
-/// signed. Every `/apps/{app_id}/...` handler takes one, so none can forget
-/// the signature check.
+/// signed. Every API handler takes one, so none can forget the signature
+/// check.
 pub struct Signed {
-    /// The app named by `{app_id}`.
+    /// The app named by `{app_id}`, or by `auth_key` on a route without it.
     pub app: Arc<App>,
     /// The raw body.
     pub body: Bytes,
@@ -52,11 +58,27 @@ impl FromRequest for Signed {
             ) else {
                 return Err(ApiError::Unavailable("server is not configured".into()));
             };
-            let app_id = req.match_info().get("app_id").unwrap_or_default();
-            let (app, body) = admit(&req, payload, hub, settings, app_id).await?;
+            let (app, body) = admit(&req, payload, hub, settings).await?;
             Ok(Signed { app, body })
         })
     }
+}
+
+/// The app the request is for: by `{app_id}` (404 when unknown), or, on a
+/// route without it, by `auth_key` (401 when missing or unknown: the
+/// signature names no app).
+fn find_app(req: &HttpRequest, hub: &Hub) -> Result<Arc<App>, ApiError> {
+    if let Some(app_id) = req.match_info().get("app_id") {
+        return hub
+            .apps()
+            .by_id(app_id)
+            .ok_or_else(|| ApiError::NotFound(format!("unknown app id `{app_id}`")));
+    }
+    let key = query_param(req, "auth_key")
+        .ok_or_else(|| ApiError::Unauthorized("missing query parameter auth_key".into()))?;
+    hub.apps()
+        .by_key(&key)
+        .ok_or_else(|| ApiError::Unauthorized(format!("auth_key `{key}` belongs to no app")))
 }
 
 /// Finds the app, reads the body and checks the signature. On success the
@@ -66,15 +88,11 @@ async fn admit(
     payload: Payload,
     hub: &Hub,
     settings: &HttpSettings,
-    app_id: &str,
 ) -> Result<(Arc<App>, Bytes), ApiError> {
     if !hub.is_accepting() {
         return Err(ApiError::Unavailable("server is shutting down".into()));
     }
-    let app = hub
-        .apps()
-        .by_id(app_id)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown app id `{app_id}`")))?;
+    let app = find_app(req, hub)?;
     let body = read_body(payload, settings.max_request_bytes).await?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -103,7 +121,13 @@ async fn admit(
 
 /// The decoded value of query parameter `name`, if present.
 pub fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
-    req.query_string().split('&').find_map(|pair| {
+    query_value(req.query_string(), name)
+}
+
+/// The decoded value (`+` and `%XX` decoded) of parameter `name` in a raw
+/// query string, if present; the first one when repeated.
+pub fn query_value(raw_query: &str, name: &str) -> Option<String> {
+    raw_query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         (key == name).then(|| {
             percent_encoding::percent_decode_str(&value.replace('+', " "))

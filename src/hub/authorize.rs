@@ -114,9 +114,15 @@ pub fn authorize(
     };
     let auth = auth.ok_or_else(|| SubscriptionError::auth("Missing auth signature"))?;
     if !verify_channel_auth(&app.key, &app.secret, socket_id, channel, signed_data, auth) {
-        return Err(SubscriptionError::auth(
-            "Invalid signature: expected HMAC-SHA256 of socket_id:channel with the app secret",
-        ));
+        // Name what was signed: with channel_data (presence, signed personal
+        // data) the string is longer, and a wrong hint sends users astray.
+        let signed = match signed_data {
+            Some(_) => "socket_id:channel:channel_data",
+            None => "socket_id:channel",
+        };
+        return Err(SubscriptionError::auth(format!(
+            "Invalid signature: expected {{app key}}:HMAC-SHA256 of {signed} with the app secret"
+        )));
     }
     match kind {
         ChannelKind::Presence => parse_channel_data(
@@ -231,6 +237,15 @@ mod tests {
             let error = authorize_as(&app(), socket, &request(channel, auth, None)).unwrap_err();
             assert_eq!((error.kind, error.status), ("AuthError", 401));
         }
+        let forged = authorize_as(
+            &app(),
+            "1.1",
+            &request("private-a", Some("key:00".into()), None),
+        )
+        .unwrap_err();
+        assert!(forged
+            .message
+            .ends_with("of socket_id:channel with the app secret"));
     }
 
     #[test]
@@ -251,8 +266,15 @@ mod tests {
             &app(),
             "1.1",
             &request("presence-r", Some(auth), Some(forged)),
+        )
+        .unwrap_err();
+        assert_eq!(error.kind, "AuthError");
+        // The hint names what a presence signature covers.
+        assert!(
+            error.message.contains("socket_id:channel:channel_data"),
+            "{}",
+            error.message
         );
-        assert_eq!(error.unwrap_err().kind, "AuthError");
     }
 
     #[test]

@@ -85,6 +85,30 @@ pub fn channel_type(name: &str) -> ChannelType {
     ChannelType { kind, cache }
 }
 
+impl ChannelKind {
+    /// Why a `client-*` event is refused on this kind of channel, or `None`
+    /// where clients may send them: private and presence channels (as with
+    /// hosted Pusher) and peer channels (extension). Sent as `pusher:error`.
+    pub fn client_event_refusal(self) -> Option<&'static str> {
+        match self {
+            ChannelKind::Private | ChannelKind::Presence | ChannelKind::Peer => None,
+            ChannelKind::Public => {
+                Some("Client events are only allowed on private, presence and peer channels")
+            }
+            // Pusher refuses them too: the server cannot check what it cannot read.
+            ChannelKind::PrivateEncrypted => Some(
+                "Client events are not allowed on end-to-end encrypted channels (private-encrypted-)",
+            ),
+            ChannelKind::ServerToUser => {
+                Some("Client events are not allowed on server-to-user channels")
+            }
+            ChannelKind::Personal => Some(
+                "Client events are not allowed on personal channels: they carry the events of followed channels",
+            ),
+        }
+    }
+}
+
 fn valid_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
 }
@@ -128,6 +152,21 @@ mod tests {
         );
         assert_eq!(channel_type("personal-u1").kind, ChannelKind::Personal);
         assert_eq!(channel_type("peer-room:a&b").kind, ChannelKind::Peer);
+    }
+
+    #[test]
+    fn client_events_are_refused_with_the_reason_of_the_channel_kind() {
+        for allowed in ["private-a", "presence-a", "private-cache-a", "peer-r:a&b"] {
+            assert_eq!(channel_type(allowed).kind.client_event_refusal(), None);
+        }
+        let refusal = |name| channel_type(name).kind.client_event_refusal().unwrap();
+        assert!(refusal("news").contains("only allowed on private, presence and peer"));
+        assert!(refusal("cache-news").contains("only allowed on private"));
+        // An encrypted channel is private: the reason must be the encryption.
+        assert!(refusal("private-encrypted-a").contains("end-to-end encrypted"));
+        assert!(!refusal("private-encrypted-a").contains("only allowed on private"));
+        assert!(refusal("#server-to-user-u").contains("server-to-user"));
+        assert!(refusal("personal-u").contains("personal"));
     }
 
     #[test]

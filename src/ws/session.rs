@@ -6,7 +6,7 @@ use super::WsSettings;
 use crate::apps::App;
 use crate::hub::connection::{Connection, ConnectionReceiver};
 use crate::hub::Hub;
-use crate::protocol::channel::{channel_type, ChannelKind};
+use crate::protocol::channel::channel_type;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::frames::{self, ClientMessage, SubscribeRequest};
 use crate::protocol::presence::SignedInUser;
@@ -161,7 +161,15 @@ impl Session {
             }) => self.client_event(ctx, &event, &channel, &data),
             Ok(ClientMessage::Unknown { event }) => {
                 tracing::debug!(parent: &self.span, %event, "unknown event");
-                self.error(ctx, None, &format!("Unsupported event: {event}"));
+                let message = if event.starts_with("pusher") {
+                    format!("Unsupported event: {event}")
+                } else {
+                    // The usual mistake: a client event without its prefix.
+                    format!(
+                        "Unsupported event: {event}; events sent by clients must be named client-*"
+                    )
+                };
+                self.error(ctx, None, &message);
             }
             Err(error) => {
                 tracing::debug!(parent: &self.span, %error, "malformed frame");
@@ -259,15 +267,8 @@ impl Session {
         if !self.app.client_events {
             return self.error(ctx, None, "Client events are not enabled for this app");
         }
-        if !matches!(
-            channel_type(channel).kind,
-            ChannelKind::Private | ChannelKind::Presence | ChannelKind::Peer
-        ) {
-            return self.error(
-                ctx,
-                None,
-                "Client events are only allowed on private and presence channels",
-            );
+        if let Some(refusal) = channel_type(channel).kind.client_event_refusal() {
+            return self.error(ctx, None, refusal);
         }
         let Some(user_id) = self.channels.get(channel) else {
             return self.error(
@@ -277,10 +278,18 @@ impl Session {
             );
         };
         if event.len() > self.app.max_event_name_length {
-            return self.error(ctx, None, "Client event name is too long");
+            let message = format!(
+                "Client event name is longer than {} characters",
+                self.app.max_event_name_length
+            );
+            return self.error(ctx, None, &message);
         }
         if data.get().len() > self.app.max_event_data_bytes {
-            return self.error(ctx, None, "Client event data is too large");
+            let message = format!(
+                "Client event data is larger than {} bytes",
+                self.app.max_event_data_bytes
+            );
+            return self.error(ctx, None, &message);
         }
         let now = Instant::now();
         if now.duration_since(self.client_events.started) >= Duration::from_secs(1) {
