@@ -5,6 +5,7 @@
 // test that opened it (t.after), so node:test can exit.
 
 import crypto from 'node:crypto';
+import http from 'node:http';
 import {
   APPS,
   DEFAULT_QUERY,
@@ -178,4 +179,37 @@ export function recordMessages(client) {
   const messages = [];
   client.connection.bind('message', (m) => messages.push(m));
   return messages;
+}
+
+/**
+ * A backend's userAuthentication endpoint on 127.0.0.1:{free port}, as an app
+ * would serve it: pusher-js POSTs `socket_id` (form-encoded) and gets the
+ * SDK's `authenticateUser(socket_id, user)`. `userFor()` gives the user data.
+ * Returns {url, calls, stop()}; stop it with t.after.
+ */
+export async function startUserAuthEndpoint(sdk, userFor) {
+  const calls = [];
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const socketId = new URLSearchParams(Buffer.concat(chunks).toString('utf8')).get('socket_id');
+      calls.push(socketId);
+      const body = JSON.stringify(sdk.authenticateUser(socketId, userFor()));
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(body);
+    });
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  return {
+    url: `http://127.0.0.1:${server.address().port}/pusher/user-auth`,
+    calls,
+    async stop() {
+      server.closeAllConnections?.();
+      await new Promise((r) => server.close(() => r()));
+    },
+  };
 }

@@ -13,7 +13,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { sleep, waitFor } from './helpers.mjs';
+import { APPS, sleep, waitFor } from './helpers.mjs';
 import { metric, startReceiver, summarizeEvents } from './webhook-helpers.mjs';
 import {
   WEBHOOK_APP,
@@ -242,6 +242,35 @@ test('HTTP channel and user queries agree on every node', T, async (t) => {
       `subscription_count 2 on ${node.name}`,
     );
   }
+});
+
+test('an app with no occupied channel lists {"channels":{}} on every poll without a Redis error, and the cluster stays whole', T, async (t) => {
+  // APPS.other: nobody subscribes to it in this suite, so its channel set in Redis is empty.
+  const app = APPS.other;
+  const errorsBefore = await Promise.all([A, B].map((n) => metric(n, 'rusher_redis_errors_total')));
+  const logFrom = [A, B].map((n) => n.log.length);
+  for (let i = 0; i < 10; i += 1) {
+    for (const node of [A, B]) {
+      assert.deepEqual(await getJson(node, '/channels', {}, app), { channels: {} }, `poll ${i} on ${node.name}`);
+      assert.deepEqual(
+        await getJson(node, '/channels', { filter_by_prefix: 'presence-', info: 'user_count' }, app),
+        { channels: {} },
+        `presence poll ${i} on ${node.name}`,
+      );
+    }
+  }
+  const errorsAfter = await Promise.all([A, B].map((n) => metric(n, 'rusher_redis_errors_total')));
+  assert.deepEqual(errorsAfter, errorsBefore, `rusher_redis_errors_total moved:\n${logsOf(A, B)}`);
+  for (const [i, node] of [A, B].entries()) {
+    assert.doesNotMatch(node.log.slice(logFrom[i]).join(''), /redis unreachable/, `node ${node.name} went into its Redis-outage mode`);
+  }
+  // Still one cluster right after: a trigger on A reaches a subscriber of the app on B.
+  const name = chan('after-empty-list');
+  const onB = await rawOn(t, B, app);
+  await onB.subscribe(name);
+  await sdkOn(A, app).trigger(name, 'ping', 'cross-node');
+  const f = await onB.next((x) => x.event === 'ping' && x.channel === name, 3000);
+  assert.equal(f.dataParsed, 'cross-node');
 });
 
 test('client events from a client on A reach a client on B and are not echoed', T, async (t) => {

@@ -148,6 +148,8 @@ activity_timeout = 30
 pong_timeout = 10
 shutdown_grace = 1
 log_level = "info"
+# An unsigned personal-{user} subscription before any sign-in is refused after this wait.
+subscribe_wait_ms = 1000
 
 [store]
 backend = "mongodb"

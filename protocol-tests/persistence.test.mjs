@@ -401,6 +401,29 @@ describe('peer channels', () => {
     assert.equal(removed.channel, peerName, JSON.stringify(removed));
     assert.equal(removed.user_id, ub);
   });
+
+  test('a peer channel subscribed before its presence channel (as pusher-js does after a reconnect) waits for the membership and then succeeds', T, async (t) => {
+    const base = uniq('room');
+    const presence = `presence-${base}`;
+    const [ua, ub] = [uniq('pa'), uniq('pb')];
+    const peerName = `peer-${base}:${[ua, ub].sort().join('&')}`;
+    const join = (conn, user) => {
+      const data = JSON.stringify({ user_id: user, peer: true });
+      return rawSubscribe(conn, presence, { auth: channelAuth(conn.socketId, presence, data), channel_data: data });
+    };
+    const a = await rawOn(t, server);
+    assert.equal((await join(a, ua)).event, 'pusher_internal:subscription_succeeded');
+    const b = await rawOn(t, server);
+    // The peer subscription first (pusher-js sends no auth for peer-), the signed presence one after.
+    b.send({ event: 'pusher:subscribe', data: { channel: peerName, auth: '' } });
+    assert.equal((await join(b, ub)).event, 'pusher_internal:subscription_succeeded');
+    const peer = await b.next((f) => f.channel === peerName && f.event.includes('subscription'), 2000);
+    assert.equal(peer.event, 'pusher_internal:subscription_succeeded', JSON.stringify(peer));
+    // A socket that never joins the presence channel is refused after the wait (1 s in this suite).
+    const c = await rawOn(t, server);
+    const refused = await rawSubscribe(c, peerName, {}, 3000);
+    assert.equal(refused.event, 'pusher:subscription_error', JSON.stringify(refused));
+  });
 });
 
 describe('follow API with the Node SDK as the README shows (fields in the query string)', () => {

@@ -4,8 +4,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { APPS, collect, sleep, uniqueChannel, waitFor, withTimeout } from './helpers.mjs';
-import { authedClient, rawClient, rawSignIn, rawSubscribe, recordMessages, sdkFor } from './auth-helpers.mjs';
+import { APPS, collect, newPusherClient, sleep, uniqueChannel, waitFor, withTimeout } from './helpers.mjs';
+import { authedClient, rawClient, rawSignIn, rawSubscribe, recordMessages, sdkFor, startUserAuthEndpoint } from './auth-helpers.mjs';
 
 const T = { timeout: 30000 };
 const sdk = sdkFor(APPS.main);
@@ -216,4 +216,117 @@ test('terminateUserConnections closes every socket of the user with 4009 and lea
   // u2 is still reachable; u1 is gone.
   await sdk.sendToUser(u2, 'still', { ok: true });
   assert.deepEqual((await other.next('still')).dataParsed, { ok: true });
+});
+
+// personal-{user} with pusher-js as the README shows it: signin() and
+// subscribe() one after the other. pusher-js sends the subscribe at once and
+// the signin only when its HTTP call to the userAuthentication endpoint
+// returns (and again after every reconnect), so the server lets the
+// subscription wait for the sign-in (server.subscribe_wait_ms, 1500 in the
+// fixture).
+const SUBSCRIBE_WAIT_MS = 1500;
+
+test('personal-{user} with unmodified pusher-js and a userAuthentication endpoint: subscribed, live events, and again after a reconnect', T, async (t) => {
+  const user = uid('pu');
+  const followed = uniqueChannel('followed');
+  const endpoint = await startUserAuthEndpoint(sdk, () => ({ id: user }));
+  t.after(() => endpoint.stop());
+  const pusher = await newPusherClient(APPS.main.key, { userAuthentication: { endpoint: endpoint.url } });
+  t.after(() => pusher.disconnect());
+  const messages = recordMessages(pusher);
+
+  // The README snippet.
+  pusher.signin();
+  const personal = pusher.subscribe(`personal-${user}`);
+  const outcomes = [];
+  personal.bind('pusher:subscription_succeeded', (data) => outcomes.push({ ok: true, data }));
+  personal.bind('pusher:subscription_error', (error) => outcomes.push({ ok: false, error }));
+  const live = collect(personal, 'article');
+
+  await waitFor(() => outcomes.length >= 1, 5000, 20, `personal-${user} subscription outcome`);
+  assert.deepEqual(outcomes[0], { ok: true, data: { messages: [] } }, JSON.stringify(messages.map((m) => m.event)));
+  // The subscribe really did go out before the sign-in (the case this covers).
+  assert.equal(endpoint.calls.length, 1, 'one call to the userAuthentication endpoint');
+
+  const res = await sdk.post({ path: '/subscribe', body: { user_id: user, event: followed } });
+  assert.equal(res.status, 200);
+  await sdk.trigger(followed, 'article', { title: 'first' });
+  assert.deepEqual(await live.next(3000), { title: 'first' });
+
+  // Reconnect: pusher-js subscribes again at once and signs in again over HTTP.
+  const socketBefore = pusher.connection.socket_id;
+  pusher.disconnect();
+  await waitFor(() => pusher.connection.state === 'disconnected', 3000, 10, 'disconnected');
+  pusher.connect();
+  await waitFor(() => outcomes.length >= 2, 6000, 20, `personal-${user} subscription outcome after reconnect`);
+  assert.notEqual(pusher.connection.socket_id, socketBefore, 'a new connection');
+  assert.equal(outcomes[1].ok, true, JSON.stringify(outcomes[1]));
+  // With the catch-up, as any personal subscription: what was stored for the user.
+  assert.deepEqual(
+    outcomes[1].data.messages.map((m) => [m.channel, m.event, JSON.parse(m.data)]),
+    [[followed, 'article', { title: 'first' }]],
+  );
+  assert.equal(endpoint.calls.length, 2, 'signed in again over HTTP');
+  assert.equal(personal.subscribed, true);
+  await sdk.trigger(followed, 'article', { title: 'second' });
+  assert.deepEqual(await live.next(3000), { title: 'second' });
+  assert.equal(messages.filter((m) => m.event === 'pusher:subscription_error').length, 0, 'no subscription_error at all');
+});
+
+/** The subscription outcome frame of `channel` on a raw connection. */
+const outcomeOf = (conn, channel, timeoutMs) =>
+  conn.next(
+    (f) => f.channel === channel && (f.event === 'pusher_internal:subscription_succeeded' || f.event === 'pusher:subscription_error'),
+    timeoutMs,
+  );
+
+test('an unsigned personal-{user} waiting for the sign-in: signed in as another user -> refused then; never signed in -> refused after the wait', T, async (t) => {
+  const u1 = uid('u1');
+  const other = await rawClient(t);
+  other.send({ event: 'pusher:subscribe', data: { channel: `personal-${u1}` } });
+  await rawSignIn(other, sdk, { id: uid('u2') });
+  const refused = await outcomeOf(other, `personal-${u1}`, 1000);
+  assert.equal(refused.event, 'pusher:subscription_error');
+  assert.equal(refused.dataParsed.type, 'AuthError', JSON.stringify(refused));
+  assert.equal(refused.dataParsed.status, 401);
+  const order = other.frames.map((f) => f.event).filter((e) => e === 'pusher:signin_success' || e === 'pusher:subscription_error');
+  assert.deepEqual(order, ['pusher:signin_success', 'pusher:subscription_error'], 'refused when the sign-in came, not before');
+
+  const anon = await rawClient(t);
+  const asked = Date.now();
+  anon.send({ event: 'pusher:subscribe', data: { channel: `personal-${u1}` } });
+  const late = await outcomeOf(anon, `personal-${u1}`, SUBSCRIBE_WAIT_MS + 2000);
+  const waited = Date.now() - asked;
+  assert.equal(late.event, 'pusher:subscription_error');
+  assert.deepEqual(late.dataParsed, refused.dataParsed, 'the same refusal as without the wait');
+  assert.ok(waited >= SUBSCRIBE_WAIT_MS - 100, `refused after ${waited} ms, the wait is ${SUBSCRIBE_WAIT_MS}`);
+});
+
+test('an unsigned personal-{user} unsubscribed while waiting is forgotten: no answer, not joined by the later sign-in', T, async (t) => {
+  const u1 = uid('u1');
+  const conn = await rawClient(t);
+  conn.send({ event: 'pusher:subscribe', data: { channel: `personal-${u1}` } });
+  conn.send({ event: 'pusher:unsubscribe', data: { channel: `personal-${u1}` } });
+  await rawSignIn(conn, sdk, { id: u1 });
+  await conn.none((f) => f.channel === `personal-${u1}`, SUBSCRIBE_WAIT_MS + 300);
+  // Not subscribed: a message for u1's personal channel does not reach it.
+  const followed = uniqueChannel('followed');
+  assert.equal((await sdk.post({ path: '/subscribe', body: { user_id: u1, event: followed } })).status, 200);
+  await sdk.trigger(followed, 'article', { n: 1 });
+  await conn.none((f) => f.event === 'article', 500);
+  // Subscribing again now (signed in) works at once.
+  const ok = await rawSubscribe(conn, `personal-${u1}`, {}, 1000);
+  assert.equal(ok.event, 'pusher_internal:subscription_succeeded', JSON.stringify(ok));
+});
+
+test('a pusher:signin with a bad signature refuses the personal-{user} subscription waiting for it, then closes 4009', T, async (t) => {
+  const u1 = uid('u1');
+  const conn = await rawClient(t);
+  conn.send({ event: 'pusher:subscribe', data: { channel: `personal-${u1}` } });
+  const good = sdk.authenticateUser(conn.socketId, { id: u1 });
+  conn.send({ event: 'pusher:signin', data: { ...good, auth: `${APPS.main.key}:${'0'.repeat(64)}` } });
+  const refused = await outcomeOf(conn, `personal-${u1}`, 1000);
+  assert.equal(refused.event, 'pusher:subscription_error');
+  const closed = await withTimeout(conn.closed, 2000, 'close after the bad sign-in');
+  assert.equal(closed.code, 4009);
 });

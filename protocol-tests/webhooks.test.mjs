@@ -32,6 +32,7 @@ const REMOVAL_DELAY = FAST.member_removed_delay_ms;
 const APP_A = { id: 'wh-a', key: 'wh-a-key', secret: 'wh-a-secret' };
 const APP_B = { id: 'wh-b', key: 'wh-b-key', secret: 'wh-b-secret' };
 const APP_RETRY = { id: 'wh-retry', key: 'wh-retry-key', secret: 'wh-retry-secret' };
+const APP_ORDER = { id: 'wh-order', key: 'wh-order-key', secret: 'wh-order-secret' };
 const EXTRA_HEADERS = { 'X-Custom-Token': 'tok-123', 'X-Deployment': 'webhooks-suite' };
 
 let uid = 0;
@@ -45,6 +46,7 @@ let rOccupied; // app A, event_types = ["channel_occupied"]
 let rPresence; // app A, filter_prefix = "presence-"
 let rB; // app B
 let rRetry; // app retry: 500, 500, then 200
+let rOrder; // app order: 500 for the first request, then 200
 const cleanups = [];
 
 /** Close everything a test opened, even when it failed. */
@@ -65,7 +67,8 @@ before(async () => {
   rPresence = await startReceiver();
   rB = await startReceiver();
   rRetry = await startReceiver((index) => (index < 2 ? 500 : 200));
-  cleanups.push(() => Promise.all([rAll, rOccupied, rPresence, rB, rRetry].map((r) => r.stop())));
+  rOrder = await startReceiver((index) => (index === 0 ? 500 : 200));
+  cleanups.push(() => Promise.all([rAll, rOccupied, rPresence, rB, rRetry, rOrder].map((r) => r.stop())));
   server = await spawnRusher(
     buildConfig({
       webhooks: FAST,
@@ -81,6 +84,7 @@ before(async () => {
         },
         { ...APP_B, webhooks: [{ url: rB.url }] },
         { ...APP_RETRY, webhooks: [{ url: rRetry.url, event_types: ['channel_occupied', 'channel_vacated'] }] },
+        { ...APP_ORDER, webhooks: [{ url: rOrder.url, event_types: ['channel_occupied', 'channel_vacated'] }] },
       ],
     }),
   );
@@ -100,6 +104,9 @@ after(async () => {
 /** Events of one receiver for one channel (and optionally one name). */
 const eventsOf = (receiver, channel, name) =>
   receiver.events().filter((e) => e.channel === channel && (name === undefined || e.name === name));
+
+/** A channel's occupied/vacated and member events at one receiver, in arrival order (no subscription_count). */
+const lifecycle = (receiver, channel) => eventsOf(receiver, channel).filter((e) => e.name !== 'subscription_count');
 
 /** Assert a webhook request verifies with the SDK of `app`, and a tampered copy does not. */
 function assertSigned(request, app) {
@@ -226,6 +233,82 @@ test('a member who leaves and rejoins within member_removed_delay_ms produces ne
   // Control: leaving for good does produce member_removed.
   again.close();
   await rAll.waitEvent((e) => e.channel === channel && e.name === 'member_removed' && e.user_id === 'bob', 3000);
+});
+
+test('the last member leaving a presence channel: member_removed arrives before channel_vacated, never after', T, async (t) => {
+  const channel = chan('presence-last');
+  const sdk = sdkOn(server, APP_A);
+  const alice = await connect(t);
+  await subscribeSigned(alice, sdk, channel, { user_id: 'alice' });
+  await rAll.waitEvent((e) => e.channel === channel && e.name === 'member_added');
+  await rAll.waitEvent((e) => e.channel === channel && e.name === 'channel_occupied');
+  alice.unsubscribe(channel);
+  await rAll.waitEvent((e) => e.channel === channel && e.name === 'channel_vacated', REMOVAL_DELAY + 3000);
+  await rAll.waitEvent((e) => e.channel === channel && e.name === 'member_removed', 3000);
+  // In arrival order (requests in the order received, events in batch order).
+  const names = lifecycle(rAll, channel).map((e) => e.name);
+  assert.deepEqual(names, ['member_added', 'channel_occupied', 'member_removed', 'channel_vacated'], summarizeEvents(eventsOf(rAll, channel)));
+  // The presence-prefix endpoint sees the same order.
+  await rPresence.waitEvent((e) => e.channel === channel && e.name === 'channel_vacated', 3000);
+  assert.deepEqual(
+    lifecycle(rPresence, channel).map((e) => e.name).slice(-2),
+    ['member_removed', 'channel_vacated'],
+    summarizeEvents(eventsOf(rPresence, channel)),
+  );
+});
+
+test('the only member leaving and rejoining within the delay: no member_removed, channel_vacated or second channel_occupied', T, async (t) => {
+  const channel = chan('presence-reload');
+  const sdk = sdkOn(server, APP_A);
+  const first = await connect(t);
+  await subscribeSigned(first, sdk, channel, { user_id: 'erin' });
+  await rAll.waitEvent((e) => e.channel === channel && e.name === 'channel_occupied');
+  const left = Date.now();
+  await first.end(); // a page reload: the socket goes, the channel is empty ...
+  const again = await connect(t); // ... and the user is back within the delay
+  await subscribeSigned(again, sdk, channel, { user_id: 'erin' });
+  assert.ok(Date.now() - left < REMOVAL_DELAY - 100, `rejoin took ${Date.now() - left} ms: not within the delay`);
+  await sleep(REMOVAL_DELAY + 500);
+  assert.deepEqual(
+    lifecycle(rAll, channel).map((e) => e.name),
+    ['member_added', 'channel_occupied'],
+    summarizeEvents(eventsOf(rAll, channel)),
+  );
+  // Control: leaving for good sends both, removal first.
+  again.close();
+  await rAll.waitEvent((e) => e.channel === channel && e.name === 'channel_vacated', REMOVAL_DELAY + 3000);
+  assert.deepEqual(
+    lifecycle(rAll, channel).map((e) => e.name).slice(2),
+    ['member_removed', 'channel_vacated'],
+    summarizeEvents(eventsOf(rAll, channel)),
+  );
+});
+
+test('a batch the receiver refuses once is retried before any later batch is sent: batches arrive in order', T, async (t) => {
+  const c = await connect(t, APP_ORDER);
+  const first = chan('order');
+  await c.subscribe(first);
+  // The first batch (channel_occupied) is refused; newer events follow at once.
+  await waitFor(() => rOrder.requests.length >= 1, 3000, 5, 'the first webhook request');
+  c.unsubscribe(first);
+  const later = [chan('order'), chan('order')];
+  for (const ch of later) {
+    await c.subscribe(ch);
+    c.unsubscribe(ch);
+  }
+  const expected = [first, ...later].flatMap((channel) => [
+    { name: 'channel_occupied', channel },
+    { name: 'channel_vacated', channel },
+  ]);
+  await waitFor(() => rOrder.events().length >= expected.length, 5000, 20, 'every event accepted').catch((e) => {
+    throw new Error(`${e.message}; requests: ${JSON.stringify(rOrder.requests.map((r) => [r.status, r.rawBody]))}`);
+  });
+  assert.equal(rOrder.requests[0].status, 500);
+  const accepted = rOrder.events().map(plain);
+  assert.deepEqual(accepted, expected, `accepted in this order: ${summarizeEvents(accepted)}`);
+  // time_ms never goes back from one accepted batch to the next.
+  const times = rOrder.accepted().map((r) => r.json.time_ms);
+  assert.deepEqual(times, [...times].sort((a, b) => a - b), `time_ms of the accepted batches: ${times}`);
 });
 
 test('a client event sends client_event with channel, event, data, socket_id (and user_id on presence)', T, async (t) => {

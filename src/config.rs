@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use std::path::Path;
+use std::time::Duration;
 use thiserror::Error;
 
 /// Why the configuration was refused.
@@ -163,6 +164,11 @@ pub struct ServerConfig {
     pub activity_timeout: u64,
     /// Seconds to wait for any frame after our ping before closing with 4201.
     pub pong_timeout: u64,
+    /// Milliseconds an unsigned subscription that the connection's sign-in
+    /// (`personal-{id}`, `#server-to-user-{id}`) or presence membership (peer
+    /// channels) would authorise waits for it before it is refused; 0 refuses
+    /// at once. At most `activity_timeout` is used ([`Self::subscribe_wait`]).
+    pub subscribe_wait_ms: u64,
     /// Largest WebSocket frame accepted from a client, in bytes.
     pub max_frame_bytes: usize,
     /// Frames queued for one connection before it is closed with 4100.
@@ -220,6 +226,16 @@ impl Default for WebhookSettings {
     }
 }
 
+impl ServerConfig {
+    /// The subscription wait in use: `subscribe_wait_ms`, at most
+    /// `activity_timeout` (a client silent that long is pinged anyway, and a
+    /// lowered keep-alive should not need this option changed too).
+    pub fn subscribe_wait(&self) -> Duration {
+        Duration::from_millis(self.subscribe_wait_ms)
+            .min(Duration::from_secs(self.activity_timeout))
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -227,6 +243,7 @@ impl Default for ServerConfig {
             port: 6001,
             activity_timeout: 120,
             pong_timeout: 30,
+            subscribe_wait_ms: 5_000,
             max_frame_bytes: 64 * 1024,
             outgoing_queue: 1024,
             shutdown_grace: 5,
@@ -826,5 +843,16 @@ mod tests {
         let config = Config::from_toml(text).unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("apps[0].max_batch_events"), "{err}");
+    }
+
+    #[test]
+    fn subscribe_wait_is_bounded_by_the_activity_timeout() {
+        let text = "[server]\nactivity_timeout = 3\n";
+        let config = Config::from_toml(text).unwrap();
+        assert!(config.validate().is_ok());
+        assert_eq!(config.server.subscribe_wait(), Duration::from_secs(3));
+        let text = "[server]\nsubscribe_wait_ms = 1500\n";
+        let config = Config::from_toml(text).unwrap();
+        assert_eq!(config.server.subscribe_wait(), Duration::from_millis(1500));
     }
 }

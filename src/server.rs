@@ -104,6 +104,7 @@ impl Server {
             activity_timeout: Duration::from_secs(server_config.activity_timeout),
             pong_timeout: Duration::from_secs(server_config.pong_timeout),
             max_frame_bytes: server_config.max_frame_bytes,
+            subscribe_wait: server_config.subscribe_wait(),
         };
         let http_settings = HttpSettings {
             max_request_bytes: server_config.max_request_bytes,

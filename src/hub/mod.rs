@@ -2,6 +2,7 @@
 //!
 //! - [`connection`]: the hub's handle on one connection (bounded queue, close signal).
 //! - [`authorize`]: who may subscribe to what (names, signatures, presence data).
+//! - [`held`]: subscriptions waiting for the sign-in or membership that would authorise them.
 //! - [`channels`]: one app's channels → subscribers and presence members on this node.
 //! - [`users`]: signed-in users and watchlists on this node.
 //! - [`cache`]: the last event of each cache channel.
@@ -18,6 +19,7 @@ pub mod authorize;
 pub mod cache;
 pub mod channels;
 pub mod connection;
+pub mod held;
 pub mod node;
 pub mod peer;
 pub mod persistence;

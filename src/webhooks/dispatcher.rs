@@ -1,6 +1,9 @@
 //! The batching loop: routes events to the app's endpoints (type and prefix
-//! filters), holds back `member_removed` so a quick rejoin makes no noise,
-//! and hands full or due batches to bounded sender tasks.
+//! filters), holds back `member_removed` so a quick rejoin makes no noise
+//! (and a `channel_vacated` behind it, so a channel is never reported empty
+//! before its last member left), and hands full or due batches to one sender
+//! lane per receiver, which delivers them one after the other so a retried
+//! batch is never overtaken by a newer one.
 
 use super::event::WebhookEvent;
 use super::sender::{deliver, Endpoint, RetryPolicy};
@@ -41,7 +44,26 @@ pub enum Command {
     Shutdown(Instant, oneshot::Sender<()>),
 }
 
-type RemovalKey = (Arc<str>, String, String);
+/// An app's channel.
+type ChannelKey = (Arc<str>, String);
+
+/// A receiver: the app and the index of its route.
+type RouteKey = (Arc<str>, usize);
+
+/// What is held back for one channel, with when each is due.
+#[derive(Debug, Default)]
+struct Held {
+    /// `member_removed` by user id.
+    removals: HashMap<String, Instant>,
+    /// The `channel_vacated` that followed held removals.
+    vacated: Option<Instant>,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.removals.is_empty() && self.vacated.is_none()
+    }
+}
 
 /// The state of the batching loop.
 pub struct Dispatcher {
@@ -49,8 +71,10 @@ pub struct Dispatcher {
     settings: WebhookSettings,
     metrics: Metrics,
     client: reqwest::Client,
-    batches: HashMap<(Arc<str>, usize), Vec<WebhookEvent>>,
-    pending_removals: HashMap<RemovalKey, Instant>,
+    batches: HashMap<RouteKey, Vec<WebhookEvent>>,
+    held: HashMap<ChannelKey, Held>,
+    /// Each receiver's queue of signed-to-be bodies, drained by its lane task.
+    lanes: HashMap<RouteKey, mpsc::Sender<String>>,
     permits: Arc<Semaphore>,
     outstanding: Arc<AtomicUsize>,
     drop_log: ThrottledLog,
@@ -74,7 +98,8 @@ impl Dispatcher {
             metrics,
             client,
             batches: HashMap::new(),
-            pending_removals: HashMap::new(),
+            held: HashMap::new(),
+            lanes: HashMap::new(),
             outstanding: Arc::new(AtomicUsize::new(0)),
             drop_log: ThrottledLog::new(1000),
         }
@@ -114,38 +139,98 @@ impl Dispatcher {
         }
     }
 
+    /// Takes an event in: held back, cancelled against a held one, or routed.
+    ///
+    /// A leave is `member_removed` (held `member_removed_delay_ms`) and, for the
+    /// last member, `channel_vacated`, which then waits behind the removals of
+    /// its channel. A rejoin within the delay is `member_added` (cancels that
+    /// user's removal) and `channel_occupied` (cancels the held vacated): the
+    /// receiver sees none of them, a consistent story in which nobody left.
     fn accept(&mut self, app_id: Arc<str>, event: WebhookEvent) {
-        let key = || {
-            (
-                app_id.clone(),
-                event.channel.clone(),
-                event.user_id.clone().unwrap_or_default(),
-            )
-        };
+        let key: ChannelKey = (app_id.clone(), event.channel.clone());
+        let delay = Duration::from_millis(self.settings.member_removed_delay_ms);
+        let user_id = event.user_id.as_deref().unwrap_or_default();
         match event.name {
             "member_removed" => {
-                let delay = Duration::from_millis(self.settings.member_removed_delay_ms);
-                self.pending_removals.insert(key(), Instant::now() + delay);
+                let held = self.held.entry(key).or_default();
+                held.removals
+                    .insert(user_id.to_owned(), Instant::now() + delay);
+                return;
             }
-            // A rejoin within the delay: neither the removal nor the addition happened
-            // as far as the backend is concerned.
-            "member_added" if self.pending_removals.remove(&key()).is_some() => {}
-            _ => self.route(&app_id, event),
+            "member_added" => {
+                if let Some(held) = self.held.get_mut(&key) {
+                    if held.removals.remove(user_id).is_some() {
+                        self.forget_if_empty(&key);
+                        return;
+                    }
+                }
+            }
+            "channel_vacated" => {
+                if let Some(held) = self.held.get_mut(&key) {
+                    if !held.removals.is_empty() {
+                        held.vacated = Some(Instant::now() + delay);
+                        return;
+                    }
+                }
+            }
+            "channel_occupied" => {
+                if let Some(held) = self.held.get_mut(&key) {
+                    if held.vacated.take().is_some() {
+                        self.forget_if_empty(&key);
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.route(&app_id, event);
+    }
+
+    fn forget_if_empty(&mut self, key: &ChannelKey) {
+        if self.held.get(key).is_some_and(Held::is_empty) {
+            self.held.remove(key);
         }
     }
 
-    /// Sends held-back removals that are due (all of them when `now` is `None`).
+    /// Sends held-back events that are due (all of them when `now` is
+    /// `None`), oldest first; a channel's vacated only once none of its
+    /// removals is still held.
     fn release_removals(&mut self, now: Option<Instant>) {
-        let due: Vec<RemovalKey> = self
-            .pending_removals
-            .iter()
-            .filter(|(_, deadline)| now.is_none_or(|now| **deadline <= now))
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in due {
-            self.pending_removals.remove(&key);
-            let (app_id, channel, user_id) = key;
-            self.route(&app_id, WebhookEvent::member_removed(&channel, &user_id));
+        let is_due = |at: &Instant| now.is_none_or(|now| *at <= now);
+        // (due, vacated after removals of the same instant, channel, user)
+        let mut due: Vec<(Instant, bool, ChannelKey, Option<String>)> = Vec::new();
+        for (key, held) in &self.held {
+            let mut all_removals_due = true;
+            for (user_id, at) in &held.removals {
+                if is_due(at) {
+                    due.push((*at, false, key.clone(), Some(user_id.clone())));
+                } else {
+                    all_removals_due = false;
+                }
+            }
+            if let Some(at) = held.vacated.filter(|at| all_removals_due && is_due(at)) {
+                due.push((at, true, key.clone(), None));
+            }
+        }
+        due.sort_by_key(|a| (a.0, a.1));
+        for (_, _, key, user_id) in due {
+            let Some(held) = self.held.get_mut(&key) else {
+                continue;
+            };
+            let (app_id, channel) = &key;
+            let event = match user_id {
+                Some(user_id) => {
+                    held.removals.remove(&user_id);
+                    WebhookEvent::member_removed(channel, &user_id)
+                }
+                None => {
+                    held.vacated = None;
+                    WebhookEvent::channel_vacated(channel)
+                }
+            };
+            let app_id = app_id.clone();
+            self.forget_if_empty(&key);
+            self.route(&app_id, event);
         }
     }
 
@@ -180,15 +265,16 @@ impl Dispatcher {
         }
     }
 
-    fn send(&mut self, key: &(Arc<str>, usize), events: Vec<WebhookEvent>) {
+    fn send(&mut self, key: &RouteKey, events: Vec<WebhookEvent>) {
         let Some(route) = self.routes.get(&*key.0).and_then(|r| r.get(key.1)) else {
             return;
         };
+        let endpoint = route.endpoint.clone();
         if self.outstanding.load(Ordering::Acquire) >= self.max_outstanding() {
             self.metrics.webhooks_dropped.inc_by(events.len() as u64);
             if let Some(suppressed) = self.drop_log.ready() {
                 tracing::error!(
-                    url = %route.endpoint.url,
+                    url = %endpoint.url,
                     events = events.len(),
                     batches_also_dropped = suppressed,
                     "webhook backlog full: batch dropped (see rusher_webhooks_dropped_total)"
@@ -200,7 +286,31 @@ impl Dispatcher {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let body = serde_json::json!({ "time_ms": time_ms, "events": events }).to_string();
-        let endpoint = route.endpoint.clone();
+        let count = events.len() as u64;
+        let lane = match self.lanes.get(key) {
+            Some(lane) => lane.clone(),
+            None => {
+                let lane = self.open_lane(endpoint);
+                self.lanes.insert(key.clone(), lane.clone());
+                lane
+            }
+        };
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        // The lane holds at most `max_outstanding` bodies, the bound checked
+        // above, so it is never full here; a closed lane cannot happen either
+        // (its task runs as long as the sender exists). Count it all the same.
+        if lane.try_send(body).is_err() {
+            self.outstanding.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.webhooks_dropped.inc_by(count);
+        }
+    }
+
+    /// Starts the task that delivers one receiver's batches in the order they
+    /// were made: the next one is sent only when the previous one was
+    /// accepted or dropped after its last attempt. At most `concurrency`
+    /// receivers are being sent to at once.
+    fn open_lane(&self, endpoint: Arc<Endpoint>) -> mpsc::Sender<String> {
+        let (lane, mut bodies) = mpsc::channel::<String>(self.max_outstanding());
         let client = self.client.clone();
         let metrics = self.metrics.clone();
         let permits = self.permits.clone();
@@ -209,14 +319,16 @@ impl Dispatcher {
             max_attempts: self.settings.max_attempts,
             backoff: Duration::from_millis(self.settings.backoff_ms),
         };
-        outstanding.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
-            // The semaphore is never closed, so acquiring cannot fail.
-            if let Ok(_permit) = permits.acquire_owned().await {
-                deliver(&client, &endpoint, body, policy, &metrics).await;
+            while let Some(body) = bodies.recv().await {
+                // The semaphore is never closed, so acquiring cannot fail.
+                if let Ok(_permit) = permits.acquire().await {
+                    deliver(&client, &endpoint, body, policy, &metrics).await;
+                }
+                outstanding.fetch_sub(1, Ordering::AcqRel);
             }
-            outstanding.fetch_sub(1, Ordering::AcqRel);
         });
+        lane
     }
 
     async fn wait_outstanding(&self, deadline: Instant) {
@@ -291,5 +403,57 @@ mod tests {
         assert_eq!(batched(&d), vec!["member_removed"]);
         d.accept("app".into(), WebhookEvent::member_added("presence-a", "u1"));
         assert_eq!(batched(&d), vec!["member_removed", "member_added"]);
+    }
+
+    fn leave_as_last_member(d: &mut Dispatcher, user: &str) {
+        d.accept(
+            "app".into(),
+            WebhookEvent::member_removed("presence-a", user),
+        );
+        d.accept("app".into(), WebhookEvent::channel_vacated("presence-a"));
+    }
+
+    #[test]
+    fn vacated_waits_behind_the_held_member_removed() {
+        let mut d = dispatcher(&[], None);
+        leave_as_last_member(&mut d, "u1");
+        d.release_removals(Some(Instant::now()));
+        assert!(
+            batched(&d).is_empty(),
+            "vacated before its last member left"
+        );
+        d.release_removals(Some(Instant::now() + Duration::from_secs(60)));
+        assert_eq!(batched(&d), vec!["member_removed", "channel_vacated"]);
+        assert!(d.held.is_empty());
+    }
+
+    #[test]
+    fn vacated_without_held_removals_is_not_delayed() {
+        let mut d = dispatcher(&[], None);
+        d.accept("app".into(), WebhookEvent::channel_vacated("news"));
+        assert_eq!(batched(&d), vec!["channel_vacated"]);
+    }
+
+    #[test]
+    fn rejoin_of_the_last_member_drops_the_whole_leave() {
+        let mut d = dispatcher(&[], None);
+        leave_as_last_member(&mut d, "u1");
+        // The hub's order on subscribe: member_added, then channel_occupied.
+        d.accept("app".into(), WebhookEvent::member_added("presence-a", "u1"));
+        d.release_removals(Some(Instant::now()));
+        d.accept("app".into(), WebhookEvent::channel_occupied("presence-a"));
+        d.release_removals(None);
+        assert!(batched(&d).is_empty(), "{:?}", batched(&d));
+        assert!(d.held.is_empty());
+    }
+
+    #[test]
+    fn another_member_joining_after_the_vacate_keeps_the_channel_occupied() {
+        let mut d = dispatcher(&[], None);
+        leave_as_last_member(&mut d, "u1");
+        d.accept("app".into(), WebhookEvent::member_added("presence-a", "u2"));
+        d.accept("app".into(), WebhookEvent::channel_occupied("presence-a"));
+        d.release_removals(None);
+        assert_eq!(batched(&d), vec!["member_added", "member_removed"]);
     }
 }

@@ -26,6 +26,9 @@ pub struct WsSettings {
     pub pong_timeout: Duration,
     /// Largest frame accepted from a client.
     pub max_frame_bytes: usize,
+    /// How long a subscription waits for the sign-in or presence membership
+    /// that would authorise it (see `hub::held`); zero refuses at once.
+    pub subscribe_wait: Duration,
 }
 
 /// Registers the WebSocket routes.

@@ -1,10 +1,13 @@
 //! One actor per WebSocket connection. It holds only its own connection's
-//! state (its channels, keep-alive clock, rate limit) and reaches shared
-//! state through the hub handle.
+//! state (its channels, subscriptions waiting for a sign-in or presence
+//! membership, keep-alive clock, rate limit) and reaches shared state through
+//! the hub handle.
 
 use super::WsSettings;
 use crate::apps::App;
+use crate::hub::authorize::SubscriptionError;
 use crate::hub::connection::{Connection, ConnectionReceiver};
+use crate::hub::held::{self, Awaiting, Held, HeldSubscriptions};
 use crate::hub::Hub;
 use crate::protocol::channel::channel_type;
 use crate::protocol::error::ErrorCode;
@@ -38,6 +41,9 @@ pub struct Session {
     receiver: Option<ConnectionReceiver>,
     /// Subscribed channels, with the presence user id where there is one.
     channels: HashMap<String, Option<Arc<str>>>,
+    /// Subscriptions waiting for the sign-in or presence membership that
+    /// would authorise them, each with the timer that ends its wait.
+    held: HeldSubscriptions<SpawnHandle>,
     user: Option<SignedInUser>,
     settings: WsSettings,
     last_seen: Instant,
@@ -67,6 +73,7 @@ impl Session {
             connection,
             receiver: Some(receiver),
             channels: HashMap::new(),
+            held: HeldSubscriptions::default(),
             user: None,
             settings,
             last_seen: Instant::now(),
@@ -144,6 +151,11 @@ impl Session {
             Ok(ClientMessage::Pong) => {}
             Ok(ClientMessage::Subscribe(request)) => self.subscribe(ctx, request),
             Ok(ClientMessage::Unsubscribe { channel }) => {
+                // A waiting subscription just stops waiting: nothing is sent.
+                if let Some(held) = self.held.take(&channel) {
+                    ctx.cancel_future(held.timer);
+                    return;
+                }
                 // The user channel belongs to the sign-in, not to the client.
                 if !channel.starts_with("#server-to-user-")
                     && self.channels.remove(&channel).is_some()
@@ -186,8 +198,12 @@ impl Session {
             ctx.text(frames::subscription_succeeded(channel, "{}"));
             return;
         }
+        // Already waiting: it is answered once, when the wait ends.
+        if self.held.contains(channel) {
+            return;
+        }
         if !self.channels.contains_key(channel)
-            && self.channels.len() >= self.app.max_channels_per_connection
+            && self.channels.len() + self.held.len() >= self.app.max_channels_per_connection
         {
             let error = format!(
                 "Connection is subscribed to the maximum of {} channels",
@@ -207,12 +223,12 @@ impl Session {
             let result = hub
                 .subscribe(&app, &connection, &request, signed_in.as_deref())
                 .await;
-            (request.channel, result)
+            (request, result)
         };
         // `wait` holds this connection's other frames until the hub answered,
         // so frames keep their order (e.g. a client event right after subscribing).
-        ctx.wait(subscribing.into_actor(self).map(|(channel, result), session, ctx| {
-            match result {
+        ctx.wait(subscribing.into_actor(self).map(
+            |(request, result), session, ctx| match result {
                 Ok(subscription) => {
                     ctx.text(subscription.succeeded);
                     if let Some(cached) = subscription.cached {
@@ -221,19 +237,82 @@ impl Session {
                     for frame in subscription.announcements {
                         ctx.text(frame);
                     }
-                    session.channels.insert(channel, subscription.user_id);
+                    let is_member = subscription.user_id.is_some();
+                    session
+                        .channels
+                        .insert(request.channel.clone(), subscription.user_id);
+                    if is_member {
+                        session.release_held(ctx, &Awaiting::Membership(request.channel));
+                    }
                 }
-                Err(error) => {
-                    tracing::debug!(parent: &session.span, %channel, reason = %error.message, "subscription refused");
-                    ctx.text(frames::subscription_error(
-                        &channel,
-                        error.kind,
-                        &error.message,
-                        error.status,
-                    ));
-                }
+                Err(error) => session.refuse_or_hold(ctx, request, error),
+            },
+        ));
+    }
+
+    /// Refuses a subscription, unless the connection's sign-in or presence
+    /// membership, still to come, would authorise it: then it waits for that
+    /// (at most `subscribe_wait`, at most [`held::MAX_HELD`] at once).
+    fn refuse_or_hold(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        request: SubscribeRequest,
+        refusal: SubscriptionError,
+    ) {
+        let wait = self.settings.subscribe_wait;
+        let signed_in = self.user.as_ref().map(|user| user.id.as_str());
+        let awaiting = held::awaiting(&self.app, &request, signed_in, |channel| {
+            self.channels.contains_key(channel)
+        });
+        match awaiting {
+            Some(awaiting)
+                if !wait.is_zero()
+                    && self.held.has_room()
+                    && !self.held.contains(&request.channel) =>
+            {
+                tracing::debug!(parent: &self.span, channel = %request.channel, ?awaiting, "subscription waits");
+                let channel = request.channel.clone();
+                let timer = ctx.run_later(wait, move |session, ctx| {
+                    if let Some(held) = session.held.take(&channel) {
+                        session.refuse(ctx, &held.request.channel, &held.refusal);
+                    }
+                });
+                self.held.hold(Held {
+                    request,
+                    awaiting,
+                    refusal,
+                    timer,
+                });
             }
-        }));
+            _ => self.refuse(ctx, &request.channel, &refusal),
+        }
+    }
+
+    fn refuse(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        channel: &str,
+        error: &SubscriptionError,
+    ) {
+        tracing::debug!(parent: &self.span, %channel, reason = %error.message, "subscription refused");
+        ctx.text(frames::subscription_error(
+            channel,
+            error.kind,
+            &error.message,
+            error.status,
+        ));
+    }
+
+    /// What the held subscriptions waited for arrived: ask the hub again, in
+    /// the order they came.
+    fn release_held(&mut self, ctx: &mut ws::WebsocketContext<Self>, what: &Awaiting) {
+        if self.held.is_empty() {
+            return;
+        }
+        for held in self.held.release(what) {
+            ctx.cancel_future(held.timer);
+            self.subscribe(ctx, held.request);
+        }
     }
 
     fn sign_in(&mut self, ctx: &mut ws::WebsocketContext<Self>, auth: &str, user_data: &str) {
@@ -252,8 +331,16 @@ impl Session {
                 }
                 self.channels.insert(signed_in.user_channel, None);
                 self.user = Some(signed_in.user);
+                self.release_held(ctx, &Awaiting::SignIn);
             }
-            None => self.close(ctx, ErrorCode::Unauthorized.code()),
+            None => {
+                // Refused as they would have been without the wait, then closed.
+                for held in self.held.release(&Awaiting::SignIn) {
+                    ctx.cancel_future(held.timer);
+                    self.refuse(ctx, &held.request.channel, &held.refusal);
+                }
+                self.close(ctx, ErrorCode::Unauthorized.code());
+            }
         }
     }
 

@@ -11,9 +11,11 @@
 //!   is reaped by another, with the member_removed and vacated that follow.
 //! - Redis down: every operation has a timeout and falls back to this node's
 //!   own state, so local delivery never stops; when Redis is back the node
-//!   re-announces its share ([`RedisAdapter::resync`]).
+//!   re-announces its share ([`RedisAdapter::resync`]). A command Redis
+//!   answers with an error is not an outage ([`failure`]).
 
 pub mod bus;
+pub mod failure;
 pub mod keys;
 pub mod liveness;
 pub mod outbox;
@@ -26,6 +28,7 @@ use crate::hub::channels::{FanOut, Subscribed, Unsubscribed};
 use crate::hub::node::Node;
 use crate::metrics::Metrics;
 use crate::protocol::frames;
+use crate::throttled_log::ThrottledLog;
 use crate::webhooks::Webhooks;
 use async_trait::async_trait;
 use bus::BusMessage;
@@ -62,6 +65,7 @@ pub struct RedisAdapter {
     webhooks: Webhooks,
     metrics: Metrics,
     healthy: AtomicBool,
+    refusal_log: ThrottledLog,
     /// Set by every failure: Redis may have lost or reaped this node's share.
     needs_resync: AtomicBool,
 }
@@ -94,6 +98,7 @@ impl RedisAdapter {
             webhooks,
             metrics,
             healthy: AtomicBool::new(false),
+            refusal_log: ThrottledLog::new(10_000),
             needs_resync: AtomicBool::new(true),
         });
         tracing::info!(node_id = %adapter.node_id, url = %redact(&settings.url), "redis adapter starting");
@@ -132,8 +137,10 @@ impl RedisAdapter {
         }
     }
 
-    /// Runs one Redis operation with the timeout; `None` when Redis failed
-    /// (logged once per outage, counted every time).
+    /// Runs one Redis operation with the timeout; `None` when it failed
+    /// (counted every time). An outage is logged once and makes the node
+    /// re-announce its share later; a refused command only fails this
+    /// operation (see [`failure::is_outage`]).
     async fn run<T, F, Fut>(&self, op: F) -> Option<T>
     where
         F: FnOnce(ConnectionManager) -> Fut,
@@ -147,8 +154,12 @@ impl RedisAdapter {
                 }
                 Some(value)
             }
-            Ok(Err(error)) => {
+            Ok(Err(error)) if failure::is_outage(&error) => {
                 self.failed(&error.to_string());
+                None
+            }
+            Ok(Err(error)) => {
+                self.refused(&error);
                 None
             }
             Err(_) => {
@@ -170,6 +181,17 @@ impl RedisAdapter {
         self.needs_resync.store(true, Ordering::Release);
         if self.healthy.swap(false, Ordering::AcqRel) {
             tracing::error!(%error, "redis unreachable: serving this node's clients only until it returns");
+        }
+    }
+
+    /// Redis answered with an error: it is reachable and still holds this
+    /// node's share (only an outage can lose or reap it, and a resync would
+    /// not make Redis accept the command), so the node stays in the cluster;
+    /// the caller falls back to its own state for this one operation.
+    fn refused(&self, error: &redis::RedisError) {
+        self.metrics.redis_errors.inc();
+        if let Some(suppressed) = self.refusal_log.ready() {
+            tracing::warn!(%error, also_refused = suppressed, "redis refused a command; answered from this node's state");
         }
     }
 
@@ -290,7 +312,7 @@ impl RedisAdapter {
                     .invoke_async(&mut connection)
                     .await?;
                 // ...and record the present one.
-                pipe.query_async::<()>(&mut connection).await
+                failure::query_pipeline::<()>(&pipe, &mut connection).await
             })
             .await;
         if done.is_some() {
@@ -523,11 +545,9 @@ impl Adapter for RedisAdapter {
         let key = self.keys.cache(app_id, channel);
         let found = self
             .run(|mut connection| async move {
-                redis::pipe()
-                    .get(&key)
-                    .pttl(&key)
-                    .query_async::<(Option<String>, i64)>(&mut connection)
-                    .await
+                let mut pipe = redis::pipe();
+                pipe.get(&key).pttl(&key);
+                failure::query_pipeline::<(Option<String>, i64)>(&pipe, &mut connection).await
             })
             .await;
         match found {
@@ -592,7 +612,9 @@ impl Adapter for RedisAdapter {
                     pipe.hvals(keys.subs(&app, name))
                         .hkeys(keys.members(&app, name));
                 }
-                let counts: Vec<Vec<String>> = pipe.query_async(&mut connection).await?;
+                // No channel: no pipeline is sent, the list is empty.
+                let counts: Vec<Vec<String>> =
+                    failure::query_pipeline(&pipe, &mut connection).await?;
                 Ok(names
                     .into_iter()
                     .zip(counts.chunks_exact(2))

@@ -79,12 +79,11 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
             for message in &batch {
                 pipeline.publish(&bus, message).ignore();
             }
-            let sent =
-                adapter
-                    .run(|mut connection| async move {
-                        pipeline.query_async::<()>(&mut connection).await
-                    })
-                    .await;
+            let sent = adapter
+                .run(|mut connection| async move {
+                    super::failure::query_pipeline::<()>(&pipeline, &mut connection).await
+                })
+                .await;
             if sent.is_none() {
                 // Redis is down: what queued up while this batch waited for
                 // its timeout would only reach the other nodes late, in a
