@@ -73,6 +73,10 @@ pub struct Dispatcher {
     client: reqwest::Client,
     batches: HashMap<RouteKey, Vec<WebhookEvent>>,
     held: HashMap<ChannelKey, Held>,
+    /// `member_removed` events in `held`, at most `settings.queue`: beyond it
+    /// a removal is sent at once (it can no longer cancel against a rejoin),
+    /// so a flood of leaves cannot grow memory.
+    held_removals: usize,
     /// Each receiver's queue of signed-to-be bodies, drained by its lane task.
     lanes: HashMap<RouteKey, mpsc::Sender<String>>,
     permits: Arc<Semaphore>,
@@ -99,6 +103,7 @@ impl Dispatcher {
             client,
             batches: HashMap::new(),
             held: HashMap::new(),
+            held_removals: 0,
             lanes: HashMap::new(),
             outstanding: Arc::new(AtomicUsize::new(0)),
             drop_log: ThrottledLog::new(1000),
@@ -151,15 +156,18 @@ impl Dispatcher {
         let delay = Duration::from_millis(self.settings.member_removed_delay_ms);
         let user_id = event.user_id.as_deref().unwrap_or_default();
         match event.name {
-            "member_removed" => {
+            "member_removed" if self.held_removals < self.settings.queue => {
                 let held = self.held.entry(key).or_default();
-                held.removals
-                    .insert(user_id.to_owned(), Instant::now() + delay);
+                let at = Instant::now() + delay;
+                if held.removals.insert(user_id.to_owned(), at).is_none() {
+                    self.held_removals += 1;
+                }
                 return;
             }
             "member_added" => {
                 if let Some(held) = self.held.get_mut(&key) {
                     if held.removals.remove(user_id).is_some() {
+                        self.held_removals -= 1;
                         self.forget_if_empty(&key);
                         return;
                     }
@@ -220,7 +228,9 @@ impl Dispatcher {
             let (app_id, channel) = &key;
             let event = match user_id {
                 Some(user_id) => {
-                    held.removals.remove(&user_id);
+                    if held.removals.remove(&user_id).is_some() {
+                        self.held_removals -= 1;
+                    }
                     WebhookEvent::member_removed(channel, &user_id)
                 }
                 None => {
@@ -403,6 +413,25 @@ mod tests {
         assert_eq!(batched(&d), vec!["member_removed"]);
         d.accept("app".into(), WebhookEvent::member_added("presence-a", "u1"));
         assert_eq!(batched(&d), vec!["member_removed", "member_added"]);
+    }
+
+    #[test]
+    fn removals_beyond_the_queue_bound_are_sent_at_once() {
+        let mut d = dispatcher(&[], None);
+        d.settings.queue = 2;
+        for user in ["u1", "u2", "u3"] {
+            d.accept(
+                "app".into(),
+                WebhookEvent::member_removed("presence-a", user),
+            );
+        }
+        assert_eq!(d.held_removals, 2);
+        assert_eq!(batched(&d), vec!["member_removed"], "the third is not held");
+        d.accept("app".into(), WebhookEvent::member_added("presence-a", "u1"));
+        assert_eq!(d.held_removals, 1, "a rejoin still cancels a held one");
+        d.release_removals(None);
+        assert_eq!(d.held_removals, 0);
+        assert!(d.held.is_empty());
     }
 
     fn leave_as_last_member(d: &mut Dispatcher, user: &str) {
