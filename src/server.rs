@@ -10,6 +10,7 @@ use crate::http::{self, HttpSettings};
 use crate::hub::node::Node;
 use crate::hub::persistence::Persistence;
 use crate::hub::Hub;
+use crate::listen;
 use crate::metrics::Metrics;
 use crate::protocol::error::ErrorCode;
 use crate::store::memory::MemoryStore;
@@ -97,7 +98,14 @@ impl Server {
     }
 
     /// Serves until SIGINT or SIGTERM, then closes every socket with 4200.
+    ///
+    /// Errors: the listening address (a [`crate::listen::ListenError`],
+    /// naming the key), the adapter or the store at start, all as
+    /// `io::Error` whose message is meant for the user.
     pub async fn run(self) -> std::io::Result<()> {
+        // Bind before connecting to Redis or MongoDB: a port in use is the
+        // most common startup error and should not wait behind them.
+        let listeners = listen::bind(&self.config).map_err(std::io::Error::other)?;
         let hub = self.build_hub().await?;
         let server_config = self.config.server.clone();
         let ws_settings = WsSettings {
@@ -114,7 +122,7 @@ impl Server {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let server = HttpServer::new(move || {
+        let mut server = HttpServer::new(move || {
             let hub = app_hub.clone();
             let metrics = hub.metrics().clone();
             App::new()
@@ -146,9 +154,11 @@ impl Server {
         // Frames must leave at once, not wait for the client's ACK of the
         // previous ones (Nagle): a real-time server always sets TCP_NODELAY.
         .tcp_nodelay(true)
-        .workers(workers)
-        .bind((server_config.host.as_str(), server_config.port))?
-        .run();
+        .workers(workers);
+        for listener in listeners {
+            server = server.listen(listener)?;
+        }
+        let server = server.run();
 
         for app in hub.apps().all() {
             tracing::info!(
