@@ -1,5 +1,11 @@
 //! The running server: builds the hub from the config, serves HTTP and
 //! WebSocket on one port, and shuts down gracefully on SIGINT/SIGTERM.
+//!
+//! Shutdown order, so that a restart on the same port costs clients about
+//! nothing: the listening socket is closed first (new connections are then
+//! refused at TCP level and a new process can bind the port at once), then
+//! every socket gets 4200, then pending webhooks and store writes are sent
+//! and the node leaves the cluster, all within `server.shutdown_grace`.
 
 use crate::adapter::local::LocalAdapter;
 use crate::adapter::redis::RedisAdapter;
@@ -183,37 +189,55 @@ impl Server {
         });
 
         let handle = server.handle();
-        let grace = Duration::from_secs(server_config.shutdown_grace);
-        actix_web::rt::spawn(async move {
-            wait_for_signal().await;
-            let sockets = hub.close_all(ErrorCode::ServerShuttingDown);
-            tracing::info!(sockets, "shutting down: closing every socket with 4200");
-            let deadline = Instant::now() + grace;
-            while hub.connection_count() > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            // The closes above produced vacated/member_removed events: send them.
-            hub.webhooks().shutdown(deadline).await;
-            if let Some(persistence) = hub.persistence() {
-                persistence.flush(deadline).await;
-            }
-            // Leaving the cluster sends what is still queued for the other
-            // nodes; with Redis down that could take long, so it gets what is
-            // left of the grace period (at least a second) and no more.
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_secs(1));
-            if tokio::time::timeout(left, hub.close_adapter())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    "left the cluster without sending everything queued for the other nodes"
-                );
-            }
-            handle.stop(true).await;
-        });
-        server.await
+        let mut serving = actix_web::rt::spawn(server);
+        tokio::select! {
+            // Signals are ours (disable_signals), so the server only ends by
+            // itself when it could not start its workers.
+            served = &mut serving => return served.map_err(std::io::Error::other)?,
+            () = wait_for_signal() => {}
+        }
+
+        let deadline = Instant::now() + Duration::from_secs(server_config.shutdown_grace);
+        // Refuse new work first (/ready 503, a late upgrade 4200), then close
+        // the listening socket at once: actix-server's stop wakes its accept
+        // thread, which deregisters and drops the listeners before the
+        // workers are waited for. Clients reconnecting now are refused at
+        // TCP level (pusher-js retries in about a second instead of being
+        // refused with 4200 by this process and backing off), and a new
+        // process can bind the port. The workers keep serving open sockets
+        // (graceful) for up to shutdown_grace.
+        let sockets = hub.close_all(ErrorCode::ServerShuttingDown);
+        let stopped = handle.stop(true);
+        tracing::info!(
+            sockets,
+            "shutting down: stopped listening, closing every socket with 4200"
+        );
+        while hub.connection_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The closes above produced vacated/member_removed events: send them.
+        hub.webhooks().shutdown(deadline).await;
+        if let Some(persistence) = hub.persistence() {
+            persistence.flush(deadline).await;
+        }
+        // Leaving the cluster sends what is still queued for the other
+        // nodes; with Redis down that could take long, so it gets what is
+        // left of the grace period (at least a second) and no more.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        if tokio::time::timeout(left, hub.close_adapter())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "left the cluster without sending everything queued for the other nodes"
+            );
+        }
+        // Only now may run() return: the runtime, and every task above,
+        // ends with it.
+        stopped.await;
+        serving.await.map_err(std::io::Error::other)?
     }
 }
 
