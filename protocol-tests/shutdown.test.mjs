@@ -215,6 +215,7 @@ test('after SIGTERM the port is closed at once, open sockets still get 4200, and
   const probe = await waitFor(async () => ((await tcpProbe(port)) === 'refused' ? 'refused' : null), 1000, 10, 'TCP connect refused');
   assert.equal(probe, 'refused');
   const refusedAfter = Date.now() - t0;
+  t.diagnostic(`TCP connect refused ${refusedAfter} ms after SIGTERM`);
   assert.ok(refusedAfter < 1000, `port still open ${refusedAfter} ms after SIGTERM`);
 
   // The old process is still draining (its channel_vacated webhook is held)...
@@ -235,29 +236,6 @@ test('after SIGTERM the port is closed at once, open sockets still get 4200, and
   assert.ok(alive(next.child), 'the new process stopped with the old one');
 });
 
-test('single instance: SIGTERM, then start the new process: pusher-js is back in under 3 s', T, async (t) => {
-  const port = await freePort();
-  const old = await spawnOn(port, config());
-  t.after(() => cleanup(old));
-  const pjs = await newPusherClient('app-key', {}, { host: '127.0.0.1', port, what: 'pusher-js on the old process' });
-  t.after(() => pjs.disconnect());
-  const firstId = pjs.connection.socket_id;
-
-  const t0 = Date.now();
-  old.child.kill('SIGTERM');
-  // What a supervisor does: wait until the port is free, start the new process.
-  await waitFor(async () => (await tcpProbe(port)) === 'refused', 3000, 10, 'port released by the old process');
-  const next = await spawnOn(port, config());
-  t.after(() => cleanup(next));
-  await waitFor(() => pjs.connection.state === 'connected' && pjs.connection.socket_id !== firstId, 10000, 20, 'pusher-js reconnected');
-  const took = Date.now() - t0;
-  assert.ok(took < 3000, `pusher-js took ${took} ms to reconnect`);
-  const exit = await withTimeout(old.exited, 5000, 'old process exit');
-  assert.equal(exit.code, 0, old.log.join(''));
-  // Connected to the new process (the old one is gone).
-  assert.equal(pjs.connection.state, 'connected');
-});
-
 test('with server.reuse_port a new process serves beside the old one; SIGTERM moves pusher-js over in under 3 s', T, async (t) => {
   const port = await freePort();
   const old = await spawnOn(port, config('reuse_port = true'));
@@ -274,6 +252,7 @@ test('with server.reuse_port a new process serves beside the old one; SIGTERM mo
   old.child.kill('SIGTERM');
   await waitFor(() => pjs.connection.state === 'connected' && pjs.connection.socket_id !== firstId, 10000, 20, 'pusher-js reconnected');
   const took = Date.now() - t0;
+  t.diagnostic(`pusher-js connected to the new process ${took} ms after SIGTERM`);
   assert.ok(took < 3000, `pusher-js took ${took} ms to reconnect`);
   const exit = await withTimeout(old.exited, 5000, 'old process exit');
   assert.equal(exit.code, 0, old.log.join(''));

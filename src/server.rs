@@ -198,16 +198,21 @@ impl Server {
         }
 
         let deadline = Instant::now() + Duration::from_secs(server_config.shutdown_grace);
-        // Refuse new work first (/ready 503, a late upgrade 4200), then close
-        // the listening socket at once: actix-server's stop wakes its accept
-        // thread, which deregisters and drops the listeners before the
-        // workers are waited for. Clients reconnecting now are refused at
-        // TCP level (pusher-js retries in about a second instead of being
-        // refused with 4200 by this process and backing off), and a new
-        // process can bind the port. The workers keep serving open sockets
-        // (graceful) for up to shutdown_grace.
-        let sockets = hub.close_all(ErrorCode::ServerShuttingDown);
+        // Close the listening socket first: actix-server's stop wakes its
+        // accept thread, which deregisters and drops the listeners before
+        // the workers are waited for; the workers keep serving open sockets
+        // (graceful) for up to shutdown_grace. Clients reconnecting after
+        // their 4200 reach a new process on the port (reuse_port, or one
+        // started since), or are refused at TCP level; never this process,
+        // which would refuse them with 4200 again, and a new process need
+        // not wait for this one to exit to bind the port.
         let stopped = handle.stop(true);
+        // The server task runs on this thread: let it pass the stop on to
+        // the accept thread before the 4200s go out.
+        tokio::task::yield_now().await;
+        // Refuse new work (/ready 503 on open connections, a late upgrade
+        // 4200) and ask every socket to close.
+        let sockets = hub.close_all(ErrorCode::ServerShuttingDown);
         tracing::info!(
             sockets,
             "shutting down: stopped listening, closing every socket with 4200"
