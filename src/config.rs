@@ -2,6 +2,7 @@
 //! errors that name the offending key.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use thiserror::Error;
@@ -61,6 +62,11 @@ pub struct Config {
     /// The apps served; one built-in default app when empty.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
+    /// The keys an environment variable set, each with the variable
+    /// (`server.port` → `RUSHER_PORT`), so that an error found later names
+    /// what the user actually wrote; see [`Config::key_source`].
+    #[serde(skip)]
+    pub env_overrides: BTreeMap<&'static str, &'static str>,
 }
 
 /// Which adapter fans out and keeps shared state.
@@ -123,7 +129,7 @@ impl Default for StoreConfig {
 }
 
 /// The Redis connection and cluster timing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
@@ -175,11 +181,17 @@ pub struct ServerConfig {
     pub outgoing_queue: usize,
     /// Seconds given to close sockets and finish requests on shutdown.
     pub shutdown_grace: u64,
+    /// Set `SO_REUSEPORT` on the listening socket, so that a new process can
+    /// listen on the port beside this one (zero-gap restarts). Off by default
+    /// so that a second process started on the port by mistake fails.
+    pub reuse_port: bool,
     /// Worker threads serving connections; 0 = one per CPU core.
     pub workers: usize,
     /// Largest HTTP API request body, in bytes.
     pub max_request_bytes: usize,
-    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter).
+    /// Log filter: `trace`, `debug`, `info`, `warn` (or `warning`), `error`,
+    /// `off`, or directives such as `info,rusher=debug` (see
+    /// [`crate::logging::parse_filter`]); anything else is refused at startup.
     pub log_level: String,
     /// Log as JSON lines instead of human-readable text.
     pub log_json: bool,
@@ -190,7 +202,7 @@ pub struct ServerConfig {
 }
 
 /// How webhooks are batched, queued and retried (all apps).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookSettings {
     /// Most events in one webhook request.
@@ -247,6 +259,7 @@ impl Default for ServerConfig {
             max_frame_bytes: 64 * 1024,
             outgoing_queue: 1024,
             shutdown_grace: 5,
+            reuse_port: false,
             workers: 0,
             max_request_bytes: 1024 * 1024,
             log_level: "info".into(),
@@ -421,6 +434,7 @@ impl Default for Config {
                 id_aliases: vec!["1".into()],
                 ..AppConfig::with_credentials("app-id", "app-key", "app-secret")
             }],
+            env_overrides: BTreeMap::new(),
         }
     }
 }
@@ -467,11 +481,13 @@ impl Config {
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(host) = env("RUSHER_HOST") {
             self.server.host = host;
+            self.env_overrides.insert("server.host", "RUSHER_HOST");
         }
         if let Some(port) = env("RUSHER_PORT") {
             self.server.port = port
                 .parse()
                 .map_err(|_| invalid("RUSHER_PORT", format!("`{port}` is not a port number")))?;
+            self.env_overrides.insert("server.port", "RUSHER_PORT");
         }
         if let Some(workers) = env("RUSHER_WORKERS") {
             self.server.workers = workers.parse().map_err(|_| {
@@ -483,6 +499,14 @@ impl Config {
         }
         if let Some(level) = env("RUSHER_LOG_LEVEL") {
             self.server.log_level = level;
+            self.env_overrides
+                .insert("server.log_level", "RUSHER_LOG_LEVEL");
+        }
+        // RUST_LOG, the Rust convention, replaces the configured filter when
+        // set; empty counts as unset, as `RUST_LOG=` usually means.
+        if let Some(filter) = env("RUST_LOG").filter(|f| !f.trim().is_empty()) {
+            self.server.log_level = filter;
+            self.env_overrides.insert("server.log_level", "RUST_LOG");
         }
         if let Some(adapter) = env("RUSHER_ADAPTER") {
             self.adapter = match adapter.as_str() {
@@ -510,15 +534,21 @@ impl Config {
         }
         if let Some(url) = env("RUSHER_MONGODB_URL") {
             self.store.url = url;
+            self.env_overrides.insert("store.url", "RUSHER_MONGODB_URL");
         }
         if let Some(database) = env("RUSHER_MONGODB_DATABASE") {
             self.store.database = database;
+            self.env_overrides
+                .insert("store.database", "RUSHER_MONGODB_DATABASE");
         }
         if let Some(url) = env("RUSHER_REDIS_URL") {
             self.redis.url = url;
+            self.env_overrides.insert("redis.url", "RUSHER_REDIS_URL");
         }
         if let Some(prefix) = env("RUSHER_REDIS_PREFIX") {
             self.redis.prefix = prefix;
+            self.env_overrides
+                .insert("redis.prefix", "RUSHER_REDIS_PREFIX");
         }
         // The credential overrides apply to the first (default) app.
         if let Some(app) = self.apps.first_mut() {
@@ -576,9 +606,26 @@ impl Config {
         )
     }
 
-    /// Checks ranges and uniqueness; the error names the key.
+    /// The name to show for `key`: the environment variable that set it, or
+    /// the key itself (`server.port` or `RUSHER_PORT`).
+    pub fn key_source(&self, key: &'static str) -> &'static str {
+        self.env_overrides.get(key).copied().unwrap_or(key)
+    }
+
+    /// Checks ranges and uniqueness; the error names the key (or the
+    /// variable that set it).
+    ///
+    /// Every section is checked whether or not the adapter and store in use
+    /// read it, so a mistake does not wait to surface until the day the
+    /// adapter or backend is switched; [`Config::unused_settings`] tells
+    /// what is set but unused.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
+        crate::logging::parse_filter(&s.log_level)
+            .map_err(|e| invalid(self.key_source("server.log_level"), e.to_string()))?;
+        if s.host.trim().is_empty() {
+            return Err(invalid(self.key_source("server.host"), "must not be empty"));
+        }
         let positive = [
             ("server.activity_timeout", s.activity_timeout as usize),
             ("server.pong_timeout", s.pong_timeout as usize),
@@ -599,32 +646,7 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
-        if self.adapter == AdapterKind::Redis {
-            let r = &self.redis;
-            if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
-                return Err(invalid(
-                    "redis.url",
-                    "must start with redis:// or rediss://",
-                ));
-            }
-            if r.prefix.is_empty() {
-                return Err(invalid("redis.prefix", "must not be empty"));
-            }
-            for (key, value) in [
-                ("redis.heartbeat_secs", r.heartbeat_secs),
-                ("redis.operation_timeout_ms", r.operation_timeout_ms),
-            ] {
-                if value == 0 {
-                    return Err(invalid(key, "must be greater than 0"));
-                }
-            }
-            if r.node_timeout_secs <= r.heartbeat_secs {
-                return Err(invalid(
-                    "redis.node_timeout_secs",
-                    "must be longer than redis.heartbeat_secs",
-                ));
-            }
-        }
+        self.validate_redis()?;
         let st = &self.store;
         for (key, value) in [
             ("store.message_ttl_secs", st.message_ttl_secs as usize),
@@ -639,12 +661,16 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
-        if st.backend == StoreBackend::Mongodb
-            && !(st.url.starts_with("mongodb://") || st.url.starts_with("mongodb+srv://"))
-        {
+        if !(st.url.starts_with("mongodb://") || st.url.starts_with("mongodb+srv://")) {
             return Err(invalid(
-                "store.url",
+                self.key_source("store.url"),
                 "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        if st.database.trim().is_empty() {
+            return Err(invalid(
+                self.key_source("store.database"),
+                "must not be empty",
             ));
         }
         let mut ids = std::collections::HashSet::new();
@@ -729,6 +755,79 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `[redis]`, checked whatever the adapter.
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        let r = &self.redis;
+        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+            return Err(invalid(
+                self.key_source("redis.url"),
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if r.prefix.is_empty() {
+            return Err(invalid(
+                self.key_source("redis.prefix"),
+                "must not be empty",
+            ));
+        }
+        for (key, value) in [
+            ("redis.heartbeat_secs", r.heartbeat_secs),
+            ("redis.operation_timeout_ms", r.operation_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if r.node_timeout_secs <= r.heartbeat_secs {
+            return Err(invalid(
+                "redis.node_timeout_secs",
+                "must be longer than redis.heartbeat_secs",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Settings that differ from their defaults but that nothing reads with
+    /// this configuration, one sentence each, for a warning at startup
+    /// (`[redis]` with `adapter = "local"`, MongoDB settings with the memory
+    /// store, `[server.webhooks]` when no app has a webhook).
+    pub fn unused_settings(&self) -> Vec<String> {
+        let mut unused = Vec::new();
+        if self.adapter == AdapterKind::Local && self.redis != RedisConfig::default() {
+            unused.push(
+                "[redis] is set but not used: it applies only with adapter = \"redis\"".to_string(),
+            );
+        }
+        if self.store.backend == StoreBackend::Memory {
+            let default = StoreConfig::default();
+            let set: Vec<&str> = [
+                ("store.url", self.store.url != default.url),
+                ("store.database", self.store.database != default.database),
+                (
+                    "store.timeout_ms",
+                    self.store.timeout_ms != default.timeout_ms,
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(key, set)| set.then_some(key))
+            .collect();
+            if !set.is_empty() {
+                unused.push(format!(
+                    "{} set but not used: they apply only with store.backend = \"mongodb\"",
+                    set.join(", ")
+                ));
+            }
+        }
+        if self.apps.iter().all(|app| app.webhooks.is_empty())
+            && self.server.webhooks != WebhookSettings::default()
+        {
+            unused.push(
+                "[server.webhooks] is set but not used: no app has [[apps.webhooks]]".to_string(),
+            );
+        }
+        unused
     }
 }
 
@@ -835,6 +934,86 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("apps[0].webhooks[0].event_types"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_log_level_is_named_with_the_valid_levels() {
+        let config = Config::from_toml("[server]\nlog_level = 'verbose'\n").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`server.log_level`"), "{err}");
+        assert!(err.contains(crate::logging::LEVELS), "{err}");
+    }
+
+    #[test]
+    fn a_log_level_from_the_environment_names_its_variable() {
+        let env = |name: &str| (name == "RUSHER_LOG_LEVEL").then(|| "verbose".to_string());
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("`RUSHER_LOG_LEVEL`"), "{err}");
+        let env = |name: &str| (name == "RUSHER_LOG_LEVEL").then(|| "warning".to_string());
+        assert!(Config::load(None, env).is_ok());
+    }
+
+    #[test]
+    fn rust_log_replaces_the_level_and_is_named_when_bad() {
+        let env = |name: &str| match name {
+            "RUSHER_LOG_LEVEL" => Some("warn".to_string()),
+            "RUST_LOG" => Some("info,rusher=debug".to_string()),
+            _ => None,
+        };
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(config.server.log_level, "info,rusher=debug");
+        let env = |name: &str| (name == "RUST_LOG").then(|| "loud".to_string());
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("`RUST_LOG`"), "{err}");
+        // `RUST_LOG=` means unset.
+        let env = |name: &str| (name == "RUST_LOG").then(String::new);
+        assert_eq!(Config::load(None, env).unwrap().server.log_level, "info");
+    }
+
+    #[test]
+    fn redis_settings_are_checked_with_the_local_adapter_too() {
+        for (text, key) in [
+            ("[redis]\nheartbeat_secs = 0\n", "redis.heartbeat_secs"),
+            (
+                "[redis]\noperation_timeout_ms = 0\n",
+                "redis.operation_timeout_ms",
+            ),
+            ("[redis]\nheartbeat_secs = 20\n", "redis.node_timeout_secs"),
+            ("[redis]\nurl = 'localhost:6379'\n", "redis.url"),
+            ("[redis]\nprefix = ''\n", "redis.prefix"),
+        ] {
+            let config = Config::from_toml(text).unwrap();
+            assert_eq!(config.adapter, AdapterKind::Local);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn mongodb_settings_are_checked_with_the_memory_store_too() {
+        let config = Config::from_toml("[store]\nurl = 'localhost:27017'\n").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`store.url`"), "{err}");
+        let env = |name: &str| (name == "RUSHER_MONGODB_URL").then(|| "localhost".to_string());
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("`RUSHER_MONGODB_URL`"), "{err}");
+    }
+
+    #[test]
+    fn settings_nothing_reads_are_reported() {
+        let config = Config::from_toml(
+            "[server.webhooks]\nbatch_ms = 10\n[redis]\nheartbeat_secs = 3\n[store]\ndatabase = 'x'\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let unused = config.unused_settings().join("\n");
+        assert!(unused.contains("[redis]"), "{unused}");
+        assert!(unused.contains("store.database"), "{unused}");
+        assert!(unused.contains("[server.webhooks]"), "{unused}");
+        assert!(Config::default().unused_settings().is_empty());
+        let mut redis = config.clone();
+        redis.adapter = AdapterKind::Redis;
+        assert!(!redis.unused_settings().join("\n").contains("[redis]"));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - [`webhooks`]: signed, batched, retried webhooks to the apps' backends.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`throttled_log`]: one log line per interval for failures that repeat at traffic rate.
+//! - [`logging`]: the log filter check and the subscriber (colour only on a terminal).
+//! - [`listen`]: the listening sockets, with errors naming the address and the key.
 //! - [`server`]: wires the above into a running server with graceful shutdown.
 
 pub mod adapter;
@@ -19,6 +21,8 @@ pub mod apps;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod listen;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod server;

@@ -1,10 +1,13 @@
 //! The `rusher` binary: parse flags, load the config, run, exit code.
+//!
+//! A configuration or startup error is the user's to fix: it is printed as
+//! one `Error: ...` line on stderr (never with a backtrace, whatever
+//! `RUST_BACKTRACE` says) and the exit code is 1.
 
-use anyhow::Context;
 use clap::Parser;
 use rusher::{Config, Server};
 use std::path::PathBuf;
-use tracing_subscriber::EnvFilter;
+use std::process::ExitCode;
 
 /// A Pusher-protocol-compatible real-time server.
 #[derive(Debug, Parser)]
@@ -20,31 +23,35 @@ struct Cli {
     check_config: bool,
 }
 
-fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
-    // RUST_LOG, when set, refines the configured level.
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .with_context(|| format!("invalid log level `{level}`"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
-    Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref(), |name| std::env::var(name).ok())?;
     if cli.check_config {
+        for unused in config.unused_settings() {
+            eprintln!("warning: {unused}");
+        }
         println!("{}", config.summary());
         return Ok(());
     }
-    init_logging(&config.server.log_level, config.server.log_json)?;
-    actix_web::rt::System::new()
-        .block_on(Server::new(config).run())
-        .context("server failed")?;
+    rusher::logging::init(&config.server.log_level, config.server.log_json).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid config value `{}`: {e}",
+            config.key_source("server.log_level")
+        )
+    })?;
+    for unused in config.unused_settings() {
+        tracing::warn!("{unused}");
+    }
+    actix_web::rt::System::new().block_on(Server::new(config).run())?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,5 +1,11 @@
 //! The running server: builds the hub from the config, serves HTTP and
 //! WebSocket on one port, and shuts down gracefully on SIGINT/SIGTERM.
+//!
+//! Shutdown order, so that a restart on the same port costs clients about
+//! nothing: the listening socket is closed first (new connections are then
+//! refused at TCP level and a new process can bind the port at once), then
+//! every socket gets 4200, then pending webhooks and store writes are sent
+//! and the node leaves the cluster, all within `server.shutdown_grace`.
 
 use crate::adapter::local::LocalAdapter;
 use crate::adapter::redis::RedisAdapter;
@@ -10,6 +16,7 @@ use crate::http::{self, HttpSettings};
 use crate::hub::node::Node;
 use crate::hub::persistence::Persistence;
 use crate::hub::Hub;
+use crate::listen;
 use crate::metrics::Metrics;
 use crate::protocol::error::ErrorCode;
 use crate::store::memory::MemoryStore;
@@ -97,7 +104,14 @@ impl Server {
     }
 
     /// Serves until SIGINT or SIGTERM, then closes every socket with 4200.
+    ///
+    /// Errors: the listening address (a [`crate::listen::ListenError`],
+    /// naming the key), the adapter or the store at start, all as
+    /// `io::Error` whose message is meant for the user.
     pub async fn run(self) -> std::io::Result<()> {
+        // Bind before connecting to Redis or MongoDB: a port in use is the
+        // most common startup error and should not wait behind them.
+        let listeners = listen::bind(&self.config).map_err(std::io::Error::other)?;
         let hub = self.build_hub().await?;
         let server_config = self.config.server.clone();
         let ws_settings = WsSettings {
@@ -115,7 +129,7 @@ impl Server {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let server = HttpServer::new(move || {
+        let mut server = HttpServer::new(move || {
             let hub = app_hub.clone();
             let metrics = hub.metrics().clone();
             App::new()
@@ -147,9 +161,11 @@ impl Server {
         // Frames must leave at once, not wait for the client's ACK of the
         // previous ones (Nagle): a real-time server always sets TCP_NODELAY.
         .tcp_nodelay(true)
-        .workers(workers)
-        .bind((server_config.host.as_str(), server_config.port))?
-        .run();
+        .workers(workers);
+        for listener in listeners {
+            server = server.listen(listener)?;
+        }
+        let server = server.run();
 
         for app in hub.apps().all() {
             tracing::info!(
@@ -174,37 +190,60 @@ impl Server {
         });
 
         let handle = server.handle();
-        let grace = Duration::from_secs(server_config.shutdown_grace);
-        actix_web::rt::spawn(async move {
-            wait_for_signal().await;
-            let sockets = hub.close_all(ErrorCode::ServerShuttingDown);
-            tracing::info!(sockets, "shutting down: closing every socket with 4200");
-            let deadline = Instant::now() + grace;
-            while hub.connection_count() > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            // The closes above produced vacated/member_removed events: send them.
-            hub.webhooks().shutdown(deadline).await;
-            if let Some(persistence) = hub.persistence() {
-                persistence.flush(deadline).await;
-            }
-            // Leaving the cluster sends what is still queued for the other
-            // nodes; with Redis down that could take long, so it gets what is
-            // left of the grace period (at least a second) and no more.
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_secs(1));
-            if tokio::time::timeout(left, hub.close_adapter())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    "left the cluster without sending everything queued for the other nodes"
-                );
-            }
-            handle.stop(true).await;
-        });
-        server.await
+        let mut serving = actix_web::rt::spawn(server);
+        tokio::select! {
+            // Signals are ours (disable_signals), so the server only ends by
+            // itself when it could not start its workers.
+            served = &mut serving => return served.map_err(std::io::Error::other)?,
+            () = wait_for_signal() => {}
+        }
+
+        let deadline = Instant::now() + Duration::from_secs(server_config.shutdown_grace);
+        // Close the listening socket first: actix-server's stop wakes its
+        // accept thread, which deregisters and drops the listeners before
+        // the workers are waited for; the workers keep serving open sockets
+        // (graceful) for up to shutdown_grace. Clients reconnecting after
+        // their 4200 reach a new process on the port (reuse_port, or one
+        // started since), or are refused at TCP level; never this process,
+        // which would refuse them with 4200 again, and a new process need
+        // not wait for this one to exit to bind the port.
+        let stopped = handle.stop(true);
+        // The server task runs on this thread: let it pass the stop on to
+        // the accept thread before the 4200s go out.
+        tokio::task::yield_now().await;
+        // Refuse new work (/ready 503 on open connections, a late upgrade
+        // 4200) and ask every socket to close.
+        let sockets = hub.close_all(ErrorCode::ServerShuttingDown);
+        tracing::info!(
+            sockets,
+            "shutting down: stopped listening, closing every socket with 4200"
+        );
+        while hub.connection_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The closes above produced vacated/member_removed events: send them.
+        hub.webhooks().shutdown(deadline).await;
+        if let Some(persistence) = hub.persistence() {
+            persistence.flush(deadline).await;
+        }
+        // Leaving the cluster sends what is still queued for the other
+        // nodes; with Redis down that could take long, so it gets what is
+        // left of the grace period (at least a second) and no more.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        if tokio::time::timeout(left, hub.close_adapter())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "left the cluster without sending everything queued for the other nodes"
+            );
+        }
+        // Only now may run() return: the runtime, and every task above,
+        // ends with it.
+        stopped.await;
+        serving.await.map_err(std::io::Error::other)?
     }
 }
 
