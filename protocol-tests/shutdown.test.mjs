@@ -208,15 +208,16 @@ test('after SIGTERM the port is closed at once, open sockets still get 4200, and
 
   const t0 = Date.now();
   old.child.kill('SIGTERM');
-  const closed = await withTimeout(raw.closed, 3000, 'raw client not closed after SIGTERM');
-  assert.equal(closed.code, 4200, `close ${JSON.stringify(closed)}`);
-  assert.ok(raw.frames.some((f) => f.event === 'pusher:error' && parseData(f.data).code === 4200), 'no pusher:error 4200 before the close');
   // The listening socket is gone at once: refused at TCP level, not accepted and then refused with 4200.
   const probe = await waitFor(async () => ((await tcpProbe(port)) === 'refused' ? 'refused' : null), 1000, 10, 'TCP connect refused');
   assert.equal(probe, 'refused');
   const refusedAfter = Date.now() - t0;
   t.diagnostic(`TCP connect refused ${refusedAfter} ms after SIGTERM`);
   assert.ok(refusedAfter < 1000, `port still open ${refusedAfter} ms after SIGTERM`);
+  // Nobody takes the port over: after the handover wait (1 s by default) the socket gets its 4200.
+  const closed = await withTimeout(raw.closed, 3000, 'raw client not closed after SIGTERM');
+  assert.equal(closed.code, 4200, `close ${JSON.stringify(closed)}`);
+  assert.ok(raw.frames.some((f) => f.event === 'pusher:error' && parseData(f.data).code === 4200), 'no pusher:error 4200 before the close');
 
   // The old process is still draining (its channel_vacated webhook is held)...
   await waitFor(() => receiver.held.length > 0, 5000, 20, 'the vacated webhook reached the receiver');
@@ -257,6 +258,42 @@ test('with server.reuse_port a new process serves beside the old one; SIGTERM mo
   const exit = await withTimeout(old.exited, 5000, 'old process exit');
   assert.equal(exit.code, 0, old.log.join(''));
   assert.equal(pjs.connection.state, 'connected');
+  assert.ok(alive(next.child));
+});
+
+test('a single instance restarted on its port (SIGTERM, then start) hands pusher-js over to the new process in under 3 s', T, async (t) => {
+  // pusher-js reconnects at once after a 4200 and, when that attempt is
+  // refused, waits out its 15 s connection timeout: the old process must not
+  // send its 4200s before the new one listens (server.handover_wait_ms).
+  const port = await freePort();
+  const old = await spawnOn(port, config());
+  t.after(() => cleanup(old));
+  const pjs = await newPusherClient('app-key', {}, { host: '127.0.0.1', port, what: 'pusher-js on the old process' });
+  t.after(() => pjs.disconnect());
+  const firstId = pjs.connection.socket_id;
+  const errors = [];
+  pjs.connection.bind('error', (e) => errors.push(e));
+  const raw = rawClient(port);
+  t.after(() => raw.ws.terminate());
+  await withTimeout(raw.established, 5000, 'raw client connected');
+
+  const t0 = Date.now();
+  old.child.kill('SIGTERM');
+  await waitFor(async () => (await tcpProbe(port)) === 'refused', 1000, 10, 'the old process stopped listening');
+  assert.ok(alive(old.child), 'the old process waits for its successor');
+  assert.equal(pjs.connection.state, 'connected', 'sockets stay open until a new process listens');
+  const next = await spawnOn(port, config());
+  t.after(() => cleanup(next));
+
+  await waitFor(() => pjs.connection.state === 'connected' && pjs.connection.socket_id !== firstId, 10000, 20, 'pusher-js reconnected');
+  const took = Date.now() - t0;
+  t.diagnostic(`pusher-js connected to the new process ${took} ms after SIGTERM`);
+  assert.ok(took < 3000, `pusher-js took ${took} ms to reconnect`);
+  const closed = await withTimeout(raw.closed, 3000, 'raw client closed');
+  assert.equal(closed.code, 4200, `close ${JSON.stringify(closed)}`);
+  assert.ok(errors.some((e) => e?.data?.code === 4200), `pusher-js saw the 4200: ${JSON.stringify(errors)}`);
+  const exit = await withTimeout(old.exited, 5000, 'old process exit');
+  assert.equal(exit.code, 0, old.log.join(''));
   assert.ok(alive(next.child));
 });
 

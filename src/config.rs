@@ -185,6 +185,12 @@ pub struct ServerConfig {
     /// listen on the port beside this one (zero-gap restarts). Off by default
     /// so that a second process started on the port by mistake fails.
     pub reuse_port: bool,
+    /// Milliseconds a single instance (`adapter = "local"`) with open sockets
+    /// waits on shutdown, its listener already closed, for a new process to
+    /// listen on its port before it sends the 4200s, so pusher-js's immediate
+    /// reconnect reaches the new process instead of being refused (which
+    /// costs pusher-js 15 s). At most half of `shutdown_grace`; 0 = no wait.
+    pub handover_wait_ms: u64,
     /// Worker threads serving connections; 0 = one per CPU core.
     pub workers: usize,
     /// Largest HTTP API request body, in bytes.
@@ -239,6 +245,13 @@ impl Default for WebhookSettings {
 }
 
 impl ServerConfig {
+    /// The handover wait in use: `handover_wait_ms`, at most half of
+    /// `shutdown_grace` (the sockets and webhooks need the rest).
+    pub fn handover_wait(&self) -> Duration {
+        Duration::from_millis(self.handover_wait_ms)
+            .min(Duration::from_secs(self.shutdown_grace) / 2)
+    }
+
     /// The subscription wait in use: `subscribe_wait_ms`, at most
     /// `activity_timeout` (a client silent that long is pinged anyway, and a
     /// lowered keep-alive should not need this option changed too).
@@ -260,6 +273,7 @@ impl Default for ServerConfig {
             outgoing_queue: 1024,
             shutdown_grace: 5,
             reuse_port: false,
+            handover_wait_ms: 1000,
             workers: 0,
             max_request_bytes: 1024 * 1024,
             log_level: "info".into(),

@@ -14,11 +14,13 @@
 //! - [`throttled_log`]: one log line per interval for failures that repeat at traffic rate.
 //! - [`logging`]: the log filter check and the subscriber (colour only on a terminal).
 //! - [`listen`]: the listening sockets, with errors naming the address and the key.
+//! - [`handover`]: on shutdown, waiting for the process that takes over the port.
 //! - [`server`]: wires the above into a running server with graceful shutdown.
 
 pub mod adapter;
 pub mod apps;
 pub mod config;
+pub mod handover;
 pub mod http;
 pub mod hub;
 pub mod listen;

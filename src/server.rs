@@ -12,6 +12,7 @@ use crate::adapter::redis::RedisAdapter;
 use crate::adapter::Adapter;
 use crate::apps::AppRegistry;
 use crate::config::{AdapterKind, Config, StoreBackend};
+use crate::handover;
 use crate::http::{self, HttpSettings};
 use crate::hub::node::Node;
 use crate::hub::persistence::Persistence;
@@ -112,6 +113,7 @@ impl Server {
         // Bind before connecting to Redis or MongoDB: a port in use is the
         // most common startup error and should not wait behind them.
         let listeners = listen::bind(&self.config).map_err(std::io::Error::other)?;
+        let probe_addrs = handover::probe_addrs(&listeners);
         let hub = self.build_hub().await?;
         let server_config = self.config.server.clone();
         let ws_settings = WsSettings {
@@ -211,6 +213,26 @@ impl Server {
         // The server task runs on this thread: let it pass the stop on to
         // the accept thread before the 4200s go out.
         tokio::task::yield_now().await;
+        hub.stop_accepting();
+        // A single instance hands its sockets over to the process that
+        // replaces it (see handover.rs); a cluster has other nodes to take
+        // them. A second signal stops the wait.
+        let wait = server_config.handover_wait();
+        if self.config.adapter == AdapterKind::Local
+            && hub.connection_count() > 0
+            && !wait.is_zero()
+        {
+            tracing::info!(
+                sockets = hub.connection_count(),
+                "stopped listening; waiting up to {wait:?} for a new process on the port before closing the sockets (signal again to skip)"
+            );
+            tokio::select! {
+                found = handover::wait_for_successor(&probe_addrs, wait) => {
+                    tracing::info!(found, "handover wait over");
+                }
+                () = wait_for_signal() => {}
+            }
+        }
         // Refuse new work (/ready 503 on open connections, a late upgrade
         // 4200) and ask every socket to close.
         let sockets = hub.close_all(ErrorCode::ServerShuttingDown);

@@ -605,6 +605,12 @@ impl Hub {
         }
     }
 
+    /// Stops admitting connections and API calls (`/ready` 503); open
+    /// connections go on until [`Hub::close_all`].
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Release);
+    }
+
     /// Stops admitting connections and asks every open one to close with `code`.
     pub fn close_all(&self, code: ErrorCode) -> usize {
         self.accepting.store(false, Ordering::Release);
