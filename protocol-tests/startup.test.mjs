@@ -70,12 +70,13 @@ test('an unknown server.log_level stops startup naming the key and the valid lev
   assertRefused(result, ['server.log_level', 'verbose', LEVELS]);
 });
 
-test('an unknown RUSHER_LOG_LEVEL names the variable; `warning` is accepted as warn', T, async () => {
-  assertRefused(await runToExit(null, { RUSHER_LOG_LEVEL: 'verbose' }), ['RUSHER_LOG_LEVEL', LEVELS]);
+test('an unknown RUSHER_LOG_LEVEL (`verbose`, `warning`) names the key and the variable', T, async () => {
+  assertRefused(await runToExit(null, { RUSHER_LOG_LEVEL: 'verbose' }), ['server.log_level via RUSHER_LOG_LEVEL', LEVELS]);
+  assertRefused(await runToExit(null, { RUSHER_LOG_LEVEL: 'warning' }), ['server.log_level via RUSHER_LOG_LEVEL', '`warn`, not `warning`']);
   // A directive whose level is wrong is refused too.
   assertRefused(await runToExit(null, { RUSHER_LOG_LEVEL: 'info,rusher=loud' }), ['RUSHER_LOG_LEVEL', 'loud']);
-  // `warning` starts (as warn: the info-level "listening" line is not printed).
-  const server = await spawnServer({ RUSHER_LOG_LEVEL: 'warning', RUST_LOG: '' });
+  // `warn` starts (the info-level "listening" line is not printed).
+  const server = await spawnServer({ RUSHER_LOG_LEVEL: 'warn', RUST_LOG: '' });
   try {
     assert.doesNotMatch(server.log.join(''), /rusher listening/, 'warn level printed an info line');
   } finally {
@@ -100,7 +101,7 @@ test('a port in use names the address and the key that set it', T, async () => {
     const port = first.port;
     // The port comes from RUSHER_PORT...
     assertRefused(await runToExit(null, { RUSHER_PORT: String(port) }), [
-      `cannot listen on 127.0.0.1:${port} (RUSHER_PORT): address already in use`,
+      `cannot listen on 127.0.0.1:${port} (server.port via RUSHER_PORT): address already in use`,
     ]);
     // ...or from the file.
     const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RUSHER_')));
@@ -127,7 +128,7 @@ test('a port in use names the address and the key that set it', T, async () => {
 
 test('a host that does not resolve names the host and the key', T, async () => {
   const result = await runToExit(null, { RUSHER_HOST: 'no-such-host.invalid' });
-  assertRefused(result, ['cannot listen on no-such-host.invalid:', '(RUSHER_HOST)']);
+  assertRefused(result, ['cannot listen on no-such-host.invalid:', '(server.host via RUSHER_HOST)']);
 });
 
 test('a config error with RUST_BACKTRACE=1 is one line, no backtrace', T, async () => {

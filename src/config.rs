@@ -195,7 +195,7 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Largest HTTP API request body, in bytes.
     pub max_request_bytes: usize,
-    /// Log filter: `trace`, `debug`, `info`, `warn` (or `warning`), `error`,
+    /// Log filter: `trace`, `debug`, `info`, `warn`, `error`,
     /// `off`, or directives such as `info,rusher=debug` (see
     /// [`crate::logging::parse_filter`]); anything else is refused at startup.
     pub log_level: String,
@@ -495,13 +495,15 @@ impl Config {
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(host) = env("RUSHER_HOST") {
             self.server.host = host;
-            self.env_overrides.insert("server.host", "RUSHER_HOST");
+            self.env_overrides
+                .insert("server.host", "server.host via RUSHER_HOST");
         }
         if let Some(port) = env("RUSHER_PORT") {
             self.server.port = port
                 .parse()
                 .map_err(|_| invalid("RUSHER_PORT", format!("`{port}` is not a port number")))?;
-            self.env_overrides.insert("server.port", "RUSHER_PORT");
+            self.env_overrides
+                .insert("server.port", "server.port via RUSHER_PORT");
         }
         if let Some(workers) = env("RUSHER_WORKERS") {
             self.server.workers = workers.parse().map_err(|_| {
@@ -514,13 +516,14 @@ impl Config {
         if let Some(level) = env("RUSHER_LOG_LEVEL") {
             self.server.log_level = level;
             self.env_overrides
-                .insert("server.log_level", "RUSHER_LOG_LEVEL");
+                .insert("server.log_level", "server.log_level via RUSHER_LOG_LEVEL");
         }
         // RUST_LOG, the Rust convention, replaces the configured filter when
         // set; empty counts as unset, as `RUST_LOG=` usually means.
         if let Some(filter) = env("RUST_LOG").filter(|f| !f.trim().is_empty()) {
             self.server.log_level = filter;
-            self.env_overrides.insert("server.log_level", "RUST_LOG");
+            self.env_overrides
+                .insert("server.log_level", "server.log_level via RUST_LOG");
         }
         if let Some(adapter) = env("RUSHER_ADAPTER") {
             self.adapter = match adapter.as_str() {
@@ -548,21 +551,25 @@ impl Config {
         }
         if let Some(url) = env("RUSHER_MONGODB_URL") {
             self.store.url = url;
-            self.env_overrides.insert("store.url", "RUSHER_MONGODB_URL");
+            self.env_overrides
+                .insert("store.url", "store.url via RUSHER_MONGODB_URL");
         }
         if let Some(database) = env("RUSHER_MONGODB_DATABASE") {
             self.store.database = database;
-            self.env_overrides
-                .insert("store.database", "RUSHER_MONGODB_DATABASE");
+            self.env_overrides.insert(
+                "store.database",
+                "store.database via RUSHER_MONGODB_DATABASE",
+            );
         }
         if let Some(url) = env("RUSHER_REDIS_URL") {
             self.redis.url = url;
-            self.env_overrides.insert("redis.url", "RUSHER_REDIS_URL");
+            self.env_overrides
+                .insert("redis.url", "redis.url via RUSHER_REDIS_URL");
         }
         if let Some(prefix) = env("RUSHER_REDIS_PREFIX") {
             self.redis.prefix = prefix;
             self.env_overrides
-                .insert("redis.prefix", "RUSHER_REDIS_PREFIX");
+                .insert("redis.prefix", "redis.prefix via RUSHER_REDIS_PREFIX");
         }
         // The credential overrides apply to the first (default) app.
         if let Some(app) = self.apps.first_mut() {
@@ -620,8 +627,9 @@ impl Config {
         )
     }
 
-    /// The name to show for `key`: the environment variable that set it, or
-    /// the key itself (`server.port` or `RUSHER_PORT`).
+    /// The name to show for `key`: the key itself, with the environment
+    /// variable that set it if one did (`server.port`, or
+    /// `server.port via RUSHER_PORT`).
     pub fn key_source(&self, key: &'static str) -> &'static str {
         self.env_overrides.get(key).copied().unwrap_or(key)
     }
@@ -962,9 +970,16 @@ mod tests {
     fn a_log_level_from_the_environment_names_its_variable() {
         let env = |name: &str| (name == "RUSHER_LOG_LEVEL").then(|| "verbose".to_string());
         let err = Config::load(None, env).unwrap_err().to_string();
-        assert!(err.contains("`RUSHER_LOG_LEVEL`"), "{err}");
+        assert!(
+            err.contains("server.log_level via RUSHER_LOG_LEVEL"),
+            "{err}"
+        );
         let env = |name: &str| (name == "RUSHER_LOG_LEVEL").then(|| "warning".to_string());
-        assert!(Config::load(None, env).is_ok());
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(
+            err.contains("server.log_level via RUSHER_LOG_LEVEL"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -978,7 +993,7 @@ mod tests {
         assert_eq!(config.server.log_level, "info,rusher=debug");
         let env = |name: &str| (name == "RUST_LOG").then(|| "loud".to_string());
         let err = Config::load(None, env).unwrap_err().to_string();
-        assert!(err.contains("`RUST_LOG`"), "{err}");
+        assert!(err.contains("server.log_level via RUST_LOG"), "{err}");
         // `RUST_LOG=` means unset.
         let env = |name: &str| (name == "RUST_LOG").then(String::new);
         assert_eq!(Config::load(None, env).unwrap().server.log_level, "info");
@@ -1010,7 +1025,7 @@ mod tests {
         assert!(err.contains("`store.url`"), "{err}");
         let env = |name: &str| (name == "RUSHER_MONGODB_URL").then(|| "localhost".to_string());
         let err = Config::load(None, env).unwrap_err().to_string();
-        assert!(err.contains("`RUSHER_MONGODB_URL`"), "{err}");
+        assert!(err.contains("store.url via RUSHER_MONGODB_URL"), "{err}");
     }
 
     #[test]

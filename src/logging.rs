@@ -21,7 +21,7 @@ pub enum FilterError {
     Empty,
     /// A bare word that is not a level (EnvFilter would take it as a target).
     #[error(
-        "`{0}` is not a log level; use one of {LEVELS} (`warning` = warn), \
+        "`{0}` is not a log level; use one of {LEVELS} (`warn`, not `warning`), \
          or directives such as `info,rusher=debug`"
     )]
     NotALevel(String),
@@ -43,13 +43,15 @@ pub enum FilterError {
     },
 }
 
-/// `word` as one of [`LEVELS`] (any case; `warning` is taken as `warn`).
+/// `word` as one of [`LEVELS`] (any case). `warning` is refused like any
+/// other word: tracing has no such level, and taking it would hide what the
+/// filter really is.
 fn level(word: &str) -> Option<&'static str> {
     match word.to_ascii_lowercase().as_str() {
         "trace" => Some("trace"),
         "debug" => Some("debug"),
         "info" => Some("info"),
-        "warn" | "warning" => Some("warn"),
+        "warn" => Some("warn"),
         "error" => Some("error"),
         "off" => Some("off"),
         _ => None,
@@ -61,7 +63,7 @@ fn level(word: &str) -> Option<&'static str> {
 ///
 /// Accepted: comma-separated directives, each a level or
 /// `target[span{field=value}]=level` (tracing-subscriber's syntax), where a
-/// level is one of [`LEVELS`] or `warning`. A bare target (`rusher`), which
+/// level is one of [`LEVELS`]. A bare target (`rusher`), which
 /// EnvFilter would read as "everything of that target", must be written with
 /// its level (`rusher=trace`), so that a mistyped level is an error.
 pub fn parse_filter(text: &str) -> Result<EnvFilter, FilterError> {
@@ -127,12 +129,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_level_and_the_warning_alias_are_accepted() {
-        for word in [
-            "trace", "debug", "info", "warn", "error", "off", "WARN", "warning",
-        ] {
+    fn every_level_is_accepted_in_any_case_and_warning_is_not() {
+        for word in ["trace", "debug", "info", "warn", "error", "off", "WARN"] {
             assert!(parse_filter(word).is_ok(), "{word}");
         }
+        let err = parse_filter("warning").unwrap_err().to_string();
+        assert!(err.contains("`warn`, not `warning`"), "{err}");
     }
 
     #[test]
@@ -148,7 +150,7 @@ mod tests {
             "info,rusher=debug",
             "warn, rusher::ws=trace",
             "rusher[connection]=debug",
-            "rusher[connection{app_id=a}]=warning",
+            "rusher[connection{app_id=a}]=warn",
         ] {
             assert!(
                 parse_filter(text).is_ok(),
