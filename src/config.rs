@@ -11,12 +11,13 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         /// The path given.
         path: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error: part of the message, not a `source`, so that
+        /// `{err:#}` does not print it twice.
+        error: std::io::Error,
     },
     /// The file is not valid TOML or has unknown/mistyped keys.
     #[error("invalid config file {path}: {message}")]
@@ -473,9 +474,9 @@ impl Config {
 
     fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: shown.clone(),
-            source,
+            error,
         })?;
         Self::from_toml(&text).map_err(|message| ConfigError::Parse {
             path: shown,
@@ -575,12 +576,18 @@ impl Config {
         if let Some(app) = self.apps.first_mut() {
             if let Some(id) = env("RUSHER_APP_ID") {
                 app.id = id;
+                self.env_overrides
+                    .insert("apps[0].id", "apps[0].id via RUSHER_APP_ID");
             }
             if let Some(key) = env("RUSHER_APP_KEY") {
                 app.key = key;
+                self.env_overrides
+                    .insert("apps[0].key", "apps[0].key via RUSHER_APP_KEY");
             }
             if let Some(secret) = env("RUSHER_APP_SECRET") {
                 app.secret = secret;
+                self.env_overrides
+                    .insert("apps[0].secret", "apps[0].secret via RUSHER_APP_SECRET");
             }
         }
         Ok(())
@@ -698,7 +705,13 @@ impl Config {
         let mut ids = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
-            let at = |field: &str| format!("apps[{i}].{field}");
+            let at = |field: &str| {
+                let key = format!("apps[{i}].{field}");
+                match self.env_overrides.get(key.as_str()) {
+                    Some(shown) => (*shown).to_owned(),
+                    None => key,
+                }
+            };
             for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
                 if value.trim().is_empty() {
                     return Err(invalid(at(field), "must not be empty"));
@@ -877,6 +890,15 @@ mod tests {
         let env = |name: &str| (name == "RUSHER_APP_ID").then(|| "1".to_string());
         let config = Config::load(None, env).unwrap();
         assert_eq!(config.apps[0].id, "1");
+    }
+
+    #[test]
+    fn an_empty_app_credential_from_the_environment_names_the_variable() {
+        for var in ["RUSHER_APP_ID", "RUSHER_APP_KEY", "RUSHER_APP_SECRET"] {
+            let env = |name: &str| (name == var).then(String::new);
+            let err = Config::load(None, env).unwrap_err().to_string();
+            assert!(err.contains(&format!("via {var}")), "{err}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use clap::Parser;
 use rusher::{Config, Server};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,8 +14,9 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Path of a TOML config file (see config.example.toml).
-    #[arg(long, env = "RUSHER_CONFIG")]
+    /// Path of a TOML config file (see config.example.toml); default: the
+    /// RUSHER_CONFIG environment variable when set and not empty.
+    #[arg(long)]
     config: Option<PathBuf>,
     /// Load and validate the config (file and environment), print a summary
     /// and exit: 0 when it is valid, 1 with the error naming the key. Nothing
@@ -34,12 +36,21 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref(), |name| std::env::var(name).ok())?;
+    // Read by hand, not by clap's `env`: `RUSHER_CONFIG=` (empty) means
+    // unset, as for every other variable, not "the flag without a value".
+    let path = cli.config.or_else(|| {
+        std::env::var_os("RUSHER_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let config = Config::load(path.as_deref(), |name| std::env::var(name).ok())?;
     if cli.check_config {
         for unused in config.unused_settings() {
             eprintln!("warning: {unused}");
         }
-        println!("{}", config.summary());
+        // A closed stdout (`| head`) must not panic as println! does; the
+        // exit code still says whether the config is valid.
+        let _ = writeln!(std::io::stdout(), "{}", config.summary());
         return Ok(());
     }
     rusher::logging::init(&config.server.log_level, config.server.log_json).map_err(|e| {

@@ -114,6 +114,15 @@ impl Server {
         // most common startup error and should not wait behind them.
         let listeners = listen::bind(&self.config).map_err(std::io::Error::other)?;
         let probe_addrs = handover::probe_addrs(&listeners);
+        // What clients connect to, as a URL authority: the bound address
+        // (the real port when `server.port = 0`, `[::1]` for IPv6).
+        let authority = listeners
+            .first()
+            .and_then(|listener| listener.local_addr().ok())
+            .map_or_else(
+                || format!("{}:{}", self.config.server.host, self.config.server.port),
+                |addr| addr.to_string(),
+            );
         let hub = self.build_hub().await?;
         let server_config = self.config.server.clone();
         let ws_settings = WsSettings {
@@ -171,10 +180,9 @@ impl Server {
 
         for app in hub.apps().all() {
             tracing::info!(
-                "rusher listening: connect pusher-js with key `{}` to ws://{}:{}/app/{} (app id `{}`)",
+                "rusher listening: connect pusher-js with key `{}` to ws://{}/app/{} (app id `{}`)",
                 app.key,
-                server_config.host,
-                server_config.port,
+                authority,
                 app.key,
                 app.id
             );
