@@ -224,6 +224,29 @@ test('private channel recovery needs a valid signature: a bad one gets subscript
   );
 });
 
+test('client events and batch events get serials too; the API names the sender of a client event', T, async (t) => {
+  const channel = uniq('private-chat');
+  const [a, b] = [await rawOn(t, server, MAIN), await rawOn(t, server, MAIN)];
+  for (const conn of [a, b]) {
+    const ok = await rawSubscribe(conn, channel, { auth: channelAuth(conn.socketId, channel, undefined, MAIN) });
+    assert.equal(ok.event, 'pusher_internal:subscription_succeeded');
+  }
+  await sdkOn(server, MAIN).triggerBatch([{ channel, name: 'e', data: { i: 1 } }]);
+  const [batched] = await events(b, channel, 1);
+  assert.equal(batched.serial, 1);
+  a.send({ event: 'client-typing', channel, data: { who: 'a' } });
+  const typed = await b.next((f) => f.event === 'client-typing' && f.channel === channel);
+  assert.equal(typed.serial, 2);
+  const page = await history(MAIN, channel);
+  assert.deepEqual(
+    page.json.events.map((e) => [e.serial, e.event, e.socket_id]),
+    [
+      [1, 'e', undefined],
+      [2, 'client-typing', a.socketId],
+    ],
+  );
+});
+
 test('history API: pages oldest first with next, 400 for bad paging, 404 without history', T, async () => {
   const channel = uniq('paged');
   await publish(sdkOn(server, MAIN), channel, 1, 7);
