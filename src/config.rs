@@ -812,7 +812,9 @@ impl Config {
     fn validate_history(&self, i: usize, app: &AppConfig) -> Result<(), ConfigError> {
         let at = |field: &str| format!("apps[{i}].{field}");
         let most = self.server.outgoing_queue / 2;
-        if app.history_size > most {
+        // Only with history on: the default size must not refuse a small
+        // queue on an app that keeps no history.
+        if app.history && app.history_size > most {
             return Err(invalid(
                 at("history_size"),
                 format!(
@@ -1159,6 +1161,11 @@ mod tests {
         let config = Config::from_toml(&format!("{app}history_channels=['']\n")).unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("apps[0].history_channels[0]"), "{err}");
+        let off = "[server]\noutgoing_queue=64\n[[apps]]\nid='a'\nkey='b'\nsecret='c'\n";
+        assert!(
+            Config::from_toml(off).unwrap().validate().is_ok(),
+            "history off: no size rule"
+        );
         let defaults = Config::from_toml(app).unwrap();
         assert_eq!(
             (defaults.apps[0].history_size, defaults.apps[0].history_ttl),
