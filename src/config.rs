@@ -345,6 +345,21 @@ pub struct AppConfig {
     /// Where this app's webhooks go.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Per-channel history with serials and connection recovery (`since`
+    /// on subscribe); off by default. One node only for now (`adapter = "local"`).
+    #[serde(default)]
+    pub history: bool,
+    /// Channel-name prefixes with history; empty = every channel except
+    /// `#server-to-user-*` and `personal-*` (they have their own store).
+    #[serde(default)]
+    pub history_channels: Vec<String>,
+    /// Events kept per channel (at most `server.outgoing_queue / 2`, so a
+    /// full replay fits in a connection's queue beside live traffic).
+    #[serde(default = "d_history_size")]
+    pub history_size: usize,
+    /// Seconds an event stays in a channel's history.
+    #[serde(default = "d_history_ttl")]
+    pub history_ttl: u64,
 }
 
 /// One webhook endpoint of an app.
@@ -408,6 +423,12 @@ fn d_client_event_rate() -> u32 {
 fn d_cache_ttl() -> u64 {
     30 * 60
 }
+fn d_history_size() -> usize {
+    100
+}
+fn d_history_ttl() -> u64 {
+    300
+}
 
 impl AppConfig {
     /// An app with the given credentials and every default limit.
@@ -432,6 +453,10 @@ impl AppConfig {
             cache_ttl: d_cache_ttl(),
             max_api_requests_per_second: 0,
             webhooks: Vec::new(),
+            history: false,
+            history_channels: Vec::new(),
+            history_size: d_history_size(),
+            history_ttl: d_history_ttl(),
         }
     }
 }
@@ -759,6 +784,8 @@ impl Config {
                 ),
                 ("client_event_rate", app.client_event_rate as usize),
                 ("cache_ttl", app.cache_ttl as usize),
+                ("history_size", app.history_size),
+                ("history_ttl", app.history_ttl as usize),
             ];
             for (field, value) in limits {
                 if value == 0 {
@@ -782,12 +809,46 @@ impl Config {
                     }
                 }
             }
+            self.validate_history(i, app)?;
             if app.max_channel_name_length > crate::protocol::channel::MAX_CHANNEL_NAME_LENGTH {
                 return Err(invalid(
                     at("max_channel_name_length"),
                     "must be at most 164 (the protocol's limit)",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// An app's history settings: sizes fit the outgoing queue, and history
+    /// is refused with Redis until it is built there (rather than half-working).
+    fn validate_history(&self, i: usize, app: &AppConfig) -> Result<(), ConfigError> {
+        let at = |field: &str| format!("apps[{i}].{field}");
+        let most = self.server.outgoing_queue / 2;
+        // Only with history on: the default size must not refuse a small
+        // queue on an app that keeps no history.
+        if app.history && app.history_size > most {
+            return Err(invalid(
+                at("history_size"),
+                format!(
+                    "must be at most server.outgoing_queue / 2 = {most}, so a full replay \
+                     fits in a connection's queue beside live events"
+                ),
+            ));
+        }
+        for (p, prefix) in app.history_channels.iter().enumerate() {
+            if prefix.is_empty() {
+                return Err(invalid(
+                    at(&format!("history_channels[{p}]")),
+                    "must not be empty (leave the list empty for every channel)",
+                ));
+            }
+        }
+        if app.history && self.adapter == AdapterKind::Redis {
+            return Err(invalid(
+                at("history"),
+                "not available with adapter = \"redis\" yet",
+            ));
         }
         Ok(())
     }
@@ -1084,5 +1145,53 @@ mod tests {
         let text = "[server]\nsubscribe_wait_ms = 1500\n";
         let config = Config::from_toml(text).unwrap();
         assert_eq!(config.server.subscribe_wait(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn history_is_refused_with_redis_naming_the_key() {
+        let text = "adapter = 'redis'\n[[apps]]\nid='a'\nkey='b'\nsecret='c'\nhistory=true\n";
+        let config = Config::from_toml(text).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("apps[0].history"), "{err}");
+        assert!(
+            err.contains("not available with adapter = \"redis\" yet"),
+            "{err}"
+        );
+        let local = text.replace("adapter = 'redis'\n", "");
+        assert!(Config::from_toml(&local).unwrap().validate().is_ok());
+    }
+
+    #[test]
+    fn history_sizes_are_checked() {
+        let app = "[[apps]]\nid='a'\nkey='b'\nsecret='c'\nhistory=true\n";
+        let config = Config::from_toml(&format!("{app}history_size=0\n")).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("apps[0].history_size"), "{err}");
+        let text = format!("[server]\noutgoing_queue=100\n{app}history_size=51\n");
+        let err = Config::from_toml(&text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("apps[0].history_size") && err.contains("50"),
+            "{err}"
+        );
+        let config = Config::from_toml(&format!("{app}history_ttl=0\n")).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("apps[0].history_ttl"), "{err}");
+        let config = Config::from_toml(&format!("{app}history_channels=['']\n")).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("apps[0].history_channels[0]"), "{err}");
+        let off = "[server]\noutgoing_queue=64\n[[apps]]\nid='a'\nkey='b'\nsecret='c'\n";
+        assert!(
+            Config::from_toml(off).unwrap().validate().is_ok(),
+            "history off: no size rule"
+        );
+        let defaults = Config::from_toml(app).unwrap();
+        assert_eq!(
+            (defaults.apps[0].history_size, defaults.apps[0].history_ttl),
+            (100, 300)
+        );
     }
 }

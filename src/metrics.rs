@@ -56,6 +56,14 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// Messages not stored because the write queue was full.
     pub store_dropped: IntCounter,
+    /// Channels with a history on this node (set on scrape and sweep).
+    pub history_channels: IntGauge,
+    /// Events kept in channel histories on this node (set on scrape and sweep).
+    pub history_events: IntGauge,
+    /// Subscriptions with `since` that replayed what the client missed.
+    pub history_recoveries: IntCounter,
+    /// Subscriptions with `since` answered with `pusher:recovery_failed`.
+    pub history_recovery_failed: IntCounter,
 }
 
 impl Metrics {
@@ -151,6 +159,22 @@ impl Metrics {
             store_dropped: counter(
                 "rusher_store_dropped_total",
                 "Messages not stored because the write queue was full",
+            ),
+            history_channels: gauge(
+                "rusher_history_channels",
+                "Channels with a history on this node",
+            ),
+            history_events: gauge(
+                "rusher_history_events",
+                "Events kept in channel histories on this node",
+            ),
+            history_recoveries: counter(
+                "rusher_history_recoveries_total",
+                "Subscriptions with since that replayed the missed events",
+            ),
+            history_recovery_failed: counter(
+                "rusher_history_recovery_failed_total",
+                "Subscriptions with since answered with pusher:recovery_failed",
             ),
             // Last: every metric above is registered and recorded by now.
             registry,

@@ -3,6 +3,7 @@
 //! - [`signed`]: app lookup, body limit and request signature for every API route.
 //! - [`events`]: triggering events, single and batch.
 //! - [`channels`]: channel list, channel info, presence users.
+//! - [`history`]: a channel's kept events with serials, paged.
 //! - [`users`]: terminating a user's connections.
 //! - [`persistence`]: offline subscriptions and the messages kept for users.
 //! - [`error`]: refusals as status + JSON body, in one place.
@@ -10,6 +11,7 @@
 pub mod channels;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod persistence;
 pub mod signed;
 pub mod users;
@@ -46,6 +48,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get(
             "/apps/{app_id}/channels/{channel}/users",
             channels::users,
+        ))
+        .service(get(
+            "/apps/{app_id}/channels/{channel}/history",
+            history::show,
         ))
         .service(post(
             "/apps/{app_id}/users/{user_id}/terminate_connections",
@@ -121,6 +127,7 @@ async fn metrics(hub: web::Data<Arc<Hub>>, settings: web::Data<HttpSettings>) ->
     if !settings.metrics {
         return ApiError::NotFound("metrics are disabled".into()).error_response();
     }
+    hub.refresh_history_gauges();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(hub.metrics().render())

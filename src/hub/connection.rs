@@ -94,6 +94,11 @@ impl Connection {
         }
     }
 
+    /// Frames the outgoing queue can still take before it overflows.
+    pub fn free_capacity(&self) -> usize {
+        self.outgoing.capacity()
+    }
+
     /// Asks the transport to close with `code`; the first request wins.
     pub fn request_close(&self, code: u16) {
         if self

@@ -6,6 +6,7 @@
 //! - [`channels`]: one app's channels → subscribers and presence members on this node.
 //! - [`users`]: signed-in users and watchlists on this node.
 //! - [`cache`]: the last event of each cache channel.
+//! - [`history`]: per-channel history with serials, replay for recovering subscribers.
 //! - [`node`]: every app's state on this node.
 //! - [`persistence`]: offline subscriptions, stored messages, personal channels.
 //! - [`peer`]: peer channels between peer members of a presence channel.
@@ -20,6 +21,7 @@ pub mod cache;
 pub mod channels;
 pub mod connection;
 pub mod held;
+pub mod history;
 pub mod node;
 pub mod peer;
 pub mod persistence;
@@ -81,6 +83,79 @@ fn local_peer(state: &AppState, channel: &str, socket_id: &str) -> bool {
         state.channels.subscriber_user(channel, socket_id),
         Some(Some(user)) if state.channels.is_peer_member(channel, &user)
     )
+}
+
+/// Publishes on a channel with history: under the channel's history lock,
+/// assigns the next serial, encodes the frame once (with `"serial"`), keeps
+/// it and queues it to this node's subscribers, so a recovering subscribe
+/// (which holds the same lock) sees it exactly once. Straight to this node:
+/// history is refused at startup with a cluster adapter.
+fn publish_with_history(
+    app: &App,
+    state: &AppState,
+    channel: &str,
+    event: &str,
+    data: &RawValue,
+    user_id: Option<&str>,
+    except: Option<&str>,
+) -> (ByteString, FanOut) {
+    let ttl = Duration::from_secs(app.history_ttl);
+    let now = std::time::Instant::now();
+    state.history.with_channel(channel, |h| {
+        let mut frame = ByteString::default();
+        h.push(now, app.history_size, ttl, event, data, except, |serial| {
+            frame = frames::history_event_frame(event, channel, data, user_id, serial);
+            frame.clone()
+        });
+        let report = state.channels.deliver(channel, &frame, except);
+        (frame, report)
+    })
+}
+
+/// What a subscribe with `since` on a channel with history queues after
+/// joining, under the channel's history lock (so no publish falls between
+/// the replay and the live events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// Every missed event was queued (maybe none).
+    Replayed,
+    /// `pusher:recovery_failed` was queued.
+    Failed,
+}
+
+/// Replays to a connection what it missed on `channel` since `since`, or
+/// queues `pusher:recovery_failed`. A replay that would not fit in the
+/// connection's free queue is refused the same way (the client refetches
+/// through the history API) rather than closing it as a slow client.
+fn queue_recovery(
+    history: &mut history::ChannelHistory,
+    connection: &Connection,
+    channel: &str,
+    since: u64,
+) -> Recovery {
+    history.expire(std::time::Instant::now());
+    let replay = match history.replay(since) {
+        Ok(frames) if frames.len() < connection.free_capacity() => Ok(frames),
+        Ok(_) => Err(history::Gap {
+            oldest: history.oldest(),
+            reason: "the replay does not fit in the connection's outgoing queue",
+        }),
+        Err(gap) => Err(gap),
+    };
+    match replay {
+        Ok(frames) => {
+            for frame in frames {
+                connection.send(frame);
+            }
+            Recovery::Replayed
+        }
+        Err(gap) => {
+            connection.send(frames::recovery_failed(
+                channel, since, gap.oldest, gap.reason,
+            ));
+            Recovery::Failed
+        }
+    }
 }
 
 /// Shared state of the server, reached through a handle by every connection and request.
@@ -244,10 +319,49 @@ impl Hub {
             max_members: app.max_presence_members,
             peer: wants_peers,
         });
-        let local = state
-            .channels
-            .subscribe(channel, connection, joining)
-            .map_err(|limit| SubscriptionError::member_limit(limit.0))?;
+        let recover = request
+            .since
+            .filter(|_| history::applies(app.history, &app.history_channels, channel));
+        let (local, recovery) = match recover {
+            // Join and queue the replay under the channel's history lock.
+            Some(since) => {
+                let mut joining = Some(joining);
+                let recovered = state.history.with_existing(channel, |h| {
+                    let local =
+                        state
+                            .channels
+                            .subscribe(channel, connection, joining.take().flatten())?;
+                    let recovery = queue_recovery(h, connection, channel, since);
+                    Ok((local, Some(recovery)))
+                });
+                // No history (none kept, or swept): said before joining, so it
+                // precedes live events. Not creating one here keeps unknown
+                // channel names from taking memory; a publish racing this
+                // join is covered by the refetch the failure asks for.
+                recovered.unwrap_or_else(|| {
+                    connection.send(frames::recovery_failed(
+                        channel,
+                        since,
+                        None,
+                        "the channel has no history",
+                    ));
+                    state
+                        .channels
+                        .subscribe(channel, connection, joining.take().flatten())
+                        .map(|local| (local, Some(Recovery::Failed)))
+                })
+            }
+            None => state
+                .channels
+                .subscribe(channel, connection, joining)
+                .map(|local| (local, None)),
+        }
+        .map_err(|limit| SubscriptionError::member_limit(limit.0))?;
+        match recovery {
+            Some(Recovery::Replayed) => self.metrics.history_recoveries.inc(),
+            Some(Recovery::Failed) => self.metrics.history_recovery_failed.inc(),
+            None => {}
+        }
         let member_join = user_id.as_deref().map(|user_id| MemberJoin {
             user_id,
             user_info: user_info.as_deref(),
@@ -508,17 +622,33 @@ impl Hub {
         user_id: Option<&str>,
         except: Option<&str>,
     ) -> FanOut {
-        let frame = frames::client_event_frame(event, channel, data, user_id);
-        if channel_type(channel).cache {
-            if let Some(app) = self.apps.by_id(app_id) {
-                let ttl = Duration::from_secs(app.cache_ttl);
-                self.adapter
-                    .cache_put(app_id, channel, frame.clone(), ttl)
-                    .await;
+        let app = self.apps.by_id(app_id);
+        let with_history = app
+            .as_deref()
+            .filter(|app| history::applies(app.history, &app.history_channels, channel))
+            .zip(self.state(app_id));
+        let report = match with_history {
+            Some((app, state)) => {
+                let (frame, report) =
+                    publish_with_history(app, state, channel, event, data, user_id, except);
+                if channel_type(channel).cache {
+                    let ttl = Duration::from_secs(app.cache_ttl);
+                    self.adapter.cache_put(app_id, channel, frame, ttl).await;
+                }
+                report
             }
-        }
+            None => {
+                let frame = frames::client_event_frame(event, channel, data, user_id);
+                if let (true, Some(app)) = (channel_type(channel).cache, &app) {
+                    let ttl = Duration::from_secs(app.cache_ttl);
+                    self.adapter
+                        .cache_put(app_id, channel, frame.clone(), ttl)
+                        .await;
+                }
+                self.adapter.publish(app_id, channel, frame, except).await
+            }
+        };
         self.metrics.events_published.inc();
-        let report = self.adapter.publish(app_id, channel, frame, except).await;
         self.metrics.frames_sent.inc_by(report.queued);
         self.metrics
             .slow_client_disconnects
@@ -598,11 +728,55 @@ impl Hub {
         self.adapter.occupied_channels(app_id).await
     }
 
-    /// Drops expired cache entries of every app.
+    /// Drops expired cache entries and idle channel histories of every app.
     pub fn sweep_caches(&self) {
         for state in self.node.apps() {
             state.cache.sweep();
         }
+        for app in self.apps.all() {
+            if let Some(state) = self.state(&app.id) {
+                state.history.sweep(Duration::from_secs(app.history_ttl));
+            }
+        }
+        self.refresh_history_gauges();
+    }
+
+    /// Sets `rusher_history_channels` and `rusher_history_events`.
+    pub fn refresh_history_gauges(&self) {
+        let (mut channels, mut events) = (0, 0);
+        for state in self.node.apps() {
+            let counts = state.history.counts();
+            channels += counts.channels;
+            events += counts.events;
+        }
+        self.metrics.history_channels.set(channels as i64);
+        self.metrics.history_events.set(events as i64);
+    }
+
+    /// A page of a channel's history (`GET .../channels/{channel}/history`);
+    /// `None` when the app keeps no history for that channel.
+    pub fn history_page(
+        &self,
+        app: &App,
+        channel: &str,
+        since: u64,
+        limit: usize,
+    ) -> Option<history::Page> {
+        if !history::applies(app.history, &app.history_channels, channel) {
+            return None;
+        }
+        let state = self.state(&app.id)?;
+        let ttl_now = std::time::Instant::now();
+        let page = state.history.with_existing(channel, |h| {
+            h.expire(ttl_now);
+            h.page(since, limit)
+        });
+        Some(page.unwrap_or(history::Page {
+            events: Vec::new(),
+            next: None,
+            oldest: None,
+            latest: None,
+        }))
     }
 
     /// Stops admitting connections and API calls (`/ready` 503); open

@@ -2,6 +2,7 @@
 
 use super::cache::EventCache;
 use super::channels::{AppChannels, FanOut};
+use super::history::AppHistory;
 use super::users::Users;
 use crate::apps::AppRegistry;
 use bytestring::ByteString;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub users: Users,
     /// Last event of each cache channel.
     pub cache: EventCache,
+    /// Per-channel history with serials (apps with `history = true`).
+    pub history: AppHistory,
 }
 
 /// This node's state, per app.
@@ -37,6 +40,7 @@ impl Node {
                         channels: AppChannels::default(),
                         users: Users::default(),
                         cache: EventCache::new(Duration::from_secs(app.cache_ttl)),
+                        history: AppHistory::default(),
                     };
                     (app.id.clone(), Arc::new(state))
                 })

@@ -57,7 +57,9 @@ pub struct SubscribeRequest {
     /// Signed presence data (a JSON string).
     #[serde(default)]
     pub channel_data: Option<String>,
-    /// Personal channels: only messages after this sequence.
+    /// Personal channels: only stored messages after this sequence.
+    /// Channels with history (extension): the last serial the client saw;
+    /// the events after it are replayed after the subscription succeeds.
     #[serde(default)]
     pub since: Option<u64>,
 }
@@ -178,6 +180,10 @@ struct ServerFrame<'a, D: Serialize + ?Sized> {
     data: &'a D,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
+    /// History serial (extension): pusher-js reads only event, channel,
+    /// data and user_id, so an extra top-level field is ignored by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    serial: Option<u64>,
 }
 
 fn encode<D: Serialize + ?Sized>(
@@ -191,6 +197,7 @@ fn encode<D: Serialize + ?Sized>(
         channel,
         data,
         user_id,
+        serial: None,
     };
     // Serialising plain strings, maps and raw JSON cannot fail.
     ByteString::from(serde_json::to_string(&frame).unwrap_or_default())
@@ -209,6 +216,39 @@ pub fn client_event_frame(
     user_id: Option<&str>,
 ) -> ByteString {
     encode(event, Some(channel), data, user_id)
+}
+
+/// An event on a channel with history: as [`client_event_frame`] plus the
+/// top-level `"serial": N` (extension; encoded once, shared by every subscriber).
+pub fn history_event_frame(
+    event: &str,
+    channel: &str,
+    data: &RawValue,
+    user_id: Option<&str>,
+    serial: u64,
+) -> ByteString {
+    let frame = ServerFrame {
+        event,
+        channel: Some(channel),
+        data,
+        user_id,
+        serial: Some(serial),
+    };
+    ByteString::from(serde_json::to_string(&frame).unwrap_or_default())
+}
+
+/// `pusher:recovery_failed` (extension) on `channel`: the events after
+/// `since` cannot be replayed; data `{"channel","since","oldest","reason"}`
+/// as a JSON string like every `pusher:` event's data.
+pub fn recovery_failed(channel: &str, since: u64, oldest: Option<u64>, reason: &str) -> ByteString {
+    let data = serde_json::json!({
+        "channel": channel,
+        "since": since,
+        "oldest": oldest,
+        "reason": reason,
+    })
+    .to_string();
+    encode("pusher:recovery_failed", Some(channel), &data, None)
 }
 
 /// `pusher:connection_established` with its double-encoded data.

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# History on vs off: one rusher process with two apps that differ only in
+# `history = true` (app "hist-app"), so both sides run on the same binary, in
+# the same process, in one run. Each pair of fan-outs (off, then on; each on
+# its own channel) is repeated ROUNDS times, alternating, to average out the
+# noise of a shared machine. Prints a markdown table with the on/off ratio of
+# deliveries/s (issue 12's target: on ≥ 0.9× off), also written to
+# bench/results/history.md.
+#
+# Usage: bench/compare-history.sh [--quick] [--skip-build] [--out DIR]
+#
+# Sizes (defaults in brackets)
+#   HIST_SUBS [2000] HIST_EVENTS [300] HIST_WINDOW [32]   the max-rate fan-out
+#   ROUNDS [3]    off/on pairs
+#   PAYLOAD [100]
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_TAG=history
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+UNUSED=""
+parse_compare_args --unused UNUSED "$@"
+if [ "$QUICK" = 1 ]; then
+  : "${HIST_SUBS:=200}" "${HIST_EVENTS:=50}" "${ROUNDS:=1}"
+fi
+: "${HIST_SUBS:=2000}" "${HIST_EVENTS:=300}" "${HIST_WINDOW:=32}" "${ROUNDS:=3}" "${PAYLOAD:=100}"
+
+APP_ID=app-id APP_KEY=app-key APP_SECRET=app-secret
+init_out rusher-history
+raise_nofile
+build_release
+trap stop_all_pids EXIT
+
+port=$(free_port)
+conf="$WORK/rusher-history.toml"
+{
+  rusher_server_toml "$port"
+  echo
+  rusher_app_toml
+  echo
+  APP_ID=hist-app APP_KEY=hist-key APP_SECRET=hist-secret rusher_app_toml
+  echo 'history = true'
+} >"$conf"
+"$ROOT/target/release/rusher" --config "$conf" >"$OUT/rusher.log" 2>&1 &
+pid=$!
+PIDS+=("$pid")
+wait_http "$pid" rusher "$port" "$OUT/rusher.log" || exit 1
+
+LOAD_BEFORE=$(load_average)
+STARTED=$(date +%s)
+args="fanout --subscribers $HIST_SUBS --rate 0 --window $HIST_WINDOW --events $HIST_EVENTS --duration 60 --payload $PAYLOAD"
+for round in $(seq 1 "$ROUNDS"); do
+  for side in off on; do
+    if [ "$side" = on ]; then app=(--app-id hist-app --app-key hist-key --app-secret hist-secret)
+    else app=(--app-id "$APP_ID" --app-key "$APP_KEY" --app-secret "$APP_SECRET"); fi
+    name="$side-$round"
+    say "round $round, history $side ($args)"
+    # shellcheck disable=SC2086
+    "$BENCH" $args --channel "bench-history-$name" --port "$port" "${app[@]}" \
+      --server-pid "$pid" --json "$OUT/$name.json" >/dev/null 2>"$OUT/$name.log"
+    rc=$?
+    show_problems "$OUT/$name.log"
+    [ $rc -le 1 ] || say "  the generator failed (exit $rc), see $OUT/$name.log"
+    kill -0 "$pid" 2>/dev/null || { say "rusher died; see $OUT/rusher.log"; exit 1; }
+  done
+done
+ELAPSED=$(( $(date +%s) - STARTED ))
+LOAD_AFTER=$(load_average)
+HISTORY_EVENTS=$(curl -s --max-time 2 "http://127.0.0.1:$port/metrics" | awk '$1 == "rusher_history_events" {print $2}')
+
+TABLE=$(ROUNDS="$ROUNDS" python3 - "$OUT" <<'EOF'
+import json, os, sys
+out, rounds = sys.argv[1], int(os.environ["ROUNDS"])
+def load(name):
+    try:
+        with open(os.path.join(out, name + ".json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+def metric(run, name):
+    return next((m["value"] for m in run["metrics"] if m["name"] == name), None) if run else None
+print("| round | history off: deliveries/s | on: deliveries/s | on/off | off p50 / p99 ms | on p50 / p99 ms | lost off / on |")
+print("|---|---|---|---|---|---|---|")
+ratios = []
+for r in range(1, rounds + 1):
+    off, on = load(f"off-{r}"), load(f"on-{r}")
+    d_off, d_on = metric(off, "deliveries_per_s"), metric(on, "deliveries_per_s")
+    ratio = d_on / d_off if d_on and d_off else None
+    if ratio: ratios.append(ratio)
+    lat = lambda run: f"{metric(run, 'latency_p50_ms') or 0:.2f} / {metric(run, 'latency_p99_ms') or 0:.2f}"
+    print(f"| {r} | {d_off or 0:.0f} | {d_on or 0:.0f} | {ratio or 0:.2f}× | {lat(off)} | {lat(on)} | "
+          f"{metric(off, 'lost')} / {metric(on, 'lost')} |")
+if ratios:
+    mean = sum(ratios) / len(ratios)
+    print(f"\nMean on/off ratio of deliveries/s: {mean:.2f}× ({'PASS' if mean >= 0.9 else 'FAIL'}; target ≥ 0.90×).")
+EOF
+)
+{
+  echo "# History on vs off (rusher, one node)"
+  echo
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), rusher $(git_commit)$(git_dirty); $(nproc) cores, $(uname -sr)."
+  echo "One rusher process, two apps differing only in \`history = true\` (history_size 100, ttl 300 s);"
+  echo "max-rate fan-out: $HIST_SUBS subscribers, $HIST_EVENTS events, window $HIST_WINDOW, payload $PAYLOAD B;"
+  echo "off and on alternate, $ROUNDS rounds. Generator and server share the machine (shared with other"
+  echo "jobs: noisy); everything on 127.0.0.1. Runs took ${ELAPSED}s; load average before: ${LOAD_BEFORE},"
+  echo "after: ${LOAD_AFTER}. rusher_history_events at the end: ${HISTORY_EVENTS:-?}. Raw results: $OUT"
+  echo
+  echo "$TABLE"
+} >"$OUT/history.md"
+mkdir -p "$ROOT/bench/results"
+cp "$OUT/history.md" "$ROOT/bench/results/history.md"
+cat "$OUT/history.md"
+say "table written to bench/results/history.md; JSON results and logs in $OUT"
