@@ -885,6 +885,32 @@ impl Config {
         Ok(())
     }
 
+    /// Apps that keep the well-known built-in secret (`app-secret`) while the
+    /// server listens beyond loopback, one sentence each, for a warning at
+    /// startup: anyone who reads the README could sign for them.
+    pub fn default_secret_warnings(&self) -> Vec<String> {
+        let host = self.server.host.trim_matches(|c| c == '[' || c == ']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            return Vec::new();
+        }
+        self.apps
+            .iter()
+            .filter(|app| app.secret == "app-secret")
+            .map(|app| {
+                format!(
+                    "app `{}` uses the built-in secret `app-secret` and the server listens on {}: \
+                     set your own key and secret ([[apps]] or RUSHER_APP_KEY / RUSHER_APP_SECRET) \
+                     before anyone else can reach it",
+                    app.id, self.server.host
+                )
+            })
+            .collect()
+    }
+
     /// Settings that differ from their defaults but that nothing reads with
     /// this configuration, one sentence each, for a warning at startup
     /// (`[redis]` with `adapter = "local"`, MongoDB settings with the memory
@@ -951,6 +977,16 @@ mod tests {
         let env = |name: &str| (name == "RUSHER_APP_ID").then(|| "1".to_string());
         let config = Config::load(None, env).unwrap();
         assert_eq!(config.apps[0].id, "1");
+    }
+
+    #[test]
+    fn the_builtin_secret_is_warned_about_beyond_loopback_only() {
+        let mut config = Config::default();
+        assert_eq!(config.default_secret_warnings().len(), 1, "0.0.0.0");
+        config.server.host = "127.0.0.1".into();
+        assert!(config.default_secret_warnings().is_empty());
+        config.server.host = "::1".into();
+        assert!(config.default_secret_warnings().is_empty());
     }
 
     #[test]

@@ -45,8 +45,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     });
     let config = Config::load(path.as_deref(), |name| std::env::var(name).ok())?;
     if cli.check_config {
-        for unused in config.unused_settings() {
-            eprintln!("warning: {unused}");
+        for warning in config
+            .unused_settings()
+            .into_iter()
+            .chain(config.default_secret_warnings())
+        {
+            eprintln!("warning: {warning}");
         }
         // A closed stdout (`| head`) must not panic as println! does; the
         // exit code still says whether the config is valid.
@@ -59,8 +63,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.key_source("server.log_level")
         )
     })?;
-    for unused in config.unused_settings() {
-        tracing::warn!("{unused}");
+    for warning in config
+        .unused_settings()
+        .into_iter()
+        .chain(config.default_secret_warnings())
+    {
+        tracing::warn!("{warning}");
     }
     actix_web::rt::System::new().block_on(Server::new(config).run())?;
     tracing::info!("stopped");

@@ -168,7 +168,10 @@ pub async fn messages(
         })
     };
     let since = number("since", 0)?;
-    let limit = number("limit", 100)?.clamp(1, 1000) as usize;
+    let limit = match number("limit", 100)? {
+        0 => return Err(bad_request("`limit` must be between 1 and 1000".to_owned())),
+        n => n.min(1000) as usize,
+    };
     let found = persistence(&hub)?
         .messages_for(&app.id, &user_id, since, limit)
         .await

@@ -3,12 +3,22 @@
 
 use super::authorize::SubscriptionError;
 use super::channels::AppChannels;
+use crate::protocol::channel::{validate_channel_name, MAX_CHANNEL_NAME_LENGTH};
 
-/// The peer channel of two users of `presence-{base}` (ids sorted).
+/// The peer channel of two users of `presence-{base}` (ids sorted), or
+/// `None` when no usable channel can name the pair: an id containing `&`
+/// would make the name ambiguous (`a&b` + `c` and `a` + `b&c`), and an id
+/// with characters or a length a channel name cannot have could never be
+/// subscribed. Such pairs are not offered a peer channel at all.
 pub fn peer_channel(presence_channel: &str, a: &str, b: &str) -> Option<String> {
     let base = presence_channel.strip_prefix("presence-")?;
+    if a.contains('&') || b.contains('&') {
+        return None;
+    }
     let (first, second) = if a <= b { (a, b) } else { (b, a) };
-    Some(format!("peer-{base}:{first}&{second}"))
+    let name = format!("peer-{base}:{first}&{second}");
+    validate_channel_name(&name, MAX_CHANNEL_NAME_LENGTH).ok()?;
+    Some(name)
 }
 
 /// Splits `peer-{base}:{a}&{b}` into (`presence-{base}`, a, b).
@@ -59,6 +69,10 @@ mod tests {
             Some("peer-room:a&b")
         );
         assert_eq!(peer_channel("room", "a", "b"), None);
+        // Ambiguous or unsubscribable names are not offered.
+        assert_eq!(peer_channel("presence-room", "a&b", "c"), None);
+        assert_eq!(peer_channel("presence-room", "u 1", "c"), None);
+        assert_eq!(peer_channel("presence-room", &"x".repeat(170), "c"), None);
         assert_eq!(
             parse_peer_channel("peer-room:a&b"),
             Some(("presence-room".to_string(), "a", "b"))

@@ -104,10 +104,16 @@ pub enum RequestAuthError {
     /// `auth_version` is not 1.0.
     #[error("unsupported auth_version")]
     WrongVersion,
-    /// `auth_timestamp` is not a number or too far from now.
+    /// `auth_timestamp` is too far from now.
     #[error("auth_timestamp is more than 600 seconds from the server time")]
     StaleTimestamp,
-    /// `body_md5` is missing for a body, or does not match it.
+    /// `auth_timestamp` is not a whole number of seconds.
+    #[error("auth_timestamp must be whole seconds since the Unix epoch")]
+    BadTimestamp,
+    /// A request with a body has no `body_md5`.
+    #[error("missing query parameter body_md5 (hex MD5 of the request body)")]
+    BodyMd5Missing,
+    /// `body_md5` does not match the body.
     #[error("body_md5 does not match the request body")]
     BodyMd5Mismatch,
     /// The signature does not verify.
@@ -187,7 +193,7 @@ pub fn verify_request(
     let timestamp = get("auth_timestamp").ok_or(RequestAuthError::Missing("auth_timestamp"))?;
     let timestamp: i64 = timestamp
         .parse()
-        .map_err(|_| RequestAuthError::StaleTimestamp)?;
+        .map_err(|_| RequestAuthError::BadTimestamp)?;
     if (now_unix - timestamp).abs() > MAX_TIMESTAMP_SKEW_SECS {
         return Err(RequestAuthError::StaleTimestamp);
     }
@@ -196,12 +202,12 @@ pub fn verify_request(
             return Err(RequestAuthError::WrongVersion);
         }
     }
-    let body_matches = match get("body_md5") {
-        Some(md5) => md5.eq_ignore_ascii_case(&hex::encode(Md5::digest(request.body))),
-        None => request.body.is_empty(),
-    };
-    if !body_matches {
-        return Err(RequestAuthError::BodyMd5Mismatch);
+    match get("body_md5") {
+        Some(md5) if !md5.eq_ignore_ascii_case(&hex::encode(Md5::digest(request.body))) => {
+            return Err(RequestAuthError::BodyMd5Mismatch)
+        }
+        None if !request.body.is_empty() => return Err(RequestAuthError::BodyMd5Missing),
+        _ => {}
     }
     let signature = get("auth_signature").ok_or(RequestAuthError::Missing("auth_signature"))?;
 
@@ -367,6 +373,30 @@ mod tests {
         assert_eq!(
             verify_request("key", "secret", &tampered, 1000),
             Err(RequestAuthError::BodyMd5Mismatch)
+        );
+    }
+
+    #[test]
+    fn a_missing_body_md5_and_a_fractional_timestamp_are_named() {
+        let query = "auth_key=key&auth_timestamp=1000&auth_version=1.0&auth_signature=x";
+        let request = SignedRequest {
+            method: "POST",
+            path: "/apps/1/events",
+            raw_query: query,
+            body: b"{}",
+        };
+        assert_eq!(
+            verify_request("key", "secret", &request, 1000),
+            Err(RequestAuthError::BodyMd5Missing)
+        );
+        let fractional = SignedRequest {
+            raw_query: "auth_key=key&auth_timestamp=1000.5&auth_version=1.0&auth_signature=x",
+            body: b"",
+            ..request
+        };
+        assert_eq!(
+            verify_request("key", "secret", &fractional, 1000),
+            Err(RequestAuthError::BadTimestamp)
         );
     }
 
