@@ -50,7 +50,8 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "channels": channels })))
 }
 
-fn channel_name(channel: &str, max_len: usize) -> Result<(), ApiError> {
+/// A channel name from a path, checked against the app's limit: 400 naming it.
+pub(crate) fn channel_name(channel: &str, max_len: usize) -> Result<(), ApiError> {
     validate_channel_name(channel, max_len)
         .map_err(|e| bad_request(format!("invalid channel `{channel}`: {e}")))
 }

@@ -4,7 +4,6 @@
 use super::error::{bad_request, ApiError};
 use super::signed::{query_param, Signed};
 use crate::hub::Hub;
-use crate::protocol::channel::validate_channel_name;
 use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
 use std::sync::Arc;
@@ -49,8 +48,7 @@ pub async fn show(
 ) -> Result<HttpResponse, ApiError> {
     let (_, channel) = path.into_inner();
     let Signed { app, .. } = signed;
-    validate_channel_name(&channel, app.max_channel_name_length)
-        .map_err(|e| bad_request(format!("invalid channel `{channel}`: {e}")))?;
+    super::channels::channel_name(&channel, app.max_channel_name_length)?;
     let (since, limit) = paging(
         query_param(&req, "since").as_deref(),
         query_param(&req, "limit").as_deref(),
