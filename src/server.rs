@@ -4,7 +4,8 @@
 //! Shutdown order, so that a restart on the same port costs clients about
 //! nothing: the listening socket is closed first (new connections are then
 //! refused at TCP level and a new process can bind the port at once), then
-//! every socket gets 4200, then pending webhooks and store writes are sent
+//! a single instance waits briefly for that new process (see `handover`),
+//! then every socket gets 4200, then pending webhooks and store writes are sent
 //! and the node leaves the cluster, all within `server.shutdown_grace`.
 
 use crate::adapter::local::LocalAdapter;

@@ -51,7 +51,7 @@ pub struct Gap {
 }
 
 /// A page of the history API: oldest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Page {
     /// Events with serial > `since`, at most `limit`.
     pub events: Vec<PageEvent>,

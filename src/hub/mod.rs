@@ -610,6 +610,17 @@ impl Hub {
         self.adapter.terminate_user(app_id, user_id).await;
     }
 
+    /// Keeps `frame` as the last event of `channel` for `cache_ttl` when it
+    /// is a cache channel; nothing otherwise.
+    async fn remember_on_cache_channel(&self, app: &App, channel: &str, frame: &ByteString) {
+        if channel_type(channel).cache {
+            let ttl = Duration::from_secs(app.cache_ttl);
+            self.adapter
+                .cache_put(&app.id, channel, frame.clone(), ttl)
+                .await;
+        }
+    }
+
     /// Publishes an event on a channel of an app: one encoding for every
     /// recipient, remembered on cache channels, stored and forwarded to the
     /// personal channels of the channel's followers.
@@ -631,19 +642,13 @@ impl Hub {
             Some((app, state)) => {
                 let (frame, report) =
                     publish_with_history(app, state, channel, event, data, user_id, except);
-                if channel_type(channel).cache {
-                    let ttl = Duration::from_secs(app.cache_ttl);
-                    self.adapter.cache_put(app_id, channel, frame, ttl).await;
-                }
+                self.remember_on_cache_channel(app, channel, &frame).await;
                 report
             }
             None => {
                 let frame = frames::client_event_frame(event, channel, data, user_id);
-                if let (true, Some(app)) = (channel_type(channel).cache, &app) {
-                    let ttl = Duration::from_secs(app.cache_ttl);
-                    self.adapter
-                        .cache_put(app_id, channel, frame.clone(), ttl)
-                        .await;
+                if let Some(app) = &app {
+                    self.remember_on_cache_channel(app, channel, &frame).await;
                 }
                 self.adapter.publish(app_id, channel, frame, except).await
             }
@@ -771,12 +776,7 @@ impl Hub {
             h.expire(ttl_now);
             h.page(since, limit)
         });
-        Some(page.unwrap_or(history::Page {
-            events: Vec::new(),
-            next: None,
-            oldest: None,
-            latest: None,
-        }))
+        Some(page.unwrap_or_default())
     }
 
     /// Stops admitting connections and API calls (`/ready` 503); open
