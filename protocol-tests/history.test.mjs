@@ -303,10 +303,3 @@ test('events past history_ttl are gone from the API and from recovery', T, async
   await rawSubscribe(upToDate, current, { since: 2 });
   await upToDate.none((f) => f.channel === current && f.event !== 'pusher_internal:subscription_succeeded', 300);
 });
-
-test('history = true with adapter = "redis" is refused at startup naming the key', T, async () => {
-  await assert.rejects(
-    startRusher(`adapter = "redis"\n[[apps]]\nid = "a"\nkey = "b"\nsecret = "c"\nhistory = true\n`),
-    /apps\[0\]\.history.*not available with adapter = "redis" yet/,
-  );
-});

@@ -145,6 +145,9 @@ pub struct RedisConfig {
     /// Milliseconds a Redis operation may take before it counts as failed
     /// (the node then answers from its own state).
     pub operation_timeout_ms: u64,
+    /// History writes kept while Redis is unreachable, written when it is
+    /// back; beyond it the oldest are dropped (counted).
+    pub history_retry_queue: usize,
 }
 
 impl Default for RedisConfig {
@@ -155,6 +158,7 @@ impl Default for RedisConfig {
             heartbeat_secs: 2,
             node_timeout_secs: 10,
             operation_timeout_ms: 1000,
+            history_retry_queue: 10_000,
         }
     }
 }
@@ -820,8 +824,7 @@ impl Config {
         Ok(())
     }
 
-    /// An app's history settings: sizes fit the outgoing queue, and history
-    /// is refused with Redis until it is built there (rather than half-working).
+    /// An app's history settings: sizes fit the outgoing queue.
     fn validate_history(&self, i: usize, app: &AppConfig) -> Result<(), ConfigError> {
         let at = |field: &str| format!("apps[{i}].{field}");
         let most = self.server.outgoing_queue / 2;
@@ -843,12 +846,6 @@ impl Config {
                     "must not be empty (leave the list empty for every channel)",
                 ));
             }
-        }
-        if app.history && self.adapter == AdapterKind::Redis {
-            return Err(invalid(
-                at("history"),
-                "not available with adapter = \"redis\" yet",
-            ));
         }
         Ok(())
     }
@@ -1184,17 +1181,12 @@ mod tests {
     }
 
     #[test]
-    fn history_is_refused_with_redis_naming_the_key() {
-        let text = "adapter = 'redis'\n[[apps]]\nid='a'\nkey='b'\nsecret='c'\nhistory=true\n";
+    fn history_is_accepted_with_redis_and_its_retry_queue_is_read() {
+        let text = "adapter = 'redis'\n[redis]\nhistory_retry_queue = 5\n[[apps]]\nid='a'\nkey='b'\nsecret='c'\nhistory=true\n";
         let config = Config::from_toml(text).unwrap();
-        let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("apps[0].history"), "{err}");
-        assert!(
-            err.contains("not available with adapter = \"redis\" yet"),
-            "{err}"
-        );
-        let local = text.replace("adapter = 'redis'\n", "");
-        assert!(Config::from_toml(&local).unwrap().validate().is_ok());
+        assert!(config.validate().is_ok());
+        assert_eq!(config.redis.history_retry_queue, 5);
+        assert_eq!(RedisConfig::default().history_retry_queue, 10_000);
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub struct Metrics {
     pub history_recoveries: IntCounter,
     /// Subscriptions with `since` answered with `pusher:recovery_failed`.
     pub history_recovery_failed: IntCounter,
+    /// History writes queued for retry because Redis was unreachable.
+    pub history_writes_queued: IntCounter,
+    /// Queued history writes sent again once Redis was back.
+    pub history_writes_retried: IntCounter,
+    /// Queued history writes dropped because the retry queue was full.
+    pub history_writes_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -175,6 +181,18 @@ impl Metrics {
             history_recovery_failed: counter(
                 "rusher_history_recovery_failed_total",
                 "Subscriptions with since answered with pusher:recovery_failed",
+            ),
+            history_writes_queued: counter(
+                "rusher_history_writes_queued_total",
+                "History writes queued for retry because Redis was unreachable",
+            ),
+            history_writes_retried: counter(
+                "rusher_history_writes_retried_total",
+                "Queued history writes sent again once Redis was back",
+            ),
+            history_writes_dropped: counter(
+                "rusher_history_writes_dropped_total",
+                "Queued history writes dropped because the retry queue was full",
             ),
             // Last: every metric above is registered and recorded by now.
             registry,

@@ -15,6 +15,7 @@ use crate::apps::AppRegistry;
 use crate::config::{AdapterKind, Config, StoreBackend};
 use crate::handover;
 use crate::http::{self, HttpSettings};
+use crate::hub::history_store::HistoryStore;
 use crate::hub::node::Node;
 use crate::hub::persistence::Persistence;
 use crate::hub::Hub;
@@ -49,26 +50,37 @@ impl Server {
         let node = Arc::new(Node::new(&apps));
         let metrics = Metrics::new();
         let webhooks = Webhooks::start(&apps, &self.config.server.webhooks, metrics.clone());
-        let adapter: Arc<dyn Adapter> = match self.config.adapter {
-            AdapterKind::Local => Arc::new(LocalAdapter::new(node.clone())),
-            AdapterKind::Redis => RedisAdapter::start(
-                node.clone(),
-                &self.config.redis,
-                webhooks.clone(),
-                metrics.clone(),
-            )
-            .map_err(|e| std::io::Error::other(format!("invalid redis.url: {e}")))?,
+        // Histories live where the deployment shares state: this node's
+        // memory alone, or Redis Streams every node reads.
+        let (adapter, history_store): (Arc<dyn Adapter>, HistoryStore) = match self.config.adapter {
+            AdapterKind::Local => (
+                Arc::new(LocalAdapter::new(node.clone())),
+                HistoryStore::Memory,
+            ),
+            AdapterKind::Redis => {
+                let redis = RedisAdapter::start(
+                    node.clone(),
+                    &self.config.redis,
+                    webhooks.clone(),
+                    metrics.clone(),
+                )
+                .map_err(|e| std::io::Error::other(format!("invalid redis.url: {e}")))?;
+                (redis.clone(), HistoryStore::Shared(redis))
+            }
         };
         let persistence = self.start_persistence(&apps, &metrics).await?;
-        Ok(Arc::new(Hub::new(
-            apps,
-            node,
-            adapter,
-            metrics,
-            webhooks,
-            Some(persistence),
-            self.config.server.outgoing_queue,
-        )))
+        Ok(Arc::new(
+            Hub::new(
+                apps,
+                node,
+                adapter,
+                metrics,
+                webhooks,
+                Some(persistence),
+                self.config.server.outgoing_queue,
+            )
+            .with_history_store(history_store),
+        ))
     }
 
     /// Opens the configured store and loads the follow index; a store that

@@ -145,6 +145,101 @@ impl ChannelHistory {
         (serial, dropped)
     }
 
+    /// Mirror of a shared history (the Redis stream): appends an event the
+    /// bus delivered with the serial Redis gave it. The mirror stays
+    /// contiguous: a serial that does not follow the last one (a bus message
+    /// missed, or the stream reset) starts it again at that serial. Returns
+    /// the events dropped. Page details (event, data) are not kept: pages
+    /// come from the stream.
+    pub fn mirror(
+        &mut self,
+        now: Instant,
+        size: usize,
+        ttl: Duration,
+        serial: u64,
+        frame: ByteString,
+    ) -> usize {
+        let mut dropped = self.expire(now);
+        if self.latest().is_none() || serial != self.last + 1 {
+            dropped += self.events.len();
+            self.events.clear();
+            self.first = serial;
+        }
+        self.last = serial;
+        self.events.push_back(HistoryEvent {
+            serial,
+            event: Arc::from(""),
+            data: mirrored_data(),
+            time_ms: unix_ms(),
+            socket_id: None,
+            frame,
+            expires: now + ttl,
+        });
+        while self.events.len() > size.max(1) {
+            self.events.pop_front();
+            dropped += 1;
+        }
+        self.touched = now;
+        dropped
+    }
+
+    /// Whether this buffer alone can answer a recovery from `since`: it has
+    /// seen the channel's serials up to its latest, and keeps every one after
+    /// `since` (call [`ChannelHistory::expire`] first).
+    pub fn covers(&self, since: u64) -> bool {
+        match self.latest() {
+            Some(last) if since == last => true,
+            Some(last) if since < last => self.oldest().is_some_and(|o| o <= since + 1),
+            _ => false,
+        }
+    }
+
+    /// Frames after `since` from a shared history: the events `fetched` from
+    /// the stream, joined with this mirror (which holds every event this node
+    /// handled from the bus; later ones reach the subscriber live). Refused
+    /// with a [`Gap`] when the channel has no history, `since` is ahead of its
+    /// latest serial, or a serial between `since` and the latest is in
+    /// neither part (expired, trimmed).
+    pub fn join(&self, since: u64, fetched: &Fetched) -> Result<Vec<ByteString>, Gap> {
+        let latest = fetched.latest.max(self.latest());
+        let oldest = fetched.oldest.or(self.oldest());
+        let Some(latest) = latest else {
+            return Err(Gap {
+                oldest: None,
+                reason: "the channel has no history",
+            });
+        };
+        if since > latest {
+            return Err(Gap {
+                oldest,
+                reason: "since is ahead of the channel's latest serial (its history was reset)",
+            });
+        }
+        let mut next = since + 1;
+        let mut frames = Vec::new();
+        // Each part is contiguous: take from it while it follows on.
+        let mut take = |part: &mut dyn Iterator<Item = (u64, &ByteString)>| {
+            for (serial, frame) in part {
+                if serial > next {
+                    break;
+                }
+                if serial == next {
+                    frames.push(frame.clone());
+                    next += 1;
+                }
+            }
+        };
+        take(&mut fetched.events.iter().map(|(s, f)| (*s, f)));
+        take(&mut self.events.iter().map(|e| (e.serial, &e.frame)));
+        if next <= latest {
+            return Err(Gap {
+                oldest,
+                reason: "events after since are no longer in the history",
+            });
+        }
+        Ok(frames)
+    }
+
     /// Oldest serial kept.
     pub fn oldest(&self) -> Option<u64> {
         self.events.front().map(|e| e.serial)
@@ -221,6 +316,28 @@ impl ChannelHistory {
     }
 }
 
+/// What a shared history (the Redis stream) holds after a serial, read for
+/// a recovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// The channel's latest serial, `None` when it has none.
+    pub latest: Option<u64>,
+    /// Oldest serial still kept (within `history_size` and `history_ttl`).
+    pub oldest: Option<u64>,
+    /// (serial, frame) after the asked serial, oldest first, at most `history_size`.
+    pub events: Vec<(u64, ByteString)>,
+}
+
+/// The `data` of a mirrored event (never read: a shared history's pages
+/// come from the stream), shared so mirroring allocates nothing for it.
+fn mirrored_data() -> Arc<RawValue> {
+    static NULL: std::sync::OnceLock<Arc<RawValue>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| {
+        Arc::from(RawValue::from_string("null".into()).unwrap_or_else(|_| unreachable!()))
+    })
+    .clone()
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -238,6 +355,8 @@ pub struct AppHistory {
     channels: DashMap<String, Arc<Mutex<ChannelHistory>>>,
     swept_max: AtomicU64,
     events: AtomicU64,
+    /// The app's `history_size` and `history_ttl`, for mirroring from the bus.
+    limits: (usize, Duration),
 }
 
 /// Events counted in and out, for the metrics.
@@ -250,6 +369,31 @@ pub struct Counts {
 }
 
 impl AppHistory {
+    /// An empty history for an app with `history_size` and `history_ttl`.
+    pub fn new(size: usize, ttl: Duration) -> Self {
+        AppHistory {
+            limits: (size, ttl),
+            ..AppHistory::default()
+        }
+    }
+
+    /// The app's `history_size` and `history_ttl`.
+    pub fn limits(&self) -> (usize, Duration) {
+        self.limits
+    }
+
+    /// Forgets every channel (the mirrors, after bus messages may have been
+    /// missed: a mirror must be contiguous, so it restarts with the next one).
+    pub fn forget_all(&self) {
+        self.channels.retain(|_, handle| {
+            let mut locked = handle.lock().unwrap_or_else(|p| p.into_inner());
+            self.events
+                .fetch_sub(locked.len() as u64, Ordering::Relaxed);
+            locked.removed = true;
+            false
+        });
+    }
+
     fn existing(&self, channel: &str) -> Option<Arc<Mutex<ChannelHistory>>> {
         self.channels.get(channel).map(|found| found.clone())
     }
@@ -448,6 +592,71 @@ mod tests {
         assert!(history.with_existing("c", |_| ()).is_none());
         let serial = history.with_channel("c", |h| push(h, Instant::now(), 3));
         assert_eq!(serial, 3);
+    }
+
+    fn mirrored(serials: impl IntoIterator<Item = u64>) -> ChannelHistory {
+        let now = Instant::now();
+        let mut h = ChannelHistory::new(1, now);
+        for s in serials {
+            h.mirror(now, 10, TTL, s, format!("f{s}").into());
+        }
+        h
+    }
+
+    fn fetched(latest: u64, serials: impl IntoIterator<Item = u64>) -> Fetched {
+        let events: Vec<(u64, ByteString)> = serials
+            .into_iter()
+            .map(|s| (s, format!("f{s}").into()))
+            .collect();
+        Fetched {
+            latest: Some(latest),
+            oldest: events.first().map(|e| e.0),
+            events,
+        }
+    }
+
+    #[test]
+    fn a_mirror_is_contiguous_and_restarts_after_a_missed_serial() {
+        let h = mirrored([4, 5, 6]);
+        assert_eq!((h.oldest(), h.latest()), (Some(4), Some(6)));
+        assert!(h.covers(3) && h.covers(6) && !h.covers(2) && !h.covers(7));
+        let h = mirrored([4, 5, 8, 9]);
+        assert_eq!((h.oldest(), h.latest()), (Some(8), Some(9)));
+        assert!(!h.covers(5) && h.covers(7));
+        assert!(!mirrored([]).covers(0), "an empty mirror knows nothing");
+    }
+
+    #[test]
+    fn a_join_takes_the_stream_then_the_mirror_without_duplicates() {
+        let frames = |r: Result<Vec<ByteString>, Gap>| r.map(|v| v.concat());
+        let mirror = mirrored([8, 9, 10]);
+        // The stream part overlaps the mirror; each serial once.
+        assert_eq!(
+            frames(mirror.join(5, &fetched(10, 6..=9))),
+            Ok("f6f7f8f9f10".into())
+        );
+        // Nothing mirrored yet (a node just started): the stream alone.
+        assert_eq!(
+            frames(mirrored([]).join(1, &fetched(3, 2..=3))),
+            Ok("f2f3".into())
+        );
+        // Events published after the fetch are in the mirror.
+        assert_eq!(frames(mirror.join(9, &fetched(9, []))), Ok("f10".into()));
+    }
+
+    #[test]
+    fn a_join_names_holes_resets_and_missing_history() {
+        let mirror = mirrored([8, 9]);
+        let gap = mirror.join(2, &fetched(9, 5..=6)).unwrap_err();
+        assert_eq!(
+            (gap.oldest, gap.reason.contains("no longer")),
+            (Some(5), true)
+        );
+        let ahead = mirror.join(12, &fetched(9, [])).unwrap_err();
+        assert!(ahead.reason.contains("ahead"), "{ahead:?}");
+        let none = mirrored([]).join(0, &Fetched::default()).unwrap_err();
+        assert_eq!(none.reason, "the channel has no history");
+        assert_eq!(mirrored([]).join(4, &fetched(4, [])), Ok(Vec::new()));
     }
 
     #[test]

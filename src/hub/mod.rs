@@ -7,6 +7,7 @@
 //! - [`users`]: signed-in users and watchlists on this node.
 //! - [`cache`]: the last event of each cache channel.
 //! - [`history`]: per-channel history with serials, replay for recovering subscribers.
+//! - [`history_store`]: where histories live (this node's memory, or a shared store).
 //! - [`node`]: every app's state on this node.
 //! - [`persistence`]: offline subscriptions, stored messages, personal channels.
 //! - [`peer`]: peer channels between peer members of a presence channel.
@@ -22,6 +23,7 @@ pub mod channels;
 pub mod connection;
 pub mod held;
 pub mod history;
+pub mod history_store;
 pub mod node;
 pub mod peer;
 pub mod persistence;
@@ -41,8 +43,9 @@ use crate::webhooks::event::WebhookEvent;
 use crate::webhooks::Webhooks;
 use authorize::{authorize, Grant, SubscriptionError};
 use bytestring::ByteString;
-use channels::{FanOut, Joining};
+use channels::{FanOut, Joining, Subscribed};
 use connection::{Connection, ConnectionReceiver};
+use history_store::{HistoryStore, Publication, UNAVAILABLE};
 use node::{AppState, Node};
 use persistence::Persistence;
 use serde_json::value::RawValue;
@@ -88,8 +91,8 @@ fn local_peer(state: &AppState, channel: &str, socket_id: &str) -> bool {
 /// Publishes on a channel with history: under the channel's history lock,
 /// assigns the next serial, encodes the frame once (with `"serial"`), keeps
 /// it and queues it to this node's subscribers, so a recovering subscribe
-/// (which holds the same lock) sees it exactly once. Straight to this node:
-/// history is refused at startup with a cluster adapter.
+/// (which holds the same lock) sees it exactly once. The memory store: one
+/// node (a shared store delivers from the bus, see [`history_store`]).
 fn publish_with_history(
     app: &App,
     state: &AppState,
@@ -123,21 +126,22 @@ enum Recovery {
     Failed,
 }
 
-/// Replays to a connection what it missed on `channel` since `since`, or
-/// queues `pusher:recovery_failed`. A replay that would not fit in the
-/// connection's free queue is refused the same way (the client refetches
-/// through the history API) rather than closing it as a slow client.
+/// Replays to a connection what it missed on `channel` since `since`
+/// (`replay`, computed under the channel's history lock), or queues
+/// `pusher:recovery_failed`. A replay that would not fit in the connection's
+/// free queue is refused the same way (the client refetches through the
+/// history API) rather than closing it as a slow client.
 fn queue_recovery(
-    history: &mut history::ChannelHistory,
+    replay: Result<Vec<ByteString>, history::Gap>,
+    oldest: Option<u64>,
     connection: &Connection,
     channel: &str,
     since: u64,
 ) -> Recovery {
-    history.expire(std::time::Instant::now());
-    let replay = match history.replay(since) {
+    let replay = match replay {
         Ok(frames) if frames.len() < connection.free_capacity() => Ok(frames),
         Ok(_) => Err(history::Gap {
-            oldest: history.oldest(),
+            oldest,
             reason: "the replay does not fit in the connection's outgoing queue",
         }),
         Err(gap) => Err(gap),
@@ -158,6 +162,16 @@ fn queue_recovery(
     }
 }
 
+/// Where a recovery's missed events come from.
+enum RecoverFrom {
+    /// This node's buffer (memory store, or a mirror that covers `since`).
+    Buffer,
+    /// The shared store's events joined with this node's mirror.
+    Shared(history::Fetched),
+    /// The shared store is unreachable.
+    Unavailable,
+}
+
 /// Shared state of the server, reached through a handle by every connection and request.
 pub struct Hub {
     apps: Arc<AppRegistry>,
@@ -170,6 +184,7 @@ pub struct Hub {
     socket_ids: SocketIds,
     outgoing_queue: usize,
     accepting: AtomicBool,
+    history_store: HistoryStore,
 }
 
 impl Hub {
@@ -194,7 +209,14 @@ impl Hub {
             socket_ids: SocketIds::default(),
             outgoing_queue,
             accepting: AtomicBool::new(true),
+            history_store: HistoryStore::Memory,
         }
+    }
+
+    /// Keeps channel histories in `store` (default: this node's memory).
+    pub fn with_history_store(mut self, store: HistoryStore) -> Self {
+        self.history_store = store;
+        self
     }
 
     /// The configured apps.
@@ -323,33 +345,9 @@ impl Hub {
             .since
             .filter(|_| history::applies(app.history, &app.history_channels, channel));
         let (local, recovery) = match recover {
-            // Join and queue the replay under the channel's history lock.
             Some(since) => {
-                let mut joining = Some(joining);
-                let recovered = state.history.with_existing(channel, |h| {
-                    let local =
-                        state
-                            .channels
-                            .subscribe(channel, connection, joining.take().flatten())?;
-                    let recovery = queue_recovery(h, connection, channel, since);
-                    Ok((local, Some(recovery)))
-                });
-                // No history (none kept, or swept): said before joining, so it
-                // precedes live events. Not creating one here keeps unknown
-                // channel names from taking memory; a publish racing this
-                // join is covered by the refetch the failure asks for.
-                recovered.unwrap_or_else(|| {
-                    connection.send(frames::recovery_failed(
-                        channel,
-                        since,
-                        None,
-                        "the channel has no history",
-                    ));
-                    state
-                        .channels
-                        .subscribe(channel, connection, joining.take().flatten())
-                        .map(|local| (local, Some(Recovery::Failed)))
-                })
+                self.join_recovering(app, state, connection, channel, since, joining)
+                    .await
             }
             None => state
                 .channels
@@ -415,6 +413,76 @@ impl Hub {
             cached,
             user_id,
             announcements,
+        })
+    }
+
+    /// Joins `channel` and queues what the connection missed since `since`
+    /// (or `pusher:recovery_failed`) under the channel's history lock, so no
+    /// publish falls between the replay and the live events. With a shared
+    /// store, what this node's mirror lacks is read first, outside any lock.
+    async fn join_recovering(
+        &self,
+        app: &App,
+        state: &AppState,
+        connection: &Arc<Connection>,
+        channel: &str,
+        since: u64,
+        joining: Option<Joining>,
+    ) -> Result<(Subscribed, Option<Recovery>), channels::MemberLimitReached> {
+        let from = match &self.history_store {
+            HistoryStore::Memory => RecoverFrom::Buffer,
+            HistoryStore::Shared(shared) if !shared.available() => RecoverFrom::Unavailable,
+            HistoryStore::Shared(shared) => {
+                let now = std::time::Instant::now();
+                let covered = state.history.with_existing(channel, |h| {
+                    h.expire(now);
+                    h.covers(since)
+                });
+                if covered == Some(true) {
+                    RecoverFrom::Buffer
+                } else {
+                    match shared.fetch(app, channel, since).await {
+                        Ok(fetched) => RecoverFrom::Shared(fetched),
+                        Err(history_store::Unavailable) => RecoverFrom::Unavailable,
+                    }
+                }
+            }
+        };
+        let mut joining = Some(joining);
+        let mut join = |h: &mut history::ChannelHistory| {
+            let local = state
+                .channels
+                .subscribe(channel, connection, joining.take().flatten())?;
+            h.expire(std::time::Instant::now());
+            let replay = match &from {
+                RecoverFrom::Shared(fetched) => h.join(since, fetched),
+                _ => h.replay(since),
+            };
+            let recovery = queue_recovery(replay, h.oldest(), connection, channel, since);
+            Ok((local, Some(recovery)))
+        };
+        let recovered = match &from {
+            RecoverFrom::Unavailable => None,
+            // A channel the store knows: its mirror may not exist yet here.
+            RecoverFrom::Shared(fetched) if fetched.latest.is_some() => {
+                Some(state.history.with_channel(channel, &mut join))
+            }
+            _ => state.history.with_existing(channel, &mut join),
+        };
+        // No history (none kept, or swept), or no store: said before
+        // joining, so it precedes live events. Not creating one here keeps
+        // unknown channel names from taking memory; a publish racing this
+        // join is covered by the refetch the failure asks for.
+        recovered.unwrap_or_else(|| {
+            let reason = match from {
+                RecoverFrom::Unavailable => UNAVAILABLE,
+                _ => "the channel has no history",
+            };
+            connection.send(frames::recovery_failed(channel, since, None, reason));
+            state
+                .channels
+                .subscribe(channel, connection, joining.take().flatten())
+                .map(|local| (local, Some(Recovery::Failed)))
         })
     }
 
@@ -638,14 +706,30 @@ impl Hub {
             .as_deref()
             .filter(|app| history::applies(app.history, &app.history_channels, channel))
             .zip(self.state(app_id));
-        let report = match with_history {
-            Some((app, state)) => {
+        let report = match (with_history, &self.history_store) {
+            (Some((app, state)), HistoryStore::Memory) => {
                 let (frame, report) =
                     publish_with_history(app, state, channel, event, data, user_id, except);
                 self.remember_on_cache_channel(app, channel, &frame).await;
                 report
             }
-            None => {
+            // Delivered from the bus, on every node, in serial order.
+            (Some((app, _)), HistoryStore::Shared(shared)) => {
+                let publication = Publication {
+                    channel,
+                    event,
+                    data,
+                    user_id,
+                    except,
+                };
+                shared.publish(app, publication);
+                if channel_type(channel).cache {
+                    let frame = frames::client_event_frame(event, channel, data, user_id);
+                    self.remember_on_cache_channel(app, channel, &frame).await;
+                }
+                FanOut::default()
+            }
+            (None, _) => {
                 let frame = frames::client_event_frame(event, channel, data, user_id);
                 if let Some(app) = &app {
                     self.remember_on_cache_channel(app, channel, &frame).await;
@@ -759,16 +843,21 @@ impl Hub {
     }
 
     /// A page of a channel's history (`GET .../channels/{channel}/history`);
-    /// `None` when the app keeps no history for that channel.
-    pub fn history_page(
+    /// `None` when the app keeps no history for that channel. From the
+    /// shared store when there is one (every node answers the same), which
+    /// may be unreachable.
+    pub async fn history_page(
         &self,
         app: &App,
         channel: &str,
         since: u64,
         limit: usize,
-    ) -> Option<history::Page> {
+    ) -> Option<Result<history::Page, history_store::Unavailable>> {
         if !history::applies(app.history, &app.history_channels, channel) {
             return None;
+        }
+        if let HistoryStore::Shared(shared) = &self.history_store {
+            return Some(shared.page(app, channel, since, limit).await);
         }
         let state = self.state(&app.id)?;
         let ttl_now = std::time::Instant::now();
@@ -776,7 +865,7 @@ impl Hub {
             h.expire(ttl_now);
             h.page(since, limit)
         });
-        Some(page.unwrap_or_default())
+        Some(Ok(page.unwrap_or_default()))
     }
 
     /// Stops admitting connections and API calls (`/ready` 503); open

@@ -40,7 +40,10 @@ impl Node {
                         channels: AppChannels::default(),
                         users: Users::default(),
                         cache: EventCache::new(Duration::from_secs(app.cache_ttl)),
-                        history: AppHistory::default(),
+                        history: AppHistory::new(
+                            app.history_size,
+                            Duration::from_secs(app.history_ttl),
+                        ),
                     };
                     (app.id.clone(), Arc::new(state))
                 })
@@ -69,6 +72,40 @@ impl Node {
     ) -> FanOut {
         self.channels(app_id)
             .map_or_else(FanOut::default, |c| c.deliver(channel, frame, except))
+    }
+
+    /// Mirrors an event of a shared history (from the bus) and queues it to
+    /// this node's subscribers (all but `except`) when `live`, under the
+    /// channel's history lock, so a recovering subscribe sees it exactly once.
+    pub fn deliver_serial(
+        &self,
+        app_id: &str,
+        channel: &str,
+        serial: u64,
+        frame: &ByteString,
+        except: Option<&str>,
+        live: bool,
+    ) -> FanOut {
+        let Some(state) = self.app(app_id) else {
+            return FanOut::default();
+        };
+        let (size, ttl) = state.history.limits();
+        let now = std::time::Instant::now();
+        state.history.with_channel(channel, |h| {
+            h.mirror(now, size, ttl, serial, frame.clone());
+            if live {
+                state.channels.deliver(channel, frame, except)
+            } else {
+                FanOut::default()
+            }
+        })
+    }
+
+    /// Forgets every app's history mirrors (bus messages may have been missed).
+    pub fn forget_history_mirrors(&self) {
+        for state in self.apps.values() {
+            state.history.forget_all();
+        }
     }
 
     /// The ids of every app.

@@ -237,6 +237,29 @@ pub fn history_event_frame(
     ByteString::from(serde_json::to_string(&frame).unwrap_or_default())
 }
 
+/// An event on a channel with history whose serial is not known yet (a
+/// shared history gives it): the frame of [`history_event_frame`] up to its
+/// serial, encoded once, and what follows the serial. `head + serial + tail`
+/// is that frame; [`without_serial`] gives the frame with no serial.
+pub fn history_event_parts(
+    event: &str,
+    channel: &str,
+    data: &RawValue,
+    user_id: Option<&str>,
+) -> (String, &'static str) {
+    let mut head = history_event_frame(event, channel, data, user_id, 0).to_string();
+    // `serial` is the last field: the frame ends with `0}`.
+    head.truncate(head.len().saturating_sub(2));
+    (head, "}")
+}
+
+/// The frame of [`history_event_parts`] with no `"serial"` (what a channel
+/// without history gets): delivered when the shared history is unreachable.
+pub fn without_serial(head: &str, tail: &str) -> ByteString {
+    let body = head.strip_suffix(r#","serial":"#).unwrap_or(head);
+    ByteString::from(format!("{body}{tail}"))
+}
+
 /// `pusher:recovery_failed` (extension) on `channel`: the events after
 /// `since` cannot be replayed; data `{"channel","since","oldest","reason"}`
 /// as a JSON string like every `pusher:` event's data.
@@ -416,6 +439,20 @@ pub fn catch_up_data(messages: &[crate::store::StoredMessage]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_parts_join_around_the_serial() {
+        let data = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
+        let (head, tail) = history_event_parts("e", "c", &data, Some("u"));
+        assert_eq!(
+            format!("{head}7{tail}"),
+            history_event_frame("e", "c", &data, Some("u"), 7).to_string()
+        );
+        assert_eq!(
+            without_serial(&head, tail),
+            client_event_frame("e", "c", &data, Some("u"))
+        );
+    }
 
     #[test]
     fn subscribe_accepts_object_and_string_data() {

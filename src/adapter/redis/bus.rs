@@ -23,6 +23,34 @@ pub enum BusMessage<'a> {
         /// The encoded frame.
         frame: &'a str,
     },
+    /// An event on a channel with history, published by the history script
+    /// (which adds `serial` and the frame to [`BusMessage::history_head`]):
+    /// every node, the sender included, mirrors it and delivers it when `live`.
+    History {
+        /// Sending node.
+        node: &'a str,
+        /// App id.
+        app_id: &'a str,
+        /// Channel.
+        channel: &'a str,
+        /// Socket excluded from delivery ('' for none).
+        except: &'a str,
+        /// Whether subscribers get it (false: a write retried after an
+        /// outage, already delivered where it was published; mirrored only).
+        live: bool,
+        /// The serial Redis gave it.
+        serial: u64,
+        /// The encoded frame, with its `"serial"`.
+        frame: &'a str,
+    },
+    /// A node's marker: once it comes back to the node, every message Redis
+    /// published before it has been handled (the recovery barrier).
+    Marker {
+        /// Sending node.
+        node: &'a str,
+        /// The node's token for the waiting recovery.
+        token: u64,
+    },
     /// Close every socket of a user.
     Terminate {
         /// Sending node.
@@ -51,7 +79,33 @@ impl<'a> BusMessage<'a> {
                 app_id,
                 user_id,
             } => format!("T{SEP}{node}{SEP}{app_id}{SEP}{user_id}"),
+            BusMessage::History {
+                node,
+                app_id,
+                channel,
+                except,
+                live,
+                serial,
+                frame,
+            } => format!(
+                "{}{serial}{SEP}{frame}",
+                Self::history_head(node, app_id, channel, except, *live)
+            ),
+            BusMessage::Marker { node, token } => format!("M{SEP}{node}{SEP}{token}"),
         }
+    }
+
+    /// The start of a [`BusMessage::History`] up to its serial: the history
+    /// script appends `serial SEP frame`.
+    pub fn history_head(
+        node: &str,
+        app_id: &str,
+        channel: &str,
+        except: &str,
+        live: bool,
+    ) -> String {
+        let live = u8::from(live);
+        format!("H{SEP}{node}{SEP}{app_id}{SEP}{channel}{SEP}{except}{SEP}{live}{SEP}")
     }
 
     /// Parses the wire form; `None` for anything else.
@@ -66,6 +120,25 @@ impl<'a> BusMessage<'a> {
                     channel: parts.next()?,
                     except: parts.next()?,
                     frame: parts.next()?,
+                })
+            }
+            "H" => {
+                let mut parts = rest.splitn(7, SEP);
+                Some(BusMessage::History {
+                    node: parts.next()?,
+                    app_id: parts.next()?,
+                    channel: parts.next()?,
+                    except: parts.next()?,
+                    live: parts.next()? == "1",
+                    serial: parts.next()?.parse().ok()?,
+                    frame: parts.next()?,
+                })
+            }
+            "M" => {
+                let (node, token) = rest.split_once(SEP)?;
+                Some(BusMessage::Marker {
+                    node,
+                    token: token.parse().ok()?,
                 })
             }
             "T" => {
@@ -104,5 +177,22 @@ mod tests {
         let wire = terminate.encode();
         assert_eq!(BusMessage::decode(&wire), Some(terminate));
         assert_eq!(BusMessage::decode("garbage"), None);
+        let history = BusMessage::History {
+            node: "n1",
+            app_id: "a",
+            channel: "c",
+            except: "",
+            live: true,
+            serial: 42,
+            frame: r#"{"event":"e","serial":42}"#,
+        };
+        let wire = history.encode();
+        assert!(wire.starts_with(&BusMessage::history_head("n1", "a", "c", "", true)));
+        assert_eq!(BusMessage::decode(&wire), Some(history));
+        let marker = BusMessage::Marker {
+            node: "n1",
+            token: 7,
+        };
+        assert_eq!(BusMessage::decode(&marker.encode()), Some(marker));
     }
 }

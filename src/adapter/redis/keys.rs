@@ -74,6 +74,18 @@ impl Keys {
         format!("{}:{app_id}:seq", self.prefix)
     }
 
+    /// STREAM of a history channel's events, entry id `serial-0`, fields
+    /// `f` (frame), `t` (unix ms), `x` (excluded socket, '' for none). The
+    /// `{app:channel}` hash tag keeps a channel's history keys in one slot.
+    pub fn history(&self, app_id: &str, channel: &str) -> String {
+        format!("{}:history:{{{app_id}:{channel}}}", self.prefix)
+    }
+
+    /// STRING: a history channel's last serial (same slot as its stream).
+    pub fn history_serial(&self, app_id: &str, channel: &str) -> String {
+        format!("{}:serial:{{{app_id}:{channel}}}", self.prefix)
+    }
+
     /// Lock held while one node reaps a dead one.
     pub fn reaping(&self, node: &str) -> String {
         format!("{}:reaping:{node}", self.prefix)
@@ -93,5 +105,12 @@ mod tests {
         assert_eq!(keys.info("a", "c"), "p:a:info:c");
         assert_eq!(keys.app_channels("a"), "p:a:channels");
         assert_eq!(Keys::node_channel_id("a", "c"), "a\u{1f}c");
+    }
+
+    #[test]
+    fn a_channels_history_keys_share_one_hash_tag() {
+        let keys = Keys::new("p");
+        assert_eq!(keys.history("a", "c-1"), "p:history:{a:c-1}");
+        assert_eq!(keys.history_serial("a", "c-1"), "p:serial:{a:c-1}");
     }
 }

@@ -23,6 +23,8 @@ pub async fn listen(adapter: Arc<RedisAdapter>) {
                     adapter
                         .needs_resync
                         .store(true, std::sync::atomic::Ordering::Release);
+                    // History mirrors must be contiguous: start them again.
+                    adapter.node.forget_history_mirrors();
                     adapter.resync_if_needed().await;
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
@@ -32,6 +34,7 @@ pub async fn listen(adapter: Arc<RedisAdapter>) {
                         }
                     }
                     adapter.failed("bus connection lost");
+                    adapter.node.forget_history_mirrors();
                 }
                 Err(error) => adapter.failed(&error.to_string()),
             },
@@ -66,6 +69,7 @@ pub async fn heartbeat(adapter: Arc<RedisAdapter>) {
             .await
             .unwrap_or_default();
         adapter.resync_if_needed().await;
+        adapter.retry_history_writes();
         for node in dead.iter().filter(|id| **id != adapter.node_id) {
             adapter.reap(node).await;
         }

@@ -13,9 +13,12 @@
 //!   own state, so local delivery never stops; when Redis is back the node
 //!   re-announces its share ([`RedisAdapter::resync`]). A command Redis
 //!   answers with an error is not an outage ([`failure`]).
+//! - History ([`history`]): channel histories in Redis Streams, one serial
+//!   order for the cluster, delivered from the bus on every node.
 
 pub mod bus;
 pub mod failure;
+pub mod history;
 pub mod keys;
 pub mod liveness;
 pub mod outbox;
@@ -68,6 +71,8 @@ pub struct RedisAdapter {
     refusal_log: ThrottledLog,
     /// Set by every failure: Redis may have lost or reaped this node's share.
     needs_resync: AtomicBool,
+    /// Channel histories in Redis Streams (see [`history`]).
+    history: history::State,
 }
 
 impl RedisAdapter {
@@ -100,6 +105,7 @@ impl RedisAdapter {
             healthy: AtomicBool::new(false),
             refusal_log: ThrottledLog::new(10_000),
             needs_resync: AtomicBool::new(true),
+            history: history::State::new(settings.history_retry_queue),
         });
         tracing::info!(node_id = %adapter.node_id, url = %redact(&settings.url), "redis adapter starting");
         tokio::spawn(liveness::listen(adapter.clone()));
@@ -235,6 +241,18 @@ impl RedisAdapter {
                 self.metrics
                     .slow_client_disconnects
                     .inc_by(report.overflowed);
+            }
+            Some(BusMessage::History {
+                app_id,
+                channel,
+                except,
+                live,
+                serial,
+                frame,
+                ..
+            }) => self.on_history_event(app_id, channel, except, live, serial, frame),
+            Some(BusMessage::Marker { node, token }) if node == self.node_id => {
+                self.on_marker(token);
             }
             Some(BusMessage::Terminate {
                 node,

@@ -12,7 +12,14 @@
 //! everything queued meanwhile (the other nodes miss those messages, as they
 //! would have before, instead of getting them late); when the queue is full,
 //! new messages are dropped. Both are counted.
+//!
+//! History writes ([`HistoryWrite`]) ride in the same queue and pipeline, in
+//! order with the messages: each is one script that stores the event and
+//! publishes it on the bus. They are never dropped silently: one that fails
+//! is handed back to the history side ([`RedisAdapter::history_unsent`]),
+//! which delivers it on this node and queues it for a retry.
 
+use super::history::HistoryWrite;
 use super::RedisAdapter;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -25,6 +32,7 @@ const MAX_BATCH: usize = 512;
 
 enum Outgoing {
     Message(String),
+    History(HistoryWrite),
     /// Answered once everything queued before it was sent (or dropped).
     Flush(oneshot::Sender<()>),
 }
@@ -49,6 +57,16 @@ impl Outbox {
         self.queue.try_send(Outgoing::Message(message)).is_ok()
     }
 
+    /// Queues a history write; gives it back when the queue is full.
+    pub fn send_history(&self, write: HistoryWrite) -> Result<(), HistoryWrite> {
+        self.queue
+            .try_send(Outgoing::History(write))
+            .map_err(|error| match error.into_inner() {
+                Outgoing::History(write) => write,
+                _ => unreachable!("the item sent is the item refused"),
+            })
+    }
+
     /// Waits until every message queued so far has been sent or dropped.
     pub async fn flush(&self) {
         let (done, sent) = oneshot::channel();
@@ -61,14 +79,14 @@ impl Outbox {
 /// Sends the queued messages, in order, for as long as the adapter lives.
 pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): OutboxReceiver) {
     let bus = adapter.keys.bus();
-    let mut batch: Vec<String> = Vec::new();
+    let mut batch: Vec<Outgoing> = Vec::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = pending.recv().await {
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Outgoing::Message(message) => batch.push(message),
                 Outgoing::Flush(done) => flushes.push(done),
+                item => batch.push(item),
             }
             if batch.len() < MAX_BATCH {
                 next = pending.try_recv().ok();
@@ -76,8 +94,22 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
         }
         if !batch.is_empty() {
             let mut pipeline = redis::pipe();
-            for message in &batch {
-                pipeline.publish(&bus, message).ignore();
+            if batch
+                .iter()
+                .any(|item| matches!(item, Outgoing::History(_)))
+            {
+                // Redis forgets scripts when it restarts: load it (a no-op
+                // when it is known) once per batch rather than per event.
+                adapter.history_script_load(&mut pipeline);
+            }
+            for item in &batch {
+                match item {
+                    Outgoing::Message(message) => {
+                        pipeline.publish(&bus, message).ignore();
+                    }
+                    Outgoing::History(write) => adapter.history_script_call(&mut pipeline, write),
+                    Outgoing::Flush(_) => {}
+                }
             }
             let sent = adapter
                 .run(|mut connection| async move {
@@ -87,15 +119,25 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
             if sent.is_none() {
                 // Redis is down: what queued up while this batch waited for
                 // its timeout would only reach the other nodes late, in a
-                // flood once Redis is back. Drop it with the batch.
-                let mut dropped = batch.len() as u64;
+                // flood once Redis is back. Drop it with the batch (history
+                // writes go back to the history side, which retries them).
                 while let Ok(item) = pending.try_recv() {
                     match item {
-                        Outgoing::Message(_) => dropped += 1,
                         Outgoing::Flush(done) => flushes.push(done),
+                        item => batch.push(item),
+                    }
+                }
+                let mut dropped = 0;
+                let mut unsent = Vec::new();
+                for item in batch.drain(..) {
+                    match item {
+                        Outgoing::Message(_) => dropped += 1,
+                        Outgoing::History(write) => unsent.push(write),
+                        Outgoing::Flush(_) => {}
                     }
                 }
                 adapter.metrics.redis_bus_dropped.inc_by(dropped);
+                adapter.history_unsent(unsent);
             }
             batch.clear();
         }
