@@ -5,7 +5,8 @@
 # its own channel) is repeated ROUNDS times, alternating, to average out the
 # noise of a shared machine. Prints a markdown table with the on/off ratio of
 # deliveries/s (issue 12's target: on ≥ 0.9× off), also written to
-# bench/results/history.md.
+# bench/results/history.md (whose "On a Redis cluster" part,
+# bench/compare-history-cluster.sh, is kept).
 #
 # Usage: bench/compare-history.sh [--quick] [--skip-build] [--out DIR]
 #
@@ -109,6 +110,17 @@ EOF
   echo "$TABLE"
 } >"$OUT/history.md"
 mkdir -p "$ROOT/bench/results"
-cp "$OUT/history.md" "$ROOT/bench/results/history.md"
+# Keep the Redis cluster part (bench/compare-history-cluster.sh) if there is one.
+python3 - "$ROOT/bench/results/history.md" "$OUT/history.md" <<'EOF'
+import sys
+path, mine = sys.argv[1], open(sys.argv[2]).read()
+try:
+    old = open(path).read()
+except OSError:
+    old = ""
+marker = "## On a Redis cluster"
+cluster = marker + old.split(marker, 1)[1] if marker in old else ""
+open(path, "w").write(mine.rstrip() + ("\n\n" + cluster if cluster else "\n"))
+EOF
 cat "$OUT/history.md"
 say "table written to bench/results/history.md; JSON results and logs in $OUT"

@@ -223,6 +223,25 @@ test('serials are one order for the cluster: 200 events from each node at once r
   assert.equal(one[0].events[0].event, 'e');
 });
 
+test('socket exclusion holds on a history channel: the excluded socket alone misses the event, on every node', T, async (t) => {
+  const channel = chan('except');
+  const [a, b, c] = [await rawOn(t, N1), await rawOn(t, N1), await rawOn(t, N2)];
+  await Promise.all([a, b, c].map((x) => x.subscribe(channel)));
+  await sdkOn(N2).trigger(channel, 'e', { i: 1 }, { socket_id: a.socketId });
+  const [fromB, fromC] = [await waitEvents(b, channel, 1), await waitEvents(c, channel, 1)];
+  assert.equal(fromB[0].serial, 1);
+  assert.equal(fromC[0].serial, 1);
+  await sdkOn(N1).trigger(channel, 'e', { i: 2 });
+  await waitEvents(a, channel, 1);
+  assert.deepEqual(
+    got(a, channel).map((f) => f.dataParsed.i),
+    [2],
+    'the excluded socket got only the next event',
+  );
+  const page = await getJson(N1, `/channels/${channel}/history`);
+  assert.equal(page.events[0].socket_id, a.socketId, 'the history keeps who was excluded');
+});
+
 test('after kill -9 of its node a client recovers on the other; a restarted node recovers from the stream', T, async (t) => {
   const N3 = await spawnNode('N3', config.path);
   const channel = chan('crash');
