@@ -7,6 +7,8 @@
 //! - [`users`]: signed-in users and watchlists on this node.
 //! - [`cache`]: the last event of each cache channel.
 //! - [`history`]: per-channel history with serials, replay for recovering subscribers.
+//! - [`idempotency`]: idempotency keys of publishes, claimed and answered once.
+//! - [`idempotent_publish`]: a publish request's claim, wait and release of its key.
 //! - [`node`]: every app's state on this node.
 //! - [`persistence`]: offline subscriptions, stored messages, personal channels.
 //! - [`peer`]: peer channels between peer members of a presence channel.
@@ -22,6 +24,8 @@ pub mod channels;
 pub mod connection;
 pub mod held;
 pub mod history;
+pub mod idempotency;
+pub mod idempotent_publish;
 pub mod node;
 pub mod peer;
 pub mod persistence;
