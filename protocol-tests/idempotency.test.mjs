@@ -16,6 +16,7 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { APPS, hmacHex, md5, serverSdk, waitFor } from './helpers.mjs';
 import { killAll as killServers, startRusher } from './persistence-helpers.mjs';
 import { wsClient } from './webhook-helpers.mjs';
@@ -114,15 +115,32 @@ const received = (client, channel, event = 'e') =>
 
 /** Publishes a marker through each of `nodes` and waits until every client has them all. */
 async function settle(nodes, app, channel, clients) {
+  const before = clients.map((c) => received(c, channel, 'marker').length);
   for (const node of nodes) {
     await serverSdk(app, '127.0.0.1', node.port).trigger(channel, 'marker', { from: node.port });
   }
   await waitFor(
-    () => clients.every((c) => received(c, channel, 'marker').length === nodes.length),
+    () => clients.every((c, i) => received(c, channel, 'marker').length === before[i] + nodes.length),
     5000,
     50,
     'every marker delivered',
   );
+}
+
+/** One inline Redis command (words without spaces); resolves the first reply line. */
+function redisCommand(port, line) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1', () => sock.write(`${line}\r\n`));
+    let buf = '';
+    sock.on('data', (d) => {
+      buf += d.toString();
+      if (buf.includes('\r\n')) {
+        sock.destroy();
+        resolve(buf.split('\r\n')[0]);
+      }
+    });
+    sock.on('error', reject);
+  });
 }
 
 /** A labelled counter on GET /metrics (0 when absent). */
@@ -268,7 +286,7 @@ test('past the window a key publishes again; with a window of 0 keys are ignored
   assert.equal(received(off, channel).length, 2);
 });
 
-test('two nodes sharing Redis: one key sent to both (also at once) is delivered once on each', T, async (t) => {
+test('two nodes sharing Redis: one key sent to both (also at once) is delivered once on each; a stuck claim answers 503 + Retry-After', T, async (t) => {
   const redis = await startRedis();
   const config = writeConfig(clusterConfig({ redisUrl: redis.url, prefix: `idem-${RUN}`, webhookUrl: 'http://127.0.0.1:9/' }));
   const nodes = [await spawnNode('A', config.path), await spawnNode('B', config.path)];
@@ -303,6 +321,21 @@ test('two nodes sharing Redis: one key sent to both (also at once) is delivered 
 
   await settle(nodes, MAIN, channel, clients);
   for (const client of clients) assert.deepEqual(received(client, channel), [{ n: 1 }, { n: 2 }]);
+
+  // A claim whose publish never answers (a node died mid-publish): repeats
+  // wait, then get 503 + Retry-After; once the claim is gone, the key publishes.
+  const stuck = uniq('key');
+  const redisKey = `idem-${RUN}:${MAIN.appId}:idem:${stuck}`;
+  assert.equal(await redisCommand(redis.port, `SET ${redisKey} p1 PX 60000`), '+OK');
+  const busy = await post(nodes[1], '/events', { name: 'e', data: '{"n":3}', channel, idempotency_key: stuck });
+  assert.equal(busy.status, 503);
+  assert.equal(busy.headers.get('retry-after'), '1');
+  assert.match(busy.json.error, /still being published; retry with the same key/);
+  assert.equal(await redisCommand(redis.port, `DEL ${redisKey}`), ':1');
+  assert.equal((await post(nodes[1], '/events', { name: 'e', data: '{"n":3}', channel, idempotency_key: stuck })).status, 200);
+  await settle(nodes, MAIN, channel, clients);
+  for (const client of clients) assert.deepEqual(received(client, channel), [{ n: 1 }, { n: 2 }, { n: 3 }]);
+  assert.equal(await counter(nodes[1], 'rusher_idempotent_publishes_total', 'result="busy"'), 1);
 });
 
 test('Redis down: publishes with a key go on (fail open, counted) and the node still catches its own repeats', T, async (t) => {
