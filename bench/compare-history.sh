@@ -8,12 +8,21 @@
 # bench/results/history.md (whose "On a Redis cluster" part,
 # bench/compare-history-cluster.sh, is kept).
 #
+# Then recovery (issue 12: "recovery of 1,000 missed events for 1,000
+# reconnecting clients completes"): a fresh rusher with outgoing_queue 2048
+# and history_size 1000; `rusher-bench recovery` subscribes REC_CLIENTS
+# clients, closes them, publishes REC_EVENTS events, and reconnects them all
+# at once with `since`: time until every client holds every event (count and
+# order checked), server RSS before / peak / after. Also records what the
+# default outgoing_queue says to history_size 1000 (rusher --check-config).
+#
 # Usage: bench/compare-history.sh [--quick] [--skip-build] [--out DIR]
 #
 # Sizes (defaults in brackets)
 #   HIST_SUBS [2000] HIST_EVENTS [300] HIST_WINDOW [32]   the max-rate fan-out
 #   ROUNDS [3]    off/on pairs
 #   PAYLOAD [100]
+#   REC_CLIENTS [1000] REC_EVENTS [1000] REC_QUEUE [2048]  the recovery run
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,8 +32,9 @@ BENCH_TAG=history
 UNUSED=""
 parse_compare_args --unused UNUSED "$@"
 if [ "$QUICK" = 1 ]; then
-  : "${HIST_SUBS:=200}" "${HIST_EVENTS:=50}" "${ROUNDS:=1}"
+  : "${HIST_SUBS:=200}" "${HIST_EVENTS:=50}" "${ROUNDS:=1}" "${REC_CLIENTS:=100}" "${REC_EVENTS:=100}"
 fi
+: "${REC_CLIENTS:=1000}" "${REC_EVENTS:=1000}" "${REC_QUEUE:=2048}"
 : "${HIST_SUBS:=2000}" "${HIST_EVENTS:=300}" "${HIST_WINDOW:=32}" "${ROUNDS:=3}" "${PAYLOAD:=100}"
 
 APP_ID=app-id APP_KEY=app-key APP_SECRET=app-secret
@@ -97,6 +107,50 @@ if ratios:
     print(f"\nMean on/off ratio of deliveries/s: {mean:.2f}× ({'PASS' if mean >= 0.9 else 'FAIL'}; target ≥ 0.90×).")
 EOF
 )
+# Recovery: a fresh server, so its RSS is the recovery's alone.
+kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+rec_port=$(free_port)
+rec_conf="$WORK/rusher-recovery.toml"
+{
+  rusher_server_toml "$rec_port"
+  echo "outgoing_queue = $REC_QUEUE"
+  echo
+  rusher_app_toml
+  echo 'history = true'
+  echo "history_size = $REC_EVENTS"
+} >"$rec_conf"
+# What the default queue (1024) says to this history_size.
+{ rusher_server_toml 6001; echo; rusher_app_toml; echo 'history = true'; echo "history_size = $REC_EVENTS"; } >"$WORK/default-queue.toml"
+DEFAULT_QUEUE_CHECK=$("$ROOT/target/release/rusher" --check-config --config "$WORK/default-queue.toml" 2>&1 | tail -1)
+"$ROOT/target/release/rusher" --config "$rec_conf" >"$OUT/rusher-recovery.log" 2>&1 &
+rec_pid=$!
+PIDS+=("$rec_pid")
+wait_http "$rec_pid" rusher "$rec_port" "$OUT/rusher-recovery.log" || exit 1
+say "recovery: $REC_CLIENTS clients, $REC_EVENTS missed events, outgoing_queue $REC_QUEUE"
+"$BENCH" recovery --clients "$REC_CLIENTS" --events "$REC_EVENTS" --payload "$PAYLOAD" \
+  --connect-concurrency "$REC_CLIENTS" --port "$rec_port" --server-pid "$rec_pid" \
+  --json "$OUT/recovery.json" >/dev/null 2>"$OUT/recovery.log"
+show_problems "$OUT/recovery.log"
+RECOVERY=$(python3 - "$OUT/recovery.json" <<'EOF'
+import json, sys
+try:
+    run = json.load(open(sys.argv[1]))
+except (OSError, ValueError):
+    print("The recovery run left no result; see recovery.log."); sys.exit()
+m = {x["name"]: x["value"] for x in run["metrics"]}
+p = run["params"]
+f = lambda v, fmt: fmt.format(v) if v is not None else "n/a"
+print("| clients | missed events | all recovered in | per client p50 / p99 | replayed events/s | server RSS before / peak / after | failed |")
+print("|---|---|---|---|---|---|---|")
+print(f"| {p['clients']} | {p['events']} | {f(m['recovery_all_s'], '{:.2f} s')} | "
+      f"{f(m['recovery_p50_ms'], '{:.0f}')} / {f(m['recovery_p99_ms'], '{:.0f}')} ms | {f(m['replayed_per_s'], '{:.0f}')} | "
+      f"{f(m['rss_before_mib'], '{:.1f}')} / {f(m['rss_peak_mib'], '{:.1f}')} / {f(m['rss_after_mib'], '{:.1f}')} MiB | {m['failed']:.0f} |")
+print()
+print("OK: every client got every event once, in serial order." if run["ok"] else "PROBLEMS: " + "; ".join(run["problems"]))
+EOF
+)
+kill -0 "$rec_pid" 2>/dev/null || say "rusher (recovery) died; see $OUT/rusher-recovery.log"
+
 {
   echo "# History on vs off (rusher, one node)"
   echo
@@ -108,6 +162,23 @@ EOF
   echo "after: ${LOAD_AFTER}. rusher_history_events at the end: ${HISTORY_EVENTS:-?}. Raw results: $OUT"
   echo
   echo "$TABLE"
+  echo
+  echo "## Recovery: $REC_CLIENTS clients reconnect at once, $REC_EVENTS missed events each"
+  echo
+  echo "A fresh rusher: \`outgoing_queue = $REC_QUEUE\`, \`history_size = $REC_EVENTS\`. \`rusher-bench recovery\`"
+  echo "subscribes $REC_CLIENTS raw clients, takes the serial of a marker event, closes them, publishes"
+  echo "$REC_EVENTS events (payload $PAYLOAD B), then reconnects all $REC_CLIENTS at once (handshakes in"
+  echo "parallel) with \`since\`; a client is done when it holds serials since+1 … since+$REC_EVENTS in"
+  echo "order (any gap, reorder or \`pusher:recovery_failed\` fails it). Time from the first reconnect; RSS"
+  echo "sampled every 10 ms."
+  echo
+  echo "$RECOVERY"
+  echo
+  case "$DEFAULT_QUEUE_CHECK" in
+    "config OK"*) echo "With the default \`outgoing_queue\` (1024), \`history_size = $REC_EVENTS\` is accepted." ;;
+    *) echo "With the default \`outgoing_queue\` (1024), \`history_size = $REC_EVENTS\` is refused at startup"
+       echo "(a replay must fit in the queue beside live traffic): \`$DEFAULT_QUEUE_CHECK\`" ;;
+  esac
 } >"$OUT/history.md"
 mkdir -p "$ROOT/bench/results"
 # Keep the Redis cluster part (bench/compare-history-cluster.sh) if there is one.

@@ -364,6 +364,15 @@ pub struct AppConfig {
     /// Seconds an event stays in a channel's history.
     #[serde(default = "d_history_ttl")]
     pub history_ttl: u64,
+    /// Seconds a publish's `idempotency_key` is remembered: a repeat within
+    /// it is answered like the first and not delivered again. 0 turns
+    /// idempotent publish off (the key is then still checked, and ignored).
+    #[serde(default = "d_idempotency_window")]
+    pub idempotency_window: u64,
+    /// Most keys one node remembers per app; past it the oldest is evicted
+    /// (counted in `rusher_idempotency_evictions_total`).
+    #[serde(default = "d_idempotency_max_keys")]
+    pub idempotency_max_keys: usize,
 }
 
 /// One webhook endpoint of an app.
@@ -433,6 +442,12 @@ fn d_history_size() -> usize {
 fn d_history_ttl() -> u64 {
     300
 }
+fn d_idempotency_window() -> u64 {
+    120
+}
+fn d_idempotency_max_keys() -> usize {
+    100_000
+}
 
 impl AppConfig {
     /// An app with the given credentials and every default limit.
@@ -461,6 +476,8 @@ impl AppConfig {
             history_channels: Vec::new(),
             history_size: d_history_size(),
             history_ttl: d_history_ttl(),
+            idempotency_window: d_idempotency_window(),
+            idempotency_max_keys: d_idempotency_max_keys(),
         }
     }
 }
@@ -790,6 +807,7 @@ impl Config {
                 ("cache_ttl", app.cache_ttl as usize),
                 ("history_size", app.history_size),
                 ("history_ttl", app.history_ttl as usize),
+                ("idempotency_max_keys", app.idempotency_max_keys),
             ];
             for (field, value) in limits {
                 if value == 0 {

@@ -70,6 +70,15 @@ pub struct Metrics {
     pub history_writes_retried: IntCounter,
     /// Queued history writes dropped because the retry queue was full.
     pub history_writes_dropped: IntCounter,
+    /// Publishes with an idempotency key (one per event or batch item), by
+    /// result: `first` (claimed and published), `repeat` (answered from the
+    /// first, not delivered), `busy` (the first was still publishing: 503),
+    /// `released` (the request failed or was dropped after claiming).
+    pub idempotent_publishes: IntCounterVec,
+    /// Idempotency keys dropped from a full table before their window ended.
+    pub idempotency_evictions: IntCounter,
+    /// Idempotency claims Redis could not answer: this node's table decided.
+    pub idempotency_fail_open: IntCounter,
 }
 
 impl Metrics {
@@ -194,6 +203,19 @@ impl Metrics {
                 "rusher_history_writes_dropped_total",
                 "Queued history writes dropped because the retry queue was full",
             ),
+            idempotent_publishes: counter_vec(
+                "rusher_idempotent_publishes_total",
+                "Publishes with an idempotency key, by result (first, repeat, busy, released)",
+                &["result"],
+            ),
+            idempotency_evictions: counter(
+                "rusher_idempotency_evictions_total",
+                "Idempotency keys evicted from a full table before their window ended",
+            ),
+            idempotency_fail_open: counter(
+                "rusher_idempotency_fail_open_total",
+                "Idempotency claims Redis could not answer, decided by this node's table",
+            ),
             // Last: every metric above is registered and recorded by now.
             registry,
             catalog: catalog.into_inner().into(),
@@ -291,6 +313,10 @@ mod tests {
         metrics
             .http_requests
             .with_label_values(&["/x", "200"])
+            .inc();
+        metrics
+            .idempotent_publishes
+            .with_label_values(&["first"])
             .inc();
         let exposed: Vec<String> = metrics
             .registry

@@ -10,7 +10,8 @@
 //! - `stats`: latency histograms, counters and the progress line.
 //! - `report`: the JSON result every scenario prints.
 //! - `system`: open-file limit and the server's RSS from /proc.
-//! - `scenario`: fanout, channels, publish (one delivery engine), connect, presence.
+//! - `scenario`: fanout, channels, publish (one delivery engine), connect, presence,
+//!   recovery (reconnecting clients replaying missed history).
 //! - `table`: the markdown comparison table `compare.sh` prints.
 //! - `bare`: the bare broadcast server (the `bare-server` binary).
 

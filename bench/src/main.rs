@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use rusher_bench::scenario::{connect, delivery, presence, Common};
+use rusher_bench::scenario::{connect, delivery, presence, recovery, Common};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -145,6 +145,26 @@ enum Scenario {
         rate: f64,
     },
     /// Render the comparison table from `{dir}/{server}-{label}.json` files.
+    /// N clients on a channel with history miss E events, then all
+    /// reconnect at once with `since` (rusher's recovery extension).
+    Recovery {
+        #[command(flatten)]
+        common: Common,
+        /// Reconnecting clients.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Events published while they are away.
+        #[arg(long, default_value_t = 1000)]
+        events: u64,
+        #[arg(long, default_value = "bench-recovery")]
+        channel: String,
+        /// Bytes of event data.
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+        /// Longest wait, in seconds, for every client to recover.
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+    },
     Table {
         /// Directory of the JSON results.
         #[arg(long)]
@@ -281,6 +301,23 @@ async fn run(scenario: Scenario) -> Result<rusher_bench::report::Report> {
             };
             presence::run(common, plan).await
         }
+        Scenario::Recovery {
+            common,
+            clients,
+            events,
+            channel,
+            payload,
+            timeout,
+        } => {
+            let plan = recovery::Plan {
+                clients,
+                events,
+                channel,
+                payload,
+                timeout: secs(timeout),
+            };
+            recovery::run(common, plan).await
+        }
         Scenario::Table { .. } => unreachable!("handled in main"),
     }
 }
@@ -291,7 +328,8 @@ fn json_path(scenario: &Scenario) -> Option<std::path::PathBuf> {
         | Scenario::Channels { common, .. }
         | Scenario::Connect { common, .. }
         | Scenario::Publish { common, .. }
-        | Scenario::Presence { common, .. } => common.json.clone(),
+        | Scenario::Presence { common, .. }
+        | Scenario::Recovery { common, .. } => common.json.clone(),
         Scenario::Table { .. } => None,
     }
 }

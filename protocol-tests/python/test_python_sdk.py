@@ -216,6 +216,25 @@ class PythonSdkTest(unittest.TestCase):
         self.assertEqual(la.event()["data"], {"to": "a"})
         self.assertEqual(lb.event()["data"], {"to": "b"})
 
+    def test_trigger_batch_items_with_an_idempotency_key_are_answered_once(self):
+        # The PyPI SDK passes batch items through, so each can carry a key
+        # (README "Idempotent publish"); its trigger() has no way to add one.
+        channel = unique("pyidem")
+        key = unique("pykey")
+
+        def batch():
+            return [{"channel": channel, "name": "paid", "data": {"n": 1}, "idempotency_key": key,
+                     "info": "subscription_count"}]
+
+        first = client().trigger_batch(batch())
+        self.assertEqual(first, {"batch": [{"subscription_count": 0}]})
+        # listen.mjs prints the first "paid" it gets: a delivered repeat
+        # would come before the marker.
+        listener = self.listen(channel, "paid")
+        self.assertEqual(client().trigger_batch(batch()), first, "the first answer, not a new count")
+        client().trigger(channel, "paid", {"n": "marker"})
+        self.assertEqual(listener.event()["data"], {"n": "marker"})
+
     def test_trigger_with_socket_id_excludes_that_socket(self):
         channel = unique("pyexcl")
         excluded = self.listen(channel, "ev")

@@ -1,8 +1,9 @@
 //! The in-process adapter: this node is the whole deployment, so the
 //! deployment-wide answers are this node's.
 
-use super::{Adapter, ChannelStats, Joined, Left, MemberJoin, MemberLimit};
+use super::{Adapter, ChannelStats, Joined, KeyClaim, Left, MemberJoin, MemberLimit};
 use crate::hub::channels::{FanOut, Subscribed, Unsubscribed};
+use crate::hub::idempotency::{Answer, Claim, ClaimToken};
 use crate::hub::node::Node;
 use crate::protocol::error::ErrorCode;
 use async_trait::async_trait;
@@ -38,6 +39,32 @@ pub fn local_left(local: &Unsubscribed) -> Left {
         vacated: local.removed && local.subscribers == 0,
         member_removed: local.member_removed.is_some(),
         subscription_count: local.subscribers,
+    }
+}
+
+/// Claims an idempotency key in this node's table (an unknown app has no
+/// table: the claim is granted, nothing is remembered).
+pub fn claim_key_locally(
+    node: &Node,
+    app_id: &str,
+    key: &str,
+    token: ClaimToken,
+    window: Duration,
+) -> KeyClaim {
+    let Some(state) = node.app(app_id) else {
+        return KeyClaim {
+            claim: Claim::Claimed(token),
+            evicted: 0,
+            fell_back: false,
+        };
+    };
+    let claimed = state
+        .idempotency
+        .claim(key, token, std::time::Instant::now(), window);
+    KeyClaim {
+        claim: claimed.claim,
+        evicted: claimed.evicted,
+        fell_back: false,
     }
 }
 
@@ -104,6 +131,34 @@ impl Adapter for LocalAdapter {
 
     async fn terminate_user(&self, app_id: &str, user_id: &str) {
         close_user_sockets(&self.node, app_id, user_id);
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        app_id: &str,
+        key: &str,
+        token: ClaimToken,
+        window: Duration,
+    ) -> KeyClaim {
+        claim_key_locally(&self.node, app_id, key, token, window)
+    }
+
+    async fn store_idempotent_answer(
+        &self,
+        app_id: &str,
+        key: &str,
+        token: ClaimToken,
+        answer: &Answer,
+    ) {
+        if let Some(state) = self.node.app(app_id) {
+            state.idempotency.store(key, token, answer.clone());
+        }
+    }
+
+    async fn release_idempotency_key(&self, app_id: &str, key: &str, token: ClaimToken) {
+        if let Some(state) = self.node.app(app_id) {
+            state.idempotency.release(key, token);
+        }
     }
 
     async fn subscription_count(&self, app_id: &str, channel: &str) -> usize {

@@ -13,6 +13,7 @@ pub mod local;
 pub mod redis;
 
 use crate::hub::channels::{FanOut, Subscribed, Unsubscribed};
+use crate::hub::idempotency::{Answer, Claim, ClaimToken};
 use async_trait::async_trait;
 use bytestring::ByteString;
 use serde_json::value::RawValue;
@@ -67,6 +68,18 @@ pub struct Left {
 /// The deployment-wide presence member limit was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberLimit(pub usize);
+
+/// What claiming an idempotency key found, deployment-wide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyClaim {
+    /// Whose the key is (see [`Claim`]).
+    pub claim: Claim,
+    /// Keys this node's table evicted to make room (0 or 1).
+    pub evicted: u64,
+    /// The shared store (Redis) could not answer: this node's table decided,
+    /// so a repeat reaching another node meanwhile may be delivered again.
+    pub fell_back: bool,
+}
 
 /// How published frames reach subscribers and how shared state is kept.
 #[async_trait]
@@ -131,6 +144,30 @@ pub trait Adapter: Send + Sync + 'static {
     async fn next_sequence(&self, _app_id: &str, _floor: u64) -> Option<u64> {
         None
     }
+
+    /// Claims an idempotency key of an app for `window` (atomically: of
+    /// two claims at once, on any nodes, one wins), or says who has it.
+    /// `token` identifies this claim to [`Adapter::store_idempotent_answer`]
+    /// and [`Adapter::release_idempotency_key`].
+    async fn claim_idempotency_key(
+        &self,
+        app_id: &str,
+        key: &str,
+        token: ClaimToken,
+        window: Duration,
+    ) -> KeyClaim;
+
+    /// Stores the answer of the claim `token`, for repeats until its window ends.
+    async fn store_idempotent_answer(
+        &self,
+        app_id: &str,
+        key: &str,
+        token: ClaimToken,
+        answer: &Answer,
+    );
+
+    /// Gives up the unanswered claim `token`, so a retry may claim the key.
+    async fn release_idempotency_key(&self, app_id: &str, key: &str, token: ClaimToken);
 
     /// Leaves the deployment on a clean shutdown (after every socket closed).
     async fn close(&self) {}

@@ -36,6 +36,11 @@ pub enum ApiError {
     /// 503: shutting down, or a backend (the store) is unreachable.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After: 1`: a request with the same idempotency key is
+    /// still publishing. A 5xx, so SDKs that retry (the sockudo ones) send
+    /// the same key again and get the first request's answer.
+    #[error("{0}")]
+    RetryLater(String),
 }
 
 impl ResponseError for ApiError {
@@ -48,7 +53,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::RetryLater(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -57,6 +62,9 @@ impl ResponseError for ApiError {
         if let ApiError::MethodNotAllowed { allow, .. } = self {
             // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
             response.insert_header((header::ALLOW, *allow));
+        }
+        if let ApiError::RetryLater(_) = self {
+            response.insert_header((header::RETRY_AFTER, "1"));
         }
         response.json(serde_json::json!({ "error": self.to_string() }))
     }

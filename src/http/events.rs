@@ -1,12 +1,20 @@
 //! `POST /apps/{id}/events` and `POST /apps/{id}/batch_events`.
+//!
+//! Both take an optional `idempotency_key` (per event / per batch item;
+//! `/events` also reads it from an `X-Idempotency-Key` or `Idempotency-Key`
+//! header): see [`crate::hub::idempotent_publish`]. A request is validated
+//! whole before any key is claimed, so a refused request claims nothing.
 
 use super::error::{bad_request, ApiError};
 use super::signed::{info_attributes, Signed};
 use crate::apps::App;
+use crate::hub::idempotency::validate_key;
+use crate::hub::idempotent_publish::{Begun, KeyBusy};
 use crate::hub::Hub;
 use crate::protocol::channel::{channel_type, validate_channel_name, ChannelKind};
+use actix_web::http::header::ContentType;
 use actix_web::web::Data;
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -21,6 +29,8 @@ struct EventRequest {
     channel: Option<String>,
     socket_id: Option<String>,
     info: Option<String>,
+    /// Any JSON, so a non-string gets a clear 400 rather than a parse error.
+    idempotency_key: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +45,7 @@ struct ValidEvent {
     channels: Vec<String>,
     socket_id: Option<String>,
     info: Vec<String>,
+    idempotency_key: Option<String>,
 }
 
 fn valid_socket_id(socket_id: &str) -> bool {
@@ -95,6 +106,14 @@ fn validate(app: &App, event: EventRequest) -> Result<ValidEvent, ApiError> {
             return Err(bad_request(format!("invalid socket_id `{socket_id}`")));
         }
     }
+    let idempotency_key = match event.idempotency_key {
+        None | Some(Value::Null) => None,
+        Some(Value::String(key)) => {
+            validate_key(&key).map_err(|e| bad_request(e.to_string()))?;
+            Some(key)
+        }
+        Some(_) => return Err(bad_request("idempotency_key must be a string")),
+    };
     let info = info_attributes(event.info.as_deref());
     for attribute in &info {
         if attribute != "subscription_count" && attribute != "user_count" {
@@ -107,6 +126,7 @@ fn validate(app: &App, event: EventRequest) -> Result<ValidEvent, ApiError> {
         channels,
         socket_id: event.socket_id,
         info,
+        idempotency_key,
     })
 }
 
@@ -164,16 +184,76 @@ async fn publish(hub: &Hub, app: &App, event: &ValidEvent) -> Map<String, Value>
     channels_info
 }
 
+/// Headers that carry an idempotency key: the sockudo SDKs send
+/// `X-Idempotency-Key` (beside the body field); `Idempotency-Key` is the
+/// IETF draft's name.
+const KEY_HEADERS: [&str; 2] = ["x-idempotency-key", "idempotency-key"];
+
+/// The key of an `/events` request: the body's `idempotency_key`, else a
+/// key header. Both present and different: 400 (which one was meant?).
+fn event_key(req: &HttpRequest, event: &ValidEvent) -> Result<Option<String>, ApiError> {
+    let mut header = None;
+    for name in KEY_HEADERS {
+        if let Some(value) = req.headers().get(name) {
+            let value = value
+                .to_str()
+                .map_err(|_| bad_request(format!("header {name} must be visible ASCII")))?;
+            validate_key(value).map_err(|e| bad_request(format!("header {name}: {e}")))?;
+            header = Some(value.to_owned());
+            break;
+        }
+    }
+    match (&event.idempotency_key, header) {
+        (Some(body), Some(header)) if *body != header => Err(bad_request(
+            "idempotency_key in the body and the idempotency key header differ",
+        )),
+        (Some(body), _) => Ok(Some(body.clone())),
+        (None, header) => Ok(header),
+    }
+}
+
+/// The JSON body, as answered now and to repeats of an idempotency key.
+fn json_answer(answer: &str, replayed: bool) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response.content_type(ContentType::json());
+    if replayed {
+        // The IETF idempotency draft's hint; clients may ignore it.
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    response.body(answer.to_owned())
+}
+
+fn busy(key: &str) -> ApiError {
+    ApiError::RetryLater(format!(
+        "a request with idempotency_key `{key}` is still being published; retry with the same key"
+    ))
+}
+
 /// `POST /apps/{app_id}/events`.
-pub async fn trigger(signed: Signed, hub: Data<Arc<Hub>>) -> Result<HttpResponse, ApiError> {
+pub async fn trigger(
+    req: HttpRequest,
+    signed: Signed,
+    hub: Data<Arc<Hub>>,
+) -> Result<HttpResponse, ApiError> {
     let Signed { app, body } = signed;
     let event = validate(&app, parse_json(&body, EVENT_BODY)?)?;
+    let key = event_key(&req, &event)?;
+    let guard = match hub.begin_idempotent(&app, key.as_deref()).await {
+        Ok(Begun::Publish(guard)) => guard,
+        Ok(Begun::Repeat(answer)) => return Ok(json_answer(&answer, true)),
+        Err(KeyBusy) => return Err(busy(key.as_deref().unwrap_or_default())),
+    };
     let channels = publish(&hub, &app, &event).await;
-    if event.info.is_empty() {
-        Ok(HttpResponse::Ok().json(serde_json::json!({})))
+    let answer = if event.info.is_empty() {
+        serde_json::json!({})
     } else {
-        Ok(HttpResponse::Ok().json(serde_json::json!({ "channels": channels })))
+        serde_json::json!({ "channels": channels })
     }
+    .to_string();
+    if let Some(guard) = guard {
+        guard.answer(answer.as_str().into()).await;
+    }
+    Ok(json_answer(&answer, false))
 }
 
 /// `POST /apps/{app_id}/batch_events`.
@@ -194,13 +274,28 @@ pub async fn trigger_batch(signed: Signed, hub: Data<Arc<Hub>>) -> Result<HttpRe
         .collect::<Result<Vec<_>, _>>()?;
     let any_info = events.iter().any(|e| !e.info.is_empty());
     let mut results = Vec::with_capacity(events.len());
+    // One item after the other: an item repeating an earlier item's key in
+    // the same batch finds its answer. Items published before a busy key
+    // stay published and answered; the retried batch repeats them.
     for event in &events {
+        let key = event.idempotency_key.as_deref();
+        let guard = match hub.begin_idempotent(&app, key).await {
+            Ok(Begun::Publish(guard)) => guard,
+            Ok(Begun::Repeat(answer)) => {
+                results.push(serde_json::from_str(&answer).unwrap_or(Value::Object(Map::new())));
+                continue;
+            }
+            Err(KeyBusy) => return Err(busy(key.unwrap_or_default())),
+        };
         let channels = publish(&hub, &app, event).await;
         // Batch items name one channel; report its info flat, as Pusher does.
         let info = channels
             .into_values()
             .next()
             .unwrap_or(Value::Object(Map::new()));
+        if let Some(guard) = guard {
+            guard.answer(info.to_string().into()).await;
+        }
         results.push(info);
     }
     if any_info {

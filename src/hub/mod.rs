@@ -8,6 +8,8 @@
 //! - [`cache`]: the last event of each cache channel.
 //! - [`history`]: per-channel history with serials, replay for recovering subscribers.
 //! - [`history_store`]: where histories live (this node's memory, or a shared store).
+//! - [`idempotency`]: idempotency keys of publishes, claimed and answered once.
+//! - [`idempotent_publish`]: a publish request's claim, wait and release of its key.
 //! - [`node`]: every app's state on this node.
 //! - [`persistence`]: offline subscriptions, stored messages, personal channels.
 //! - [`peer`]: peer channels between peer members of a presence channel.
@@ -24,6 +26,8 @@ pub mod connection;
 pub mod held;
 pub mod history;
 pub mod history_store;
+pub mod idempotency;
+pub mod idempotent_publish;
 pub mod node;
 pub mod peer;
 pub mod persistence;

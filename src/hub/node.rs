@@ -3,6 +3,7 @@
 use super::cache::EventCache;
 use super::channels::{AppChannels, FanOut};
 use super::history::AppHistory;
+use super::idempotency::IdempotencyTable;
 use super::users::Users;
 use crate::apps::AppRegistry;
 use bytestring::ByteString;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub cache: EventCache,
     /// Per-channel history with serials (apps with `history = true`).
     pub history: AppHistory,
+    /// Idempotency keys claimed through this node (see [`super::idempotency`]).
+    pub idempotency: IdempotencyTable,
 }
 
 /// This node's state, per app.
@@ -44,6 +47,7 @@ impl Node {
                             app.history_size,
                             Duration::from_secs(app.history_ttl),
                         ),
+                        idempotency: IdempotencyTable::new(app.idempotency_max_keys),
                     };
                     (app.id.clone(), Arc::new(state))
                 })

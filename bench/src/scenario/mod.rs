@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod delivery;
 pub mod presence;
+pub mod recovery;
 
 use crate::api::AppCredentials;
 use crate::report::Target;

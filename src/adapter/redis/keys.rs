@@ -86,6 +86,12 @@ impl Keys {
         format!("{}:serial:{{{app_id}:{channel}}}", self.prefix)
     }
 
+    /// STRING: an idempotency key's claim (`p` + token) or answer (`a` +
+    /// JSON), expiring with the window. The key is any text (binary-safe).
+    pub fn idempotency(&self, app_id: &str, key: &str) -> String {
+        format!("{}:{app_id}:idem:{key}", self.prefix)
+    }
+
     /// Lock held while one node reaps a dead one.
     pub fn reaping(&self, node: &str) -> String {
         format!("{}:reaping:{node}", self.prefix)

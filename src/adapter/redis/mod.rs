@@ -16,18 +16,23 @@
 //! - History ([`history`]): channel histories in Redis Streams, one serial
 //!   order for the cluster, delivered from the bus on every node.
 
+//! - Idempotent publish ([`idempotency`]): keys claimed with `SET NX PX`, so
+//!   a repeat reaching any node is answered once.
+
 pub mod bus;
 pub mod failure;
 pub mod history;
+pub mod idempotency;
 pub mod keys;
 pub mod liveness;
 pub mod outbox;
 pub mod scripts;
 
 use super::local::{close_user_sockets, local_joined, local_left};
-use super::{Adapter, ChannelStats, Joined, Left, MemberJoin, MemberLimit};
+use super::{Adapter, ChannelStats, Joined, KeyClaim, Left, MemberJoin, MemberLimit};
 use crate::config::RedisConfig;
 use crate::hub::channels::{FanOut, Subscribed, Unsubscribed};
+use crate::hub::idempotency::{Answer, ClaimToken};
 use crate::hub::node::Node;
 use crate::metrics::Metrics;
 use crate::protocol::frames;
@@ -53,6 +58,9 @@ struct Scripts {
     leave: redis::Script,
     reap: redis::Script,
     next_sequence: redis::Script,
+    idempotency_claim: redis::Script,
+    idempotency_store: redis::Script,
+    idempotency_release: redis::Script,
 }
 
 /// Shares state and messages with the other nodes through Redis.
@@ -99,6 +107,9 @@ impl RedisAdapter {
                 leave: scripts::leave(),
                 reap: scripts::reap(),
                 next_sequence: scripts::next_sequence(),
+                idempotency_claim: idempotency::claim_script(),
+                idempotency_store: idempotency::store_script(),
+                idempotency_release: idempotency::release_script(),
             },
             webhooks,
             metrics,
@@ -666,6 +677,30 @@ impl Adapter for RedisAdapter {
             |mut connection| async move { invocation.invoke_async::<u64>(&mut connection).await },
         )
         .await
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        app_id: &str,
+        key: &str,
+        token: ClaimToken,
+        window: Duration,
+    ) -> KeyClaim {
+        self.claim_key(app_id, key, token, window).await
+    }
+
+    async fn store_idempotent_answer(
+        &self,
+        app_id: &str,
+        key: &str,
+        token: ClaimToken,
+        answer: &Answer,
+    ) {
+        self.store_answer(app_id, key, token, answer).await;
+    }
+
+    async fn release_idempotency_key(&self, app_id: &str, key: &str, token: ClaimToken) {
+        self.release_key(app_id, key, token).await;
     }
 
     async fn close(&self) {
