@@ -360,6 +360,14 @@ pub struct AppConfig {
     /// Seconds an event stays in a channel's history.
     #[serde(default = "d_history_ttl")]
     pub history_ttl: u64,
+    /// Seconds a closed socket of a signed-in user can be recovered from
+    /// (README "History and recovery"); unset = `history_ttl`.
+    #[serde(default)]
+    pub recovery_window: Option<u64>,
+    /// Signed-in users whose positions are kept at most (per app, per
+    /// node); beyond it new users are not recovered by sign-in.
+    #[serde(default = "d_recovery_users")]
+    pub recovery_users: usize,
 }
 
 /// One webhook endpoint of an app.
@@ -429,6 +437,9 @@ fn d_history_size() -> usize {
 fn d_history_ttl() -> u64 {
     300
 }
+fn d_recovery_users() -> usize {
+    10_000
+}
 
 impl AppConfig {
     /// An app with the given credentials and every default limit.
@@ -457,7 +468,15 @@ impl AppConfig {
             history_channels: Vec::new(),
             history_size: d_history_size(),
             history_ttl: d_history_ttl(),
+            recovery_window: None,
+            recovery_users: d_recovery_users(),
         }
+    }
+
+    /// How long a closed socket of a signed-in user can be recovered from:
+    /// `recovery_window`, else `history_ttl` (older events are gone anyway).
+    pub fn recovery_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.recovery_window.unwrap_or(self.history_ttl))
     }
 }
 
@@ -786,6 +805,8 @@ impl Config {
                 ("cache_ttl", app.cache_ttl as usize),
                 ("history_size", app.history_size),
                 ("history_ttl", app.history_ttl as usize),
+                ("recovery_window", app.recovery_window.unwrap_or(1) as usize),
+                ("recovery_users", app.recovery_users),
             ];
             for (field, value) in limits {
                 if value == 0 {
@@ -1216,6 +1237,13 @@ mod tests {
         let config = Config::from_toml(&format!("{app}history_ttl=0\n")).unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("apps[0].history_ttl"), "{err}");
+        for key in ["recovery_window", "recovery_users"] {
+            let config = Config::from_toml(&format!("{app}{key}=0\n")).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("apps[0].{key}")), "{err}");
+        }
+        let config = Config::from_toml(&format!("{app}history_ttl=60\n")).unwrap();
+        assert_eq!(config.apps[0].recovery_window(), Duration::from_secs(60));
         let config = Config::from_toml(&format!("{app}history_channels=['']\n")).unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("apps[0].history_channels[0]"), "{err}");

@@ -10,9 +10,9 @@
 //! once, either in the replay or live, never both, never neither.
 //!
 //! Memory: at most `history_size` events per channel, each at most
-//! `max_event_data_bytes` plus its frame, for the channels published on in
-//! the last `history_ttl` (a channel whose events all expired is swept every
-//! minute). `rusher_history_channels` and `rusher_history_events` count it.
+//! `max_event_data_bytes` plus its frame, for the channels published on or
+//! subscribed to in the last `history_ttl` (a channel whose events all
+//! expired is swept every minute). `rusher_history_channels` and `rusher_history_events` count it.
 
 use bytestring::ByteString;
 use dashmap::DashMap;
@@ -150,6 +150,12 @@ impl ChannelHistory {
         self.events.front().map(|e| e.serial)
     }
 
+    /// The serial of the last event assigned, or the one before this
+    /// history's first: a subscriber joining now gets every event above it live.
+    pub fn last_serial(&self) -> u64 {
+        self.last
+    }
+
     /// Latest serial assigned, if any.
     pub fn latest(&self) -> Option<u64> {
         (self.last >= self.first).then_some(self.last)
@@ -158,14 +164,21 @@ impl ChannelHistory {
     /// Frames with serial > `since`, in order, or why they cannot all be given.
     /// (Call [`ChannelHistory::expire`] first.)
     pub fn replay(&self, since: u64) -> Result<Vec<ByteString>, Gap> {
+        self.replay_until(since, self.last)
+    }
+
+    /// Frames with `since` < serial ≤ `until`, in order: what a socket
+    /// whose live events start after `until` missed (see `hub::recovery`).
+    pub fn replay_until(&self, since: u64, until: u64) -> Result<Vec<ByteString>, Gap> {
         let oldest = self.oldest();
+        let until = until.min(self.last);
         if since > self.last {
             return Err(Gap {
                 oldest,
                 reason: "since is ahead of the channel's latest serial (its history was reset)",
             });
         }
-        if since == self.last {
+        if since >= until {
             return Ok(Vec::new());
         }
         // Missed events exist: the first one missed must still be kept.
@@ -173,7 +186,7 @@ impl ChannelHistory {
             Some(oldest) if oldest <= since + 1 => Ok(self
                 .events
                 .iter()
-                .filter(|e| e.serial > since)
+                .filter(|e| e.serial > since && e.serial <= until)
                 .map(|e| e.frame.clone())
                 .collect()),
             _ => Err(Gap {
@@ -406,6 +419,10 @@ mod tests {
         assert_eq!(frames(h.replay(3)), Ok("f4f5".into()));
         assert_eq!(frames(h.replay(2)), Ok("f3f4f5".into()));
         assert_eq!(frames(h.replay(5)), Ok(String::new()));
+        assert_eq!(frames(h.replay_until(2, 4)), Ok("f3f4".into()));
+        assert_eq!(frames(h.replay_until(4, 4)), Ok(String::new()));
+        assert_eq!(frames(h.replay_until(4, 2)), Ok(String::new()));
+        assert!(h.replay_until(1, 2).is_err(), "serial 2 is gone");
         let gap = h.replay(1).unwrap_err();
         assert_eq!(gap.oldest, Some(3));
         assert!(h.replay(6).is_err(), "a serial from the future");

@@ -7,6 +7,7 @@
 //! - [`users`]: signed-in users and watchlists on this node.
 //! - [`cache`]: the last event of each cache channel.
 //! - [`history`]: per-channel history with serials, replay for recovering subscribers.
+//! - [`recovery`]: where signed-in users' sockets stood, so pusher-js recovers unmodified.
 //! - [`node`]: every app's state on this node.
 //! - [`persistence`]: offline subscriptions, stored messages, personal channels.
 //! - [`peer`]: peer channels between peer members of a presence channel.
@@ -26,6 +27,7 @@ pub mod node;
 pub mod peer;
 pub mod persistence;
 pub mod rate;
+pub mod recovery;
 pub mod socket_id;
 pub mod users;
 
@@ -62,6 +64,21 @@ pub struct Subscription {
     pub user_id: Option<Arc<str>>,
     /// Frames that follow the success (e.g. peer channels offered).
     pub announcements: Vec<ByteString>,
+    /// On a channel with history: where the socket stands (see [`HistoryJoin`]).
+    pub history: Option<HistoryJoin>,
+}
+
+/// Where a socket stands on a channel with history once subscribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryJoin {
+    /// The socket gets every event above this serial live.
+    pub live_after: u64,
+    /// Everything up to this serial is the client's or queued to it before
+    /// the live events: `live_after`, or where a recovery started.
+    pub position: u64,
+    /// Recovered (or told `pusher:recovery_failed`) at subscribe: a later
+    /// sign-in does not recover it again.
+    pub recovered: bool,
 }
 
 /// A successful sign-in: what to send the user, in order.
@@ -132,9 +149,10 @@ fn queue_recovery(
     connection: &Connection,
     channel: &str,
     since: u64,
+    until: u64,
 ) -> Recovery {
     history.expire(std::time::Instant::now());
-    let replay = match history.replay(since) {
+    let replay = match history.replay_until(since, until) {
         Ok(frames) if frames.len() < connection.free_capacity() => Ok(frames),
         Ok(_) => Err(history::Gap {
             oldest: history.oldest(),
@@ -262,6 +280,9 @@ impl Hub {
             return;
         };
         if let Some(user) = user {
+            state
+                .positions
+                .closed(&user.id, &connection.socket_id, std::time::Instant::now());
             state.users.unwatch(&user.watchlist, &connection.socket_id);
             if state.users.sign_out(&user.id, &connection.socket_id) {
                 let offline = frames::watchlist_event("offline", &[&user.id]);
@@ -280,12 +301,21 @@ impl Hub {
     }
 
     /// Subscribes a connection after checking name, signature and limits.
+    ///
+    /// On a channel with history it joins under the channel's history lock
+    /// and replays from the request's `since`, else, for a signed-in user,
+    /// from the user's position ([`recovery`]). `resubscribed` is the
+    /// `position` of the socket's existing subscription to the channel
+    /// ([`HistoryJoin`]): every event above it was already sent to the
+    /// socket, so a replay stops there and a repeated subscribe never
+    /// duplicates.
     pub async fn subscribe(
         &self,
         app: &App,
         connection: &Arc<Connection>,
         request: &SubscribeRequest,
         signed_in: Option<&str>,
+        resubscribed: Option<u64>,
     ) -> Result<Subscription, SubscriptionError> {
         let grant = authorize(app, &connection.socket_id, request, signed_in)?;
         let state = self.state(&app.id).ok_or_else(|| SubscriptionError {
@@ -319,48 +349,87 @@ impl Hub {
             max_members: app.max_presence_members,
             peer: wants_peers,
         });
-        let recover = request
-            .since
-            .filter(|_| history::applies(app.history, &app.history_channels, channel));
-        let (local, recovery) = match recover {
-            // Join and queue the replay under the channel's history lock.
-            Some(since) => {
-                let mut joining = Some(joining);
-                let recovered = state.history.with_existing(channel, |h| {
-                    let local =
-                        state
-                            .channels
-                            .subscribe(channel, connection, joining.take().flatten())?;
-                    let recovery = queue_recovery(h, connection, channel, since);
-                    Ok((local, Some(recovery)))
-                });
-                // No history (none kept, or swept): said before joining, so it
-                // precedes live events. Not creating one here keeps unknown
-                // channel names from taking memory; a publish racing this
-                // join is covered by the refetch the failure asks for.
-                recovered.unwrap_or_else(|| {
+        let with_history = history::applies(app.history, &app.history_channels, channel);
+        // The client's `since` wins: it knows what it saw.
+        let resume = match (with_history, request.since, signed_in, resubscribed) {
+            (false, ..) => None,
+            (true, Some(since), ..) => Some(since),
+            (true, None, Some(user), None) => state.positions.take(
+                user,
+                &connection.socket_id,
+                channel,
+                app.recovery_window(),
+                std::time::Instant::now(),
+            ),
+            (true, None, ..) => None,
+        };
+        let (local, recovery, live_after) = if with_history {
+            let mut joining = Some(joining);
+            let join = |h: &mut history::ChannelHistory| {
+                let local =
+                    state
+                        .channels
+                        .subscribe(channel, connection, joining.take().flatten())?;
+                let live_after = h.last_serial();
+                let until = resubscribed.unwrap_or(live_after);
+                let recovery =
+                    resume.map(|since| queue_recovery(h, connection, channel, since, until));
+                Ok((local, recovery, Some(live_after)))
+            };
+            // Without a recovery the history is created, so the socket's
+            // position exists from its first event; with one, a missing
+            // history is said (below) rather than made.
+            let joined = match resume {
+                Some(_) => state.history.with_existing(channel, join),
+                None => Some(state.history.with_channel(channel, join)),
+            };
+            // No history (none kept, or swept): said before joining, so it
+            // precedes live events. Not creating one here keeps unknown
+            // channel names from taking memory; a publish racing this
+            // join is covered by the refetch the failure asks for.
+            joined.unwrap_or_else(|| {
+                if let Some(since) = resume {
                     connection.send(frames::recovery_failed(
                         channel,
                         since,
                         None,
                         "the channel has no history",
                     ));
-                    state
-                        .channels
-                        .subscribe(channel, connection, joining.take().flatten())
-                        .map(|local| (local, Some(Recovery::Failed)))
-                })
-            }
-            None => state
+                }
+                state
+                    .channels
+                    .subscribe(channel, connection, joining.take().flatten())
+                    .map(|local| (local, resume.map(|_| Recovery::Failed), None))
+            })
+        } else {
+            state
                 .channels
                 .subscribe(channel, connection, joining)
-                .map(|local| (local, None)),
+                .map(|local| (local, None, None))
         }
         .map_err(|limit| SubscriptionError::member_limit(limit.0))?;
         match recovery {
             Some(Recovery::Replayed) => self.metrics.history_recoveries.inc(),
             Some(Recovery::Failed) => self.metrics.history_recovery_failed.inc(),
             None => {}
+        }
+        let history_join = live_after.map(|live_after| HistoryJoin {
+            live_after,
+            position: match (recovery, resume) {
+                (Some(Recovery::Replayed), Some(since)) => since.min(live_after),
+                _ => live_after,
+            },
+            recovered: recovery.is_some(),
+        });
+        if let (Some(user), Some(join), None) = (signed_in, history_join, resubscribed) {
+            self.keep_position(
+                app,
+                state,
+                user,
+                &connection.socket_id,
+                channel,
+                join.position,
+            );
         }
         let member_join = user_id.as_deref().map(|user_id| MemberJoin {
             user_id,
@@ -415,7 +484,144 @@ impl Hub {
             cached,
             user_id,
             announcements,
+            history: history_join,
         })
+    }
+
+    /// Sets where a signed-in socket stands on a channel; counted when the
+    /// app's limits refuse it.
+    fn keep_position(
+        &self,
+        app: &App,
+        state: &AppState,
+        user: &str,
+        socket_id: &Arc<str>,
+        channel: &str,
+        serial: u64,
+    ) {
+        if state
+            .positions
+            .set(user, socket_id, channel, serial, app.recovery_users)
+            .is_err()
+        {
+            self.metrics.recovery_refused.inc();
+        }
+    }
+
+    /// A socket signed in: keeps where it stands on each of its history
+    /// channels (`joins`, from [`HistoryJoin`]). A channel it subscribed to
+    /// before signing in (pusher-js re-subscribes public channels at once,
+    /// signs in after its auth request) and did not recover with `since`
+    /// first gets what the user's position says it missed, up to its
+    /// `live_after`. Those frames follow any live event the socket got
+    /// before the sign-in (README: the ordering caveat). Each join is
+    /// updated to what the socket was sent.
+    pub fn recover_signed_in(
+        &self,
+        app: &App,
+        connection: &Connection,
+        user: &str,
+        joins: &mut [(String, HistoryJoin)],
+    ) {
+        let Some(state) = self.state(&app.id) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        for (channel, join) in joins.iter_mut() {
+            let live_after = join.live_after;
+            let taken = if join.recovered {
+                None
+            } else {
+                state.positions.take(
+                    user,
+                    &connection.socket_id,
+                    channel,
+                    app.recovery_window(),
+                    now,
+                )
+            };
+            let position = match taken {
+                Some(since) if since < live_after => {
+                    let recovery = state.history.with_existing(channel, |h| {
+                        queue_recovery(h, connection, channel, since, live_after)
+                    });
+                    match recovery {
+                        Some(Recovery::Replayed) => {
+                            self.metrics.history_recoveries.inc();
+                            since
+                        }
+                        Some(Recovery::Failed) => {
+                            self.metrics.history_recovery_failed.inc();
+                            live_after
+                        }
+                        None => {
+                            connection.send(frames::recovery_failed(
+                                channel,
+                                since,
+                                None,
+                                "the channel has no history",
+                            ));
+                            self.metrics.history_recovery_failed.inc();
+                            live_after
+                        }
+                    }
+                }
+                _ => join.position,
+            };
+            join.position = position;
+            join.recovered = true;
+            self.keep_position(app, state, user, &connection.socket_id, channel, position);
+        }
+    }
+
+    /// The latest serial of each of `channels` that has a history: every
+    /// event up to it was queued to a socket subscribed to it (publishes
+    /// queue under the same lock), so a probe queued after this snapshot
+    /// confirms them when answered.
+    pub fn history_snapshot<'a>(
+        &self,
+        app_id: &str,
+        channels: impl Iterator<Item = &'a str>,
+    ) -> Vec<(String, u64)> {
+        let Some(state) = self.state(app_id) else {
+            return Vec::new();
+        };
+        channels
+            .filter_map(|channel| {
+                let last = state.history.with_existing(channel, |h| h.last_serial())?;
+                Some((channel.to_owned(), last))
+            })
+            .collect()
+    }
+
+    /// A signed-in socket's client confirmed `snapshot` (its probe's pong).
+    pub fn confirm_positions(
+        &self,
+        app: &App,
+        user: &str,
+        socket_id: &Arc<str>,
+        snapshot: &[(String, u64)],
+    ) {
+        let Some(state) = self.state(&app.id) else {
+            return;
+        };
+        self.metrics.recovery_confirmations.inc();
+        for (channel, serial) in snapshot {
+            if state
+                .positions
+                .confirm(user, socket_id, channel, *serial, app.recovery_users)
+                .is_err()
+            {
+                self.metrics.recovery_refused.inc();
+            }
+        }
+    }
+
+    /// A signed-in socket unsubscribed: it is not recovered from on `channel`.
+    pub fn forget_position(&self, app_id: &str, user: &str, socket_id: &str, channel: &str) {
+        if let Some(state) = self.state(app_id) {
+            state.positions.forget(user, socket_id, channel);
+        }
     }
 
     /// Unsubscribes a connection; announces member_removed for a user's last socket.
@@ -741,12 +947,16 @@ impl Hub {
         for app in self.apps.all() {
             if let Some(state) = self.state(&app.id) {
                 state.history.sweep(Duration::from_secs(app.history_ttl));
+                state
+                    .positions
+                    .sweep(app.recovery_window(), std::time::Instant::now());
             }
         }
         self.refresh_history_gauges();
     }
 
-    /// Sets `rusher_history_channels` and `rusher_history_events`.
+    /// Sets `rusher_history_channels`, `rusher_history_events`,
+    /// `rusher_recovery_users` and `rusher_recovery_positions`.
     pub fn refresh_history_gauges(&self) {
         let (mut channels, mut events) = (0, 0);
         for state in self.node.apps() {
@@ -756,6 +966,14 @@ impl Hub {
         }
         self.metrics.history_channels.set(channels as i64);
         self.metrics.history_events.set(events as i64);
+        let (mut users, mut positions) = (0, 0);
+        for state in self.node.apps() {
+            let counts = state.positions.counts();
+            users += counts.users;
+            positions += counts.positions;
+        }
+        self.metrics.recovery_users.set(users as i64);
+        self.metrics.recovery_positions.set(positions as i64);
     }
 
     /// A page of a channel's history (`GET .../channels/{channel}/history`);

@@ -3,6 +3,7 @@
 use super::cache::EventCache;
 use super::channels::{AppChannels, FanOut};
 use super::history::AppHistory;
+use super::recovery::UserPositions;
 use super::users::Users;
 use crate::apps::AppRegistry;
 use bytestring::ByteString;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub cache: EventCache,
     /// Per-channel history with serials (apps with `history = true`).
     pub history: AppHistory,
+    /// Where signed-in users' sockets stand on history channels.
+    pub positions: UserPositions,
 }
 
 /// This node's state, per app.
@@ -41,6 +44,7 @@ impl Node {
                         users: Users::default(),
                         cache: EventCache::new(Duration::from_secs(app.cache_ttl)),
                         history: AppHistory::default(),
+                        positions: UserPositions::default(),
                     };
                     (app.id.clone(), Arc::new(state))
                 })
