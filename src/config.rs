@@ -373,6 +373,14 @@ pub struct AppConfig {
     /// (counted in `rusher_idempotency_evictions_total`).
     #[serde(default = "d_idempotency_max_keys")]
     pub idempotency_max_keys: usize,
+    /// Seconds a closed socket of a signed-in user can be recovered from
+    /// (README "History and recovery"); unset = `history_ttl`.
+    #[serde(default)]
+    pub recovery_window: Option<u64>,
+    /// Signed-in users whose positions are kept at most (per app, per
+    /// node); beyond it new users are not recovered by sign-in.
+    #[serde(default = "d_recovery_users")]
+    pub recovery_users: usize,
 }
 
 /// One webhook endpoint of an app.
@@ -448,6 +456,9 @@ fn d_idempotency_window() -> u64 {
 fn d_idempotency_max_keys() -> usize {
     100_000
 }
+fn d_recovery_users() -> usize {
+    10_000
+}
 
 impl AppConfig {
     /// An app with the given credentials and every default limit.
@@ -478,7 +489,15 @@ impl AppConfig {
             history_ttl: d_history_ttl(),
             idempotency_window: d_idempotency_window(),
             idempotency_max_keys: d_idempotency_max_keys(),
+            recovery_window: None,
+            recovery_users: d_recovery_users(),
         }
+    }
+
+    /// How long a closed socket of a signed-in user can be recovered from:
+    /// `recovery_window`, else `history_ttl` (older events are gone anyway).
+    pub fn recovery_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.recovery_window.unwrap_or(self.history_ttl))
     }
 }
 
@@ -808,6 +827,8 @@ impl Config {
                 ("history_size", app.history_size),
                 ("history_ttl", app.history_ttl as usize),
                 ("idempotency_max_keys", app.idempotency_max_keys),
+                ("recovery_window", app.recovery_window.unwrap_or(1) as usize),
+                ("recovery_users", app.recovery_users),
             ];
             for (field, value) in limits {
                 if value == 0 {
@@ -1226,6 +1247,13 @@ mod tests {
         let config = Config::from_toml(&format!("{app}history_ttl=0\n")).unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("apps[0].history_ttl"), "{err}");
+        for key in ["recovery_window", "recovery_users"] {
+            let config = Config::from_toml(&format!("{app}{key}=0\n")).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("apps[0].{key}")), "{err}");
+        }
+        let config = Config::from_toml(&format!("{app}history_ttl=60\n")).unwrap();
+        assert_eq!(config.apps[0].recovery_window(), Duration::from_secs(60));
         let config = Config::from_toml(&format!("{app}history_channels=['']\n")).unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("apps[0].history_channels[0]"), "{err}");

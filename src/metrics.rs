@@ -60,9 +60,9 @@ pub struct Metrics {
     pub history_channels: IntGauge,
     /// Events kept in channel histories on this node (set on scrape and sweep).
     pub history_events: IntGauge,
-    /// Subscriptions with `since` that replayed what the client missed.
+    /// Recoveries (`since`, or a signed-in user's position) that replayed what the client missed.
     pub history_recoveries: IntCounter,
-    /// Subscriptions with `since` answered with `pusher:recovery_failed`.
+    /// Recoveries (`since`, or a signed-in user's position) answered with `pusher:recovery_failed`.
     pub history_recovery_failed: IntCounter,
     /// History writes queued for retry because Redis was unreachable.
     pub history_writes_queued: IntCounter,
@@ -79,6 +79,14 @@ pub struct Metrics {
     pub idempotency_evictions: IntCounter,
     /// Idempotency claims Redis could not answer: this node's table decided.
     pub idempotency_fail_open: IntCounter,
+    /// Signed-in users with recovery positions on this node (set on scrape and sweep).
+    pub recovery_users: IntGauge,
+    /// Recovery positions (socket, channel) kept on this node (set on scrape and sweep).
+    pub recovery_positions: IntGauge,
+    /// Positions not kept: `recovery_users` or the per-user limit reached.
+    pub recovery_refused: IntCounter,
+    /// Probes answered by a client, confirming what it received.
+    pub recovery_confirmations: IntCounter,
 }
 
 impl Metrics {
@@ -185,11 +193,27 @@ impl Metrics {
             ),
             history_recoveries: counter(
                 "rusher_history_recoveries_total",
-                "Subscriptions with since that replayed the missed events",
+                "Recoveries (since, or a signed-in user's position) that replayed the missed events",
             ),
             history_recovery_failed: counter(
                 "rusher_history_recovery_failed_total",
-                "Subscriptions with since answered with pusher:recovery_failed",
+                "Recoveries (since, or a signed-in user's position) answered with pusher:recovery_failed",
+            ),
+            recovery_users: gauge(
+                "rusher_recovery_users",
+                "Signed-in users with recovery positions on this node",
+            ),
+            recovery_positions: gauge(
+                "rusher_recovery_positions",
+                "Recovery positions (socket, channel) kept on this node",
+            ),
+            recovery_refused: counter(
+                "rusher_recovery_refused_total",
+                "Recovery positions not kept because of recovery_users or the per-user limit",
+            ),
+            recovery_confirmations: counter(
+                "rusher_recovery_confirmations_total",
+                "Probes answered by a client, confirming the events it received",
             ),
             history_writes_queued: counter(
                 "rusher_history_writes_queued_total",

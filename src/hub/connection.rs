@@ -94,6 +94,17 @@ impl Connection {
         }
     }
 
+    /// Queues a probe marker (an empty frame, which no Pusher frame is): the
+    /// transport answers it by asking the client to confirm what it read
+    /// (`hub::recovery`). Only while the queue is at most half full, and
+    /// never closing the connection: false when not queued.
+    pub fn send_probe(&self) -> bool {
+        if self.is_closing() || self.free_capacity() * 2 < self.outgoing.max_capacity() {
+            return false;
+        }
+        self.outgoing.try_send(ByteString::new()).is_ok()
+    }
+
     /// Frames the outgoing queue can still take before it overflows.
     pub fn free_capacity(&self) -> usize {
         self.outgoing.capacity()
@@ -150,6 +161,18 @@ mod tests {
         assert_eq!(connection.close_code(), 4100);
         assert_eq!(connection.send("d".into()), Delivery::Closed);
         assert_eq!(receiver.outgoing.recv().await.as_deref(), Some("a"));
+    }
+
+    #[tokio::test]
+    async fn a_probe_is_queued_only_while_the_queue_is_at_most_half_full() {
+        let (connection, mut receiver) = Connection::new("1.1".into(), "app".into(), 4);
+        assert!(connection.send_probe());
+        assert_eq!(receiver.outgoing.recv().await.as_deref(), Some(""));
+        for _ in 0..3 {
+            connection.send("a".into());
+        }
+        assert!(!connection.send_probe());
+        assert!(!connection.is_closing(), "a refused probe never closes");
     }
 
     #[test]

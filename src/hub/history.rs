@@ -10,9 +10,9 @@
 //! once, either in the replay or live, never both, never neither.
 //!
 //! Memory: at most `history_size` events per channel, each at most
-//! `max_event_data_bytes` plus its frame, for the channels published on in
-//! the last `history_ttl` (a channel whose events all expired is swept every
-//! minute). `rusher_history_channels` and `rusher_history_events` count it.
+//! `max_event_data_bytes` plus its frame, for the channels published on or
+//! subscribed to in the last `history_ttl` (a channel whose events all
+//! expired is swept every minute). `rusher_history_channels` and `rusher_history_events` count it.
 
 use bytestring::ByteString;
 use dashmap::DashMap;
@@ -200,7 +200,7 @@ impl ChannelHistory {
     /// with a [`Gap`] when the channel has no history, `since` is ahead of its
     /// latest serial, or a serial between `since` and the latest is in
     /// neither part (expired, trimmed).
-    pub fn join(&self, since: u64, fetched: &Fetched) -> Result<Vec<ByteString>, Gap> {
+    pub fn join(&self, since: u64, until: u64, fetched: &Fetched) -> Result<Vec<ByteString>, Gap> {
         let latest = fetched.latest.max(self.latest());
         let oldest = fetched.oldest.or(self.oldest());
         let Some(latest) = latest else {
@@ -215,12 +215,14 @@ impl ChannelHistory {
                 reason: "since is ahead of the channel's latest serial (its history was reset)",
             });
         }
+        // A socket already subscribed was sent everything above `until`.
+        let latest = latest.min(until);
         let mut next = since + 1;
         let mut frames = Vec::new();
         // Each part is contiguous: take from it while it follows on.
         let mut take = |part: &mut dyn Iterator<Item = (u64, &ByteString)>| {
             for (serial, frame) in part {
-                if serial > next {
+                if serial > next || serial > latest {
                     break;
                 }
                 if serial == next {
@@ -245,6 +247,12 @@ impl ChannelHistory {
         self.events.front().map(|e| e.serial)
     }
 
+    /// The serial of the last event assigned, or the one before this
+    /// history's first: a subscriber joining now gets every event above it live.
+    pub fn last_serial(&self) -> u64 {
+        self.last
+    }
+
     /// Latest serial assigned, if any.
     pub fn latest(&self) -> Option<u64> {
         (self.last >= self.first).then_some(self.last)
@@ -253,14 +261,21 @@ impl ChannelHistory {
     /// Frames with serial > `since`, in order, or why they cannot all be given.
     /// (Call [`ChannelHistory::expire`] first.)
     pub fn replay(&self, since: u64) -> Result<Vec<ByteString>, Gap> {
+        self.replay_until(since, self.last)
+    }
+
+    /// Frames with `since` < serial ≤ `until`, in order: what a socket
+    /// whose live events start after `until` missed (see `hub::recovery`).
+    pub fn replay_until(&self, since: u64, until: u64) -> Result<Vec<ByteString>, Gap> {
         let oldest = self.oldest();
+        let until = until.min(self.last);
         if since > self.last {
             return Err(Gap {
                 oldest,
                 reason: "since is ahead of the channel's latest serial (its history was reset)",
             });
         }
-        if since == self.last {
+        if since >= until {
             return Ok(Vec::new());
         }
         // Missed events exist: the first one missed must still be kept.
@@ -268,7 +283,7 @@ impl ChannelHistory {
             Some(oldest) if oldest <= since + 1 => Ok(self
                 .events
                 .iter()
-                .filter(|e| e.serial > since)
+                .filter(|e| e.serial > since && e.serial <= until)
                 .map(|e| e.frame.clone())
                 .collect()),
             _ => Err(Gap {
@@ -550,6 +565,10 @@ mod tests {
         assert_eq!(frames(h.replay(3)), Ok("f4f5".into()));
         assert_eq!(frames(h.replay(2)), Ok("f3f4f5".into()));
         assert_eq!(frames(h.replay(5)), Ok(String::new()));
+        assert_eq!(frames(h.replay_until(2, 4)), Ok("f3f4".into()));
+        assert_eq!(frames(h.replay_until(4, 4)), Ok(String::new()));
+        assert_eq!(frames(h.replay_until(4, 2)), Ok(String::new()));
+        assert!(h.replay_until(1, 2).is_err(), "serial 2 is gone");
         let gap = h.replay(1).unwrap_err();
         assert_eq!(gap.oldest, Some(3));
         assert!(h.replay(6).is_err(), "a serial from the future");
@@ -632,31 +651,44 @@ mod tests {
         let mirror = mirrored([8, 9, 10]);
         // The stream part overlaps the mirror; each serial once.
         assert_eq!(
-            frames(mirror.join(5, &fetched(10, 6..=9))),
+            frames(mirror.join(5, u64::MAX, &fetched(10, 6..=9))),
             Ok("f6f7f8f9f10".into())
         );
         // Nothing mirrored yet (a node just started): the stream alone.
         assert_eq!(
-            frames(mirrored([]).join(1, &fetched(3, 2..=3))),
+            frames(mirrored([]).join(1, u64::MAX, &fetched(3, 2..=3))),
             Ok("f2f3".into())
         );
         // Events published after the fetch are in the mirror.
-        assert_eq!(frames(mirror.join(9, &fetched(9, []))), Ok("f10".into()));
+        assert_eq!(
+            frames(mirror.join(9, u64::MAX, &fetched(9, []))),
+            Ok("f10".into())
+        );
+        // A socket already subscribed was sent everything above `until`.
+        assert_eq!(
+            frames(mirror.join(5, 8, &fetched(10, 6..=9))),
+            Ok("f6f7f8".into())
+        );
     }
 
     #[test]
     fn a_join_names_holes_resets_and_missing_history() {
         let mirror = mirrored([8, 9]);
-        let gap = mirror.join(2, &fetched(9, 5..=6)).unwrap_err();
+        let gap = mirror.join(2, u64::MAX, &fetched(9, 5..=6)).unwrap_err();
         assert_eq!(
             (gap.oldest, gap.reason.contains("no longer")),
             (Some(5), true)
         );
-        let ahead = mirror.join(12, &fetched(9, [])).unwrap_err();
+        let ahead = mirror.join(12, u64::MAX, &fetched(9, [])).unwrap_err();
         assert!(ahead.reason.contains("ahead"), "{ahead:?}");
-        let none = mirrored([]).join(0, &Fetched::default()).unwrap_err();
+        let none = mirrored([])
+            .join(0, u64::MAX, &Fetched::default())
+            .unwrap_err();
         assert_eq!(none.reason, "the channel has no history");
-        assert_eq!(mirrored([]).join(4, &fetched(4, [])), Ok(Vec::new()));
+        assert_eq!(
+            mirrored([]).join(4, u64::MAX, &fetched(4, [])),
+            Ok(Vec::new())
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`history_store`]: where histories live (this node's memory, or a shared store).
 //! - [`idempotency`]: idempotency keys of publishes, claimed and answered once.
 //! - [`idempotent_publish`]: a publish request's claim, wait and release of its key.
+//! - [`recovery`]: where signed-in users' sockets stood, so pusher-js recovers unmodified.
 //! - [`node`]: every app's state on this node.
 //! - [`persistence`]: offline subscriptions, stored messages, personal channels.
 //! - [`peer`]: peer channels between peer members of a presence channel.
@@ -32,6 +33,7 @@ pub mod node;
 pub mod peer;
 pub mod persistence;
 pub mod rate;
+pub mod recovery;
 pub mod socket_id;
 pub mod users;
 
@@ -69,6 +71,21 @@ pub struct Subscription {
     pub user_id: Option<Arc<str>>,
     /// Frames that follow the success (e.g. peer channels offered).
     pub announcements: Vec<ByteString>,
+    /// On a channel with history: where the socket stands (see [`HistoryJoin`]).
+    pub history: Option<HistoryJoin>,
+}
+
+/// Where a socket stands on a channel with history once subscribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryJoin {
+    /// The socket gets every event above this serial live.
+    pub live_after: u64,
+    /// Everything up to this serial is the client's or queued to it before
+    /// the live events: `live_after`, or where a recovery started.
+    pub position: u64,
+    /// Recovered (or told `pusher:recovery_failed`) at subscribe: a later
+    /// sign-in does not recover it again.
+    pub recovered: bool,
 }
 
 /// A successful sign-in: what to send the user, in order.
@@ -288,6 +305,9 @@ impl Hub {
             return;
         };
         if let Some(user) = user {
+            state
+                .positions
+                .closed(&user.id, &connection.socket_id, std::time::Instant::now());
             state.users.unwatch(&user.watchlist, &connection.socket_id);
             if state.users.sign_out(&user.id, &connection.socket_id) {
                 let offline = frames::watchlist_event("offline", &[&user.id]);
@@ -306,12 +326,21 @@ impl Hub {
     }
 
     /// Subscribes a connection after checking name, signature and limits.
+    ///
+    /// On a channel with history it joins under the channel's history lock
+    /// and replays from the request's `since`, else, for a signed-in user,
+    /// from the user's position ([`recovery`]). `resubscribed` is the
+    /// `position` of the socket's existing subscription to the channel
+    /// ([`HistoryJoin`]): every event above it was already sent to the
+    /// socket, so a replay stops there and a repeated subscribe never
+    /// duplicates.
     pub async fn subscribe(
         &self,
         app: &App,
         connection: &Arc<Connection>,
         request: &SubscribeRequest,
         signed_in: Option<&str>,
+        resubscribed: Option<u64>,
     ) -> Result<Subscription, SubscriptionError> {
         let grant = authorize(app, &connection.socket_id, request, signed_in)?;
         let state = self.state(&app.id).ok_or_else(|| SubscriptionError {
@@ -345,24 +374,63 @@ impl Hub {
             max_members: app.max_presence_members,
             peer: wants_peers,
         });
-        let recover = request
-            .since
-            .filter(|_| history::applies(app.history, &app.history_channels, channel));
-        let (local, recovery) = match recover {
-            Some(since) => {
-                self.join_recovering(app, state, connection, channel, since, joining)
-                    .await
-            }
-            None => state
+        let with_history = history::applies(app.history, &app.history_channels, channel);
+        // The client's `since` wins: it knows what it saw. A signed-in
+        // user's position is this node's (see `recovery`): used with the
+        // memory store only, where it and the buffer agree.
+        let positions = matches!(self.history_store, HistoryStore::Memory);
+        let resume = match (with_history, request.since, signed_in, resubscribed) {
+            (false, ..) => None,
+            (true, Some(since), ..) => Some(since),
+            (true, None, Some(user), None) if positions => state.positions.take(
+                user,
+                &connection.socket_id,
+                channel,
+                app.recovery_window(),
+                std::time::Instant::now(),
+            ),
+            (true, None, ..) => None,
+        };
+        let (local, recovery, live_after) = if with_history {
+            self.join_history(
+                app,
+                state,
+                connection,
+                channel,
+                resume,
+                resubscribed,
+                joining,
+            )
+            .await
+        } else {
+            state
                 .channels
                 .subscribe(channel, connection, joining)
-                .map(|local| (local, None)),
+                .map(|local| (local, None, None))
         }
         .map_err(|limit| SubscriptionError::member_limit(limit.0))?;
         match recovery {
             Some(Recovery::Replayed) => self.metrics.history_recoveries.inc(),
             Some(Recovery::Failed) => self.metrics.history_recovery_failed.inc(),
             None => {}
+        }
+        let history_join = live_after.map(|live_after| HistoryJoin {
+            live_after,
+            position: match (recovery, resume) {
+                (Some(Recovery::Replayed), Some(since)) => since.min(live_after),
+                _ => live_after,
+            },
+            recovered: recovery.is_some(),
+        });
+        if let (Some(user), Some(join), None) = (signed_in, history_join, resubscribed) {
+            self.keep_position(
+                app,
+                state,
+                user,
+                &connection.socket_id,
+                channel,
+                join.position,
+            );
         }
         let member_join = user_id.as_deref().map(|user_id| MemberJoin {
             user_id,
@@ -417,26 +485,36 @@ impl Hub {
             cached,
             user_id,
             announcements,
+            history: history_join,
         })
     }
 
-    /// Joins `channel` and queues what the connection missed since `since`
-    /// (or `pusher:recovery_failed`) under the channel's history lock, so no
-    /// publish falls between the replay and the live events. With a shared
-    /// store, what this node's mirror lacks is read first, outside any lock.
-    async fn join_recovering(
+    /// Joins a channel with history under its history lock and, when
+    /// `resume` is set, queues what the connection missed after that serial
+    /// (or `pusher:recovery_failed`), so no publish falls between the replay
+    /// and the live events. A replay stops at `resubscribed` (the position
+    /// of the socket's existing subscription: everything above it was sent).
+    /// With a shared store, what this node's mirror lacks is read first,
+    /// outside any lock. Returns the subscription, the recovery's outcome and
+    /// the serial above which events reach the socket live (`None` when the
+    /// channel has no history here).
+    #[allow(clippy::too_many_arguments)]
+    async fn join_history(
         &self,
         app: &App,
         state: &AppState,
         connection: &Arc<Connection>,
         channel: &str,
-        since: u64,
+        resume: Option<u64>,
+        resubscribed: Option<u64>,
         joining: Option<Joining>,
-    ) -> Result<(Subscribed, Option<Recovery>), channels::MemberLimitReached> {
-        let from = match &self.history_store {
-            HistoryStore::Memory => RecoverFrom::Buffer,
-            HistoryStore::Shared(shared) if !shared.available() => RecoverFrom::Unavailable,
-            HistoryStore::Shared(shared) => {
+    ) -> Result<(Subscribed, Option<Recovery>, Option<u64>), channels::MemberLimitReached> {
+        let from = match (resume, &self.history_store) {
+            (None, _) | (Some(_), HistoryStore::Memory) => RecoverFrom::Buffer,
+            (Some(_), HistoryStore::Shared(shared)) if !shared.available() => {
+                RecoverFrom::Unavailable
+            }
+            (Some(since), HistoryStore::Shared(shared)) => {
                 let now = std::time::Instant::now();
                 let covered = state.history.with_existing(channel, |h| {
                     h.expire(now);
@@ -458,17 +536,26 @@ impl Hub {
                 .channels
                 .subscribe(channel, connection, joining.take().flatten())?;
             h.expire(std::time::Instant::now());
-            let replay = match &from {
-                RecoverFrom::Shared(fetched) => h.join(since, fetched),
-                _ => h.replay(since),
-            };
-            let recovery = queue_recovery(replay, h.oldest(), connection, channel, since);
-            Ok((local, Some(recovery)))
+            let live_after = h.last_serial();
+            // Everything above a subscribed socket's position reached it;
+            // a new subscription has no bound (a mirror may trail the stream).
+            let until = resubscribed.unwrap_or(u64::MAX);
+            let recovery = resume.map(|since| {
+                let replay = match &from {
+                    RecoverFrom::Shared(fetched) => h.join(since, until, fetched),
+                    _ => h.replay_until(since, until),
+                };
+                queue_recovery(replay, h.oldest(), connection, channel, since)
+            });
+            Ok((local, recovery, Some(live_after)))
         };
-        let recovered = match &from {
-            RecoverFrom::Unavailable => None,
+        let joined = match (&from, resume) {
+            (RecoverFrom::Unavailable, _) => None,
+            // Without a recovery the history is created, so a signed-in
+            // socket's position exists from its first event.
+            (_, None) => Some(state.history.with_channel(channel, &mut join)),
             // A channel the store knows: its mirror may not exist yet here.
-            RecoverFrom::Shared(fetched) if fetched.latest.is_some() => {
+            (RecoverFrom::Shared(fetched), Some(_)) if fetched.latest.is_some() => {
                 Some(state.history.with_channel(channel, &mut join))
             }
             _ => state.history.with_existing(channel, &mut join),
@@ -477,17 +564,160 @@ impl Hub {
         // joining, so it precedes live events. Not creating one here keeps
         // unknown channel names from taking memory; a publish racing this
         // join is covered by the refetch the failure asks for.
-        recovered.unwrap_or_else(|| {
-            let reason = match from {
-                RecoverFrom::Unavailable => UNAVAILABLE,
-                _ => "the channel has no history",
-            };
-            connection.send(frames::recovery_failed(channel, since, None, reason));
+        joined.unwrap_or_else(|| {
+            if let Some(since) = resume {
+                let reason = match from {
+                    RecoverFrom::Unavailable => UNAVAILABLE,
+                    _ => "the channel has no history",
+                };
+                connection.send(frames::recovery_failed(channel, since, None, reason));
+            }
             state
                 .channels
                 .subscribe(channel, connection, joining.take().flatten())
-                .map(|local| (local, Some(Recovery::Failed)))
+                .map(|local| (local, resume.map(|_| Recovery::Failed), None))
         })
+    }
+
+    /// Sets where a signed-in socket stands on a channel; counted when the
+    /// app's limits refuse it.
+    fn keep_position(
+        &self,
+        app: &App,
+        state: &AppState,
+        user: &str,
+        socket_id: &Arc<str>,
+        channel: &str,
+        serial: u64,
+    ) {
+        if state
+            .positions
+            .set(user, socket_id, channel, serial, app.recovery_users)
+            .is_err()
+        {
+            self.metrics.recovery_refused.inc();
+        }
+    }
+
+    /// A socket signed in: keeps where it stands on each of its history
+    /// channels (`joins`, from [`HistoryJoin`]). A channel it subscribed to
+    /// before signing in (pusher-js re-subscribes public channels at once,
+    /// signs in after its auth request) and did not recover with `since`
+    /// first gets what the user's position says it missed, up to its
+    /// `live_after`. Those frames follow any live event the socket got
+    /// before the sign-in (README: the ordering caveat). Each join is
+    /// updated to what the socket was sent.
+    pub fn recover_signed_in(
+        &self,
+        app: &App,
+        connection: &Connection,
+        user: &str,
+        joins: &mut [(String, HistoryJoin)],
+    ) {
+        let Some(state) = self.state(&app.id) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        for (channel, join) in joins.iter_mut() {
+            let live_after = join.live_after;
+            // Positions are this node's: recovered from with the memory
+            // store only (see `subscribe`).
+            let positions = matches!(self.history_store, HistoryStore::Memory);
+            let taken = if join.recovered || !positions {
+                None
+            } else {
+                state.positions.take(
+                    user,
+                    &connection.socket_id,
+                    channel,
+                    app.recovery_window(),
+                    now,
+                )
+            };
+            let position = match taken {
+                Some(since) if since < live_after => {
+                    let recovery = state.history.with_existing(channel, |h| {
+                        h.expire(now);
+                        let replay = h.replay_until(since, live_after);
+                        queue_recovery(replay, h.oldest(), connection, channel, since)
+                    });
+                    match recovery {
+                        Some(Recovery::Replayed) => {
+                            self.metrics.history_recoveries.inc();
+                            since
+                        }
+                        Some(Recovery::Failed) => {
+                            self.metrics.history_recovery_failed.inc();
+                            live_after
+                        }
+                        None => {
+                            connection.send(frames::recovery_failed(
+                                channel,
+                                since,
+                                None,
+                                "the channel has no history",
+                            ));
+                            self.metrics.history_recovery_failed.inc();
+                            live_after
+                        }
+                    }
+                }
+                _ => join.position,
+            };
+            join.position = position;
+            join.recovered = true;
+            self.keep_position(app, state, user, &connection.socket_id, channel, position);
+        }
+    }
+
+    /// The latest serial of each of `channels` that has a history: every
+    /// event up to it was queued to a socket subscribed to it (publishes
+    /// queue under the same lock), so a probe queued after this snapshot
+    /// confirms them when answered.
+    pub fn history_snapshot<'a>(
+        &self,
+        app_id: &str,
+        channels: impl Iterator<Item = &'a str>,
+    ) -> Vec<(String, u64)> {
+        let Some(state) = self.state(app_id) else {
+            return Vec::new();
+        };
+        channels
+            .filter_map(|channel| {
+                let last = state.history.with_existing(channel, |h| h.last_serial())?;
+                Some((channel.to_owned(), last))
+            })
+            .collect()
+    }
+
+    /// A signed-in socket's client confirmed `snapshot` (its probe's pong).
+    pub fn confirm_positions(
+        &self,
+        app: &App,
+        user: &str,
+        socket_id: &Arc<str>,
+        snapshot: &[(String, u64)],
+    ) {
+        let Some(state) = self.state(&app.id) else {
+            return;
+        };
+        self.metrics.recovery_confirmations.inc();
+        for (channel, serial) in snapshot {
+            if state
+                .positions
+                .confirm(user, socket_id, channel, *serial, app.recovery_users)
+                .is_err()
+            {
+                self.metrics.recovery_refused.inc();
+            }
+        }
+    }
+
+    /// A signed-in socket unsubscribed: it is not recovered from on `channel`.
+    pub fn forget_position(&self, app_id: &str, user: &str, socket_id: &str, channel: &str) {
+        if let Some(state) = self.state(app_id) {
+            state.positions.forget(user, socket_id, channel);
+        }
     }
 
     /// Unsubscribes a connection; announces member_removed for a user's last socket.
@@ -829,12 +1059,16 @@ impl Hub {
         for app in self.apps.all() {
             if let Some(state) = self.state(&app.id) {
                 state.history.sweep(Duration::from_secs(app.history_ttl));
+                state
+                    .positions
+                    .sweep(app.recovery_window(), std::time::Instant::now());
             }
         }
         self.refresh_history_gauges();
     }
 
-    /// Sets `rusher_history_channels` and `rusher_history_events`.
+    /// Sets `rusher_history_channels`, `rusher_history_events`,
+    /// `rusher_recovery_users` and `rusher_recovery_positions`.
     pub fn refresh_history_gauges(&self) {
         let (mut channels, mut events) = (0, 0);
         for state in self.node.apps() {
@@ -844,6 +1078,14 @@ impl Hub {
         }
         self.metrics.history_channels.set(channels as i64);
         self.metrics.history_events.set(events as i64);
+        let (mut users, mut positions) = (0, 0);
+        for state in self.node.apps() {
+            let counts = state.positions.counts();
+            users += counts.users;
+            positions += counts.positions;
+        }
+        self.metrics.recovery_users.set(users as i64);
+        self.metrics.recovery_positions.set(positions as i64);
     }
 
     /// A page of a channel's history (`GET .../channels/{channel}/history`);

@@ -4,6 +4,7 @@ use super::cache::EventCache;
 use super::channels::{AppChannels, FanOut};
 use super::history::AppHistory;
 use super::idempotency::IdempotencyTable;
+use super::recovery::UserPositions;
 use super::users::Users;
 use crate::apps::AppRegistry;
 use bytestring::ByteString;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub history: AppHistory,
     /// Idempotency keys claimed through this node (see [`super::idempotency`]).
     pub idempotency: IdempotencyTable,
+    /// Where signed-in users' sockets stand on history channels.
+    pub positions: UserPositions,
 }
 
 /// This node's state, per app.
@@ -48,6 +51,7 @@ impl Node {
                             Duration::from_secs(app.history_ttl),
                         ),
                         idempotency: IdempotencyTable::new(app.idempotency_max_keys),
+                        positions: UserPositions::default(),
                     };
                     (app.id.clone(), Arc::new(state))
                 })

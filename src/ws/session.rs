@@ -8,7 +8,8 @@ use crate::apps::App;
 use crate::hub::authorize::SubscriptionError;
 use crate::hub::connection::{Connection, ConnectionReceiver};
 use crate::hub::held::{self, Awaiting, Held, HeldSubscriptions};
-use crate::hub::Hub;
+use crate::hub::recovery::{self, PROBE_DELAY};
+use crate::hub::{HistoryJoin, Hub};
 use crate::protocol::channel::channel_type;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::frames::{self, ClientMessage, SubscribeRequest};
@@ -33,6 +34,20 @@ struct RateWindow {
     count: u32,
 }
 
+/// A signed-in socket confirming what its client read (`hub::recovery`):
+/// at most one probe queued or sent at a time.
+#[derive(Debug, Default)]
+struct Probe {
+    /// A frame with a serial was written since the last snapshot.
+    dirty: bool,
+    /// A timer will take the next snapshot.
+    scheduled: bool,
+    /// The probe queued or sent: its id (the ping payload) and the latest
+    /// serials its pong confirms.
+    outstanding: Option<(u64, Vec<(String, u64)>)>,
+    next_id: u64,
+}
+
 /// The state of one connection.
 pub struct Session {
     hub: Arc<Hub>,
@@ -41,6 +56,9 @@ pub struct Session {
     receiver: Option<ConnectionReceiver>,
     /// Subscribed channels, with the presence user id where there is one.
     channels: HashMap<String, Option<Arc<str>>>,
+    /// Subscribed channels with history: where the socket stands on each.
+    history: HashMap<String, HistoryJoin>,
+    probe: Probe,
     /// Subscriptions waiting for the sign-in or presence membership that
     /// would authorise them, each with the timer that ends its wait.
     held: HeldSubscriptions<SpawnHandle>,
@@ -73,6 +91,8 @@ impl Session {
             connection,
             receiver: Some(receiver),
             channels: HashMap::new(),
+            history: HashMap::new(),
+            probe: Probe::default(),
             held: HeldSubscriptions::default(),
             user: None,
             settings,
@@ -160,6 +180,14 @@ impl Session {
                 if !channel.starts_with("#server-to-user-")
                     && self.channels.remove(&channel).is_some()
                 {
+                    if let (Some(_), Some(user)) = (self.history.remove(&channel), &self.user) {
+                        self.hub.forget_position(
+                            &self.app.id,
+                            &user.id,
+                            &self.connection.socket_id,
+                            &channel,
+                        );
+                    }
                     let (hub, connection) = (self.hub.clone(), self.connection.clone());
                     let leaving = async move { hub.unsubscribe(&connection, &channel).await };
                     ctx.wait(leaving.into_actor(self));
@@ -219,9 +247,20 @@ impl Session {
         }
         let (hub, app, connection) = (self.hub.clone(), self.app.clone(), self.connection.clone());
         let signed_in = self.user.as_ref().map(|user| user.id.clone());
+        let resubscribed = self
+            .channels
+            .contains_key(channel)
+            .then(|| self.history.get(channel).map(|join| join.position))
+            .flatten();
         let subscribing = async move {
             let result = hub
-                .subscribe(&app, &connection, &request, signed_in.as_deref())
+                .subscribe(
+                    &app,
+                    &connection,
+                    &request,
+                    signed_in.as_deref(),
+                    resubscribed,
+                )
                 .await;
             (request, result)
         };
@@ -236,6 +275,12 @@ impl Session {
                     }
                     for frame in subscription.announcements {
                         ctx.text(frame);
+                    }
+                    if let Some(join) = subscription.history {
+                        session
+                            .history
+                            .entry(request.channel.clone())
+                            .or_insert(join);
                     }
                     let is_member = subscription.user_id.is_some();
                     session
@@ -330,6 +375,20 @@ impl Session {
                     ctx.text(online);
                 }
                 self.channels.insert(signed_in.user_channel, None);
+                if !self.history.is_empty() {
+                    let mut joins: Vec<(String, HistoryJoin)> = self
+                        .history
+                        .iter()
+                        .map(|(channel, join)| (channel.clone(), *join))
+                        .collect();
+                    self.hub.recover_signed_in(
+                        &self.app,
+                        &self.connection,
+                        &signed_in.user.id,
+                        &mut joins,
+                    );
+                    self.history.extend(joins);
+                }
                 self.user = Some(signed_in.user);
                 self.release_held(ctx, &Awaiting::SignIn);
             }
@@ -401,6 +460,63 @@ impl Session {
     }
 }
 
+impl Session {
+    /// A frame with a serial reached a signed-in client's socket: confirm
+    /// it soon (one probe at a time, [`PROBE_DELAY`] after the first frame).
+    fn probe_soon(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.probe.dirty = true;
+        if self.probe.scheduled || self.probe.outstanding.is_some() {
+            return;
+        }
+        self.probe.scheduled = true;
+        ctx.run_later(PROBE_DELAY, |session, ctx| session.queue_probe(ctx));
+    }
+
+    /// Snapshots the latest serials of the socket's history channels, then
+    /// queues the probe marker behind every frame up to them.
+    fn queue_probe(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.probe.scheduled = false;
+        if self.user.is_none() || self.probe.outstanding.is_some() {
+            return;
+        }
+        let snapshot = self
+            .hub
+            .history_snapshot(&self.app.id, self.history.keys().map(String::as_str));
+        self.probe.dirty = false;
+        if self.connection.send_probe() {
+            self.probe.next_id += 1;
+            self.probe.outstanding = Some((self.probe.next_id, snapshot));
+        } else {
+            // The queue is busy: try again later rather than add to it.
+            self.probe_soon(ctx);
+        }
+    }
+
+    /// The marker reached the front of the queue: everything of the
+    /// snapshot was written before it, ask the client to echo it.
+    fn send_probe(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Some((id, _)) = &self.probe.outstanding {
+            ctx.ping(&id.to_be_bytes());
+        }
+    }
+
+    /// A pong: when it answers the outstanding probe, its snapshot is confirmed.
+    fn probe_answered(&mut self, ctx: &mut ws::WebsocketContext<Self>, payload: &[u8]) {
+        let answers =
+            matches!(&self.probe.outstanding, Some((id, _)) if payload == id.to_be_bytes());
+        if !answers {
+            return;
+        }
+        if let (Some((_, snapshot)), Some(user)) = (self.probe.outstanding.take(), &self.user) {
+            self.hub
+                .confirm_positions(&self.app, &user.id, &self.connection.socket_id, &snapshot);
+        }
+        if self.probe.dirty {
+            self.probe_soon(ctx);
+        }
+    }
+}
+
 impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 
@@ -452,7 +568,16 @@ impl Handler<CloseRequest> for Session {
 /// Frames published to this connection, already encoded.
 impl StreamHandler<ByteString> for Session {
     fn handle(&mut self, frame: ByteString, ctx: &mut Self::Context) {
+        if frame.is_empty() {
+            return self.send_probe(ctx);
+        }
+        // Anonymous sockets pay nothing; signed-in ones a suffix check.
+        let confirm =
+            self.user.is_some() && !self.history.is_empty() && recovery::carries_serial(&frame);
         ctx.text(frame);
+        if confirm {
+            self.probe_soon(ctx);
+        }
     }
 
     // The queue ends only when the hub forgot the connection: nothing to do.
@@ -483,7 +608,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
         match message {
             ws::Message::Text(text) => self.handle_text(ctx, &text),
             ws::Message::Ping(bytes) => ctx.pong(&bytes),
-            ws::Message::Pong(_) => {}
+            ws::Message::Pong(payload) => self.probe_answered(ctx, &payload),
             ws::Message::Binary(_) => {
                 self.error(ctx, None, "Binary frames are not supported; send JSON text")
             }
