@@ -360,6 +360,10 @@ pub struct AppConfig {
     /// Seconds an event stays in a channel's history.
     #[serde(default = "d_history_ttl")]
     pub history_ttl: u64,
+    /// Acknowledged delivery (`[apps.delivery]`, extension): message ids,
+    /// `pusher:ack`, resends; off by default.
+    #[serde(default)]
+    pub delivery: crate::delivery::settings::DeliveryConfig,
 }
 
 /// One webhook endpoint of an app.
@@ -457,6 +461,7 @@ impl AppConfig {
             history_channels: Vec::new(),
             history_size: d_history_size(),
             history_ttl: d_history_ttl(),
+            delivery: Default::default(),
         }
     }
 }
@@ -810,6 +815,9 @@ impl Config {
                 }
             }
             self.validate_history(i, app)?;
+            app.delivery
+                .validate(self.adapter == AdapterKind::Redis)
+                .map_err(|(key, reason)| invalid(at(&format!("delivery.{key}")), reason))?;
             if app.max_channel_name_length > crate::protocol::channel::MAX_CHANNEL_NAME_LENGTH {
                 return Err(invalid(
                     at("max_channel_name_length"),
@@ -1195,6 +1203,20 @@ mod tests {
         );
         let local = text.replace("adapter = 'redis'\n", "");
         assert!(Config::from_toml(&local).unwrap().validate().is_ok());
+    }
+
+    #[test]
+    fn delivery_errors_name_the_key_under_the_app() {
+        let app = "[[apps]]\nid='a'\nkey='b'\nsecret='c'\n[apps.delivery]\nenabled=true\n";
+        let config = Config::from_toml(&format!("{app}store='redis'\n")).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("apps[0].delivery.store"), "{err}");
+        assert!(err.contains("adapter = \"redis\""), "{err}");
+        let config = Config::from_toml(&format!("{app}retry_backoff=0.0\n")).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("apps[0].delivery.retry_backoff"), "{err}");
+        let config = Config::from_toml(&format!("{app}acks=1\n"));
+        assert!(config.is_err(), "unknown keys are refused");
     }
 
     #[test]
