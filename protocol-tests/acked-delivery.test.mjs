@@ -34,12 +34,13 @@ client_events = true
 
 [apps.delivery]
 enabled = true
-channels = ["acked-", "private-acked-"]
+channels = ["acked-", "private-acked-", "cache-acked-"]
 ack_timeout_ms = ${TIMEOUT_MS}
 retry_backoff = 2.0
 max_retries = 3
 message_ttl = 60
 max_pending = 3
+ack_rate = 20
 
 [[apps]]
 id = "plain-app"
@@ -162,6 +163,16 @@ test('bad acks get pusher:error 4302 and the connection stays open', T, async (t
   await conn.next('pusher:pong');
 });
 
+test('ack frames over ack_rate per second get 4301 and are dropped; the socket stays', T, async (t) => {
+  const { conn } = await subscribed(t, 'acked');
+  for (let i = 0; i < 21; i += 1) conn.send({ event: 'pusher:ack', data: { message_id: `x-${i}` } });
+  const codes = [];
+  for (let i = 0; i < 21; i += 1) codes.push((await conn.next('pusher:error')).dataParsed.code);
+  assert.deepEqual(codes.slice(0, 20), Array(20).fill(4302));
+  assert.equal(codes[20], 4301);
+  assert.equal(conn.isClosed, false);
+});
+
 test('channels without acknowledged delivery carry no message_id and acks there are refused', T, async (t) => {
   const { conn, channel } = await subscribed(t, 'news');
   await sdkOn(server, ACK).trigger(channel, 'e', {});
@@ -174,6 +185,20 @@ test('channels without acknowledged delivery carry no message_id and acks there 
   const error = await plain.conn.next('pusher:error');
   assert.equal(error.dataParsed.code, 4302);
   assert.match(error.dataParsed.message, /not enabled/);
+});
+
+test('a cache channel\'s last event, sent on subscribe, is pending like a live one', T, async (t) => {
+  const channel = uniq('cache-acked');
+  await sdkOn(server, ACK).trigger(channel, 'e', { n: 1 });
+  const conn = await rawOn(t, server, ACK);
+  await rawSubscribe(conn, channel);
+  const cached = await conn.next(isEvent(channel));
+  assert.match(cached.message_id, /-/);
+  // Unacknowledged, it comes again; acknowledged, it is known and stops.
+  const again = await conn.next(isEvent(channel), 2000);
+  assert.equal(again.message_id, cached.message_id);
+  conn.send({ event: 'pusher:ack', data: { message_id: cached.message_id } });
+  await conn.none((f) => isEvent(channel)(f) || f.event === 'pusher:error', TIMEOUT_MS * 3);
 });
 
 test('beyond max_pending the oldest unacknowledged message is dropped as expired', T, async (t) => {

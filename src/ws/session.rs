@@ -276,6 +276,8 @@ impl Session {
                 Ok(subscription) => {
                     ctx.text(subscription.succeeded);
                     if let Some(cached) = subscription.cached {
+                        // A cache channel's last event may carry a message id.
+                        session.record_delivery(ctx, &cached);
                         ctx.text(cached);
                     }
                     for frame in subscription.announcements {
