@@ -143,6 +143,7 @@ test('bad acks get pusher:error 4302 and the connection stays open', T, async (t
     { event: 'pusher:ack', data: { message_ids: [] } },
     { event: 'pusher:ack', data: { message_id: 7 } },
     { event: 'pusher:ack' },
+    { event: 'pusher:ack', data: { message_ids: ['a'.repeat(65)] } },
   ];
   for (const frame of bad) {
     conn.send(frame);

@@ -6,6 +6,7 @@
 use super::WsSettings;
 use crate::apps::App;
 use crate::delivery::pending::{Due, Expiry, Pending, Policy, Recorded};
+use crate::delivery::MAX_MESSAGE_ID_LEN;
 use crate::hub::authorize::SubscriptionError;
 use crate::hub::connection::{Connection, ConnectionReceiver};
 use crate::hub::held::{self, Awaiting, Held, HeldSubscriptions};
@@ -544,6 +545,12 @@ impl Session {
             let message = format!("pusher:ack refused: more than {most} message_ids in one ack");
             return self.error(ctx, Some(refused), &message);
         }
+        if message_ids.iter().any(|id| id.len() > MAX_MESSAGE_ID_LEN) {
+            let message = format!(
+                "pusher:ack refused: a message_id is longer than {MAX_MESSAGE_ID_LEN} characters"
+            );
+            return self.error(ctx, Some(refused), &message);
+        }
         let Some(delivery) = self.delivery.as_mut() else {
             return;
         };
@@ -558,11 +565,7 @@ impl Session {
         metrics.delivery_pending.sub(acked as i64);
         if !unknown.is_empty() {
             tracing::debug!(parent: &self.span, unknown = unknown.len(), "ack for messages not pending");
-            let shown: Vec<&str> = unknown
-                .iter()
-                .take(5)
-                .map(|id| if id.len() > 64 { "(too long)" } else { id })
-                .collect();
+            let shown: Vec<&str> = unknown.iter().take(5).copied().collect();
             let more = unknown.len().saturating_sub(shown.len());
             let message = format!(
                 "pusher:ack refused for message_id {}{}: not pending on this connection \
