@@ -381,6 +381,10 @@ pub struct AppConfig {
     /// node); beyond it new users are not recovered by sign-in.
     #[serde(default = "d_recovery_users")]
     pub recovery_users: usize,
+    /// Acknowledged delivery (`[apps.delivery]`, extension): message ids,
+    /// `pusher:ack`, resends; off by default.
+    #[serde(default)]
+    pub delivery: crate::delivery::settings::DeliveryConfig,
 }
 
 /// One webhook endpoint of an app.
@@ -491,6 +495,7 @@ impl AppConfig {
             idempotency_max_keys: d_idempotency_max_keys(),
             recovery_window: None,
             recovery_users: d_recovery_users(),
+            delivery: Default::default(),
         }
     }
 
@@ -853,6 +858,9 @@ impl Config {
                 }
             }
             self.validate_history(i, app)?;
+            app.delivery
+                .validate(self.adapter == AdapterKind::Redis)
+                .map_err(|(key, reason)| invalid(at(&format!("delivery.{key}")), reason))?;
             if app.max_channel_name_length > crate::protocol::channel::MAX_CHANNEL_NAME_LENGTH {
                 return Err(invalid(
                     at("max_channel_name_length"),
@@ -1226,6 +1234,20 @@ mod tests {
         assert!(config.validate().is_ok());
         assert_eq!(config.redis.history_retry_queue, 5);
         assert_eq!(RedisConfig::default().history_retry_queue, 10_000);
+    }
+
+    #[test]
+    fn delivery_errors_name_the_key_under_the_app() {
+        let app = "[[apps]]\nid='a'\nkey='b'\nsecret='c'\n[apps.delivery]\nenabled=true\n";
+        let config = Config::from_toml(&format!("{app}store='redis'\n")).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("apps[0].delivery.store"), "{err}");
+        assert!(err.contains("adapter = \"redis\""), "{err}");
+        let config = Config::from_toml(&format!("{app}retry_backoff=0.0\n")).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("apps[0].delivery.retry_backoff"), "{err}");
+        let config = Config::from_toml(&format!("{app}acks=1\n"));
+        assert!(config.is_err(), "unknown keys are refused");
     }
 
     #[test]

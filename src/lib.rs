@@ -5,6 +5,7 @@
 //! - [`apps`]: the apps served, found by id or key.
 //! - [`protocol`]: the Pusher wire protocol as pure code (frames, channels, signatures, error codes).
 //! - [`hub`]: this node's state (channels → subscribers) and the facade ws/ and http/ call.
+//! - [`delivery`]: acknowledged delivery (message ids, `pusher:ack`, resends).
 //! - [`adapter`]: how published frames reach subscribers (in process; Redis later).
 //! - [`ws`]: the WebSocket transport, one actor per connection.
 //! - [`http`]: the HTTP API the server SDKs call, health and metrics.
@@ -20,6 +21,7 @@
 pub mod adapter;
 pub mod apps;
 pub mod config;
+pub mod delivery;
 pub mod handover;
 pub mod http;
 pub mod hub;

@@ -87,6 +87,17 @@ pub struct Metrics {
     pub recovery_refused: IntCounter,
     /// Probes answered by a client, confirming what it received.
     pub recovery_confirmations: IntCounter,
+    /// Acknowledged-delivery messages the client acknowledged.
+    pub delivery_acked: IntCounter,
+    /// Acknowledged-delivery messages resent (after a timeout, or to a
+    /// signed-in user's new connection).
+    pub delivery_retried: IntCounter,
+    /// Acknowledged-delivery messages dropped unacknowledged, by reason
+    /// (`retries`, `ttl`, `overflow`, `closed`).
+    pub delivery_expired: IntCounterVec,
+    /// Acknowledged-delivery messages waiting for an ack on this node
+    /// (in connections and parked for signed-in users).
+    pub delivery_pending: IntGauge,
 }
 
 impl Metrics {
@@ -240,6 +251,23 @@ impl Metrics {
                 "rusher_idempotency_fail_open_total",
                 "Idempotency claims Redis could not answer, decided by this node's table",
             ),
+            delivery_acked: counter(
+                "rusher_delivery_acked_total",
+                "Acknowledged-delivery messages the client acknowledged",
+            ),
+            delivery_retried: counter(
+                "rusher_delivery_retried_total",
+                "Acknowledged-delivery messages resent",
+            ),
+            delivery_expired: counter_vec(
+                "rusher_delivery_expired_total",
+                "Acknowledged-delivery messages dropped unacknowledged, by reason",
+                &["reason"],
+            ),
+            delivery_pending: gauge(
+                "rusher_delivery_pending",
+                "Acknowledged-delivery messages waiting for an ack on this node",
+            ),
             // Last: every metric above is registered and recorded by now.
             registry,
             catalog: catalog.into_inner().into(),
@@ -341,6 +369,10 @@ mod tests {
         metrics
             .idempotent_publishes
             .with_label_values(&["first"])
+            .inc();
+        metrics
+            .delivery_expired
+            .with_label_values(&["retries"])
             .inc();
         let exposed: Vec<String> = metrics
             .registry

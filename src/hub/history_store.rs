@@ -36,6 +36,8 @@ pub struct Publication<'a> {
     pub user_id: Option<&'a str>,
     /// Socket that does not get it (API `socket_id`, client event sender).
     pub except: Option<&'a str>,
+    /// Acknowledged delivery's id for this publish (`[apps.delivery]`).
+    pub message_id: Option<&'a str>,
 }
 
 /// A history every node shares.

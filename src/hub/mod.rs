@@ -39,6 +39,7 @@ pub mod users;
 
 use crate::adapter::{Adapter, ChannelStats, Joined, MemberJoin};
 use crate::apps::{App, AppRegistry};
+use crate::delivery;
 use crate::metrics::Metrics;
 use crate::protocol::auth::verify_user_auth;
 use crate::protocol::channel::channel_type;
@@ -114,6 +115,7 @@ fn local_peer(state: &AppState, channel: &str, socket_id: &str) -> bool {
 /// it and queues it to this node's subscribers, so a recovering subscribe
 /// (which holds the same lock) sees it exactly once. The memory store: one
 /// node (a shared store delivers from the bus, see [`history_store`]).
+#[allow(clippy::too_many_arguments)]
 fn publish_with_history(
     app: &App,
     state: &AppState,
@@ -122,13 +124,17 @@ fn publish_with_history(
     data: &RawValue,
     user_id: Option<&str>,
     except: Option<&str>,
+    message_id: Option<&str>,
 ) -> (ByteString, FanOut) {
     let ttl = Duration::from_secs(app.history_ttl);
     let now = std::time::Instant::now();
     state.history.with_channel(channel, |h| {
         let mut frame = ByteString::default();
         h.push(now, app.history_size, ttl, event, data, except, |serial| {
-            frame = frames::history_event_frame(event, channel, data, user_id, serial);
+            frame = match message_id {
+                Some(id) => frames::delivery_frame(id, event, channel, data, user_id, Some(serial)),
+                None => frames::history_event_frame(event, channel, data, user_id, serial),
+            };
             frame.clone()
         });
         let report = state.channels.deliver(channel, &frame, except);
@@ -206,6 +212,8 @@ pub struct Hub {
     outgoing_queue: usize,
     accepting: AtomicBool,
     history_store: HistoryStore,
+    message_ids: delivery::MessageIds,
+    parked: delivery::parked::Parked,
 }
 
 impl Hub {
@@ -231,6 +239,8 @@ impl Hub {
             outgoing_queue,
             accepting: AtomicBool::new(true),
             history_store: HistoryStore::Memory,
+            message_ids: delivery::MessageIds::default(),
+            parked: delivery::parked::Parked::default(),
         }
     }
 
@@ -936,14 +946,22 @@ impl Hub {
         except: Option<&str>,
     ) -> FanOut {
         let app = self.apps.by_id(app_id);
+        // Acknowledged delivery: one id per publish, in the one encoding
+        // every subscriber shares.
+        let message_id = app
+            .as_deref()
+            .filter(|app| app.delivery.applies(channel))
+            .map(|_| self.message_ids.next_id());
+        let message_id = message_id.as_deref();
         let with_history = app
             .as_deref()
             .filter(|app| history::applies(app.history, &app.history_channels, channel))
             .zip(self.state(app_id));
         let report = match (with_history, &self.history_store) {
             (Some((app, state)), HistoryStore::Memory) => {
-                let (frame, report) =
-                    publish_with_history(app, state, channel, event, data, user_id, except);
+                let (frame, report) = publish_with_history(
+                    app, state, channel, event, data, user_id, except, message_id,
+                );
                 self.remember_on_cache_channel(app, channel, &frame).await;
                 report
             }
@@ -955,16 +973,23 @@ impl Hub {
                     data,
                     user_id,
                     except,
+                    message_id,
                 };
                 shared.publish(app, publication);
                 if channel_type(channel).cache {
-                    let frame = frames::client_event_frame(event, channel, data, user_id);
+                    let frame = match message_id {
+                        Some(id) => frames::delivery_frame(id, event, channel, data, user_id, None),
+                        None => frames::client_event_frame(event, channel, data, user_id),
+                    };
                     self.remember_on_cache_channel(app, channel, &frame).await;
                 }
                 FanOut::default()
             }
             (None, _) => {
-                let frame = frames::client_event_frame(event, channel, data, user_id);
+                let frame = match message_id {
+                    Some(id) => frames::delivery_frame(id, event, channel, data, user_id, None),
+                    None => frames::client_event_frame(event, channel, data, user_id),
+                };
                 if let Some(app) = &app {
                     self.remember_on_cache_channel(app, channel, &frame).await;
                 }
@@ -1065,6 +1090,50 @@ impl Hub {
             }
         }
         self.refresh_history_gauges();
+        let expired = self.parked.sweep(std::time::Instant::now());
+        self.delivery_expired(delivery::pending::Expiry::Ttl, expired);
+    }
+
+    /// Counts `n` acknowledged-delivery messages dropped unacknowledged.
+    pub fn delivery_expired(&self, why: delivery::pending::Expiry, n: usize) {
+        if n > 0 {
+            self.metrics
+                .delivery_expired
+                .with_label_values(&[why.label()])
+                .inc_by(n as u64);
+            self.metrics.delivery_pending.sub(n as i64);
+        }
+    }
+
+    /// Keeps a closed connection's unacknowledged messages for the
+    /// signed-in user's next connection (see [`delivery::parked`]).
+    pub fn park_deliveries(
+        &self,
+        app: &App,
+        user_id: &str,
+        entries: Vec<delivery::pending::Entry>,
+    ) {
+        let count = entries.len();
+        let dropped = self
+            .parked
+            .park(&app.id, user_id, entries, app.delivery.max_pending);
+        tracing::debug!(app_id = %app.id, %user_id, count, dropped, "pending deliveries parked for the user");
+        self.delivery_expired(delivery::pending::Expiry::Overflow, dropped);
+    }
+
+    /// The signed-in user's parked messages of `channel`, for the
+    /// connection that just subscribed to it (again, authorised again).
+    pub fn claim_deliveries(
+        &self,
+        app: &App,
+        user_id: &str,
+        channel: &str,
+    ) -> Vec<delivery::pending::Entry> {
+        let (claimed, expired) =
+            self.parked
+                .claim(&app.id, user_id, channel, std::time::Instant::now());
+        self.delivery_expired(delivery::pending::Expiry::Ttl, expired);
+        claimed
     }
 
     /// Sets `rusher_history_channels`, `rusher_history_events`,

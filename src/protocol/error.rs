@@ -30,6 +30,10 @@ pub enum ErrorCode {
     ClosedAfterInactivity = 4202,
     /// The client sent client events faster than allowed.
     ClientEventRateLimit = 4301,
+    /// A `pusher:ack` (extension) was malformed, named a message that is not
+    /// pending on the connection, or came on an app without acknowledged
+    /// delivery. In the 4300 range ("other"): the connection stays open.
+    AckRefused = 4302,
 }
 
 impl ErrorCode {
@@ -54,6 +58,7 @@ impl ErrorCode {
             ErrorCode::PongNotReceived => "Pong reply not received",
             ErrorCode::ClosedAfterInactivity => "Closed after inactivity",
             ErrorCode::ClientEventRateLimit => "Client event rejected: rate limit exceeded",
+            ErrorCode::AckRefused => "Acknowledgement refused",
         }
     }
 }

@@ -44,6 +44,12 @@ pub enum ClientMessage {
         /// The event name as sent.
         event: String,
     },
+    /// `pusher:ack` (extension, acknowledged delivery): the message ids the
+    /// client received, from `{"message_id": "..."}` or `{"message_ids": [...]}`.
+    Ack {
+        /// At least one id.
+        message_ids: Vec<String>,
+    },
 }
 
 /// The data of a `pusher:subscribe` frame.
@@ -68,6 +74,15 @@ pub struct SubscribeRequest {
 struct SigninData {
     auth: String,
     user_data: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckData {
+    #[serde(default)]
+    message_id: Option<String>,
+    #[serde(default)]
+    message_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +168,18 @@ pub fn parse_client_frame(text: &str) -> Result<ClientMessage, FrameError> {
                 user_data: data.user_data,
             })
         }
+        "pusher:ack" => {
+            let data: AckData = decode_data("pusher:ack", frame.data)?;
+            let mut message_ids = data.message_ids.unwrap_or_default();
+            message_ids.extend(data.message_id);
+            if message_ids.is_empty() {
+                return Err(FrameError::InvalidData {
+                    event: "pusher:ack",
+                    reason: "needs \"message_id\" or a non-empty \"message_ids\"".into(),
+                });
+            }
+            Ok(ClientMessage::Ack { message_ids })
+        }
         _ if event.starts_with("client-") => {
             let channel = match frame.channel {
                 Some(Value::String(channel)) => channel,
@@ -237,17 +264,69 @@ pub fn history_event_frame(
     ByteString::from(serde_json::to_string(&frame).unwrap_or_default())
 }
 
+/// An event on a channel with acknowledged delivery (extension): the
+/// fields of [`history_event_frame`] led by `"message_id"` and `"channel"`,
+/// in that order, so a connection finds both with [`delivery_head`] without
+/// parsing the frame. Encoded once per publish and shared by every
+/// subscriber; pusher-js ignores the extra field.
+pub fn delivery_frame(
+    message_id: &str,
+    event: &str,
+    channel: &str,
+    data: &RawValue,
+    user_id: Option<&str>,
+    serial: Option<u64>,
+) -> ByteString {
+    #[derive(Serialize)]
+    struct DeliveryFrame<'a> {
+        message_id: &'a str,
+        channel: &'a str,
+        event: &'a str,
+        data: &'a RawValue,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        serial: Option<u64>,
+    }
+    let frame = DeliveryFrame {
+        message_id,
+        channel,
+        event,
+        data,
+        user_id,
+        serial,
+    };
+    ByteString::from(serde_json::to_string(&frame).unwrap_or_default())
+}
+
+/// The `(message_id, channel)` a [`delivery_frame`] starts with; `None` for
+/// every other frame. A prefix scan, no JSON parsing: message ids and
+/// channel names contain no character JSON escapes (a name that would is
+/// refused by the protocol's channel-name check before any publish).
+pub fn delivery_head(frame: &str) -> Option<(&str, &str)> {
+    let rest = frame.strip_prefix("{\"message_id\":\"")?;
+    let (id, rest) = rest.split_once('"')?;
+    let rest = rest.strip_prefix(",\"channel\":\"")?;
+    let (channel, _) = rest.split_once('"')?;
+    (!channel.contains('\\')).then_some((id, channel))
+}
+
 /// An event on a channel with history whose serial is not known yet (a
 /// shared history gives it): the frame of [`history_event_frame`] up to its
 /// serial, encoded once, and what follows the serial. `head + serial + tail`
 /// is that frame; [`without_serial`] gives the frame with no serial.
 pub fn history_event_parts(
+    message_id: Option<&str>,
     event: &str,
     channel: &str,
     data: &RawValue,
     user_id: Option<&str>,
 ) -> (String, &'static str) {
-    let mut head = history_event_frame(event, channel, data, user_id, 0).to_string();
+    let mut head = match message_id {
+        Some(id) => delivery_frame(id, event, channel, data, user_id, Some(0)),
+        None => history_event_frame(event, channel, data, user_id, 0),
+    }
+    .to_string();
     // `serial` is the last field: the frame ends with `0}`.
     head.truncate(head.len().saturating_sub(2));
     (head, "}")
@@ -443,7 +522,7 @@ mod tests {
     #[test]
     fn history_parts_join_around_the_serial() {
         let data = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
-        let (head, tail) = history_event_parts("e", "c", &data, Some("u"));
+        let (head, tail) = history_event_parts(None, "e", "c", &data, Some("u"));
         assert_eq!(
             format!("{head}7{tail}"),
             history_event_frame("e", "c", &data, Some("u"), 7).to_string()
@@ -451,6 +530,16 @@ mod tests {
         assert_eq!(
             without_serial(&head, tail),
             client_event_frame("e", "c", &data, Some("u"))
+        );
+        // Acknowledged delivery on the same channel: led by the message id.
+        let (head, tail) = history_event_parts(Some("m1"), "e", "c", &data, None);
+        assert_eq!(
+            format!("{head}7{tail}"),
+            delivery_frame("m1", "e", "c", &data, None, Some(7)).to_string()
+        );
+        assert_eq!(
+            without_serial(&head, tail),
+            delivery_frame("m1", "e", "c", &data, None, None)
         );
     }
 
@@ -523,5 +612,53 @@ mod tests {
 
         let event = event_frame("e", "c", "{\"x\":1}", None);
         assert_eq!(&*event, r#"{"event":"e","channel":"c","data":"{\"x\":1}"}"#);
+    }
+
+    #[test]
+    fn delivery_frames_lead_with_id_and_channel() {
+        let data = RawValue::from_string(r#""{\"x\":1}""#.into()).unwrap();
+        let frame = delivery_frame("ab-1", "e", "orders-1", &data, None, Some(7));
+        assert_eq!(
+            &*frame,
+            r#"{"message_id":"ab-1","channel":"orders-1","event":"e","data":"{\"x\":1}","serial":7}"#
+        );
+        assert_eq!(delivery_head(&frame), Some(("ab-1", "orders-1")));
+        assert_eq!(delivery_head(&event_frame("e", "c", "{}", None)), None);
+        assert_eq!(delivery_head(r#"{"message_id":"a","event":"x"}"#), None);
+    }
+
+    #[test]
+    fn acks_take_one_id_or_a_batch() {
+        let ids = |text: &str| match parse_client_frame(text) {
+            Ok(ClientMessage::Ack { message_ids }) => Ok(message_ids),
+            Ok(other) => panic!("{other:?}"),
+            Err(error) => Err(error),
+        };
+        assert_eq!(
+            ids(r#"{"event":"pusher:ack","data":{"message_id":"a"}}"#),
+            Ok(vec!["a".to_owned()])
+        );
+        assert_eq!(
+            ids(r#"{"event":"pusher:ack","data":"{\"message_ids\":[\"a\",\"b\"]}"}"#),
+            Ok(vec!["a".to_owned(), "b".to_owned()])
+        );
+        for bad in [
+            r#"{"event":"pusher:ack"}"#,
+            r#"{"event":"pusher:ack","data":{}}"#,
+            r#"{"event":"pusher:ack","data":{"message_ids":[]}}"#,
+            r#"{"event":"pusher:ack","data":{"message_id":5}}"#,
+            r#"{"event":"pusher:ack","data":{"id":"a"}}"#,
+        ] {
+            assert!(
+                matches!(
+                    ids(bad),
+                    Err(FrameError::InvalidData {
+                        event: "pusher:ack",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
     }
 }

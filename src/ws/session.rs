@@ -5,6 +5,8 @@
 
 use super::WsSettings;
 use crate::apps::App;
+use crate::delivery::pending::{Due, Expiry, Pending, Policy, Recorded};
+use crate::delivery::MAX_MESSAGE_ID_LEN;
 use crate::hub::authorize::SubscriptionError;
 use crate::hub::connection::{Connection, ConnectionReceiver};
 use crate::hub::held::{self, Awaiting, Held, HeldSubscriptions};
@@ -12,7 +14,7 @@ use crate::hub::recovery::{self, PROBE_DELAY};
 use crate::hub::{HistoryJoin, Hub};
 use crate::protocol::channel::channel_type;
 use crate::protocol::error::ErrorCode;
-use crate::protocol::frames::{self, ClientMessage, SubscribeRequest};
+use crate::protocol::frames::{self, ClientMessage, FrameError, SubscribeRequest};
 use crate::protocol::presence::SignedInUser;
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, SpawnHandle, StreamHandler,
@@ -48,6 +50,17 @@ struct Probe {
     next_id: u64,
 }
 
+/// Acknowledged delivery on one connection (apps with `[apps.delivery]` on):
+/// its pending messages, the one timer armed for the earliest due, and the
+/// ack rate window.
+struct AckedDelivery {
+    policy: Policy,
+    pending: Pending,
+    /// The armed timer and when it fires.
+    timer: Option<(SpawnHandle, Instant)>,
+    acks: RateWindow,
+}
+
 /// The state of one connection.
 pub struct Session {
     hub: Arc<Hub>,
@@ -68,6 +81,7 @@ pub struct Session {
     ping_sent: Option<Instant>,
     keepalive: Option<SpawnHandle>,
     client_events: RateWindow,
+    delivery: Option<Box<AckedDelivery>>,
     span: Span,
 }
 
@@ -85,6 +99,17 @@ impl Session {
             app_id = %app.id,
             socket_id = %connection.socket_id
         );
+        let delivery = app.delivery.enabled.then(|| {
+            Box::new(AckedDelivery {
+                policy: app.delivery.policy(),
+                pending: Pending::default(),
+                timer: None,
+                acks: RateWindow {
+                    started: Instant::now(),
+                    count: 0,
+                },
+            })
+        });
         Session {
             hub,
             app,
@@ -103,6 +128,7 @@ impl Session {
                 started: Instant::now(),
                 count: 0,
             },
+            delivery,
             span,
         }
     }
@@ -188,6 +214,10 @@ impl Session {
                             &channel,
                         );
                     }
+                    if let Some(delivery) = self.delivery.as_mut() {
+                        let dropped = delivery.pending.drop_channel(&channel);
+                        self.hub.delivery_expired(Expiry::Closed, dropped);
+                    }
                     let (hub, connection) = (self.hub.clone(), self.connection.clone());
                     let leaving = async move { hub.unsubscribe(&connection, &channel).await };
                     ctx.wait(leaving.into_actor(self));
@@ -199,6 +229,21 @@ impl Session {
                 channel,
                 data,
             }) => self.client_event(ctx, &event, &channel, &data),
+            Ok(ClientMessage::Ack { message_ids }) => self.ack(ctx, &message_ids),
+            Err(FrameError::InvalidData {
+                event: "pusher:ack",
+                reason,
+            }) => {
+                tracing::debug!(parent: &self.span, %reason, "malformed ack");
+                if self.ack_allowed(ctx) {
+                    let code = ErrorCode::AckRefused;
+                    self.error(
+                        ctx,
+                        Some(code.code()),
+                        &format!("Invalid pusher:ack: {reason}"),
+                    );
+                }
+            }
             Ok(ClientMessage::Unknown { event }) => {
                 tracing::debug!(parent: &self.span, %event, "unknown event");
                 let message = if event.starts_with("pusher") {
@@ -271,6 +316,8 @@ impl Session {
                 Ok(subscription) => {
                     ctx.text(subscription.succeeded);
                     if let Some(cached) = subscription.cached {
+                        // A cache channel's last event may carry a message id.
+                        session.record_delivery(ctx, &cached);
                         ctx.text(cached);
                     }
                     for frame in subscription.announcements {
@@ -283,6 +330,7 @@ impl Session {
                             .or_insert(join);
                     }
                     let is_member = subscription.user_id.is_some();
+                    session.resend_parked(ctx, &request.channel);
                     session
                         .channels
                         .insert(request.channel.clone(), subscription.user_id);
@@ -374,7 +422,6 @@ impl Session {
                 if let Some(online) = signed_in.watchlist_online {
                     ctx.text(online);
                 }
-                self.channels.insert(signed_in.user_channel, None);
                 if !self.history.is_empty() {
                     let mut joins: Vec<(String, HistoryJoin)> = self
                         .history
@@ -390,6 +437,8 @@ impl Session {
                     self.history.extend(joins);
                 }
                 self.user = Some(signed_in.user);
+                self.resend_parked(ctx, &signed_in.user_channel);
+                self.channels.insert(signed_in.user_channel, None);
                 self.release_held(ctx, &Awaiting::SignIn);
             }
             None => {
@@ -400,6 +449,194 @@ impl Session {
                 }
                 self.close(ctx, ErrorCode::Unauthorized.code());
             }
+        }
+    }
+
+    /// A frame with a `message_id` was written: pending until acknowledged.
+    fn record_delivery(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: &ByteString) {
+        let Some(delivery) = self.delivery.as_mut() else {
+            return;
+        };
+        let Some((id, channel)) = frames::delivery_head(frame) else {
+            return;
+        };
+        let recorded =
+            delivery
+                .pending
+                .record(&delivery.policy, id, channel, frame.clone(), Instant::now());
+        self.count_recorded(recorded);
+        self.arm_delivery_timer(ctx);
+    }
+
+    fn count_recorded(&self, recorded: Recorded) {
+        let metrics = self.hub.metrics();
+        match recorded {
+            Recorded::New => metrics.delivery_pending.inc(),
+            Recorded::Duplicate => {}
+            Recorded::EvictedOldest => {
+                metrics.delivery_pending.inc();
+                tracing::debug!(parent: &self.span, "pending deliveries full: oldest dropped");
+                self.hub.delivery_expired(Expiry::Overflow, 1);
+            }
+        }
+    }
+
+    /// Arms the connection's one delivery timer for the earliest due
+    /// message, unless it is armed for that time or earlier already.
+    fn arm_delivery_timer(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(delivery) = self.delivery.as_mut() else {
+            return;
+        };
+        let Some(wake) = delivery.pending.next_wake() else {
+            return;
+        };
+        if let Some((handle, at)) = delivery.timer {
+            if at <= wake {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay = wake.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(delay, |session, ctx| {
+            if let Some(delivery) = session.delivery.as_mut() {
+                delivery.timer = None;
+            }
+            session.resend_due(ctx);
+        });
+        delivery.timer = Some((handle, wake));
+    }
+
+    /// Resends what is due and drops what expired, then re-arms the timer.
+    fn resend_due(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(delivery) = self.delivery.as_mut() else {
+            return;
+        };
+        let due = delivery.pending.take_due(&delivery.policy, Instant::now());
+        for item in due {
+            match item {
+                Due::Resend(frame) => {
+                    self.hub.metrics().delivery_retried.inc();
+                    ctx.text(frame);
+                }
+                Due::Expired(why) => {
+                    tracing::debug!(parent: &self.span, reason = why.label(), "delivery expired unacknowledged");
+                    self.hub.delivery_expired(why, 1);
+                }
+            }
+        }
+        self.arm_delivery_timer(ctx);
+    }
+
+    /// A signed-in user (re)subscribed to `channel`: resend what an earlier
+    /// connection of the user left unacknowledged on it.
+    fn resend_parked(&mut self, ctx: &mut ws::WebsocketContext<Self>, channel: &str) {
+        let (Some(user), true) = (&self.user, self.app.delivery.applies(channel)) else {
+            return;
+        };
+        if self.delivery.is_none() {
+            return;
+        }
+        let claimed = self.hub.claim_deliveries(&self.app, &user.id, channel);
+        if claimed.is_empty() {
+            return;
+        }
+        tracing::debug!(parent: &self.span, %channel, count = claimed.len(), "resending a user's unacknowledged deliveries");
+        let now = Instant::now();
+        for entry in claimed {
+            let frame = entry.frame.clone();
+            let Some(delivery) = self.delivery.as_mut() else {
+                return;
+            };
+            let recorded = delivery.pending.restore(&delivery.policy, entry, now);
+            match recorded {
+                // Already pending here (it reached this connection live too).
+                Recorded::Duplicate => self.hub.metrics().delivery_pending.dec(),
+                Recorded::New | Recorded::EvictedOldest => {
+                    self.hub.metrics().delivery_retried.inc();
+                    ctx.text(frame);
+                    if recorded == Recorded::EvictedOldest {
+                        self.hub.delivery_expired(Expiry::Overflow, 1);
+                    }
+                }
+            }
+        }
+        self.arm_delivery_timer(ctx);
+    }
+
+    /// Counts an ack frame against `ack_rate`; answers 4301 when over it.
+    fn ack_allowed(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        let limit = self.app.delivery.ack_rate;
+        let Some(delivery) = self.delivery.as_mut() else {
+            return true;
+        };
+        let now = Instant::now();
+        if now.duration_since(delivery.acks.started) >= Duration::from_secs(1) {
+            delivery.acks = RateWindow {
+                started: now,
+                count: 0,
+            };
+        }
+        if delivery.acks.count >= limit {
+            self.error(
+                ctx,
+                Some(ErrorCode::ClientEventRateLimit.code()),
+                "pusher:ack rejected: rate limit exceeded (batch ids with message_ids)",
+            );
+            return false;
+        }
+        delivery.acks.count += 1;
+        true
+    }
+
+    /// `pusher:ack`: forgets the acknowledged messages; names the ids that
+    /// are not pending here (`pusher:error` 4302, the connection stays).
+    fn ack(&mut self, ctx: &mut ws::WebsocketContext<Self>, message_ids: &[String]) {
+        let refused = ErrorCode::AckRefused.code();
+        if self.delivery.is_none() {
+            let message = "pusher:ack refused: acknowledged delivery is not enabled for this app";
+            return self.error(ctx, Some(refused), message);
+        }
+        if !self.ack_allowed(ctx) {
+            return;
+        }
+        let most = self.app.delivery.max_pending;
+        if message_ids.len() > most {
+            let message = format!("pusher:ack refused: more than {most} message_ids in one ack");
+            return self.error(ctx, Some(refused), &message);
+        }
+        if message_ids.iter().any(|id| id.len() > MAX_MESSAGE_ID_LEN) {
+            let message = format!(
+                "pusher:ack refused: a message_id is longer than {MAX_MESSAGE_ID_LEN} characters"
+            );
+            return self.error(ctx, Some(refused), &message);
+        }
+        let Some(delivery) = self.delivery.as_mut() else {
+            return;
+        };
+        let unknown: Vec<&str> = message_ids
+            .iter()
+            .filter(|id| !delivery.pending.ack(id))
+            .map(String::as_str)
+            .collect();
+        let acked = (message_ids.len() - unknown.len()) as u64;
+        let metrics = self.hub.metrics();
+        metrics.delivery_acked.inc_by(acked);
+        metrics.delivery_pending.sub(acked as i64);
+        if !unknown.is_empty() {
+            tracing::debug!(parent: &self.span, unknown = unknown.len(), "ack for messages not pending");
+            let shown: Vec<&str> = unknown.iter().take(5).copied().collect();
+            let more = unknown.len().saturating_sub(shown.len());
+            let message = format!(
+                "pusher:ack refused for message_id {}{}: not pending on this connection \
+                 (already acknowledged, expired, or never sent to it)",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                },
+            );
+            self.error(ctx, Some(refused), &message);
         }
     }
 
@@ -548,6 +785,15 @@ impl Actor for Session {
         let (hub, connection) = (self.hub.clone(), self.connection.clone());
         let channels = self.channels.drain().map(|(channel, _)| channel).collect();
         let user = self.user.take();
+        if let Some(delivery) = self.delivery.as_mut() {
+            let entries = delivery.pending.drain();
+            match &user {
+                Some(user) if !entries.is_empty() => {
+                    self.hub.park_deliveries(&self.app, &user.id, entries)
+                }
+                _ => self.hub.delivery_expired(Expiry::Closed, entries.len()),
+            }
+        }
         actix::spawn(async move { hub.disconnect(&connection, channels, user).await });
     }
 }
@@ -574,6 +820,9 @@ impl StreamHandler<ByteString> for Session {
         // Anonymous sockets pay nothing; signed-in ones a suffix check.
         let confirm =
             self.user.is_some() && !self.history.is_empty() && recovery::carries_serial(&frame);
+        if self.delivery.is_some() {
+            self.record_delivery(ctx, &frame);
+        }
         ctx.text(frame);
         if confirm {
             self.probe_soon(ctx);

@@ -283,8 +283,13 @@ impl RedisAdapter {
 #[async_trait]
 impl SharedHistory for RedisAdapter {
     fn publish(&self, app: &App, event: Publication<'_>) {
-        let (head, _) =
-            frames::history_event_parts(event.event, event.channel, event.data, event.user_id);
+        let (head, _) = frames::history_event_parts(
+            event.message_id,
+            event.event,
+            event.channel,
+            event.data,
+            event.user_id,
+        );
         let write = HistoryWrite {
             app_id: app.id.clone(),
             channel: event.channel.to_owned(),
