@@ -242,6 +242,29 @@ test('socket exclusion holds on a history channel: the excluded socket alone mis
   assert.equal(page.events[0].socket_id, a.socketId, 'the history keeps who was excluded');
 });
 
+test('a since far ahead of the latest serial (1e14, 2^53) is told so on every node, by recovery and by the history API, and Redis stays healthy', T, async (t) => {
+  const channel = chan('ahead');
+  await sdkOn(N1).trigger(channel, 'e', { i: 1 });
+  await sdkOn(N2).trigger(channel, 'e', { i: 2 });
+  await waitFor(async () => (await getJson(N1, `/channels/${channel}/history`)).latest === 2, 5000, 20, 'two events stored');
+  for (const since of [99999999999999, 100000000000000, 2 ** 53]) {
+    for (const node of [N1, N2]) {
+      const c = await rawOn(t, node);
+      await c.subscribe(channel, { since });
+      const failed = await c.next((f) => f.event === 'pusher:recovery_failed' && f.channel === channel);
+      assert.equal(failed.dataParsed.since, since);
+      assert.match(failed.dataParsed.reason, /ahead of the channel's latest serial/, `since ${since} on ${node.name}`);
+      const page = await getJson(node, `/channels/${channel}/history`, { since: String(since) });
+      assert.deepEqual(page.events, [], `page after ${since} on ${node.name}`);
+      assert.equal(page.latest, 2);
+    }
+  }
+  // Recovery from a real serial still works afterwards.
+  const c = await rawOn(t, N2);
+  await c.subscribe(channel, { since: 1 });
+  assert.deepEqual((await waitEvents(c, channel, 1)).map((f) => f.serial), [2]);
+});
+
 test('after kill -9 of its node a client recovers on the other; a restarted node recovers from the stream', T, async (t) => {
   const N3 = await spawnNode('N3', config.path);
   const channel = chan('crash');

@@ -65,7 +65,7 @@ if floor < 1 then floor = 1 end
 local oldest = -1
 local from = floor
 while oldest < 0 do
-  local batch = redis.call('XRANGE', KEYS[2], from .. '-0', '+', 'COUNT', 32)
+  local batch = redis.call('XRANGE', KEYS[2], string.format('%d-0', from), '+', 'COUNT', 32)
   if #batch == 0 then break end
   for _, entry in ipairs(batch) do
     local serial = tonumber(string.match(entry[1], '^(%d+)'))
@@ -77,10 +77,13 @@ while oldest < 0 do
   end
 end
 local out = {latest, oldest}
-if oldest >= 0 then
-  local start = tonumber(ARGV[1]) + 1
+-- Lua numbers are doubles, printed by `..` as 1e+14 from 14 digits on,
+-- which XRANGE refuses: nothing follows a since at or past the latest,
+-- and ids are printed as integers.
+local start = tonumber(ARGV[1]) + 1
+if oldest >= 0 and start <= latest then
   if start < oldest then start = oldest end
-  local entries = redis.call('XRANGE', KEYS[2], start .. '-0', '+', 'COUNT', tonumber(ARGV[2]))
+  local entries = redis.call('XRANGE', KEYS[2], string.format('%d-0', start), '+', 'COUNT', tonumber(ARGV[2]))
   for _, entry in ipairs(entries) do
     local fields = entry[2]
     table.insert(out, tonumber(string.match(entry[1], '^(%d+)')))
