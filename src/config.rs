@@ -858,6 +858,7 @@ impl Config {
                 }
             }
             self.validate_history(i, app)?;
+            validate_durations(i, app)?;
             app.delivery
                 .validate(self.adapter == AdapterKind::Redis)
                 .map_err(|(key, reason)| invalid(at(&format!("delivery.{key}")), reason))?;
@@ -995,6 +996,50 @@ impl Config {
         }
         unused
     }
+}
+
+/// Longest time an app setting may name (10 years): times are added to
+/// the clock's `Instant`s, and an addition past its range panics.
+pub const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// An app's times (seconds, or milliseconds where named) are at most
+/// [`MAX_DURATION_SECS`]: a value near `u64::MAX` would otherwise be
+/// accepted and panic the first publish that uses it.
+fn validate_durations(i: usize, app: &AppConfig) -> Result<(), ConfigError> {
+    let most_ms = MAX_DURATION_SECS.saturating_mul(1000);
+    let times = [
+        ("history_ttl", app.history_ttl, MAX_DURATION_SECS),
+        (
+            "idempotency_window",
+            app.idempotency_window,
+            MAX_DURATION_SECS,
+        ),
+        (
+            "recovery_window",
+            app.recovery_window.unwrap_or(1),
+            MAX_DURATION_SECS,
+        ),
+        ("cache_ttl", app.cache_ttl, MAX_DURATION_SECS),
+        (
+            "delivery.message_ttl",
+            app.delivery.message_ttl,
+            MAX_DURATION_SECS,
+        ),
+        (
+            "delivery.ack_timeout_ms",
+            app.delivery.ack_timeout_ms,
+            most_ms,
+        ),
+    ];
+    for (field, value, most) in times {
+        if value > most {
+            return Err(invalid(
+                format!("apps[{i}].{field}"),
+                format!("must be at most {most} (10 years)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1248,6 +1293,32 @@ mod tests {
         assert!(err.contains("apps[0].delivery.retry_backoff"), "{err}");
         let config = Config::from_toml(&format!("{app}acks=1\n"));
         assert!(config.is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn times_past_ten_years_are_refused_not_panicked_on() {
+        // i64::MAX seconds was accepted, then `Instant + ttl` panicked the
+        // worker of the first publish (history, idempotency, delivery).
+        let app = "[[apps]]\nid='a'\nkey='b'\nsecret='c'\nhistory=true\n";
+        let huge = i64::MAX;
+        for (key, table) in [
+            ("history_ttl", ""),
+            ("idempotency_window", ""),
+            ("recovery_window", ""),
+            ("cache_ttl", ""),
+            ("message_ttl", "[apps.delivery]\nenabled=true\n"),
+            ("ack_timeout_ms", "[apps.delivery]\nenabled=true\n"),
+        ] {
+            let text = format!("{app}{table}{key}={huge}\n");
+            let err = Config::from_toml(&text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains("at most"), "{err}");
+        }
+        let text = format!("{app}history_ttl={MAX_DURATION_SECS}\n");
+        assert!(Config::from_toml(&text).unwrap().validate().is_ok());
     }
 
     #[test]
