@@ -16,7 +16,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Pusher from 'pusher-js';
-import { collect, sleep, waitFor, withTimeout } from './helpers.mjs';
+import { collect, connectRaw, sleep, waitFor, withTimeout } from './helpers.mjs';
 import { killAll, rawOn, rawSubscribe, sdkOn, startRusher } from './persistence-helpers.mjs';
 
 const T = { timeout: 40000 };
@@ -372,4 +372,34 @@ test('a repeated subscribe with since on a channel the socket is already on repl
   for (let n = 0; n < 2; n += 1) replayed.push((await other.next((f) => f.event === 'e' && f.channel === late && f.serial < 4)).serial);
   assert.deepEqual(replayed, [2, 3]);
   await other.none((f) => f.event === 'e' && f.channel === late, 300);
+});
+
+test('an unsubscribe forgets the position even when a confirmation (pong) for the channel arrives after it', T, async (t) => {
+  const channel = uniq('left');
+  const id = uniq('ida');
+  const sdk = sdkOn(server, APP);
+  // A raw socket that answers pings only when told: the probe's pong comes after the unsubscribe.
+  const conn = connectRaw(APP.key, undefined, undefined, { autoPong: false }, { port: server.port });
+  t.after(() => conn.close());
+  const pings = [];
+  conn.ws.on('ping', (payload) => pings.push(payload));
+  const { socket_id: socketId } = await conn.established();
+  conn.send({ event: 'pusher:signin', data: sdk.authenticateUser(socketId, { id }) });
+  await conn.next('pusher:signin_success');
+  await rawSubscribe(conn, channel);
+  await publish(APP, channel, 1, 1);
+  await conn.next((f) => f.event === 'e' && f.channel === channel);
+  await waitFor(() => pings.length > 0, 5000, 20, 'the probe ping');
+  conn.send({ event: 'pusher:unsubscribe', data: { channel } });
+  await publish(APP, channel, 2, 3);
+  conn.ws.pong(pings[0]);
+  await sleep(200);
+  conn.close();
+  await conn.closed;
+  // The user's next socket on the channel starts live: nothing is replayed.
+  const next = await rawOn(t, server, APP);
+  next.send({ event: 'pusher:signin', data: sdk.authenticateUser(next.socketId, { id }) });
+  await next.next('pusher:signin_success');
+  await rawSubscribe(next, channel);
+  await next.none((f) => f.channel === channel && (f.event === 'e' || f.event === 'pusher:recovery_failed'), 400);
 });

@@ -744,7 +744,10 @@ impl Session {
         if !answers {
             return;
         }
-        if let (Some((_, snapshot)), Some(user)) = (self.probe.outstanding.take(), &self.user) {
+        if let (Some((_, mut snapshot)), Some(user)) = (self.probe.outstanding.take(), &self.user) {
+            // A channel unsubscribed since the snapshot had its position
+            // forgotten: confirming it would bring it back.
+            snapshot.retain(|(channel, _)| self.history.contains_key(channel));
             self.hub
                 .confirm_positions(&self.app, &user.id, &self.connection.socket_id, &snapshot);
         }
