@@ -190,17 +190,22 @@ async fn publish(hub: &Hub, app: &App, event: &ValidEvent) -> Map<String, Value>
 const KEY_HEADERS: [&str; 2] = ["x-idempotency-key", "idempotency-key"];
 
 /// The key of an `/events` request: the body's `idempotency_key`, else a
-/// key header. Both present and different: 400 (which one was meant?).
+/// key header. Two keys that differ (body and header, or the two headers,
+/// or a header repeated): 400 (which one was meant?).
 fn event_key(req: &HttpRequest, event: &ValidEvent) -> Result<Option<String>, ApiError> {
-    let mut header = None;
+    let mut header: Option<String> = None;
     for name in KEY_HEADERS {
-        if let Some(value) = req.headers().get(name) {
+        for value in req.headers().get_all(name) {
             let value = value
                 .to_str()
                 .map_err(|_| bad_request(format!("header {name} must be visible ASCII")))?;
             validate_key(value).map_err(|e| bad_request(format!("header {name}: {e}")))?;
-            header = Some(value.to_owned());
-            break;
+            match &header {
+                Some(seen) if seen != value => {
+                    return Err(bad_request("the idempotency key headers differ"))
+                }
+                _ => header = Some(value.to_owned()),
+            }
         }
     }
     match (&event.idempotency_key, header) {

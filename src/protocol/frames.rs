@@ -126,7 +126,12 @@ fn decode_data<T: for<'de> Deserialize<'de>>(
     event: &'static str,
     data: Option<&RawValue>,
 ) -> Result<T, FrameError> {
-    let invalid = |reason: String| FrameError::InvalidData { event, reason };
+    // serde's messages quote the input (an unknown field's name, a wrong
+    // string): cut them so an error never echoes a long client text back.
+    let invalid = |reason: String| FrameError::InvalidData {
+        event,
+        reason: bounded_reason(reason),
+    };
     let raw = data.ok_or_else(|| invalid("missing data".into()))?;
     match serde_json::from_str::<T>(raw.get()) {
         Ok(value) => Ok(value),
@@ -134,6 +139,17 @@ fn decode_data<T: for<'de> Deserialize<'de>>(
             Ok(inner) => serde_json::from_str(&inner).map_err(|e| invalid(e.to_string())),
             Err(_) => Err(invalid(first.to_string())),
         },
+    }
+}
+
+/// Longest reason kept from a parser message, in characters.
+const MAX_REASON_CHARS: usize = 200;
+
+/// `reason`, cut to [`MAX_REASON_CHARS`] characters with `…` when longer.
+fn bounded_reason(reason: String) -> String {
+    match reason.char_indices().nth(MAX_REASON_CHARS) {
+        Some((cut, _)) => format!("{}…", &reason[..cut]),
+        None => reason,
     }
 }
 
@@ -518,6 +534,20 @@ pub fn catch_up_data(messages: &[crate::store::StoredMessage]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalid_data_never_echoes_a_long_client_text() {
+        let name = "x".repeat(5000);
+        let frame =
+            format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"a","since":"{name}"}}}}"#);
+        match parse_client_frame(&frame) {
+            Err(FrameError::InvalidData { reason, .. }) => {
+                assert!(reason.chars().count() <= MAX_REASON_CHARS + 1, "{reason}");
+                assert!(reason.ends_with('…'));
+            }
+            other => panic!("expected InvalidData, got {other:?}"),
+        }
+    }
 
     #[test]
     fn history_parts_join_around_the_serial() {
