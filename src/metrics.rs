@@ -87,6 +87,9 @@ pub struct Metrics {
     pub recovery_refused: IntCounter,
     /// Probes answered by a client, confirming what it received.
     pub recovery_confirmations: IntCounter,
+    /// Signed-in recoveries answered from this node's positions because the
+    /// shared (Redis) positions could not be read.
+    pub recovery_fail_open: IntCounter,
     /// Acknowledged-delivery messages the client acknowledged.
     pub delivery_acked: IntCounter,
     /// Acknowledged-delivery messages resent (after a timeout, or to a
@@ -225,6 +228,10 @@ impl Metrics {
             recovery_confirmations: counter(
                 "rusher_recovery_confirmations_total",
                 "Probes answered by a client, confirming the events it received",
+            ),
+            recovery_fail_open: counter(
+                "rusher_recovery_fail_open_total",
+                "Signed-in recoveries that used this node's positions because Redis could not be read",
             ),
             history_writes_queued: counter(
                 "rusher_history_writes_queued_total",

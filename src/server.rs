@@ -9,6 +9,7 @@
 //! and the node leaves the cluster, all within `server.shutdown_grace`.
 
 use crate::adapter::local::LocalAdapter;
+use crate::adapter::redis::positions::RedisPositions;
 use crate::adapter::redis::RedisAdapter;
 use crate::adapter::Adapter;
 use crate::apps::AppRegistry;
@@ -18,6 +19,7 @@ use crate::http::{self, HttpSettings};
 use crate::hub::history_store::HistoryStore;
 use crate::hub::node::Node;
 use crate::hub::persistence::Persistence;
+use crate::hub::recovery_store::PositionStore;
 use crate::hub::Hub;
 use crate::listen;
 use crate::metrics::Metrics;
@@ -50,12 +52,17 @@ impl Server {
         let node = Arc::new(Node::new(&apps));
         let metrics = Metrics::new();
         let webhooks = Webhooks::start(&apps, &self.config.server.webhooks, metrics.clone());
-        // Histories live where the deployment shares state: this node's
-        // memory alone, or Redis Streams every node reads.
-        let (adapter, history_store): (Arc<dyn Adapter>, HistoryStore) = match self.config.adapter {
+        // Histories and recovery positions live where the deployment shares
+        // state: this node's memory alone, or Redis every node reads.
+        let (adapter, history_store, position_store): (
+            Arc<dyn Adapter>,
+            HistoryStore,
+            PositionStore,
+        ) = match self.config.adapter {
             AdapterKind::Local => (
                 Arc::new(LocalAdapter::new(node.clone())),
                 HistoryStore::Memory,
+                PositionStore::Local,
             ),
             AdapterKind::Redis => {
                 let redis = RedisAdapter::start(
@@ -65,7 +72,12 @@ impl Server {
                     metrics.clone(),
                 )
                 .map_err(|e| std::io::Error::other(format!("invalid redis.url: {e}")))?;
-                (redis.clone(), HistoryStore::Shared(redis))
+                let positions = Arc::new(RedisPositions::new(redis.clone()));
+                (
+                    redis.clone(),
+                    HistoryStore::Shared(redis),
+                    PositionStore::Shared(positions),
+                )
             }
         };
         let persistence = self.start_persistence(&apps, &metrics).await?;
@@ -79,7 +91,8 @@ impl Server {
                 Some(persistence),
                 self.config.server.outgoing_queue,
             )
-            .with_history_store(history_store),
+            .with_history_store(history_store)
+            .with_position_store(position_store),
         ))
     }
 

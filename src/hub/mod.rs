@@ -11,6 +11,7 @@
 //! - [`idempotency`]: idempotency keys of publishes, claimed and answered once.
 //! - [`idempotent_publish`]: a publish request's claim, wait and release of its key.
 //! - [`recovery`]: where signed-in users' sockets stood, so pusher-js recovers unmodified.
+//! - [`recovery_store`]: where those positions live (this node, or also Redis).
 //! - [`node`]: every app's state on this node.
 //! - [`persistence`]: offline subscriptions, stored messages, personal channels.
 //! - [`peer`]: peer channels between peer members of a presence channel.
@@ -34,6 +35,7 @@ pub mod peer;
 pub mod persistence;
 pub mod rate;
 pub mod recovery;
+pub mod recovery_store;
 pub mod socket_id;
 pub mod users;
 
@@ -55,6 +57,7 @@ use connection::{Connection, ConnectionReceiver};
 use history_store::{HistoryStore, Publication, UNAVAILABLE};
 use node::{AppState, Node};
 use persistence::Persistence;
+use recovery_store::PositionStore;
 use serde_json::value::RawValue;
 use socket_id::SocketIds;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -212,6 +215,7 @@ pub struct Hub {
     outgoing_queue: usize,
     accepting: AtomicBool,
     history_store: HistoryStore,
+    position_store: PositionStore,
     message_ids: delivery::MessageIds,
     parked: delivery::parked::Parked,
 }
@@ -239,6 +243,7 @@ impl Hub {
             outgoing_queue,
             accepting: AtomicBool::new(true),
             history_store: HistoryStore::Memory,
+            position_store: PositionStore::Local,
             message_ids: delivery::MessageIds::default(),
             parked: delivery::parked::Parked::default(),
         }
@@ -247,6 +252,13 @@ impl Hub {
     /// Keeps channel histories in `store` (default: this node's memory).
     pub fn with_history_store(mut self, store: HistoryStore) -> Self {
         self.history_store = store;
+        self
+    }
+
+    /// Also keeps signed-in users' recovery positions in `store` (default:
+    /// this node's memory only).
+    pub fn with_position_store(mut self, store: PositionStore) -> Self {
+        self.position_store = store;
         self
     }
 
@@ -318,6 +330,11 @@ impl Hub {
             state
                 .positions
                 .closed(&user.id, &connection.socket_id, std::time::Instant::now());
+            if let (PositionStore::Shared(shared), Some(app)) =
+                (&self.position_store, self.apps.by_id(&connection.app_id))
+            {
+                shared.closed(&app, &user.id, &connection.socket_id);
+            }
             state.users.unwatch(&user.watchlist, &connection.socket_id);
             if state.users.sign_out(&user.id, &connection.socket_id) {
                 let offline = frames::watchlist_event("offline", &[&user.id]);
@@ -385,20 +402,15 @@ impl Hub {
             peer: wants_peers,
         });
         let with_history = history::applies(app.history, &app.history_channels, channel);
-        // The client's `since` wins: it knows what it saw. A signed-in
-        // user's position is this node's (see `recovery`): used with the
-        // memory store only, where it and the buffer agree.
-        let positions = matches!(self.history_store, HistoryStore::Memory);
+        // The client's `since` wins: it knows what it saw. Else a signed-in
+        // user's position (see `recovery`, `recovery_store`).
         let resume = match (with_history, request.since, signed_in, resubscribed) {
             (false, ..) => None,
             (true, Some(since), ..) => Some(since),
-            (true, None, Some(user), None) if positions => state.positions.take(
-                user,
-                &connection.socket_id,
-                channel,
-                app.recovery_window(),
-                std::time::Instant::now(),
-            ),
+            (true, None, Some(user), None) => {
+                self.take_position(app, state, user, &connection.socket_id, channel)
+                    .await
+            }
             (true, None, ..) => None,
         };
         let (local, recovery, live_after) = if with_history {
@@ -519,34 +531,26 @@ impl Hub {
         resubscribed: Option<u64>,
         joining: Option<Joining>,
     ) -> Result<(Subscribed, Option<Recovery>, Option<u64>), channels::MemberLimitReached> {
-        let from = match (resume, &self.history_store) {
-            (None, _) | (Some(_), HistoryStore::Memory) => RecoverFrom::Buffer,
-            (Some(_), HistoryStore::Shared(shared)) if !shared.available() => {
-                RecoverFrom::Unavailable
-            }
-            (Some(since), HistoryStore::Shared(shared)) => {
-                let now = std::time::Instant::now();
-                let covered = state.history.with_existing(channel, |h| {
-                    h.expire(now);
-                    h.covers(since)
-                });
-                if covered == Some(true) {
-                    RecoverFrom::Buffer
-                } else {
-                    match shared.fetch(app, channel, since).await {
-                        Ok(fetched) => RecoverFrom::Shared(fetched),
-                        Err(history_store::Unavailable) => RecoverFrom::Unavailable,
-                    }
-                }
-            }
+        let from = match resume {
+            Some(since) => self.recover_from(app, state, channel, since).await,
+            None => RecoverFrom::Buffer,
         };
+        let stream_latest = self.stream_latest(app, state, channel, &from).await;
         let mut joining = Some(joining);
         let mut join = |h: &mut history::ChannelHistory| {
             let local = state
                 .channels
                 .subscribe(channel, connection, joining.take().flatten())?;
             h.expire(std::time::Instant::now());
-            let live_after = h.last_serial();
+            let live_after = match &self.history_store {
+                HistoryStore::Memory => Some(h.last_serial()),
+                // A mirror's serials are the stream's only once it has seen
+                // the channel on the bus; before, the stream's latest is
+                // where this socket's live events start. Neither known
+                // (Redis away): no position, so none is kept or confirmed
+                // for this socket on this channel.
+                HistoryStore::Shared(_) => h.latest().max(stream_latest),
+            };
             // Everything above a subscribed socket's position reached it;
             // a new subscription has no bound (a mirror may trail the stream).
             let until = resubscribed.unwrap_or(u64::MAX);
@@ -557,7 +561,7 @@ impl Hub {
                 };
                 queue_recovery(replay, h.oldest(), connection, channel, since)
             });
-            Ok((local, recovery, Some(live_after)))
+            Ok((local, recovery, live_after))
         };
         let joined = match (&from, resume) {
             (RecoverFrom::Unavailable, _) => None,
@@ -589,6 +593,102 @@ impl Hub {
         })
     }
 
+    /// Where a recovery from `since` takes the events it replays: this
+    /// node's buffer (the memory store, or a mirror that covers `since`),
+    /// else the shared store's read (joined with the mirror).
+    async fn recover_from(
+        &self,
+        app: &App,
+        state: &AppState,
+        channel: &str,
+        since: u64,
+    ) -> RecoverFrom {
+        let shared = match &self.history_store {
+            HistoryStore::Memory => return RecoverFrom::Buffer,
+            HistoryStore::Shared(shared) if !shared.available() => return RecoverFrom::Unavailable,
+            HistoryStore::Shared(shared) => shared,
+        };
+        let now = std::time::Instant::now();
+        let covered = state.history.with_existing(channel, |h| {
+            h.expire(now);
+            h.covers(since)
+        });
+        if covered == Some(true) {
+            return RecoverFrom::Buffer;
+        }
+        match shared.fetch(app, channel, since).await {
+            Ok(fetched) => RecoverFrom::Shared(fetched),
+            Err(history_store::Unavailable) => RecoverFrom::Unavailable,
+        }
+    }
+
+    /// With a shared store, the stream's latest serial (0: none yet) when
+    /// this node's mirror has not seen `channel` on the bus (it just
+    /// started, or the channel was quiet): a fresh mirror's last serial
+    /// means nothing, and a position taken from it would make a later
+    /// recovery replay what the socket never needed, or had. `None` when
+    /// the mirror knows (or with the memory store, or Redis away). Events
+    /// published after the read reach the mirror before or after the join;
+    /// either way the join starts after the higher of the two.
+    async fn stream_latest(
+        &self,
+        app: &App,
+        state: &AppState,
+        channel: &str,
+        from: &RecoverFrom,
+    ) -> Option<u64> {
+        let HistoryStore::Shared(shared) = &self.history_store else {
+            return None;
+        };
+        match from {
+            RecoverFrom::Shared(fetched) => Some(fetched.latest.unwrap_or(0)),
+            RecoverFrom::Unavailable => None,
+            RecoverFrom::Buffer => {
+                let seen = state
+                    .history
+                    .with_existing(channel, |h| h.latest().is_some());
+                if seen == Some(true) {
+                    return None;
+                }
+                // One small read (no marker, at most one entry).
+                let page = shared.page(app, channel, 0, 0).await.ok()?;
+                Some(page.latest.unwrap_or(0))
+            }
+        }
+    }
+
+    /// Where a new socket of a signed-in user resumes `channel` (see
+    /// [`recovery::UserPositions::take`]). With a shared position store its
+    /// answer (every node's sockets) and this node's are both used up, and
+    /// the lower wins; when it cannot be read, this node's alone answers
+    /// (fail-open, counted).
+    async fn take_position(
+        &self,
+        app: &App,
+        state: &AppState,
+        user: &str,
+        socket_id: &str,
+        channel: &str,
+    ) -> Option<u64> {
+        let local = state.positions.take(
+            user,
+            socket_id,
+            channel,
+            app.recovery_window(),
+            std::time::Instant::now(),
+        );
+        let PositionStore::Shared(shared) = &self.position_store else {
+            return local;
+        };
+        match shared.take(app, user, socket_id, channel).await {
+            Ok(found) => recovery_store::lower(found, local),
+            Err(recovery_store::Unavailable) => {
+                self.metrics.recovery_fail_open.inc();
+                local
+            }
+        }
+    }
+
     /// Sets where a signed-in socket stands on a channel; counted when the
     /// app's limits refuse it.
     fn keep_position(
@@ -607,6 +707,10 @@ impl Hub {
         {
             self.metrics.recovery_refused.inc();
         }
+        if let PositionStore::Shared(shared) = &self.position_store {
+            let position = vec![(channel.to_owned(), serial)];
+            shared.write(app, user, socket_id, position, recovery_store::Write::Set);
+        }
     }
 
     /// A socket signed in: keeps where it stands on each of its history
@@ -617,7 +721,7 @@ impl Hub {
     /// `live_after`. Those frames follow any live event the socket got
     /// before the sign-in (README: the ordering caveat). Each join is
     /// updated to what the socket was sent.
-    pub fn recover_signed_in(
+    pub async fn recover_signed_in(
         &self,
         app: &App,
         connection: &Connection,
@@ -627,30 +731,34 @@ impl Hub {
         let Some(state) = self.state(&app.id) else {
             return;
         };
-        let now = std::time::Instant::now();
         for (channel, join) in joins.iter_mut() {
             let live_after = join.live_after;
-            // Positions are this node's: recovered from with the memory
-            // store only (see `subscribe`).
-            let positions = matches!(self.history_store, HistoryStore::Memory);
-            let taken = if join.recovered || !positions {
+            let taken = if join.recovered {
                 None
             } else {
-                state.positions.take(
-                    user,
-                    &connection.socket_id,
-                    channel,
-                    app.recovery_window(),
-                    now,
-                )
+                self.take_position(app, state, user, &connection.socket_id, channel)
+                    .await
             };
             let position = match taken {
                 Some(since) if since < live_after => {
-                    let recovery = state.history.with_existing(channel, |h| {
+                    let from = self.recover_from(app, state, channel, since).await;
+                    let now = std::time::Instant::now();
+                    let replay = |h: &mut history::ChannelHistory| {
                         h.expire(now);
-                        let replay = h.replay_until(since, live_after);
+                        let replay = match &from {
+                            RecoverFrom::Shared(fetched) => h.join(since, live_after, fetched),
+                            _ => h.replay_until(since, live_after),
+                        };
                         queue_recovery(replay, h.oldest(), connection, channel, since)
-                    });
+                    };
+                    let recovery = match &from {
+                        RecoverFrom::Unavailable => None,
+                        // The store knows the channel: its mirror may be gone here.
+                        RecoverFrom::Shared(fetched) if fetched.latest.is_some() => {
+                            Some(state.history.with_channel(channel, replay))
+                        }
+                        _ => state.history.with_existing(channel, replay),
+                    };
                     match recovery {
                         Some(Recovery::Replayed) => {
                             self.metrics.history_recoveries.inc();
@@ -661,12 +769,11 @@ impl Hub {
                             live_after
                         }
                         None => {
-                            connection.send(frames::recovery_failed(
-                                channel,
-                                since,
-                                None,
-                                "the channel has no history",
-                            ));
+                            let reason = match from {
+                                RecoverFrom::Unavailable => UNAVAILABLE,
+                                _ => "the channel has no history",
+                            };
+                            connection.send(frames::recovery_failed(channel, since, None, reason));
                             self.metrics.history_recovery_failed.inc();
                             live_after
                         }
@@ -692,9 +799,11 @@ impl Hub {
         let Some(state) = self.state(app_id) else {
             return Vec::new();
         };
+        // `latest`, not `last_serial`: a mirror that has not seen the
+        // channel on the bus yet has no serial to confirm.
         channels
             .filter_map(|channel| {
-                let last = state.history.with_existing(channel, |h| h.last_serial())?;
+                let last = state.history.with_existing(channel, |h| h.latest())??;
                 Some((channel.to_owned(), last))
             })
             .collect()
@@ -721,12 +830,25 @@ impl Hub {
                 self.metrics.recovery_refused.inc();
             }
         }
+        // One small write per probe (at most one per PROBE_DELAY per socket).
+        if let PositionStore::Shared(shared) = &self.position_store {
+            shared.write(
+                app,
+                user,
+                socket_id,
+                snapshot.to_vec(),
+                recovery_store::Write::Raise,
+            );
+        }
     }
 
     /// A signed-in socket unsubscribed: it is not recovered from on `channel`.
-    pub fn forget_position(&self, app_id: &str, user: &str, socket_id: &str, channel: &str) {
-        if let Some(state) = self.state(app_id) {
+    pub fn forget_position(&self, app: &App, user: &str, socket_id: &str, channel: &str) {
+        if let Some(state) = self.state(&app.id) {
             state.positions.forget(user, socket_id, channel);
+        }
+        if let PositionStore::Shared(shared) = &self.position_store {
+            shared.forget(app, user, socket_id, channel);
         }
     }
 

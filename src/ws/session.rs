@@ -208,7 +208,7 @@ impl Session {
                 {
                     if let (Some(_), Some(user)) = (self.history.remove(&channel), &self.user) {
                         self.hub.forget_position(
-                            &self.app.id,
+                            &self.app,
                             &user.id,
                             &self.connection.socket_id,
                             &channel,
@@ -428,13 +428,21 @@ impl Session {
                         .iter()
                         .map(|(channel, join)| (channel.clone(), *join))
                         .collect();
-                    self.hub.recover_signed_in(
-                        &self.app,
-                        &self.connection,
-                        &signed_in.user.id,
-                        &mut joins,
-                    );
-                    self.history.extend(joins);
+                    let (hub, app, connection) =
+                        (self.hub.clone(), self.app.clone(), self.connection.clone());
+                    let user_id = signed_in.user.id.clone();
+                    let recovering = async move {
+                        hub.recover_signed_in(&app, &connection, &user_id, &mut joins)
+                            .await;
+                        joins
+                    };
+                    // `wait`, as for a subscribe: the held subscribes
+                    // released below and the client's next frames come
+                    // after the recovery (a shared store may be read).
+                    ctx.wait(recovering.into_actor(self).map(|joins, session, _| {
+                        // A channel left meanwhile cannot be: frames waited.
+                        session.history.extend(joins);
+                    }));
                 }
                 self.user = Some(signed_in.user);
                 self.resend_parked(ctx, &signed_in.user_channel);

@@ -92,6 +92,14 @@ impl Keys {
         format!("{}:{app_id}:idem:{key}", self.prefix)
     }
 
+    /// HASH of a signed-in user's recovery positions: field `channel SEP
+    /// socket_id`, value `serial:unix_seconds` (the serial confirmed, and
+    /// when it was last written); expires `recovery_window` after the last
+    /// write. The `{app:user}` hash tag keeps a user in one slot.
+    pub fn positions(&self, app_id: &str, user_id: &str) -> String {
+        format!("{}:positions:{{{app_id}:{user_id}}}", self.prefix)
+    }
+
     /// Lock held while one node reaps a dead one.
     pub fn reaping(&self, node: &str) -> String {
         format!("{}:reaping:{node}", self.prefix)
@@ -118,5 +126,6 @@ mod tests {
         let keys = Keys::new("p");
         assert_eq!(keys.history("a", "c-1"), "p:history:{a:c-1}");
         assert_eq!(keys.history_serial("a", "c-1"), "p:serial:{a:c-1}");
+        assert_eq!(keys.positions("a", "u-1"), "p:positions:{a:u-1}");
     }
 }

@@ -18,6 +18,8 @@
 
 //! - Idempotent publish ([`idempotency`]): keys claimed with `SET NX PX`, so
 //!   a repeat reaching any node is answered once.
+//! - Recovery positions ([`positions`]): signed-in users' confirmed
+//!   positions, one hash per user, read by whichever node the user comes back to.
 
 pub mod bus;
 pub mod failure;
@@ -26,6 +28,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod liveness;
 pub mod outbox;
+pub mod positions;
 pub mod scripts;
 
 use super::local::{close_user_sockets, local_joined, local_left};
