@@ -368,6 +368,15 @@ test('Redis down: publishes answered and delivered on the node, recovery and the
   assert.ok((await metric(N1, 'rusher_history_writes_retried_total')) >= 6);
   await sleep(300);
   assert.equal(got(local, channel).length, 8, 'the retried writes are not delivered again');
+  // The bus could not reach node 2 during the outage: it gets them late, in
+  // order, with the serials Redis gave them, rather than never.
+  const late = await waitEvents(witness, channel, 8);
+  assert.deepEqual(late.map((f) => f.dataParsed.i), range(1, 8), 'the other node gets the outage events late');
+  assert.deepEqual(
+    late.slice(2).map((f) => f.serial),
+    page.events.map((e) => e.serial),
+    'with their serials',
+  );
 });
 
 /** The history API through the SDK, without throwing on a non-200 answer. */

@@ -35,8 +35,9 @@ pub enum BusMessage<'a> {
         channel: &'a str,
         /// Socket excluded from delivery ('' for none).
         except: &'a str,
-        /// Whether subscribers get it (false: a write retried after an
-        /// outage, already delivered where it was published; mirrored only).
+        /// Whether the sending node's subscribers get it (false: a write
+        /// retried after an outage, already delivered there; other nodes
+        /// deliver it, late, since the bus could not reach them then).
         live: bool,
         /// The serial Redis gave it.
         serial: u64,

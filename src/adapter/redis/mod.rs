@@ -257,14 +257,20 @@ impl RedisAdapter {
                     .inc_by(report.overflowed);
             }
             Some(BusMessage::History {
+                node,
                 app_id,
                 channel,
                 except,
                 live,
                 serial,
                 frame,
-                ..
-            }) => self.on_history_event(app_id, channel, except, live, serial, frame),
+            }) => {
+                // A write retried after an outage reached only its own node's
+                // subscribers then: every other node delivers it now, late
+                // rather than never.
+                let live = live || node != self.node_id;
+                self.on_history_event(app_id, channel, except, live, serial, frame)
+            }
             Some(BusMessage::Marker { node, token }) if node == self.node_id => {
                 self.on_marker(token);
             }
