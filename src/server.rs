@@ -18,10 +18,12 @@ use crate::http::{self, HttpSettings};
 use crate::hub::history_store::HistoryStore;
 use crate::hub::node::Node;
 use crate::hub::persistence::Persistence;
+use crate::hub::retention::LongHistory;
 use crate::hub::Hub;
 use crate::listen;
 use crate::metrics::Metrics;
 use crate::protocol::error::ErrorCode;
+use crate::store::archive::HistoryArchive;
 use crate::store::memory::MemoryStore;
 use crate::store::mongo::MongoStore;
 use crate::store::{Retention, Store};
@@ -52,6 +54,7 @@ impl Server {
         let webhooks = Webhooks::start(&apps, &self.config.server.webhooks, metrics.clone());
         // Histories live where the deployment shares state: this node's
         // memory alone, or Redis Streams every node reads.
+        let mut redis_adapter = None;
         let (adapter, history_store): (Arc<dyn Adapter>, HistoryStore) = match self.config.adapter {
             AdapterKind::Local => (
                 Arc::new(LocalAdapter::new(node.clone())),
@@ -65,10 +68,29 @@ impl Server {
                     metrics.clone(),
                 )
                 .map_err(|e| std::io::Error::other(format!("invalid redis.url: {e}")))?;
+                redis_adapter = Some(redis.clone());
                 (redis.clone(), HistoryStore::Shared(redis))
             }
         };
         let persistence = self.start_persistence(&apps, &metrics).await?;
+        let timeout = Duration::from_millis(self.config.store.timeout_ms);
+        let long_history = LongHistory::new(persistence.clone(), timeout);
+        if let (Some(redis), Some(_)) = (&redis_adapter, &long_history) {
+            // Redis gives the serials; the publishing node archives.
+            redis.keep_history_in(persistence.clone());
+        }
+        if let (Some(long), None) = (&long_history, &redis_adapter) {
+            for app in apps.all().filter(|app| app.history_retention > 0) {
+                if let Some(state) = node.app(&app.id) {
+                    long.raise_floor(app, &state.history).await.map_err(|e| {
+                        std::io::Error::other(format!(
+                            "cannot read the history serials of app `{}` from MongoDB (store.url): {e}",
+                            app.id
+                        ))
+                    })?;
+                }
+            }
+        }
         Ok(Arc::new(
             Hub::new(
                 apps,
@@ -79,7 +101,8 @@ impl Server {
                 Some(persistence),
                 self.config.server.outgoing_queue,
             )
-            .with_history_store(history_store),
+            .with_history_store(history_store)
+            .with_long_history(long_history),
         ))
     }
 
@@ -95,6 +118,7 @@ impl Server {
             ttl_ms: settings.message_ttl_secs * 1000,
             max_per_channel: settings.max_messages_per_channel,
         };
+        let mut archive: Option<Arc<dyn HistoryArchive>> = None;
         let store: Arc<dyn Store> = match settings.backend {
             StoreBackend::Memory => Arc::new(MemoryStore::new(retention)),
             StoreBackend::Mongodb => {
@@ -109,10 +133,19 @@ impl Server {
                             ))
                         })?;
                 tracing::info!(database = %settings.database, "MongoDB store ready");
+                if apps.all().any(|app| app.history_retention > 0) {
+                    let history = store.history().await.map_err(|e| {
+                        std::io::Error::other(format!(
+                            "cannot use MongoDB at {} (store.url) for history_retention: {e}",
+                            settings.url
+                        ))
+                    })?;
+                    archive = Some(Arc::new(history));
+                }
                 Arc::new(store)
             }
         };
-        Persistence::start(store, apps, settings.clone(), metrics.clone())
+        Persistence::start(store, archive, apps, settings.clone(), metrics.clone())
             .await
             .map_err(|e| std::io::Error::other(format!("cannot load offline subscriptions: {e}")))
     }

@@ -11,6 +11,7 @@
 //! - [`idempotency`]: idempotency keys of publishes, claimed and answered once.
 //! - [`idempotent_publish`]: a publish request's claim, wait and release of its key.
 //! - [`recovery`]: where signed-in users' sockets stood, so pusher-js recovers unmodified.
+//! - [`retention`]: long retention of histories in MongoDB (seeding, reads).
 //! - [`node`]: every app's state on this node.
 //! - [`persistence`]: offline subscriptions, stored messages, personal channels.
 //! - [`peer`]: peer channels between peer members of a presence channel.
@@ -34,6 +35,7 @@ pub mod peer;
 pub mod persistence;
 pub mod rate;
 pub mod recovery;
+pub mod retention;
 pub mod socket_id;
 pub mod users;
 
@@ -125,12 +127,12 @@ fn publish_with_history(
     user_id: Option<&str>,
     except: Option<&str>,
     message_id: Option<&str>,
-) -> (ByteString, FanOut) {
+) -> (u64, ByteString, FanOut) {
     let ttl = Duration::from_secs(app.history_ttl);
     let now = std::time::Instant::now();
     state.history.with_channel(channel, |h| {
         let mut frame = ByteString::default();
-        h.push(now, app.history_size, ttl, event, data, except, |serial| {
+        let (serial, _) = h.push(now, app.history_size, ttl, event, data, except, |serial| {
             frame = match message_id {
                 Some(id) => frames::delivery_frame(id, event, channel, data, user_id, Some(serial)),
                 None => frames::history_event_frame(event, channel, data, user_id, serial),
@@ -138,7 +140,7 @@ fn publish_with_history(
             frame.clone()
         });
         let report = state.channels.deliver(channel, &frame, except);
-        (frame, report)
+        (serial, frame, report)
     })
 }
 
@@ -195,8 +197,11 @@ enum RecoverFrom {
     Buffer,
     /// The shared store's events joined with this node's mirror.
     Shared(history::Fetched),
-    /// The shared store is unreachable.
-    Unavailable,
+    /// The long-retention archive holds more than the connection's queue
+    /// takes (its oldest serial).
+    TooMany(Option<u64>),
+    /// The store the range needs is unreachable: the reason.
+    Unavailable(&'static str),
 }
 
 /// Shared state of the server, reached through a handle by every connection and request.
@@ -212,6 +217,7 @@ pub struct Hub {
     outgoing_queue: usize,
     accepting: AtomicBool,
     history_store: HistoryStore,
+    long_history: Option<retention::LongHistory>,
     message_ids: delivery::MessageIds,
     parked: delivery::parked::Parked,
 }
@@ -239,6 +245,7 @@ impl Hub {
             outgoing_queue,
             accepting: AtomicBool::new(true),
             history_store: HistoryStore::Memory,
+            long_history: None,
             message_ids: delivery::MessageIds::default(),
             parked: delivery::parked::Parked::default(),
         }
@@ -247,6 +254,12 @@ impl Hub {
     /// Keeps channel histories in `store` (default: this node's memory).
     pub fn with_history_store(mut self, store: HistoryStore) -> Self {
         self.history_store = store;
+        self
+    }
+
+    /// Keeps the histories of apps with `history_retention` in `long` too.
+    pub fn with_long_history(mut self, long: Option<retention::LongHistory>) -> Self {
+        self.long_history = long;
         self
     }
 
@@ -519,10 +532,24 @@ impl Hub {
         resubscribed: Option<u64>,
         joining: Option<Joining>,
     ) -> Result<(Subscribed, Option<Recovery>, Option<u64>), channels::MemberLimitReached> {
+        let long = self
+            .long_history
+            .as_ref()
+            .filter(|_| app.history_retention > 0);
+        if let (Some(long), HistoryStore::Memory) = (long, &self.history_store) {
+            long.seed(app, &state.history, channel).await;
+        }
         let from = match (resume, &self.history_store) {
-            (None, _) | (Some(_), HistoryStore::Memory) => RecoverFrom::Buffer,
+            (None, _) => RecoverFrom::Buffer,
+            (Some(since), HistoryStore::Memory) => match long {
+                Some(long) => {
+                    self.recover_from_archive(app, state, connection, channel, since, long)
+                        .await
+                }
+                None => RecoverFrom::Buffer,
+            },
             (Some(_), HistoryStore::Shared(shared)) if !shared.available() => {
-                RecoverFrom::Unavailable
+                RecoverFrom::Unavailable(UNAVAILABLE)
             }
             (Some(since), HistoryStore::Shared(shared)) => {
                 let now = std::time::Instant::now();
@@ -534,8 +561,25 @@ impl Hub {
                     RecoverFrom::Buffer
                 } else {
                     match shared.fetch(app, channel, since).await {
-                        Ok(fetched) => RecoverFrom::Shared(fetched),
-                        Err(history_store::Unavailable) => RecoverFrom::Unavailable,
+                        Ok(fetched) => match long {
+                            Some(long) if retention::needs_older(&fetched, since) => {
+                                // The stream lost the start: the archive has it.
+                                match long
+                                    .fetch(app, channel, since, connection.free_capacity())
+                                    .await
+                                {
+                                    Ok(retention::Archived::Events(older)) => {
+                                        RecoverFrom::Shared(retention::merge_older(older, fetched))
+                                    }
+                                    Ok(retention::Archived::TooMany(oldest)) => {
+                                        RecoverFrom::TooMany(oldest)
+                                    }
+                                    Err(reason) => RecoverFrom::Unavailable(reason),
+                                }
+                            }
+                            _ => RecoverFrom::Shared(fetched),
+                        },
+                        Err(history_store::Unavailable) => RecoverFrom::Unavailable(UNAVAILABLE),
                     }
                 }
             }
@@ -553,6 +597,10 @@ impl Hub {
             let recovery = resume.map(|since| {
                 let replay = match &from {
                     RecoverFrom::Shared(fetched) => h.join(since, until, fetched),
+                    RecoverFrom::TooMany(oldest) => Err(history::Gap {
+                        oldest: *oldest,
+                        reason: retention::REPLAY_TOO_LONG,
+                    }),
                     _ => h.replay_until(since, until),
                 };
                 queue_recovery(replay, h.oldest(), connection, channel, since)
@@ -560,7 +608,8 @@ impl Hub {
             Ok((local, recovery, Some(live_after)))
         };
         let joined = match (&from, resume) {
-            (RecoverFrom::Unavailable, _) => None,
+            (RecoverFrom::Unavailable(_), _) => None,
+            (RecoverFrom::TooMany(_), _) => Some(state.history.with_channel(channel, &mut join)),
             // Without a recovery the history is created, so a signed-in
             // socket's position exists from its first event.
             (_, None) => Some(state.history.with_channel(channel, &mut join)),
@@ -577,7 +626,7 @@ impl Hub {
         joined.unwrap_or_else(|| {
             if let Some(since) = resume {
                 let reason = match from {
-                    RecoverFrom::Unavailable => UNAVAILABLE,
+                    RecoverFrom::Unavailable(reason) => reason,
                     _ => "the channel has no history",
                 };
                 connection.send(frames::recovery_failed(channel, since, None, reason));
@@ -587,6 +636,36 @@ impl Hub {
                 .subscribe(channel, connection, joining.take().flatten())
                 .map(|local| (local, resume.map(|_| Recovery::Failed), None))
         })
+    }
+
+    /// Where a recovery on one node with long retention reads from: the
+    /// buffer when it holds every event after `since`, else the archive
+    /// (outside any lock; joined with the buffer under it).
+    async fn recover_from_archive(
+        &self,
+        app: &App,
+        state: &AppState,
+        connection: &Connection,
+        channel: &str,
+        since: u64,
+        long: &retention::LongHistory,
+    ) -> RecoverFrom {
+        let now = std::time::Instant::now();
+        let covered = state.history.with_existing(channel, |h| {
+            h.expire(now);
+            h.covers(since)
+        });
+        if covered == Some(true) {
+            return RecoverFrom::Buffer;
+        }
+        match long
+            .fetch(app, channel, since, connection.free_capacity())
+            .await
+        {
+            Ok(retention::Archived::Events(fetched)) => RecoverFrom::Shared(fetched),
+            Ok(retention::Archived::TooMany(oldest)) => RecoverFrom::TooMany(oldest),
+            Err(reason) => RecoverFrom::Unavailable(reason),
+        }
     }
 
     /// Sets where a signed-in socket stands on a channel; counted when the
@@ -959,9 +1038,16 @@ impl Hub {
             .zip(self.state(app_id));
         let report = match (with_history, &self.history_store) {
             (Some((app, state)), HistoryStore::Memory) => {
-                let (frame, report) = publish_with_history(
+                if let Some(long) = &self.long_history {
+                    long.seed(app, &state.history, channel).await;
+                }
+                let (serial, frame, report) = publish_with_history(
                     app, state, channel, event, data, user_id, except, message_id,
                 );
+                // Kept for long retention from the store's queue, after the lock.
+                if let Some(persistence) = &self.persistence {
+                    persistence.record_history(app_id, channel, serial, &frame, except);
+                }
                 self.remember_on_cache_channel(app, channel, &frame).await;
                 report
             }
@@ -1167,19 +1253,58 @@ impl Hub {
         channel: &str,
         since: u64,
         limit: usize,
-    ) -> Option<Result<history::Page, history_store::Unavailable>> {
+    ) -> Option<Result<history::Page, &'static str>> {
         if !history::applies(app.history, &app.history_channels, channel) {
             return None;
         }
+        let long = self
+            .long_history
+            .as_ref()
+            .filter(|_| app.history_retention > 0);
         if let HistoryStore::Shared(shared) = &self.history_store {
-            return Some(shared.page(app, channel, since, limit).await);
+            let page = match shared.page(app, channel, since, limit).await {
+                Ok(page) => page,
+                Err(_) => return Some(Err(UNAVAILABLE)),
+            };
+            let Some(long) = long.filter(|_| retention::page_needs_older(&page, since)) else {
+                return Some(Ok(page));
+            };
+            // The stream lost the start: the archive's page, then the stream's.
+            let archived = match long.page(app, channel, since, limit).await {
+                Ok(page) => page,
+                Err(reason) => return Some(Err(reason)),
+            };
+            let after = archived.events.last().map_or(since, |e| e.serial);
+            let room = limit - archived.events.len().min(limit);
+            return Some(match shared.page(app, channel, after, room.max(1)).await {
+                Ok(tail) => Ok(retention::extend_page(archived, tail, room)),
+                Err(_) => Err(UNAVAILABLE),
+            });
         }
         let state = self.state(&app.id)?;
-        let ttl_now = std::time::Instant::now();
-        let page = state.history.with_existing(channel, |h| {
-            h.expire(ttl_now);
-            h.page(since, limit)
+        let now = std::time::Instant::now();
+        let covered = state.history.with_existing(channel, |h| {
+            h.expire(now);
+            h.covers(since)
         });
+        // Long retention: what the buffer no longer holds comes from the
+        // archive, followed by the buffer's newer events.
+        if let (Some(long), false) = (long, covered == Some(true)) {
+            let archived = match long.page(app, channel, since, limit).await {
+                Ok(page) => page,
+                Err(reason) => return Some(Err(reason)),
+            };
+            let after = archived.events.last().map_or(since, |e| e.serial);
+            let room = limit - archived.events.len().min(limit);
+            let tail = state
+                .history
+                .with_existing(channel, |h| h.page(after, room.max(1)))
+                .unwrap_or_default();
+            return Some(Ok(retention::extend_page(archived, tail, room)));
+        }
+        let page = state
+            .history
+            .with_existing(channel, |h| h.page(since, limit));
         Some(Ok(page.unwrap_or_default()))
     }
 

@@ -254,14 +254,22 @@ impl RedisAdapter {
                     .inc_by(report.overflowed);
             }
             Some(BusMessage::History {
+                node,
                 app_id,
                 channel,
                 except,
                 live,
                 serial,
                 frame,
-                ..
-            }) => self.on_history_event(app_id, channel, except, live, serial, frame),
+            }) => self.on_history_event(
+                node == self.node_id,
+                app_id,
+                channel,
+                except,
+                live,
+                serial,
+                frame,
+            ),
             Some(BusMessage::Marker { node, token }) if node == self.node_id => {
                 self.on_marker(token);
             }
