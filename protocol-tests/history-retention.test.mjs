@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BIN, waitFor } from './helpers.mjs';
+import { killAll as killRedis, startRedis } from './cluster-helpers.mjs';
 import { RUN_ID, api, killAll, rawOn, rawSubscribe, sdkOn, startJongodb, startRusher, suiteMongo } from './persistence-helpers.mjs';
 
 const T = { timeout: 60000 };
@@ -26,8 +27,9 @@ let counter = 0;
 const uniq = (prefix) => `${prefix}-${RUN_ID}-${(counter += 1)}`;
 
 /** A rusher on MongoDB `url` whose one app keeps 10 events hot and an hour in MongoDB. */
-function config(url, database) {
-  return `[server]
+function config(url, database, redisUrl = '') {
+  const redis = redisUrl ? `adapter = "redis"\n\n[redis]\nurl = "${redisUrl}"\nprefix = "ret${RUN_ID}"\n\n` : '';
+  return `${redis}[server]
 host = "127.0.0.1"
 port = 6001
 activity_timeout = 30
@@ -54,6 +56,7 @@ history_retention = 3600
 
 after(async () => {
   await killAll();
+  await killRedis();
 });
 
 /** Publishes events `e` with data {i} for i in [from, from + count), one after the other. */
@@ -237,5 +240,37 @@ describe('MongoDB outage with long retention', () => {
     const res = await history(node, channel, { since: 0, limit: 1000 });
     assert.equal(res.status, 200, res.text);
     assert.deepEqual(res.json.events.map((e) => e.serial), range(21, 220));
+  });
+});
+
+describe('long retention with adapter = "redis"', () => {
+  test('two nodes: the publishing node archives each event once; a recovery on the other node joins MongoDB, the stream and its mirror; the API pages all', T, async (t) => {
+    const [mongo, redis] = await Promise.all([suiteMongo(), startRedis()]);
+    const text = config(mongo.url, `rusher_retention_redis_${RUN_ID}`, redis.url);
+    const [a, b] = await Promise.all([startRusher(text), startRusher(text)]);
+    const channel = uniq('cluster');
+    const watcher = await rawOn(t, b, APP);
+    await rawSubscribe(watcher, channel);
+    await publish(sdkOn(a, APP), channel, 1, 250);
+    const live = await events(watcher, channel, 250);
+    assert.deepEqual(live.map((f) => f.serial), range(1, 250), 'Redis serials');
+
+    // The stream (MAXLEN ~ 10, trimmed by whole nodes of 100 entries) no
+    // longer holds serial 6: the start of the replay is MongoDB's.
+    const xrange = spawnSync('redis-cli', ['-p', String(redis.port), 'XRANGE', `ret${RUN_ID}:history:{${APP.appId}:${channel}}`, '-', '+', 'COUNT', '1'], {
+      encoding: 'utf8',
+    });
+    const first = Number(xrange.stdout.split('\n')[0].split('-')[0]);
+    assert.ok(first > 6, `stream starts at ${xrange.stdout.slice(0, 40)}`);
+    const conn = await rawOn(t, b, APP);
+    await rawSubscribe(conn, channel, { since: 5 });
+    const got = await events(conn, channel, 245);
+    assert.deepEqual(got.map((f) => f.serial), range(6, 250));
+    assert.deepEqual(got.map((f) => f.dataParsed.i), range(6, 250));
+    assert.ok(!conn.frames.some((f) => f.event === 'pusher:recovery_failed'));
+    for (const node of [a, b]) {
+      const all = await pageAll(node, channel, 100);
+      assert.deepEqual(all.map((e) => e.serial), range(1, 250), `pages on port ${node.port}`);
+    }
   });
 });
