@@ -364,6 +364,11 @@ pub struct AppConfig {
     /// Seconds an event stays in a channel's history.
     #[serde(default = "d_history_ttl")]
     pub history_ttl: u64,
+    /// Seconds every history event is also kept in MongoDB (long retention,
+    /// README "Long retention in MongoDB"); 0 = off. Needs `history = true`
+    /// and `store.backend = "mongodb"`, and at least `history_ttl`.
+    #[serde(default)]
+    pub history_retention: u64,
     /// Seconds a publish's `idempotency_key` is remembered: a repeat within
     /// it is answered like the first and not delivered again. 0 turns
     /// idempotent publish off (the key is then still checked, and ignored).
@@ -491,6 +496,7 @@ impl AppConfig {
             history_channels: Vec::new(),
             history_size: d_history_size(),
             history_ttl: d_history_ttl(),
+            history_retention: 0,
             idempotency_window: d_idempotency_window(),
             idempotency_max_keys: d_idempotency_max_keys(),
             recovery_window: None,
@@ -886,6 +892,25 @@ impl Config {
                      fits in a connection's queue beside live events"
                 ),
             ));
+        }
+        if app.history_retention > 0 {
+            let refuse = |why: String| Err(invalid(at("history_retention"), why));
+            if !app.history {
+                return refuse("needs history = true (it keeps the history longer)".into());
+            }
+            if self.store.backend != StoreBackend::Mongodb {
+                return refuse(
+                    "needs store.backend = \"mongodb\" (long retention is kept in MongoDB); \
+                     set it, or history_retention = 0"
+                        .into(),
+                );
+            }
+            if app.history_retention < app.history_ttl {
+                return refuse(format!(
+                    "must be 0 or at least history_ttl ({} s): it keeps events longer than the buffer",
+                    app.history_ttl
+                ));
+            }
         }
         for (p, prefix) in app.history_channels.iter().enumerate() {
             if prefix.is_empty() {
@@ -1319,6 +1344,36 @@ mod tests {
         }
         let text = format!("{app}history_ttl={MAX_DURATION_SECS}\n");
         assert!(Config::from_toml(&text).unwrap().validate().is_ok());
+    }
+
+    #[test]
+    fn history_retention_needs_history_and_the_mongodb_store() {
+        let app = "[[apps]]\nid='a'\nkey='b'\nsecret='c'\n";
+        let mongo = "[store]\nbackend='mongodb'\n";
+        let check = |text: String| Config::from_toml(&text).unwrap().validate();
+        let err = check(format!("{app}history=true\nhistory_retention=3600\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("apps[0].history_retention") && err.contains("mongodb"),
+            "{err}"
+        );
+        let err = check(format!("{mongo}{app}history_retention=3600\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("history = true"), "{err}");
+        let err = check(format!("{mongo}{app}history=true\nhistory_retention=10\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("history_ttl"), "{err}");
+        assert!(check(format!(
+            "{mongo}{app}history=true\nhistory_retention=3600\n"
+        ))
+        .is_ok());
+        assert!(
+            check(format!("{app}history=true\n")).is_ok(),
+            "off by default"
+        );
     }
 
     #[test]

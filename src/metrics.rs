@@ -64,11 +64,11 @@ pub struct Metrics {
     pub history_recoveries: IntCounter,
     /// Recoveries (`since`, or a signed-in user's position) answered with `pusher:recovery_failed`.
     pub history_recovery_failed: IntCounter,
-    /// History writes queued for retry because Redis was unreachable.
+    /// History writes that waited for their store (Redis, or MongoDB for long retention).
     pub history_writes_queued: IntCounter,
-    /// Queued history writes sent again once Redis was back.
+    /// History writes sent again after their store failed.
     pub history_writes_retried: IntCounter,
-    /// Queued history writes dropped because the retry queue was full.
+    /// History writes dropped because their queue was full.
     pub history_writes_dropped: IntCounter,
     /// Publishes with an idempotency key (one per event or batch item), by
     /// result: `first` (claimed and published), `repeat` (answered from the
@@ -235,15 +235,15 @@ impl Metrics {
             ),
             history_writes_queued: counter(
                 "rusher_history_writes_queued_total",
-                "History writes queued for retry because Redis was unreachable",
+                "History writes that waited because their store (Redis, or MongoDB for long retention) was unreachable",
             ),
             history_writes_retried: counter(
                 "rusher_history_writes_retried_total",
-                "Queued history writes sent again once Redis was back",
+                "History writes sent again after their store (Redis or MongoDB) failed",
             ),
             history_writes_dropped: counter(
                 "rusher_history_writes_dropped_total",
-                "Queued history writes dropped because the retry queue was full",
+                "History writes dropped because their queue (redis.history_retry_queue or store.write_queue) was full",
             ),
             idempotent_publishes: counter_vec(
                 "rusher_idempotent_publishes_total",

@@ -20,10 +20,12 @@ use crate::hub::history_store::HistoryStore;
 use crate::hub::node::Node;
 use crate::hub::persistence::Persistence;
 use crate::hub::recovery_store::PositionStore;
+use crate::hub::retention::LongHistory;
 use crate::hub::Hub;
 use crate::listen;
 use crate::metrics::Metrics;
 use crate::protocol::error::ErrorCode;
+use crate::store::archive::HistoryArchive;
 use crate::store::memory::MemoryStore;
 use crate::store::mongo::MongoStore;
 use crate::store::{Retention, Store};
@@ -54,6 +56,7 @@ impl Server {
         let webhooks = Webhooks::start(&apps, &self.config.server.webhooks, metrics.clone());
         // Histories and recovery positions live where the deployment shares
         // state: this node's memory alone, or Redis every node reads.
+        let mut redis_adapter = None;
         let (adapter, history_store, position_store): (
             Arc<dyn Adapter>,
             HistoryStore,
@@ -73,6 +76,7 @@ impl Server {
                 )
                 .map_err(|e| std::io::Error::other(format!("invalid redis.url: {e}")))?;
                 let positions = Arc::new(RedisPositions::new(redis.clone()));
+                redis_adapter = Some(redis.clone());
                 (
                     redis.clone(),
                     HistoryStore::Shared(redis),
@@ -81,6 +85,24 @@ impl Server {
             }
         };
         let persistence = self.start_persistence(&apps, &metrics).await?;
+        let timeout = Duration::from_millis(self.config.store.timeout_ms);
+        let long_history = LongHistory::new(persistence.clone(), timeout);
+        if let (Some(redis), Some(_)) = (&redis_adapter, &long_history) {
+            // Redis gives the serials; the publishing node archives.
+            redis.keep_history_in(persistence.clone());
+        }
+        if let (Some(long), None) = (&long_history, &redis_adapter) {
+            for app in apps.all().filter(|app| app.history_retention > 0) {
+                if let Some(state) = node.app(&app.id) {
+                    long.raise_floor(app, &state.history).await.map_err(|e| {
+                        std::io::Error::other(format!(
+                            "cannot read the history serials of app `{}` from MongoDB (store.url): {e}",
+                            app.id
+                        ))
+                    })?;
+                }
+            }
+        }
         Ok(Arc::new(
             Hub::new(
                 apps,
@@ -92,7 +114,8 @@ impl Server {
                 self.config.server.outgoing_queue,
             )
             .with_history_store(history_store)
-            .with_position_store(position_store),
+            .with_position_store(position_store)
+            .with_long_history(long_history),
         ))
     }
 
@@ -108,6 +131,7 @@ impl Server {
             ttl_ms: settings.message_ttl_secs * 1000,
             max_per_channel: settings.max_messages_per_channel,
         };
+        let mut archive: Option<Arc<dyn HistoryArchive>> = None;
         let store: Arc<dyn Store> = match settings.backend {
             StoreBackend::Memory => Arc::new(MemoryStore::new(retention)),
             StoreBackend::Mongodb => {
@@ -122,10 +146,19 @@ impl Server {
                             ))
                         })?;
                 tracing::info!(database = %settings.database, "MongoDB store ready");
+                if apps.all().any(|app| app.history_retention > 0) {
+                    let history = store.history().await.map_err(|e| {
+                        std::io::Error::other(format!(
+                            "cannot use MongoDB at {} (store.url) for history_retention: {e}",
+                            settings.url
+                        ))
+                    })?;
+                    archive = Some(Arc::new(history));
+                }
                 Arc::new(store)
             }
         };
-        Persistence::start(store, apps, settings.clone(), metrics.clone())
+        Persistence::start(store, archive, apps, settings.clone(), metrics.clone())
             .await
             .map_err(|e| std::io::Error::other(format!("cannot load offline subscriptions: {e}")))
     }

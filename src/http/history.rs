@@ -3,7 +3,6 @@
 
 use super::error::{bad_request, ApiError};
 use super::signed::{query_param, Signed};
-use crate::hub::history_store::UNAVAILABLE;
 use crate::hub::Hub;
 use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
@@ -41,7 +40,8 @@ fn paging(since: Option<&str>, limit: Option<&str>) -> Result<(u64, usize), ApiE
 /// `{"events": [{"serial","event","data","time_ms","socket_id"?}], "next", "oldest", "latest"}`;
 /// 400 for a bad `since`/`limit` or channel name, 404 when the app keeps
 /// no history for the channel (history off, or no `history_channels` prefix
-/// matches), 503 when the shared store (Redis) cannot be reached.
+/// matches), 503 when the store the page needs (Redis, or MongoDB for long
+/// retention) cannot be reached.
 pub async fn show(
     req: HttpRequest,
     signed: Signed,
@@ -57,8 +57,8 @@ pub async fn show(
     )?;
     match hub.history_page(&app, &channel, since, limit).await {
         Some(Ok(page)) => Ok(HttpResponse::Ok().json(page)),
-        Some(Err(_)) => Err(ApiError::Unavailable(format!(
-            "{UNAVAILABLE}; try again later (channel `{channel}`)"
+        Some(Err(reason)) => Err(ApiError::Unavailable(format!(
+            "{reason}; try again later (channel `{channel}`)"
         ))),
         None => Err(ApiError::NotFound(format!(
             "app `{}` keeps no history for channel `{channel}` (history is off or no history_channels prefix matches)",

@@ -409,6 +409,29 @@ impl AppHistory {
         });
     }
 
+    /// Raises the serial every new channel starts above (long retention:
+    /// the app's highest serial in the archive, read at start).
+    pub fn raise_floor(&self, serial: u64) {
+        self.swept_max.fetch_max(serial, Ordering::AcqRel);
+    }
+
+    /// Whether `channel` has a history on this node.
+    pub fn contains(&self, channel: &str) -> bool {
+        self.channels.contains_key(channel)
+    }
+
+    /// Creates `channel`'s history, when missing, so that its first event
+    /// gets `last + 1` (long retention: the channel's highest archived
+    /// serial; see `hub::retention`).
+    pub fn create_after(&self, channel: &str, last: u64) {
+        self.channels.entry(channel.to_owned()).or_insert_with(|| {
+            Arc::new(Mutex::new(ChannelHistory::new(
+                last.saturating_add(1),
+                Instant::now(),
+            )))
+        });
+    }
+
     fn existing(&self, channel: &str) -> Option<Arc<Mutex<ChannelHistory>>> {
         self.channels.get(channel).map(|found| found.clone())
     }

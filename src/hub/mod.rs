@@ -12,6 +12,7 @@
 //! - [`idempotent_publish`]: a publish request's claim, wait and release of its key.
 //! - [`recovery`]: where signed-in users' sockets stood, so pusher-js recovers unmodified.
 //! - [`recovery_store`]: where those positions live (this node, or also Redis).
+//! - [`retention`]: long retention of histories in MongoDB (seeding, reads).
 //! - [`node`]: every app's state on this node.
 //! - [`persistence`]: offline subscriptions, stored messages, personal channels.
 //! - [`peer`]: peer channels between peer members of a presence channel.
@@ -36,6 +37,7 @@ pub mod persistence;
 pub mod rate;
 pub mod recovery;
 pub mod recovery_store;
+pub mod retention;
 pub mod socket_id;
 pub mod users;
 
@@ -128,12 +130,12 @@ fn publish_with_history(
     user_id: Option<&str>,
     except: Option<&str>,
     message_id: Option<&str>,
-) -> (ByteString, FanOut) {
+) -> (u64, ByteString, FanOut) {
     let ttl = Duration::from_secs(app.history_ttl);
     let now = std::time::Instant::now();
     state.history.with_channel(channel, |h| {
         let mut frame = ByteString::default();
-        h.push(now, app.history_size, ttl, event, data, except, |serial| {
+        let (serial, _) = h.push(now, app.history_size, ttl, event, data, except, |serial| {
             frame = match message_id {
                 Some(id) => frames::delivery_frame(id, event, channel, data, user_id, Some(serial)),
                 None => frames::history_event_frame(event, channel, data, user_id, serial),
@@ -141,7 +143,7 @@ fn publish_with_history(
             frame.clone()
         });
         let report = state.channels.deliver(channel, &frame, except);
-        (frame, report)
+        (serial, frame, report)
     })
 }
 
@@ -198,8 +200,32 @@ enum RecoverFrom {
     Buffer,
     /// The shared store's events joined with this node's mirror.
     Shared(history::Fetched),
-    /// The shared store is unreachable.
-    Unavailable,
+    /// The long-retention archive holds more than the connection's queue
+    /// takes (its oldest serial).
+    TooMany(Option<u64>),
+    /// The store the range needs is unreachable: the reason.
+    Unavailable(&'static str),
+}
+
+impl RecoverFrom {
+    /// The frames after `since` up to `until` (call under the channel's
+    /// history lock, after [`history::ChannelHistory::expire`]), or why
+    /// they cannot all be given.
+    fn replay(
+        &self,
+        h: &history::ChannelHistory,
+        since: u64,
+        until: u64,
+    ) -> Result<Vec<ByteString>, history::Gap> {
+        match self {
+            RecoverFrom::Shared(fetched) => h.join(since, until, fetched),
+            RecoverFrom::TooMany(oldest) => Err(history::Gap {
+                oldest: *oldest,
+                reason: retention::REPLAY_TOO_LONG,
+            }),
+            RecoverFrom::Buffer | RecoverFrom::Unavailable(_) => h.replay_until(since, until),
+        }
+    }
 }
 
 /// Shared state of the server, reached through a handle by every connection and request.
@@ -216,6 +242,7 @@ pub struct Hub {
     accepting: AtomicBool,
     history_store: HistoryStore,
     position_store: PositionStore,
+    long_history: Option<retention::LongHistory>,
     message_ids: delivery::MessageIds,
     parked: delivery::parked::Parked,
 }
@@ -244,6 +271,7 @@ impl Hub {
             accepting: AtomicBool::new(true),
             history_store: HistoryStore::Memory,
             position_store: PositionStore::Local,
+            long_history: None,
             message_ids: delivery::MessageIds::default(),
             parked: delivery::parked::Parked::default(),
         }
@@ -259,6 +287,12 @@ impl Hub {
     /// this node's memory only).
     pub fn with_position_store(mut self, store: PositionStore) -> Self {
         self.position_store = store;
+        self
+    }
+
+    /// Keeps the histories of apps with `history_retention` in `long` too.
+    pub fn with_long_history(mut self, long: Option<retention::LongHistory>) -> Self {
+        self.long_history = long;
         self
     }
 
@@ -531,8 +565,14 @@ impl Hub {
         resubscribed: Option<u64>,
         joining: Option<Joining>,
     ) -> Result<(Subscribed, Option<Recovery>, Option<u64>), channels::MemberLimitReached> {
+        if let (Some(long), HistoryStore::Memory) = (self.long_history(app), &self.history_store) {
+            long.seed(app, &state.history, channel).await;
+        }
         let from = match resume {
-            Some(since) => self.recover_from(app, state, channel, since).await,
+            Some(since) => {
+                self.recover_from(app, state, connection, channel, since)
+                    .await
+            }
             None => RecoverFrom::Buffer,
         };
         let stream_latest = self.stream_latest(app, state, channel, &from).await;
@@ -555,16 +595,14 @@ impl Hub {
             // a new subscription has no bound (a mirror may trail the stream).
             let until = resubscribed.unwrap_or(u64::MAX);
             let recovery = resume.map(|since| {
-                let replay = match &from {
-                    RecoverFrom::Shared(fetched) => h.join(since, until, fetched),
-                    _ => h.replay_until(since, until),
-                };
+                let replay = from.replay(h, since, until);
                 queue_recovery(replay, h.oldest(), connection, channel, since)
             });
             Ok((local, recovery, live_after))
         };
         let joined = match (&from, resume) {
-            (RecoverFrom::Unavailable, _) => None,
+            (RecoverFrom::Unavailable(_), _) => None,
+            (RecoverFrom::TooMany(_), _) => Some(state.history.with_channel(channel, &mut join)),
             // Without a recovery the history is created, so a signed-in
             // socket's position exists from its first event.
             (_, None) => Some(state.history.with_channel(channel, &mut join)),
@@ -581,7 +619,7 @@ impl Hub {
         joined.unwrap_or_else(|| {
             if let Some(since) = resume {
                 let reason = match from {
-                    RecoverFrom::Unavailable => UNAVAILABLE,
+                    RecoverFrom::Unavailable(reason) => reason,
                     _ => "the channel has no history",
                 };
                 connection.send(frames::recovery_failed(channel, since, None, reason));
@@ -593,20 +631,38 @@ impl Hub {
         })
     }
 
+    /// The long-retention archive, for an app that keeps one.
+    fn long_history(&self, app: &App) -> Option<&retention::LongHistory> {
+        self.long_history
+            .as_ref()
+            .filter(|_| app.history_retention > 0)
+    }
+
     /// Where a recovery from `since` takes the events it replays: this
     /// node's buffer (the memory store, or a mirror that covers `since`),
-    /// else the shared store's read (joined with the mirror).
+    /// else the shared store's read (joined with the mirror), with the
+    /// long-retention archive's older part before it when the buffer or the
+    /// stream lost the start. Reads run outside any lock.
     async fn recover_from(
         &self,
         app: &App,
         state: &AppState,
+        connection: &Connection,
         channel: &str,
         since: u64,
     ) -> RecoverFrom {
-        let shared = match &self.history_store {
-            HistoryStore::Memory => return RecoverFrom::Buffer,
-            HistoryStore::Shared(shared) if !shared.available() => return RecoverFrom::Unavailable,
-            HistoryStore::Shared(shared) => shared,
+        let long = self.long_history(app);
+        let shared = match (&self.history_store, long) {
+            (HistoryStore::Memory, None) => return RecoverFrom::Buffer,
+            (HistoryStore::Memory, Some(long)) => {
+                return self
+                    .recover_from_archive(app, state, connection, channel, since, long)
+                    .await
+            }
+            (HistoryStore::Shared(shared), _) if !shared.available() => {
+                return RecoverFrom::Unavailable(UNAVAILABLE)
+            }
+            (HistoryStore::Shared(shared), _) => shared,
         };
         let now = std::time::Instant::now();
         let covered = state.history.with_existing(channel, |h| {
@@ -617,8 +673,23 @@ impl Hub {
             return RecoverFrom::Buffer;
         }
         match shared.fetch(app, channel, since).await {
-            Ok(fetched) => RecoverFrom::Shared(fetched),
-            Err(history_store::Unavailable) => RecoverFrom::Unavailable,
+            Ok(fetched) => match long {
+                Some(long) if retention::needs_older(&fetched, since) => {
+                    // The stream lost the start: the archive has it.
+                    match long
+                        .fetch(app, channel, since, connection.free_capacity())
+                        .await
+                    {
+                        Ok(retention::Archived::Events(older)) => {
+                            RecoverFrom::Shared(retention::merge_older(older, fetched))
+                        }
+                        Ok(retention::Archived::TooMany(oldest)) => RecoverFrom::TooMany(oldest),
+                        Err(reason) => RecoverFrom::Unavailable(reason),
+                    }
+                }
+                _ => RecoverFrom::Shared(fetched),
+            },
+            Err(history_store::Unavailable) => RecoverFrom::Unavailable(UNAVAILABLE),
         }
     }
 
@@ -642,7 +713,7 @@ impl Hub {
         };
         match from {
             RecoverFrom::Shared(fetched) => Some(fetched.latest.unwrap_or(0)),
-            RecoverFrom::Unavailable => None,
+            RecoverFrom::Unavailable(_) | RecoverFrom::TooMany(_) => None,
             RecoverFrom::Buffer => {
                 let seen = state
                     .history
@@ -686,6 +757,36 @@ impl Hub {
                 self.metrics.recovery_fail_open.inc();
                 local
             }
+        }
+    }
+
+    /// Where a recovery on one node with long retention reads from: the
+    /// buffer when it holds every event after `since`, else the archive
+    /// (outside any lock; joined with the buffer under it).
+    async fn recover_from_archive(
+        &self,
+        app: &App,
+        state: &AppState,
+        connection: &Connection,
+        channel: &str,
+        since: u64,
+        long: &retention::LongHistory,
+    ) -> RecoverFrom {
+        let now = std::time::Instant::now();
+        let covered = state.history.with_existing(channel, |h| {
+            h.expire(now);
+            h.covers(since)
+        });
+        if covered == Some(true) {
+            return RecoverFrom::Buffer;
+        }
+        match long
+            .fetch(app, channel, since, connection.free_capacity())
+            .await
+        {
+            Ok(retention::Archived::Events(fetched)) => RecoverFrom::Shared(fetched),
+            Ok(retention::Archived::TooMany(oldest)) => RecoverFrom::TooMany(oldest),
+            Err(reason) => RecoverFrom::Unavailable(reason),
         }
     }
 
@@ -741,18 +842,20 @@ impl Hub {
             };
             let position = match taken {
                 Some(since) if since < live_after => {
-                    let from = self.recover_from(app, state, channel, since).await;
+                    let from = self
+                        .recover_from(app, state, connection, channel, since)
+                        .await;
                     let now = std::time::Instant::now();
                     let replay = |h: &mut history::ChannelHistory| {
                         h.expire(now);
-                        let replay = match &from {
-                            RecoverFrom::Shared(fetched) => h.join(since, live_after, fetched),
-                            _ => h.replay_until(since, live_after),
-                        };
+                        let replay = from.replay(h, since, live_after);
                         queue_recovery(replay, h.oldest(), connection, channel, since)
                     };
                     let recovery = match &from {
-                        RecoverFrom::Unavailable => None,
+                        RecoverFrom::Unavailable(_) => None,
+                        RecoverFrom::TooMany(_) => {
+                            Some(state.history.with_channel(channel, replay))
+                        }
                         // The store knows the channel: its mirror may be gone here.
                         RecoverFrom::Shared(fetched) if fetched.latest.is_some() => {
                             Some(state.history.with_channel(channel, replay))
@@ -770,7 +873,7 @@ impl Hub {
                         }
                         None => {
                             let reason = match from {
-                                RecoverFrom::Unavailable => UNAVAILABLE,
+                                RecoverFrom::Unavailable(reason) => reason,
                                 _ => "the channel has no history",
                             };
                             connection.send(frames::recovery_failed(channel, since, None, reason));
@@ -1081,9 +1184,16 @@ impl Hub {
             .zip(self.state(app_id));
         let report = match (with_history, &self.history_store) {
             (Some((app, state)), HistoryStore::Memory) => {
-                let (frame, report) = publish_with_history(
+                if let Some(long) = &self.long_history {
+                    long.seed(app, &state.history, channel).await;
+                }
+                let (serial, frame, report) = publish_with_history(
                     app, state, channel, event, data, user_id, except, message_id,
                 );
+                // Kept for long retention from the store's queue, after the lock.
+                if let Some(persistence) = &self.persistence {
+                    persistence.record_history(app_id, channel, serial, &frame, except);
+                }
                 self.remember_on_cache_channel(app, channel, &frame).await;
                 report
             }
@@ -1289,19 +1399,58 @@ impl Hub {
         channel: &str,
         since: u64,
         limit: usize,
-    ) -> Option<Result<history::Page, history_store::Unavailable>> {
+    ) -> Option<Result<history::Page, &'static str>> {
         if !history::applies(app.history, &app.history_channels, channel) {
             return None;
         }
+        let long = self
+            .long_history
+            .as_ref()
+            .filter(|_| app.history_retention > 0);
         if let HistoryStore::Shared(shared) = &self.history_store {
-            return Some(shared.page(app, channel, since, limit).await);
+            let page = match shared.page(app, channel, since, limit).await {
+                Ok(page) => page,
+                Err(_) => return Some(Err(UNAVAILABLE)),
+            };
+            let Some(long) = long.filter(|_| retention::page_needs_older(&page, since)) else {
+                return Some(Ok(page));
+            };
+            // The stream lost the start: the archive's page, then the stream's.
+            let archived = match long.page(app, channel, since, limit).await {
+                Ok(page) => page,
+                Err(reason) => return Some(Err(reason)),
+            };
+            let after = archived.events.last().map_or(since, |e| e.serial);
+            let room = limit - archived.events.len().min(limit);
+            return Some(match shared.page(app, channel, after, room.max(1)).await {
+                Ok(tail) => Ok(retention::extend_page(archived, tail, room)),
+                Err(_) => Err(UNAVAILABLE),
+            });
         }
         let state = self.state(&app.id)?;
-        let ttl_now = std::time::Instant::now();
-        let page = state.history.with_existing(channel, |h| {
-            h.expire(ttl_now);
-            h.page(since, limit)
+        let now = std::time::Instant::now();
+        let covered = state.history.with_existing(channel, |h| {
+            h.expire(now);
+            h.covers(since)
         });
+        // Long retention: what the buffer no longer holds comes from the
+        // archive, followed by the buffer's newer events.
+        if let (Some(long), false) = (long, covered == Some(true)) {
+            let archived = match long.page(app, channel, since, limit).await {
+                Ok(page) => page,
+                Err(reason) => return Some(Err(reason)),
+            };
+            let after = archived.events.last().map_or(since, |e| e.serial);
+            let room = limit - archived.events.len().min(limit);
+            let tail = state
+                .history
+                .with_existing(channel, |h| h.page(after, room.max(1)))
+                .unwrap_or_default();
+            return Some(Ok(retention::extend_page(archived, tail, room)));
+        }
+        let page = state
+            .history
+            .with_existing(channel, |h| h.page(since, limit));
         Some(Ok(page.unwrap_or_default()))
     }
 

@@ -1,11 +1,14 @@
 //! Offline subscriptions on the hub's side: who follows which channel (an
 //! in-memory index, so an unfollowed channel costs one map lookup per
 //! publish), sequencing of stored messages, the bounded write queue, and
-//! catch-up for `personal-{user_id}` channels.
+//! catch-up for `personal-{user_id}` channels. The same queue and writer
+//! carry the events of channels with long retention (`history_retention`,
+//! [`crate::store::archive`]), with the same outage behaviour.
 
 use crate::apps::AppRegistry;
 use crate::config::StoreConfig;
 use crate::metrics::Metrics;
+use crate::store::archive::{ArchivedEvent, HistoryArchive};
 use crate::store::{now_ms, Follow, Store, StoreError, StoredMessage};
 use crate::throttled_log::ThrottledLog;
 use dashmap::DashMap;
@@ -13,9 +16,32 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 type AppChannel = (String, String);
+
+/// One write waiting in the bounded queue.
+enum Write {
+    /// A stored message of a followed channel.
+    Message(Arc<str>, StoredMessage),
+    /// A history event kept for long retention; `true` once counted in
+    /// `rusher_history_writes_queued_total` (it waited for the store).
+    History(ArchivedEvent, bool),
+}
+
+/// Long retention's side of the queue.
+struct Archive {
+    store: Arc<dyn HistoryArchive>,
+    /// App id → `history_retention` in ms (apps with retention only).
+    retention_ms: HashMap<String, u64>,
+    /// History writes ever queued, and (watched) ever finished: written or
+    /// dropped. A reader waits until those queued before it are finished.
+    queued: AtomicU64,
+    finished: watch::Sender<u64>,
+    /// Whether a history write was ever dropped: serials it held are not in
+    /// the archive, so a channel is seeded above them (see `hub::retention`).
+    dropped_any: AtomicBool,
+}
 
 /// The hub's persistence layer.
 pub struct Persistence {
@@ -24,7 +50,8 @@ pub struct Persistence {
     followers: DashMap<AppChannel, HashSet<Arc<str>>>,
     /// Next sequence per app.
     sequences: HashMap<String, AtomicU64>,
-    writes: mpsc::Sender<(Arc<str>, StoredMessage)>,
+    writes: mpsc::Sender<Write>,
+    archive: Option<Archive>,
     settings: StoreConfig,
     metrics: Metrics,
     healthy: AtomicBool,
@@ -35,9 +62,11 @@ pub struct Persistence {
 
 impl Persistence {
     /// Loads the follow index and the sequences, then starts the writer and
-    /// the index refresher on the current runtime.
+    /// the index refresher on the current runtime. `archive` keeps the
+    /// history events of apps with `history_retention` (MongoDB only).
     pub async fn start(
         store: Arc<dyn Store>,
+        archive: Option<Arc<dyn HistoryArchive>>,
         apps: &AppRegistry,
         settings: StoreConfig,
         metrics: Metrics,
@@ -48,8 +77,20 @@ impl Persistence {
             sequences.insert(app.id.clone(), AtomicU64::new(max));
         }
         let (writes, queue) = mpsc::channel(settings.write_queue);
+        let archive = archive.map(|store| Archive {
+            store,
+            retention_ms: apps
+                .all()
+                .filter(|app| app.history_retention > 0)
+                .map(|app| (app.id.clone(), app.history_retention.saturating_mul(1000)))
+                .collect(),
+            queued: AtomicU64::new(0),
+            finished: watch::channel(0).0,
+            dropped_any: AtomicBool::new(false),
+        });
         let persistence = Arc::new(Persistence {
             store,
+            archive,
             followers: DashMap::new(),
             sequences,
             writes,
@@ -86,7 +127,9 @@ impl Persistence {
         Ok(())
     }
 
-    fn outcome<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    /// Notes how a store operation went: counts failures, flips (and logs)
+    /// [`Self::is_healthy`]; returns the result unchanged.
+    pub fn outcome<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         match &result {
             Ok(_) => {
                 if !self.healthy.swap(true, Ordering::AcqRel) {
@@ -101,6 +144,87 @@ impl Persistence {
             }
         }
         result
+    }
+
+    /// Whether the last store operation succeeded (fail fast while it is down).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// The long-retention archive, when the store is MongoDB.
+    pub fn archive(&self) -> Option<&Arc<dyn HistoryArchive>> {
+        self.archive.as_ref().map(|a| &a.store)
+    }
+
+    /// Whether a history write was ever dropped (queue full).
+    pub fn history_dropped_any(&self) -> bool {
+        self.archive
+            .as_ref()
+            .is_some_and(|a| a.dropped_any.load(Ordering::Acquire))
+    }
+
+    /// Queues a history event of an app with `history_retention` for the
+    /// archive (nothing for other apps). Never waits: a full queue drops and
+    /// counts it (`rusher_history_writes_dropped_total`).
+    pub fn record_history(
+        &self,
+        app_id: &str,
+        channel: &str,
+        serial: u64,
+        frame: &bytestring::ByteString,
+        socket_id: Option<&str>,
+    ) {
+        let Some(archive) = &self.archive else {
+            return;
+        };
+        let Some(retention_ms) = archive.retention_ms.get(app_id) else {
+            return;
+        };
+        let time_ms = now_ms();
+        let event = ArchivedEvent {
+            app_id: app_id.into(),
+            channel: channel.into(),
+            serial,
+            frame: frame.clone(),
+            socket_id: socket_id.map(Arc::from),
+            time_ms,
+            expires_ms: time_ms.saturating_add(*retention_ms),
+        };
+        // It will wait for the store: counted as such.
+        let waits = !self.is_healthy();
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        archive.queued.fetch_add(1, Ordering::AcqRel);
+        if self.writes.try_send(Write::History(event, waits)).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            archive.finished.send_modify(|n| *n += 1);
+            archive.dropped_any.store(true, Ordering::Release);
+            self.metrics.history_writes_dropped.inc();
+            if let Some(suppressed) = self.drop_log.ready() {
+                tracing::error!(
+                    app_id,
+                    channel,
+                    serial,
+                    also_dropped = suppressed,
+                    "store write queue full: history events not kept for long retention (see rusher_history_writes_dropped_total)"
+                );
+            }
+        } else if waits {
+            self.metrics.history_writes_queued.inc();
+        }
+    }
+
+    /// Waits (at most `timeout`) until every history write queued before
+    /// the call is written or dropped, so a read of the archive sees what
+    /// this node published; false when the time ran out.
+    pub async fn history_settled(&self, timeout: Duration) -> bool {
+        let Some(archive) = &self.archive else {
+            return true;
+        };
+        let target = archive.queued.load(Ordering::Acquire);
+        let mut finished = archive.finished.subscribe();
+        tokio::time::timeout(timeout, finished.wait_for(|n| *n >= target))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// The users following `channel`; empty (and cheap) for most channels.
@@ -160,7 +284,7 @@ impl Persistence {
         self.pending.fetch_add(1, Ordering::AcqRel);
         if self
             .writes
-            .try_send((app_id.into(), message.clone()))
+            .try_send(Write::Message(app_id.into(), message.clone()))
             .is_err()
         {
             self.pending.fetch_sub(1, Ordering::AcqRel);
@@ -270,20 +394,28 @@ impl Persistence {
     }
 }
 
-/// Writes queued messages in batches; on failure keeps the batch and retries
-/// with back-off (the bounded queue absorbs the wait, then drops and counts).
-async fn writer(
-    persistence: Arc<Persistence>,
-    mut queue: mpsc::Receiver<(Arc<str>, StoredMessage)>,
-) {
+/// Writes queued messages and history events in batches; on failure keeps
+/// the batch and retries with back-off (the bounded queue absorbs the wait,
+/// then drops and counts).
+async fn writer(persistence: Arc<Persistence>, mut queue: mpsc::Receiver<Write>) {
     let mut backoff = Duration::from_millis(100);
     while let Some(first) = queue.recv().await {
         let mut by_app: HashMap<Arc<str>, Vec<StoredMessage>> = HashMap::new();
-        by_app.entry(first.0).or_default().push(first.1);
-        while let Ok((app_id, message)) = queue.try_recv() {
-            by_app.entry(app_id).or_default().push(message);
-            if by_app.values().map(Vec::len).sum::<usize>() >= 500 {
-                break;
+        let mut history: Vec<ArchivedEvent> = Vec::new();
+        let mut history_waited = 0;
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(write) = next.take() {
+            match write {
+                Write::Message(app_id, message) => by_app.entry(app_id).or_default().push(message),
+                Write::History(event, waited) => {
+                    history_waited += usize::from(waited);
+                    history.push(event);
+                }
+            }
+            taken += 1;
+            if taken < 500 {
+                next = queue.try_recv().ok();
             }
         }
         for (app_id, batch) in by_app {
@@ -305,6 +437,58 @@ async fn writer(
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
+            }
+        }
+        if let (Some(archive), false) = (&persistence.archive, history.is_empty()) {
+            write_history(
+                &persistence,
+                archive,
+                &history,
+                history_waited,
+                &mut backoff,
+            )
+            .await;
+        }
+    }
+}
+
+/// Writes one batch of history events until the archive takes it (a
+/// retried insert stores each event once: unique serials). Counts the
+/// events that had to wait (queued) and those written after a failure
+/// (retried).
+async fn write_history(
+    persistence: &Persistence,
+    archive: &Archive,
+    batch: &[ArchivedEvent],
+    already_counted: usize,
+    backoff: &mut Duration,
+) {
+    let mut failed = false;
+    loop {
+        match persistence.outcome(archive.store.append(batch).await) {
+            Ok(()) => {
+                persistence.pending.fetch_sub(batch.len(), Ordering::AcqRel);
+                archive.finished.send_modify(|n| *n += batch.len() as u64);
+                if failed {
+                    persistence
+                        .metrics
+                        .history_writes_retried
+                        .inc_by(batch.len() as u64);
+                }
+                *backoff = Duration::from_millis(100);
+                return;
+            }
+            Err(_) => {
+                if !failed {
+                    failed = true;
+                    let newly = batch.len().saturating_sub(already_counted);
+                    persistence
+                        .metrics
+                        .history_writes_queued
+                        .inc_by(newly as u64);
+                }
+                tokio::time::sleep(*backoff).await;
+                *backoff = (*backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -3,9 +3,13 @@
 //!
 //! - [`memory`]: in-process maps; the default, lost on restart.
 //! - [`mongo`]: MongoDB (the official driver), durable.
+//! - [`archive`]: long retention of channel histories (the trait), and
+//!   [`mongo_history`], its MongoDB backend.
 
+pub mod archive;
 pub mod memory;
 pub mod mongo;
+pub mod mongo_history;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 /// Follows and messages in MongoDB.
 pub struct MongoStore {
+    db: mongodb::Database,
     subscriptions: Collection<Document>,
     messages: Collection<Document>,
     retention: Retention,
@@ -56,12 +57,19 @@ impl MongoStore {
             .await
             .map_err(unavailable)?;
         let store = MongoStore {
+            db: db.clone(),
             subscriptions: db.collection("subscriptions"),
             messages: db.collection("messages"),
             retention,
         };
         store.create_indexes().await?;
         Ok(store)
+    }
+
+    /// The long-retention history collection in the same database
+    /// (README "Long retention in MongoDB").
+    pub async fn history(&self) -> Result<super::mongo_history::MongoHistory, StoreError> {
+        super::mongo_history::MongoHistory::open(&self.db).await
     }
 
     /// One `createIndexes` per collection (creating an existing index is a no-op).

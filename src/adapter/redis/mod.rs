@@ -268,8 +268,9 @@ impl RedisAdapter {
                 // A write retried after an outage reached only its own node's
                 // subscribers then: every other node delivers it now, late
                 // rather than never.
-                let live = live || node != self.node_id;
-                self.on_history_event(app_id, channel, except, live, serial, frame)
+                let own = node == self.node_id;
+                let live = live || !own;
+                self.on_history_event(own, app_id, channel, except, live, serial, frame)
             }
             Some(BusMessage::Marker { node, token }) if node == self.node_id => {
                 self.on_marker(token);

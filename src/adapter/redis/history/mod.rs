@@ -18,6 +18,11 @@
 //!   delivered by none: this node's subscribers had it). Recoveries and
 //!   history pages answer "unavailable" at once.
 //!
+//! - Long retention (`history_retention`, MongoDB): the node that published
+//!   an event writes it to the archive when the bus brings it back with its
+//!   serial (the others only mirror it), so each event is stored once; the
+//!   serial counter lives at least as long as the retention.
+//!
 //! A write whose reply is lost (a timeout while Redis did run it) is
 //! delivered here and may also arrive from the bus and be stored twice: the
 //! one case where fail-open costs exactness.
@@ -30,6 +35,7 @@ use super::RedisAdapter;
 use crate::apps::App;
 use crate::hub::history::{Fetched, Page, PageEvent};
 use crate::hub::history_store::{Publication, SharedHistory, Unavailable};
+use crate::hub::persistence::Persistence;
 use crate::protocol::frames;
 use async_trait::async_trait;
 use bytestring::ByteString;
@@ -39,7 +45,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// Shortest life of a channel's serial counter: a channel idle for less
@@ -63,6 +69,10 @@ pub struct HistoryWrite {
     live: bool,
     size: usize,
     ttl_ms: u64,
+    /// The app's `history_retention` in seconds (0 = off; saturated, kept
+    /// small so a write stays small): the serial counter must outlive the
+    /// archived events.
+    retention_secs: u32,
 }
 
 /// The adapter's history state.
@@ -72,6 +82,8 @@ pub struct State {
     retry: RetryQueue<HistoryWrite>,
     markers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_token: AtomicU64,
+    /// Where this node's own events go for long retention (set at start).
+    archive: std::sync::OnceLock<Arc<Persistence>>,
 }
 
 impl State {
@@ -83,6 +95,7 @@ impl State {
             retry: RetryQueue::new(retry_capacity),
             markers: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
+            archive: std::sync::OnceLock::new(),
         }
     }
 
@@ -139,6 +152,12 @@ fn parse_read(values: Vec<Value>) -> (Option<u64>, Option<u64>, Vec<Entry>) {
 }
 
 impl RedisAdapter {
+    /// Sends the events this node publishes to `persistence`'s long-retention
+    /// archive once they have their serial (apps with `history_retention`).
+    pub fn keep_history_in(&self, persistence: Arc<Persistence>) {
+        let _ = self.history.archive.set(persistence);
+    }
+
     fn history_available(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
@@ -154,7 +173,10 @@ impl RedisAdapter {
     /// Adds one history write (the publish script) to a batch.
     pub(super) fn history_script_call(&self, pipe: &mut redis::Pipeline, write: &HistoryWrite) {
         let (app_id, channel) = (write.app_id.as_str(), write.channel.as_str());
-        let serial_ttl_ms = write.ttl_ms.max(SERIAL_TTL_SECS * 1000);
+        let serial_ttl_ms = write
+            .ttl_ms
+            .max(SERIAL_TTL_SECS * 1000)
+            .max(u64::from(write.retention_secs) * 1000);
         let bus_head =
             BusMessage::history_head(&self.node_id, app_id, channel, &write.except, write.live);
         pipe.cmd("EVALSHA")
@@ -228,9 +250,12 @@ impl RedisAdapter {
     }
 
     /// An event of a shared history from the bus: mirrored and, when live,
-    /// delivered to this node's subscribers.
+    /// delivered to this node's subscribers; archived when this node
+    /// published it (`own`) and the app keeps history long.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_history_event(
         &self,
+        own: bool,
         app_id: &str,
         channel: &str,
         except: &str,
@@ -240,6 +265,9 @@ impl RedisAdapter {
     ) {
         let except = (!except.is_empty()).then_some(except);
         let frame = ByteString::from(frame);
+        if let (true, Some(persistence)) = (own, self.history.archive.get()) {
+            persistence.record_history(app_id, channel, serial, &frame, except);
+        }
         let report = self
             .node
             .deliver_serial(app_id, channel, serial, &frame, except, live);
@@ -298,6 +326,7 @@ impl SharedHistory for RedisAdapter {
             live: true,
             size: app.history_size,
             ttl_ms: app.history_ttl.saturating_mul(1000),
+            retention_secs: u32::try_from(app.history_retention).unwrap_or(u32::MAX),
         };
         if !self.history_available() {
             self.history_unsent(vec![write]);
