@@ -13,6 +13,7 @@ use crate::adapter::redis::RedisAdapter;
 use crate::adapter::Adapter;
 use crate::apps::AppRegistry;
 use crate::config::{AdapterKind, Config, StoreBackend};
+use crate::delivery::store::ParkedStore;
 use crate::handover;
 use crate::http::{self, HttpSettings};
 use crate::hub::history_store::HistoryStore;
@@ -52,10 +53,13 @@ impl Server {
         let webhooks = Webhooks::start(&apps, &self.config.server.webhooks, metrics.clone());
         // Histories live where the deployment shares state: this node's
         // memory alone, or Redis Streams every node reads.
-        let (adapter, history_store): (Arc<dyn Adapter>, HistoryStore) = match self.config.adapter {
+        // So do acknowledged delivery's parked messages (apps with store = "redis").
+        type Stores = (Arc<dyn Adapter>, HistoryStore, Option<Arc<dyn ParkedStore>>);
+        let (adapter, history_store, parked_store): Stores = match self.config.adapter {
             AdapterKind::Local => (
                 Arc::new(LocalAdapter::new(node.clone())),
                 HistoryStore::Memory,
+                None,
             ),
             AdapterKind::Redis => {
                 let redis = RedisAdapter::start(
@@ -65,22 +69,28 @@ impl Server {
                     metrics.clone(),
                 )
                 .map_err(|e| std::io::Error::other(format!("invalid redis.url: {e}")))?;
-                (redis.clone(), HistoryStore::Shared(redis))
+                (
+                    redis.clone(),
+                    HistoryStore::Shared(redis.clone()),
+                    Some(redis),
+                )
             }
         };
         let persistence = self.start_persistence(&apps, &metrics).await?;
-        Ok(Arc::new(
-            Hub::new(
-                apps,
-                node,
-                adapter,
-                metrics,
-                webhooks,
-                Some(persistence),
-                self.config.server.outgoing_queue,
-            )
-            .with_history_store(history_store),
-        ))
+        let hub = Hub::new(
+            apps,
+            node,
+            adapter,
+            metrics,
+            webhooks,
+            Some(persistence),
+            self.config.server.outgoing_queue,
+        )
+        .with_history_store(history_store);
+        Ok(Arc::new(match parked_store {
+            Some(store) => hub.with_parked_store(store),
+            None => hub,
+        }))
     }
 
     /// Opens the configured store and loads the follow index; a store that

@@ -18,8 +18,11 @@
 
 //! - Idempotent publish ([`idempotency`]): keys claimed with `SET NX PX`, so
 //!   a repeat reaching any node is answered once.
+//! - Acknowledged delivery's shared store ([`delivery`]): signed-in users'
+//!   unacknowledged messages, claimed by exactly one connection.
 
 pub mod bus;
+pub mod delivery;
 pub mod failure;
 pub mod history;
 pub mod idempotency;
@@ -61,6 +64,8 @@ struct Scripts {
     idempotency_claim: redis::Script,
     idempotency_store: redis::Script,
     idempotency_release: redis::Script,
+    delivery_sync: redis::Script,
+    delivery_claim: redis::Script,
 }
 
 /// Shares state and messages with the other nodes through Redis.
@@ -110,6 +115,8 @@ impl RedisAdapter {
                 idempotency_claim: idempotency::claim_script(),
                 idempotency_store: idempotency::store_script(),
                 idempotency_release: idempotency::release_script(),
+                delivery_sync: delivery::sync_script(),
+                delivery_claim: delivery::claim_script(),
             },
             webhooks,
             metrics,
