@@ -101,6 +101,9 @@ pub struct Metrics {
     /// Acknowledged-delivery messages waiting for an ack on this node
     /// (in connections and parked for signed-in users).
     pub delivery_pending: IntGauge,
+    /// Operations of the Redis delivery store (`store = "redis"`) that failed:
+    /// this node's memory kept or answered instead (fail open).
+    pub delivery_store_fallbacks: IntCounter,
 }
 
 impl Metrics {
@@ -274,6 +277,10 @@ impl Metrics {
             delivery_pending: gauge(
                 "rusher_delivery_pending",
                 "Acknowledged-delivery messages waiting for an ack on this node",
+            ),
+            delivery_store_fallbacks: counter(
+                "rusher_delivery_store_fallbacks_total",
+                "Redis delivery-store operations that failed, answered from this node's memory",
             ),
             // Last: every metric above is registered and recorded by now.
             registry,

@@ -14,6 +14,7 @@ use crate::adapter::redis::RedisAdapter;
 use crate::adapter::Adapter;
 use crate::apps::AppRegistry;
 use crate::config::{AdapterKind, Config, StoreBackend};
+use crate::delivery::store::ParkedStore;
 use crate::handover;
 use crate::http::{self, HttpSettings};
 use crate::hub::history_store::HistoryStore;
@@ -54,36 +55,42 @@ impl Server {
         let node = Arc::new(Node::new(&apps));
         let metrics = Metrics::new();
         let webhooks = Webhooks::start(&apps, &self.config.server.webhooks, metrics.clone());
-        // Histories and recovery positions live where the deployment shares
-        // state: this node's memory alone, or Redis every node reads.
+        // Histories, recovery positions and acknowledged delivery's parked
+        // messages (apps with store = "redis") live where the deployment
+        // shares state: this node's memory alone, or Redis every node reads.
         let mut redis_adapter = None;
-        let (adapter, history_store, position_store): (
+        type Stores = (
             Arc<dyn Adapter>,
             HistoryStore,
             PositionStore,
-        ) = match self.config.adapter {
-            AdapterKind::Local => (
-                Arc::new(LocalAdapter::new(node.clone())),
-                HistoryStore::Memory,
-                PositionStore::Local,
-            ),
-            AdapterKind::Redis => {
-                let redis = RedisAdapter::start(
-                    node.clone(),
-                    &self.config.redis,
-                    webhooks.clone(),
-                    metrics.clone(),
-                )
-                .map_err(|e| std::io::Error::other(format!("invalid redis.url: {e}")))?;
-                let positions = Arc::new(RedisPositions::new(redis.clone()));
-                redis_adapter = Some(redis.clone());
-                (
-                    redis.clone(),
-                    HistoryStore::Shared(redis),
-                    PositionStore::Shared(positions),
-                )
-            }
-        };
+            Option<Arc<dyn ParkedStore>>,
+        );
+        let (adapter, history_store, position_store, parked_store): Stores =
+            match self.config.adapter {
+                AdapterKind::Local => (
+                    Arc::new(LocalAdapter::new(node.clone())),
+                    HistoryStore::Memory,
+                    PositionStore::Local,
+                    None,
+                ),
+                AdapterKind::Redis => {
+                    let redis = RedisAdapter::start(
+                        node.clone(),
+                        &self.config.redis,
+                        webhooks.clone(),
+                        metrics.clone(),
+                    )
+                    .map_err(|e| std::io::Error::other(format!("invalid redis.url: {e}")))?;
+                    let positions = Arc::new(RedisPositions::new(redis.clone()));
+                    redis_adapter = Some(redis.clone());
+                    (
+                        redis.clone(),
+                        HistoryStore::Shared(redis.clone()),
+                        PositionStore::Shared(positions),
+                        Some(redis),
+                    )
+                }
+            };
         let persistence = self.start_persistence(&apps, &metrics).await?;
         let timeout = Duration::from_millis(self.config.store.timeout_ms);
         let long_history = LongHistory::new(persistence.clone(), timeout);
@@ -103,20 +110,22 @@ impl Server {
                 }
             }
         }
-        Ok(Arc::new(
-            Hub::new(
-                apps,
-                node,
-                adapter,
-                metrics,
-                webhooks,
-                Some(persistence),
-                self.config.server.outgoing_queue,
-            )
-            .with_history_store(history_store)
-            .with_position_store(position_store)
-            .with_long_history(long_history),
-        ))
+        let hub = Hub::new(
+            apps,
+            node,
+            adapter,
+            metrics,
+            webhooks,
+            Some(persistence),
+            self.config.server.outgoing_queue,
+        )
+        .with_history_store(history_store)
+        .with_position_store(position_store)
+        .with_long_history(long_history);
+        Ok(Arc::new(match parked_store {
+            Some(store) => hub.with_parked_store(store),
+            None => hub,
+        }))
     }
 
     /// Opens the configured store and loads the follow index; a store that

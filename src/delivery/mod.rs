@@ -11,6 +11,7 @@
 //! - [`settings`]: the `[apps.delivery]` table and its checks.
 //! - [`pending`]: one connection's pending messages and their retry clock (pure).
 //! - [`parked`]: a signed-in user's pending messages between two connections.
+//! - [`store`]: where those wait: this node's memory or a shared store (Redis).
 //!
 //! Nothing here is shared on the publish path except an atomic id counter:
 //! pending state lives in each connection's actor, so recording a message
@@ -19,6 +20,7 @@
 pub mod parked;
 pub mod pending;
 pub mod settings;
+pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

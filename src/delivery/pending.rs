@@ -233,6 +233,16 @@ impl Pending {
             .count()
     }
 
+    /// The pending messages, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values().map(|(entry, _)| entry)
+    }
+
+    /// Whether `id` is pending.
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
     /// Takes every pending message, oldest first (the connection closes).
     pub fn drain(&mut self) -> Vec<Entry> {
         self.by_id.clear();

@@ -12,7 +12,8 @@ pub enum DeliveryStore {
     /// This node's memory: a user's reconnect to the same node gets them.
     #[default]
     Memory,
-    /// Redis (needs `adapter = "redis"`): not built yet, refused at startup.
+    /// Redis (needs `adapter = "redis"`): a reconnect to any node gets them,
+    /// and they survive the death of the node holding the connection.
     Redis,
 }
 
@@ -127,16 +128,10 @@ impl DeliveryConfig {
                 "must not be empty (leave the list empty for every channel)",
             );
         }
-        match self.store {
-            DeliveryStore::Memory => Ok(()),
-            DeliveryStore::Redis if !redis_adapter => {
-                err("store", "\"redis\" needs adapter = \"redis\"")
-            }
-            DeliveryStore::Redis => err(
-                "store",
-                "\"redis\" is not available yet; use \"memory\" (a reconnect to the same node)",
-            ),
+        if self.store == DeliveryStore::Redis && !redis_adapter {
+            return err("store", "\"redis\" needs adapter = \"redis\"");
         }
+        Ok(())
     }
 }
 
@@ -166,11 +161,7 @@ mod tests {
         assert_eq!(key("max_pending = 0", false), "max_pending");
         assert_eq!(key("channels = ['a', '']", false), "channels[1]");
         assert_eq!(key("store = 'redis'", false), "store");
-        assert!(config("store = 'redis'")
-            .validate(true)
-            .unwrap_err()
-            .1
-            .contains("not available yet"));
+        assert!(config("store = 'redis'").validate(true).is_ok());
         assert!(config("").validate(false).is_ok());
     }
 }

@@ -244,7 +244,7 @@ pub struct Hub {
     position_store: PositionStore,
     long_history: Option<retention::LongHistory>,
     message_ids: delivery::MessageIds,
-    parked: delivery::parked::Parked,
+    deliveries: delivery::store::Deliveries,
 }
 
 impl Hub {
@@ -262,7 +262,6 @@ impl Hub {
             apps,
             node,
             adapter,
-            metrics,
             webhooks,
             persistence,
             api_rate: rate::ApiRateLimit::default(),
@@ -273,8 +272,16 @@ impl Hub {
             position_store: PositionStore::Local,
             long_history: None,
             message_ids: delivery::MessageIds::default(),
-            parked: delivery::parked::Parked::default(),
+            deliveries: delivery::store::Deliveries::new(metrics.clone()),
+            metrics,
         }
+    }
+
+    /// Parks signed-in users' unacknowledged messages of apps with
+    /// `store = "redis"` in `shared` (default: this node's memory).
+    pub fn with_parked_store(mut self, shared: Arc<dyn delivery::store::ParkedStore>) -> Self {
+        self.deliveries = self.deliveries.with_shared(shared);
+        self
     }
 
     /// Keeps channel histories in `store` (default: this node's memory).
@@ -1322,8 +1329,7 @@ impl Hub {
             }
         }
         self.refresh_history_gauges();
-        let expired = self.parked.sweep(std::time::Instant::now());
-        self.delivery_expired(delivery::pending::Expiry::Ttl, expired);
+        self.deliveries.sweep(std::time::Instant::now());
     }
 
     /// Counts `n` acknowledged-delivery messages dropped unacknowledged.
@@ -1338,34 +1344,54 @@ impl Hub {
     }
 
     /// Keeps a closed connection's unacknowledged messages for the
-    /// signed-in user's next connection (see [`delivery::parked`]).
-    pub fn park_deliveries(
+    /// signed-in user's next connection, and forgets the ids it mirrored
+    /// that are no longer pending (see [`delivery::store`]).
+    pub async fn park_deliveries(
         &self,
         app: &App,
         user_id: &str,
+        socket_id: &str,
         entries: Vec<delivery::pending::Entry>,
+        gone: Vec<Arc<str>>,
     ) {
-        let count = entries.len();
-        let dropped = self
-            .parked
-            .park(&app.id, user_id, entries, app.delivery.max_pending);
-        tracing::debug!(app_id = %app.id, %user_id, count, dropped, "pending deliveries parked for the user");
-        self.delivery_expired(delivery::pending::Expiry::Overflow, dropped);
+        self.deliveries
+            .park(app, user_id, socket_id, entries, gone)
+            .await;
     }
 
-    /// The signed-in user's parked messages of `channel`, for the
-    /// connection that just subscribed to it (again, authorised again).
-    pub fn claim_deliveries(
+    /// The signed-in user's parked messages of `channels`, for the
+    /// connection that just subscribed to them (again, authorised again).
+    pub async fn claim_deliveries(
         &self,
         app: &App,
         user_id: &str,
-        channel: &str,
-    ) -> Vec<delivery::pending::Entry> {
-        let (claimed, expired) =
-            self.parked
-                .claim(&app.id, user_id, channel, std::time::Instant::now());
-        self.delivery_expired(delivery::pending::Expiry::Ttl, expired);
-        claimed
+        socket_id: &str,
+        channels: &[String],
+    ) -> delivery::store::Claimed {
+        self.deliveries
+            .claim(app, user_id, socket_id, channels)
+            .await
+    }
+
+    /// Whether a signed-in connection of `app` mirrors its pending messages
+    /// to a shared store ([`Hub::mirror_deliveries`]).
+    pub fn mirrors_deliveries(&self, app: &App) -> bool {
+        self.deliveries.mirrors(app)
+    }
+
+    /// Records a live signed-in connection's new pending messages in the
+    /// shared store and forgets its `gone` ones, so they survive this node.
+    pub async fn mirror_deliveries(
+        &self,
+        app: &App,
+        user_id: &str,
+        socket_id: &str,
+        writes: Vec<delivery::pending::Entry>,
+        gone: Vec<Arc<str>>,
+    ) {
+        self.deliveries
+            .mirror(app, user_id, socket_id, writes, gone)
+            .await;
     }
 
     /// Sets `rusher_history_channels`, `rusher_history_events`,

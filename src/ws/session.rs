@@ -5,7 +5,8 @@
 
 use super::WsSettings;
 use crate::apps::App;
-use crate::delivery::pending::{Due, Expiry, Pending, Policy, Recorded};
+use crate::delivery::pending::{Due, Entry, Expiry, Pending, Policy, Recorded};
+use crate::delivery::store::Claimed;
 use crate::delivery::MAX_MESSAGE_ID_LEN;
 use crate::hub::authorize::SubscriptionError;
 use crate::hub::connection::{Connection, ConnectionReceiver};
@@ -23,7 +24,7 @@ use actix::{
 use actix_web_actors::ws;
 use bytestring::ByteString;
 use serde_json::value::RawValue;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_stream::wrappers::ReceiverStream;
@@ -59,7 +60,26 @@ struct AckedDelivery {
     /// The armed timer and when it fires.
     timer: Option<(SpawnHandle, Instant)>,
     acks: RateWindow,
+    /// Signed in with a shared store (`store = "redis"`): what is mirrored.
+    mirror: Option<Mirror>,
 }
+
+/// A signed-in connection's pending messages as mirrored to the shared
+/// store, so they outlive this node. Written in batches: at most one flush
+/// per [`MIRROR_DELAY`], of what changed since the last one.
+#[derive(Debug, Default)]
+struct Mirror {
+    /// Ids the store holds for this connection (as far as it knows).
+    written: HashSet<Arc<str>>,
+    /// A flush timer is armed.
+    scheduled: bool,
+}
+
+/// How long a signed-in connection's new pending messages wait before they
+/// are mirrored to the shared store, in one batch: a message acknowledged
+/// sooner (the usual case) is never written to Redis; a node killed sooner
+/// loses only what arrived in that last moment.
+const MIRROR_DELAY: Duration = Duration::from_millis(250);
 
 /// The state of one connection.
 pub struct Session {
@@ -108,6 +128,7 @@ impl Session {
                     started: Instant::now(),
                     count: 0,
                 },
+                mirror: None,
             })
         });
         Session {
@@ -217,6 +238,9 @@ impl Session {
                     if let Some(delivery) = self.delivery.as_mut() {
                         let dropped = delivery.pending.drop_channel(&channel);
                         self.hub.delivery_expired(Expiry::Closed, dropped);
+                        if dropped > 0 {
+                            self.schedule_mirror(ctx);
+                        }
                     }
                     let (hub, connection) = (self.hub.clone(), self.connection.clone());
                     let leaving = async move { hub.unsubscribe(&connection, &channel).await };
@@ -330,7 +354,7 @@ impl Session {
                             .or_insert(join);
                     }
                     let is_member = subscription.user_id.is_some();
-                    session.resend_parked(ctx, &request.channel);
+                    session.claim_parked(ctx, vec![request.channel.clone()], false);
                     session
                         .channels
                         .insert(request.channel.clone(), subscription.user_id);
@@ -445,7 +469,16 @@ impl Session {
                     }));
                 }
                 self.user = Some(signed_in.user);
-                self.resend_parked(ctx, &signed_in.user_channel);
+                if let Some(delivery) = self.delivery.as_mut() {
+                    if self.hub.mirrors_deliveries(&self.app) {
+                        delivery.mirror = Some(Mirror::default());
+                        self.schedule_mirror(ctx);
+                    }
+                }
+                // The user channel, and channels subscribed before the sign-in.
+                let mut claiming = vec![signed_in.user_channel.clone()];
+                claiming.extend(self.channels.keys().cloned());
+                self.claim_parked(ctx, claiming, false);
                 self.channels.insert(signed_in.user_channel, None);
                 self.release_held(ctx, &Awaiting::SignIn);
             }
@@ -474,6 +507,7 @@ impl Session {
                 .record(&delivery.policy, id, channel, frame.clone(), Instant::now());
         self.count_recorded(recorded);
         self.arm_delivery_timer(ctx);
+        self.schedule_mirror(ctx);
     }
 
     fn count_recorded(&self, recorded: Recorded) {
@@ -520,6 +554,7 @@ impl Session {
             return;
         };
         let due = delivery.pending.take_due(&delivery.policy, Instant::now());
+        let mut expired = false;
         for item in due {
             match item {
                 Due::Resend(frame) => {
@@ -529,28 +564,127 @@ impl Session {
                 Due::Expired(why) => {
                     tracing::debug!(parent: &self.span, reason = why.label(), "delivery expired unacknowledged");
                     self.hub.delivery_expired(why, 1);
+                    expired = true;
                 }
             }
         }
         self.arm_delivery_timer(ctx);
+        if expired {
+            self.schedule_mirror(ctx);
+        }
     }
 
-    /// A signed-in user (re)subscribed to `channel`: resend what an earlier
-    /// connection of the user left unacknowledged on it.
-    fn resend_parked(&mut self, ctx: &mut ws::WebsocketContext<Self>, channel: &str) {
-        let (Some(user), true) = (&self.user, self.app.delivery.applies(channel)) else {
+    /// Arms the mirror flush, unless armed already or nothing is mirrored.
+    fn schedule_mirror(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(mirror) = self.delivery.as_mut().and_then(|d| d.mirror.as_mut()) else {
+            return;
+        };
+        if !mirror.scheduled {
+            mirror.scheduled = true;
+            ctx.run_later(MIRROR_DELAY, |session, _| session.flush_mirror());
+        }
+    }
+
+    /// Writes the pending messages the store lacks and forgets those no
+    /// longer pending: one store call, off the connection (a failure only
+    /// costs durability; it is counted).
+    fn flush_mirror(&mut self) {
+        let (Some(delivery), Some(user)) = (self.delivery.as_mut(), &self.user) else {
+            return;
+        };
+        let Some(mirror) = delivery.mirror.as_mut() else {
+            return;
+        };
+        mirror.scheduled = false;
+        let writes: Vec<Entry> = delivery
+            .pending
+            .entries()
+            .filter(|entry| !mirror.written.contains(&entry.id))
+            .cloned()
+            .collect();
+        let gone: Vec<Arc<str>> = mirror
+            .written
+            .iter()
+            .filter(|id| !delivery.pending.contains(id))
+            .cloned()
+            .collect();
+        if writes.is_empty() && gone.is_empty() {
+            return;
+        }
+        for id in &gone {
+            mirror.written.remove(id);
+        }
+        mirror
+            .written
+            .extend(writes.iter().map(|entry| entry.id.clone()));
+        let (hub, app) = (self.hub.clone(), self.app.clone());
+        let (user_id, socket_id) = (user.id.clone(), self.connection.socket_id.clone());
+        actix::spawn(async move {
+            hub.mirror_deliveries(&app, &user_id, &socket_id, writes, gone)
+                .await;
+        });
+    }
+
+    /// A signed-in user (re)subscribed to `channels`: claims what an
+    /// earlier connection of the user left unacknowledged on them, off the
+    /// connection (it never waits for the store), and resends it
+    /// ([`ClaimedDeliveries`]). `retried`: this is the one later claim made
+    /// when another connection's node still looked alive.
+    fn claim_parked(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        channels: Vec<String>,
+        retried: bool,
+    ) {
+        let Some(user) = &self.user else {
             return;
         };
         if self.delivery.is_none() {
             return;
         }
-        let claimed = self.hub.claim_deliveries(&self.app, &user.id, channel);
-        if claimed.is_empty() {
+        let channels: Vec<String> = channels
+            .into_iter()
+            .filter(|channel| self.app.delivery.applies(channel))
+            .collect();
+        if channels.is_empty() {
             return;
         }
-        tracing::debug!(parent: &self.span, %channel, count = claimed.len(), "resending a user's unacknowledged deliveries");
+        let (hub, app, address) = (self.hub.clone(), self.app.clone(), ctx.address());
+        let (user_id, socket_id) = (user.id.clone(), self.connection.socket_id.clone());
+        actix::spawn(async move {
+            let claimed = hub
+                .claim_deliveries(&app, &user_id, &socket_id, &channels)
+                .await;
+            if claimed.entries.is_empty() && claimed.retry_after.is_none() {
+                return;
+            }
+            let entries = claimed.entries.clone();
+            let handed = address
+                .send(ClaimedDeliveries {
+                    claimed,
+                    channels,
+                    retried,
+                })
+                .await;
+            // The connection closed meanwhile: they wait for the next one.
+            if handed.is_err() && !entries.is_empty() {
+                hub.park_deliveries(&app, &user_id, &socket_id, entries, Vec::new())
+                    .await;
+            }
+        });
+    }
+
+    /// Resends claimed messages of channels still subscribed; parks the
+    /// others again.
+    fn resend_claimed(&mut self, ctx: &mut ws::WebsocketContext<Self>, entries: Vec<Entry>) {
         let now = Instant::now();
-        for entry in claimed {
+        let mut unsubscribed = Vec::new();
+        let mut resent = 0;
+        for entry in entries {
+            if !self.channels.contains_key(&*entry.channel) {
+                unsubscribed.push(entry);
+                continue;
+            }
             let frame = entry.frame.clone();
             let Some(delivery) = self.delivery.as_mut() else {
                 return;
@@ -560,6 +694,7 @@ impl Session {
                 // Already pending here (it reached this connection live too).
                 Recorded::Duplicate => self.hub.metrics().delivery_pending.dec(),
                 Recorded::New | Recorded::EvictedOldest => {
+                    resent += 1;
                     self.hub.metrics().delivery_retried.inc();
                     ctx.text(frame);
                     if recorded == Recorded::EvictedOldest {
@@ -568,7 +703,17 @@ impl Session {
                 }
             }
         }
+        tracing::debug!(parent: &self.span, resent, unsubscribed = unsubscribed.len(), "resent a user's unacknowledged deliveries");
+        if let (false, Some(user)) = (unsubscribed.is_empty(), &self.user) {
+            let (hub, app) = (self.hub.clone(), self.app.clone());
+            let (user_id, socket_id) = (user.id.clone(), self.connection.socket_id.clone());
+            actix::spawn(async move {
+                hub.park_deliveries(&app, &user_id, &socket_id, unsubscribed, Vec::new())
+                    .await;
+            });
+        }
         self.arm_delivery_timer(ctx);
+        self.schedule_mirror(ctx);
     }
 
     /// Counts an ack frame against `ack_rate`; answers 4301 when over it.
@@ -630,6 +775,9 @@ impl Session {
         let metrics = self.hub.metrics();
         metrics.delivery_acked.inc_by(acked);
         metrics.delivery_pending.sub(acked as i64);
+        if acked > 0 {
+            self.schedule_mirror(ctx);
+        }
         if !unknown.is_empty() {
             tracing::debug!(parent: &self.span, unknown = unknown.len(), "ack for messages not pending");
             let shown: Vec<&str> = unknown.iter().take(5).copied().collect();
@@ -796,16 +944,72 @@ impl Actor for Session {
         let (hub, connection) = (self.hub.clone(), self.connection.clone());
         let channels = self.channels.drain().map(|(channel, _)| channel).collect();
         let user = self.user.take();
+        let mut parking = None;
         if let Some(delivery) = self.delivery.as_mut() {
+            // Mirrored ids no longer pending are forgotten with the parking.
+            let gone: Vec<Arc<str>> = delivery
+                .mirror
+                .take()
+                .map(|mirror| mirror.written)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|id| !delivery.pending.contains(id))
+                .collect();
             let entries = delivery.pending.drain();
             match &user {
-                Some(user) if !entries.is_empty() => {
-                    self.hub.park_deliveries(&self.app, &user.id, entries)
+                Some(user) if !entries.is_empty() || !gone.is_empty() => {
+                    parking = Some((user.id.clone(), entries, gone));
                 }
                 _ => self.hub.delivery_expired(Expiry::Closed, entries.len()),
             }
         }
-        actix::spawn(async move { hub.disconnect(&connection, channels, user).await });
+        let app = self.app.clone();
+        actix::spawn(async move {
+            // Parked before the connection is gone, so a reconnect that sees
+            // it gone finds them.
+            if let Some((user_id, entries, gone)) = parking {
+                let socket_id = &connection.socket_id;
+                hub.park_deliveries(&app, &user_id, socket_id, entries, gone)
+                    .await;
+            }
+            hub.disconnect(&connection, channels, user).await
+        });
+    }
+}
+
+/// Messages claimed for this connection (see [`Session::claim_parked`]).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct ClaimedDeliveries {
+    claimed: Claimed,
+    /// The channels claimed.
+    channels: Vec<String>,
+    retried: bool,
+}
+
+impl Handler<ClaimedDeliveries> for Session {
+    type Result = ();
+
+    fn handle(&mut self, message: ClaimedDeliveries, ctx: &mut Self::Context) {
+        let ClaimedDeliveries {
+            claimed,
+            channels,
+            retried,
+        } = message;
+        if !claimed.entries.is_empty() {
+            self.resend_claimed(ctx, claimed.entries);
+        }
+        // Another connection's node looked alive: if it died, its messages
+        // are free once its heartbeat is old enough. One later claim.
+        if let (Some(wait), false) = (claimed.retry_after, retried) {
+            ctx.run_later(wait, move |session, ctx| {
+                let still: Vec<String> = channels
+                    .into_iter()
+                    .filter(|channel| session.channels.contains_key(channel))
+                    .collect();
+                session.claim_parked(ctx, still, true);
+            });
+        }
     }
 }
 

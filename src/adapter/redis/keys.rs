@@ -100,6 +100,13 @@ impl Keys {
         format!("{}:positions:{{{app_id}:{user_id}}}", self.prefix)
     }
 
+    /// HASH message id → a signed-in user's unacknowledged delivery (see
+    /// `adapter::redis::delivery`). The `{app:user}` hash tag keeps a
+    /// user's key in one slot.
+    pub fn delivery(&self, app_id: &str, user_id: &str) -> String {
+        format!("{}:delivery:{{{app_id}:{user_id}}}", self.prefix)
+    }
+
     /// Lock held while one node reaps a dead one.
     pub fn reaping(&self, node: &str) -> String {
         format!("{}:reaping:{node}", self.prefix)
@@ -127,5 +134,6 @@ mod tests {
         assert_eq!(keys.history("a", "c-1"), "p:history:{a:c-1}");
         assert_eq!(keys.history_serial("a", "c-1"), "p:serial:{a:c-1}");
         assert_eq!(keys.positions("a", "u-1"), "p:positions:{a:u-1}");
+        assert_eq!(keys.delivery("a", "u-1"), "p:delivery:{a:u-1}");
     }
 }

@@ -20,8 +20,11 @@
 //!   a repeat reaching any node is answered once.
 //! - Recovery positions ([`positions`]): signed-in users' confirmed
 //!   positions, one hash per user, read by whichever node the user comes back to.
+//! - Acknowledged delivery's shared store ([`delivery`]): signed-in users'
+//!   unacknowledged messages, claimed by exactly one connection.
 
 pub mod bus;
+pub mod delivery;
 pub mod failure;
 pub mod history;
 pub mod idempotency;
@@ -64,6 +67,8 @@ struct Scripts {
     idempotency_claim: redis::Script,
     idempotency_store: redis::Script,
     idempotency_release: redis::Script,
+    delivery_sync: redis::Script,
+    delivery_claim: redis::Script,
 }
 
 /// Shares state and messages with the other nodes through Redis.
@@ -113,6 +118,8 @@ impl RedisAdapter {
                 idempotency_claim: idempotency::claim_script(),
                 idempotency_store: idempotency::store_script(),
                 idempotency_release: idempotency::release_script(),
+                delivery_sync: delivery::sync_script(),
+                delivery_claim: delivery::claim_script(),
             },
             webhooks,
             metrics,
