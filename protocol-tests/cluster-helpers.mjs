@@ -319,3 +319,30 @@ export async function getJson(node, pathAfterApp, params = {}, app = APPS.main) 
   if (res.status !== 200) throw new Error(`GET ${pathAfterApp} on ${node.name}: ${res.status} ${text}`);
   return JSON.parse(text);
 }
+
+/**
+ * Waits until the nodes deliver through Redis: an event published on each
+ * node reaches a subscriber of `channel` on each.
+ */
+export async function waitBus(nodes, channel) {
+  const cleanups = [];
+  const fake = { after: (fn) => cleanups.push(fn) };
+  try {
+    const subs = await Promise.all(nodes.map((node) => rawOn(fake, node)));
+    await Promise.all(subs.map((c) => c.subscribe(channel)));
+    for (const node of nodes) {
+      await waitFor(
+        async () => {
+          await sdkOn(node).trigger(channel, 'probe', node.name);
+          await sleep(100);
+          return subs.every((c) => c.frames.some((f) => f.event === 'probe' && f.dataParsed === node.name));
+        },
+        15000,
+        100,
+        `node ${node.name} publishing through Redis to every node`,
+      );
+    }
+  } finally {
+    for (const fn of cleanups) fn();
+  }
+}

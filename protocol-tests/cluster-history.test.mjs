@@ -11,10 +11,10 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { sleep, tomlString as q, waitFor } from './helpers.mjs';
 import { metric } from './webhook-helpers.mjs';
-import { frames, getJson, killAll, pusherOn, rawOn, sdkOn, spawnNode, startRedis, subscribed, writeConfig } from './cluster-helpers.mjs';
+import { frames, getJson, killAll, pusherOn, rawOn, sdkOn, spawnNode, startRedis, subscribed, waitBus, writeConfig } from './cluster-helpers.mjs';
+import { cuttableProxy } from './proxy-helpers.mjs';
 
 const T = { timeout: 30000 };
 const RUN = `${process.pid.toString(36)}${Date.now().toString(36).slice(-5)}`;
@@ -56,63 +56,14 @@ before(async () => {
   redis = await startRedis();
   config = writeConfig(historyConfig(redis.url));
   [N1, N2] = await Promise.all([spawnNode('N1', config.path), spawnNode('N2', config.path)]);
-  await waitBus([N1, N2]);
+  await waitBus([N1, N2], chan('probe'));
 });
 
 after(async () => {
   await killAll();
 });
 
-/** Both nodes deliver from the bus: an event published on each reaches a subscriber on each. */
-async function waitBus(nodes) {
-  const channel = chan('probe');
-  const cleanups = [];
-  const fake = { after: (fn) => cleanups.push(fn) };
-  try {
-    const subs = await Promise.all(nodes.map((node) => rawOn(fake, node)));
-    await Promise.all(subs.map((c) => c.subscribe(channel)));
-    for (const node of nodes) {
-      await waitFor(
-        async () => {
-          await sdkOn(node).trigger(channel, 'probe', node.name);
-          await sleep(100);
-          return subs.every((c) => c.frames.some((f) => f.event === 'probe' && f.dataParsed === node.name));
-        },
-        15000,
-        100,
-        `node ${node.name} publishing through Redis to every node`,
-      );
-    }
-  } finally {
-    for (const fn of cleanups) fn();
-  }
-}
 
-/** A TCP proxy to `port` whose connections the test can cut. */
-async function tcpProxy(t, port) {
-  const sockets = new Set();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(port, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => sockets.delete(s));
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const proxy = {
-    port: server.address().port,
-    /** Stop accepting and destroy every connection (a network cut). */
-    cut() {
-      server.close();
-      for (const s of sockets) s.destroy();
-    },
-  };
-  t.after(() => proxy.cut());
-  return proxy;
-}
 
 /** Events `e` on `channel` a raw client got, in order. */
 const got = (conn, channel) => conn.frames.filter((f) => f.event === 'e' && f.channel === channel);
@@ -136,7 +87,7 @@ const range = (from, count) => Array.from({ length: count }, (_, k) => from + k)
 
 test('a pusher-js client cut off on node 1 recovers the 50 events it missed on node 2, once and in order, then live ones', T, async (t) => {
   const channel = chan('feed');
-  const proxy = await tcpProxy(t, N1.port);
+  const proxy = await cuttableProxy(t, N1);
   const client = await pusherOn(t, { name: 'N1 via proxy', port: proxy.port });
   const messages = frames(client);
   await subscribed(client, channel);
@@ -154,7 +105,7 @@ test('a pusher-js client cut off on node 1 recovers the 50 events it missed on n
   const last = got(witness, channel)[1].serial;
   assert.equal(last, 2);
 
-  proxy.cut();
+  proxy.close();
   await waitFor(() => client.connection.state !== 'connected', 5000, 20, 'pusher-js notices the cut');
   await publishSeen([N1, N2], witness, channel, 3, 52);
   client.disconnect();
@@ -294,7 +245,7 @@ test('after kill -9 of its node a client recovers on the other; a restarted node
   // A node started afresh has seen nothing on the bus: the stream answers.
   const N4 = await spawnNode('N4', config.path);
   t.after(() => N4.kill());
-  await waitBus([N2, N4]);
+  await waitBus([N2, N4], chan('probe'));
   const back = await rawOn(t, N4);
   await back.subscribe(channel, { since: last });
   const fromStream = await waitEvents(back, channel, 50);

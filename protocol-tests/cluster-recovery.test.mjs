@@ -15,12 +15,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Pusher from 'pusher-js';
 import { collect, sleep, tomlString as q, waitFor, withTimeout } from './helpers.mjs';
-import { killAll, rawOn, sdkOn, spawnNode, startRedis, writeConfig } from './cluster-helpers.mjs';
+import { killAll, rawOn, sdkOn, spawnNode, startRedis, waitBus, writeConfig } from './cluster-helpers.mjs';
+import { cuttableProxy } from './proxy-helpers.mjs';
 
 const T = { timeout: 30000 };
 const RUN = `${process.pid.toString(36)}${Date.now().toString(36).slice(-5)}`;
@@ -73,96 +73,14 @@ before(async () => {
   redis = await startRedis();
   config = writeConfig(recoveryConfig(redis.url));
   [N1, N2] = await Promise.all([spawnNode('N1', config.path), spawnNode('N2', config.path)]);
-  await waitBus([N1, N2]);
+  await waitBus([N1, N2], uniq('probe'));
 });
 
 after(async () => {
   await killAll();
 });
 
-/** Both nodes deliver from the bus: an event published on each reaches a subscriber on each. */
-async function waitBus(nodes) {
-  const channel = uniq('probe');
-  const cleanups = [];
-  const fake = { after: (fn) => cleanups.push(fn) };
-  try {
-    const subs = await Promise.all(nodes.map((node) => rawOn(fake, node)));
-    await Promise.all(subs.map((c) => c.subscribe(channel)));
-    for (const node of nodes) {
-      await waitFor(
-        async () => {
-          await sdkOn(node).trigger(channel, 'probe', node.name);
-          await sleep(100);
-          return subs.every((c) => c.frames.some((f) => f.event === 'probe' && f.dataParsed === node.name));
-        },
-        15000,
-        100,
-        `node ${node.name} publishing through Redis to every node`,
-      );
-    }
-  } finally {
-    for (const fn of cleanups) fn();
-  }
-}
 
-/**
- * A TCP proxy to a node. `cut('close')` closes both sides of every open
- * connection; `cut('silent')` drops their bytes both ways and leaves the
- * node's side open, as a dead network does. After a cut, new connections
- * wait (accepted, not forwarded) until `resume(node)`, which points the
- * proxy at `node` (the client reconnects to another node).
- */
-async function switchProxy(t, node) {
-  let upstreamPort = node.port;
-  const pairs = new Set();
-  const waiting = [];
-  let holding = false;
-  const forward = (client) => {
-    const upstream = net.connect(upstreamPort, '127.0.0.1');
-    const pair = { client, upstream, silent: false };
-    pairs.add(pair);
-    client.on('data', (d) => pair.silent || upstream.write(d));
-    upstream.on('data', (d) => pair.silent || client.write(d));
-    client.on('close', () => pair.silent || upstream.destroy());
-    upstream.on('close', () => pair.silent || client.destroy());
-    for (const s of [client, upstream]) s.on('error', () => {});
-    client.resume();
-  };
-  const server = net.createServer({ pauseOnConnect: true }, (client) => {
-    client.on('error', () => {});
-    if (holding) waiting.push(client);
-    else forward(client);
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const proxy = {
-    port: server.address().port,
-    cut(mode = 'close') {
-      holding = true;
-      for (const pair of pairs) {
-        if (mode === 'silent') pair.silent = true;
-        else {
-          pair.client.destroy();
-          pair.upstream.destroy();
-        }
-      }
-    },
-    resume(to) {
-      upstreamPort = to.port;
-      holding = false;
-      for (const client of waiting.splice(0)) forward(client);
-    },
-    close() {
-      server.close();
-      for (const pair of pairs) {
-        pair.client.destroy();
-        pair.upstream.destroy();
-      }
-      for (const client of waiting) client.destroy();
-    },
-  };
-  t.after(() => proxy.close());
-  return proxy;
-}
 
 /** Unmodified pusher-js through `proxy`, fast keep-alive, signed in as `user` when given. */
 async function client(t, proxy, { user, app = APP, snippet = false } = {}) {
@@ -253,7 +171,7 @@ const range = (from, to) => Array.from({ length: to - from + 1 }, (_, k) => from
 async function fiftyAcrossNodes(t, { user, snippet = false, mode = 'close', beforeResume = async () => {} }) {
   const name = uniq('news');
   const w = await witness(t, name);
-  const proxy = await switchProxy(t, N1);
+  const proxy = await cuttableProxy(t, N1);
   const pusher = await client(t, proxy, { user, snippet });
   const got = collect(await subscribe(pusher, name), 'e');
   const confirmed = await metric(N1, 'rusher_recovery_confirmations_total');
@@ -304,7 +222,7 @@ test('positions never cross users or apps: another user, or the same user id in 
   const w = await witness(t, name);
   const w2 = await witness(t, name, APP2);
   const id = uniq('bob');
-  const proxy = await switchProxy(t, N1);
+  const proxy = await cuttableProxy(t, N1);
   const bob = await client(t, proxy, { user: { id } });
   const got = collect(await subscribe(bob, name), 'e');
   const other = await client(t, proxy, { user: { id }, app: APP2 });
@@ -318,7 +236,7 @@ test('positions never cross users or apps: another user, or the same user id in 
   await publish(w, [N1, N2], 4, 10);
 
   // Another user of the same app on node 2: live only.
-  const direct = await switchProxy(t, N2);
+  const direct = await cuttableProxy(t, N2);
   const carol = await client(t, direct, { user: { id: uniq('carol') } });
   const carolGot = collect(await subscribe(carol, name), 'e');
   // The same user id in app two, where nothing was missed on that channel
@@ -341,8 +259,8 @@ test("a position taken on a node whose mirror never saw the channel starts at th
   await publish(w, [N1, N2], 1, 30);
   const N3 = await spawnNode('N3', config.path);
   t.after(() => N3.kill());
-  await waitBus([N2, N3]);
-  const proxy = await switchProxy(t, N3);
+  await waitBus([N2, N3], uniq('probe'));
+  const proxy = await cuttableProxy(t, N3);
   const pusher = await client(t, proxy, { user: { id: uniq('dan') } });
   const got = collect(await subscribe(pusher, name), 'e');
   // Cut before any event reached it (nothing confirmed: the join's position stands).

@@ -12,12 +12,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Pusher from 'pusher-js';
 import { collect, connectRaw, sleep, waitFor, withTimeout } from './helpers.mjs';
 import { killAll, rawOn, rawSubscribe, sdkOn, startRusher } from './persistence-helpers.mjs';
+import { cuttableProxy } from './proxy-helpers.mjs';
 
 const T = { timeout: 40000 };
 const APP = { appId: 'app-id', key: 'app-key', secret: 'app-secret' };
@@ -66,62 +66,6 @@ after(async () => {
   await killAll();
 });
 
-/**
- * A TCP proxy between clients and rusher. `cut('close')` closes both sides
- * of every open connection; `cut('silent')` drops their bytes both ways and
- * leaves rusher's side open (until `close()`), as a dead network does. After
- * a cut, new connections wait (accepted, not forwarded) until `resume()`.
- */
-async function startProxy(t) {
-  const pairs = new Set();
-  const waiting = [];
-  let holding = false;
-  const forward = (client) => {
-    const upstream = net.connect(server.port, server.host);
-    const pair = { client, upstream, silent: false };
-    pairs.add(pair);
-    client.on('data', (d) => pair.silent || upstream.write(d));
-    upstream.on('data', (d) => pair.silent || client.write(d));
-    client.on('close', () => pair.silent || upstream.destroy());
-    upstream.on('close', () => pair.silent || client.destroy());
-    for (const s of [client, upstream]) s.on('error', () => {});
-    client.resume();
-  };
-  const proxy = net.createServer({ pauseOnConnect: true }, (client) => {
-    client.on('error', () => {});
-    if (holding) waiting.push(client);
-    else forward(client);
-  });
-  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  const api = {
-    port: proxy.address().port,
-    pairs,
-    cut(mode) {
-      holding = true;
-      for (const pair of pairs) {
-        if (mode === 'silent') pair.silent = true;
-        else {
-          pair.client.destroy();
-          pair.upstream.destroy();
-        }
-      }
-    },
-    resume() {
-      holding = false;
-      for (const client of waiting.splice(0)) forward(client);
-    },
-    close() {
-      proxy.close();
-      for (const pair of pairs) {
-        pair.client.destroy();
-        pair.upstream.destroy();
-      }
-      for (const client of waiting) client.destroy();
-    },
-  };
-  t.after(() => api.close());
-  return api;
-}
 
 /**
  * A pusher-js client through `proxy`, with fast keep-alive, signing in as
@@ -205,7 +149,7 @@ async function reconnected(pusher, oldSocketId) {
  * the client gets 1..56 once, in order.
  */
 async function fiftyEventsAcrossACut(t, { mode, channelName, user, snippet, authAfterSignin }) {
-  const proxy = await startProxy(t);
+  const proxy = await cuttableProxy(t, server);
   const pusher = await client(t, proxy, { user, snippet, authAfterSignin });
   const channel = pusher.subscribe(channelName);
   assert.equal(await subscribed(channel), true);
@@ -281,7 +225,7 @@ test('signed-in pusher-js with the snippet too: since and the user position neve
 
 test('private channel: a forged signature on reconnect is refused and nothing is replayed', T, async (t) => {
   const channelName = uniq('private-secret');
-  const proxy = await startProxy(t);
+  const proxy = await cuttableProxy(t, server);
   let forging = false;
   const pusher = await client(t, proxy, { user: { id: uniq('fay') }, forge: () => forging, authAfterSignin: true });
   const channel = pusher.subscribe(channelName);
@@ -315,7 +259,7 @@ test('private channel: a forged signature on reconnect is refused and nothing is
 test('another user, or the same user id in another app, does not get the first user\'s missed events', T, async (t) => {
   const channelName = uniq('shared');
   const id = uniq('gus');
-  const proxy = await startProxy(t);
+  const proxy = await cuttableProxy(t, server);
   const first = await client(t, proxy, { user: { id } });
   const channel = first.subscribe(channelName);
   assert.equal(await subscribed(channel), true);
