@@ -751,6 +751,7 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        self.validate_server_durations()?;
         self.validate_redis()?;
         let st = &self.store;
         for (key, value) in [
@@ -1030,6 +1031,52 @@ pub const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
 /// An app's times (seconds, or milliseconds where named) are at most
 /// [`MAX_DURATION_SECS`]: a value near `u64::MAX` would otherwise be
 /// accepted and panic the first publish that uses it.
+impl Config {
+    /// Server-wide times: at most 10 years, like an app's ([`validate_durations`]),
+    /// so no `Instant + Duration` or timer arithmetic can overflow at run time.
+    fn validate_server_durations(&self) -> Result<(), ConfigError> {
+        let (s, w) = (&self.server, &self.server.webhooks);
+        let (secs, ms) = (MAX_DURATION_SECS, MAX_DURATION_SECS.saturating_mul(1000));
+        let times = [
+            ("server.activity_timeout", s.activity_timeout, secs),
+            ("server.pong_timeout", s.pong_timeout, secs),
+            ("server.subscribe_wait_ms", s.subscribe_wait_ms, ms),
+            ("server.shutdown_grace", s.shutdown_grace, secs),
+            ("server.handover_wait_ms", s.handover_wait_ms, ms),
+            ("server.webhooks.batch_ms", w.batch_ms, ms),
+            ("server.webhooks.timeout_ms", w.timeout_ms, ms),
+            ("server.webhooks.backoff_ms", w.backoff_ms, ms),
+            (
+                "server.webhooks.member_removed_delay_ms",
+                w.member_removed_delay_ms,
+                ms,
+            ),
+            ("store.message_ttl_secs", self.store.message_ttl_secs, secs),
+            ("store.timeout_ms", self.store.timeout_ms, ms),
+            ("redis.heartbeat_secs", self.redis.heartbeat_secs, secs),
+            (
+                "redis.node_timeout_secs",
+                self.redis.node_timeout_secs,
+                secs,
+            ),
+            (
+                "redis.operation_timeout_ms",
+                self.redis.operation_timeout_ms,
+                ms,
+            ),
+        ];
+        for (key, value, most) in times {
+            if value > most {
+                return Err(invalid(
+                    self.key_source(key),
+                    format!("must be at most {most} (10 years)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn validate_durations(i: usize, app: &AppConfig) -> Result<(), ConfigError> {
     let most_ms = MAX_DURATION_SECS.saturating_mul(1000);
     let times = [
@@ -1045,6 +1092,11 @@ fn validate_durations(i: usize, app: &AppConfig) -> Result<(), ConfigError> {
             MAX_DURATION_SECS,
         ),
         ("cache_ttl", app.cache_ttl, MAX_DURATION_SECS),
+        (
+            "history_retention",
+            app.history_retention,
+            MAX_DURATION_SECS,
+        ),
         (
             "delivery.message_ttl",
             app.delivery.message_ttl,
@@ -1341,6 +1393,24 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key) && err.contains("at most"), "{err}");
+        }
+        for (table, key) in [
+            ("server", "shutdown_grace"),
+            ("server", "activity_timeout"),
+            ("server.webhooks", "member_removed_delay_ms"),
+            ("store", "message_ttl_secs"),
+            ("redis", "operation_timeout_ms"),
+        ] {
+            let text = format!("[{table}]\n{key}={huge}\n{app}");
+            let err = Config::from_toml(&text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("{table}.{key}")) && err.contains("at most"),
+                "{err}"
+            );
         }
         let text = format!("{app}history_ttl={MAX_DURATION_SECS}\n");
         assert!(Config::from_toml(&text).unwrap().validate().is_ok());
