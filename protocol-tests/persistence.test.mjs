@@ -445,6 +445,19 @@ describe('follow API with the Node SDK as the README shows (fields in the query 
     assert.deepEqual((await papi.subscriptions(user)).json, { subscriptions: [] });
   });
 
+  test('a read of the messages right after publishing finds every message (the write queue is awaited), 10 rounds', T, async () => {
+    const user = uniq('ryw');
+    for (let round = 1; round <= 10; round += 1) {
+      const channel = uniq('rywnews');
+      await sdk.post({ path: '/subscribe', params: { user_id: user, event: channel } });
+      // Concurrent publishes, so some are still queued for the store when the read comes.
+      await Promise.all(Array.from({ length: MAX_PER_CHANNEL }, (_, i) => sdk.trigger(channel, 'article', { i })));
+      const res = await sdk.get({ path: `/users/${user}/messages`, params: { since: 0 } });
+      const mine = (await res.json()).messages.filter((m) => m.channel === channel);
+      assert.equal(mine.length, MAX_PER_CHANNEL, `round ${round}: ${JSON.stringify(mine)}`);
+    }
+  });
+
   test('fields split between the JSON body and the query string are combined; the same field in both must agree', T, async () => {
     const path = '/apps/app-id/subscribe';
     const user = uniq('suser');

@@ -57,6 +57,10 @@ pub struct Persistence {
     healthy: AtomicBool,
     /// Messages queued or being written, so shutdown can wait for them.
     pending: AtomicUsize,
+    /// Messages ever queued, and (watched) ever finished: written or
+    /// dropped. A read of the messages waits for those queued before it.
+    messages_queued: AtomicU64,
+    messages_finished: watch::Sender<u64>,
     drop_log: ThrottledLog,
 }
 
@@ -98,6 +102,8 @@ impl Persistence {
             metrics,
             healthy: AtomicBool::new(true),
             pending: AtomicUsize::new(0),
+            messages_queued: AtomicU64::new(0),
+            messages_finished: watch::channel(0).0,
             drop_log: ThrottledLog::new(1000),
         });
         persistence.reload_index().await?;
@@ -282,12 +288,14 @@ impl Persistence {
             time_ms: now_ms(),
         };
         self.pending.fetch_add(1, Ordering::AcqRel);
+        self.messages_queued.fetch_add(1, Ordering::AcqRel);
         if self
             .writes
             .try_send(Write::Message(app_id.into(), message.clone()))
             .is_err()
         {
             self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.messages_finished.send_modify(|n| *n += 1);
             self.metrics.store_dropped.inc();
             if let Some(suppressed) = self.drop_log.ready() {
                 tracing::error!(
@@ -360,8 +368,24 @@ impl Persistence {
         Ok(follows.into_iter().map(|f| f.channel).collect())
     }
 
+    /// Waits (at most the store's `timeout_ms`) until every message queued
+    /// on this node before the call is written or dropped, so a read sees
+    /// what was published before it (a backend that publishes, then reads
+    /// the user's messages, finds them). Not while the store is down: the
+    /// writes wait for it, and the read fails at once anyway.
+    async fn messages_settled(&self) {
+        if !self.is_healthy() {
+            return;
+        }
+        let target = self.messages_queued.load(Ordering::Acquire);
+        let mut finished = self.messages_finished.subscribe();
+        let timeout = Duration::from_millis(self.settings.timeout_ms);
+        let _ = tokio::time::timeout(timeout, finished.wait_for(|n| *n >= target)).await;
+    }
+
     /// The newest `limit` messages of every channel the user follows with a
-    /// sequence above `since` (and above the follow's start), oldest first.
+    /// sequence above `since` (and above the follow's start), oldest first,
+    /// including every message this node queued before the call.
     pub async fn messages_for(
         &self,
         app_id: &str,
@@ -369,6 +393,7 @@ impl Persistence {
         since: u64,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.messages_settled().await;
         let follows = self.outcome(self.store.subscriptions(app_id, user_id).await)?;
         let mut messages = Vec::new();
         for follow in follows {
@@ -423,6 +448,9 @@ async fn writer(persistence: Arc<Persistence>, mut queue: mpsc::Receiver<Write>)
                 match persistence.outcome(persistence.store.append(&app_id, &batch).await) {
                     Ok(()) => {
                         persistence.pending.fetch_sub(batch.len(), Ordering::AcqRel);
+                        persistence
+                            .messages_finished
+                            .send_modify(|n| *n += batch.len() as u64);
                         backoff = Duration::from_millis(100);
                         let channels: HashSet<&str> =
                             batch.iter().map(|m| m.channel.as_str()).collect();
