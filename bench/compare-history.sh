@@ -80,33 +80,7 @@ ELAPSED=$(( $(date +%s) - STARTED ))
 LOAD_AFTER=$(load_average)
 HISTORY_EVENTS=$(curl -s --max-time 2 "http://127.0.0.1:$port/metrics" | awk '$1 == "rusher_history_events" {print $2}')
 
-TABLE=$(ROUNDS="$ROUNDS" python3 - "$OUT" <<'EOF'
-import json, os, sys
-out, rounds = sys.argv[1], int(os.environ["ROUNDS"])
-def load(name):
-    try:
-        with open(os.path.join(out, name + ".json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-def metric(run, name):
-    return next((m["value"] for m in run["metrics"] if m["name"] == name), None) if run else None
-print("| round | history off: deliveries/s | on: deliveries/s | on/off | off p50 / p99 ms | on p50 / p99 ms | lost off / on |")
-print("|---|---|---|---|---|---|---|")
-ratios = []
-for r in range(1, rounds + 1):
-    off, on = load(f"off-{r}"), load(f"on-{r}")
-    d_off, d_on = metric(off, "deliveries_per_s"), metric(on, "deliveries_per_s")
-    ratio = d_on / d_off if d_on and d_off else None
-    if ratio: ratios.append(ratio)
-    lat = lambda run: f"{metric(run, 'latency_p50_ms') or 0:.2f} / {metric(run, 'latency_p99_ms') or 0:.2f}"
-    print(f"| {r} | {d_off or 0:.0f} | {d_on or 0:.0f} | {ratio or 0:.2f}× | {lat(off)} | {lat(on)} | "
-          f"{metric(off, 'lost')} / {metric(on, 'lost')} |")
-if ratios:
-    mean = sum(ratios) / len(ratios)
-    print(f"\nMean on/off ratio of deliveries/s: {mean:.2f}× ({'PASS' if mean >= 0.9 else 'FAIL'}; target ≥ 0.90×).")
-EOF
-)
+TABLE=$(history_onoff_table "$OUT" "$ROUNDS")
 # Recovery: a fresh server, so its RSS is the recovery's alone.
 kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
 rec_port=$(free_port)

@@ -162,3 +162,35 @@ show_problems() {
 load_average() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?"; }
 git_commit() { (cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown); }
 git_dirty() { (cd "$ROOT" && git status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)"); }
+
+# The history on/off table of `rounds` alternating runs in `out` (off-N.json,
+# on-N.json from rusher-bench), with the mean ratio against the 0.90x target.
+# Usage: history_onoff_table OUT ROUNDS
+history_onoff_table() {
+  ROUNDS="$2" python3 - "$1" <<'EOF'
+import json, os, sys
+out, rounds = sys.argv[1], int(os.environ["ROUNDS"])
+def load(name):
+    try:
+        with open(os.path.join(out, name + ".json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+def metric(run, name):
+    return next((m["value"] for m in run["metrics"] if m["name"] == name), None) if run else None
+print("| round | history off: deliveries/s | on: deliveries/s | on/off | off p50 / p99 ms | on p50 / p99 ms | lost off / on |")
+print("|---|---|---|---|---|---|---|")
+ratios = []
+for r in range(1, rounds + 1):
+    off, on = load(f"off-{r}"), load(f"on-{r}")
+    d_off, d_on = metric(off, "deliveries_per_s"), metric(on, "deliveries_per_s")
+    ratio = d_on / d_off if d_on and d_off else None
+    if ratio: ratios.append(ratio)
+    lat = lambda run: f"{metric(run, 'latency_p50_ms') or 0:.2f} / {metric(run, 'latency_p99_ms') or 0:.2f}"
+    print(f"| {r} | {d_off or 0:.0f} | {d_on or 0:.0f} | {ratio or 0:.2f}× | {lat(off)} | {lat(on)} | "
+          f"{metric(off, 'lost')} / {metric(on, 'lost')} |")
+if ratios:
+    mean = sum(ratios) / len(ratios)
+    print(f"\nMean on/off ratio of deliveries/s: {mean:.2f}× ({'PASS' if mean >= 0.9 else 'FAIL'}; target ≥ 0.90×).")
+EOF
+}

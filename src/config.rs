@@ -1028,9 +1028,21 @@ impl Config {
 /// the clock's `Instant`s, and an addition past its range panics.
 pub const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
 
-/// An app's times (seconds, or milliseconds where named) are at most
-/// [`MAX_DURATION_SECS`]: a value near `u64::MAX` would otherwise be
-/// accepted and panic the first publish that uses it.
+/// The first of `times` (name, value, most allowed) above its most, as the
+/// error naming it (`key` turns the name into the key said).
+fn first_too_long<K>(
+    times: impl IntoIterator<Item = (K, u64, u64)>,
+    key: impl Fn(K) -> String,
+) -> Result<(), ConfigError> {
+    match times.into_iter().find(|(_, value, most)| value > most) {
+        Some((name, _, most)) => Err(invalid(
+            key(name),
+            format!("must be at most {most} (10 years)"),
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Config {
     /// Server-wide times: at most 10 years, like an app's ([`validate_durations`]),
     /// so no `Instant + Duration` or timer arithmetic can overflow at run time.
@@ -1065,18 +1077,13 @@ impl Config {
                 ms,
             ),
         ];
-        for (key, value, most) in times {
-            if value > most {
-                return Err(invalid(
-                    self.key_source(key),
-                    format!("must be at most {most} (10 years)"),
-                ));
-            }
-        }
-        Ok(())
+        first_too_long(times, |key| self.key_source(key).to_owned())
     }
 }
 
+/// An app's times (seconds, or milliseconds where named) are at most
+/// [`MAX_DURATION_SECS`]: a value near `u64::MAX` would otherwise be
+/// accepted and panic the first publish that uses it.
 fn validate_durations(i: usize, app: &AppConfig) -> Result<(), ConfigError> {
     let most_ms = MAX_DURATION_SECS.saturating_mul(1000);
     let times = [
@@ -1108,15 +1115,7 @@ fn validate_durations(i: usize, app: &AppConfig) -> Result<(), ConfigError> {
             most_ms,
         ),
     ];
-    for (field, value, most) in times {
-        if value > most {
-            return Err(invalid(
-                format!("apps[{i}].{field}"),
-                format!("must be at most {most} (10 years)"),
-            ));
-        }
-    }
-    Ok(())
+    first_too_long(times, |field| format!("apps[{i}].{field}"))
 }
 
 #[cfg(test)]
