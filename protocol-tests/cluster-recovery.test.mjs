@@ -14,13 +14,10 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import Pusher from 'pusher-js';
 import { collect, sleep, tomlString as q, waitFor, withTimeout } from './helpers.mjs';
 import { killAll, rawOn, sdkOn, spawnNode, startRedis, waitBus, writeConfig } from './cluster-helpers.mjs';
 import { cuttableProxy } from './proxy-helpers.mjs';
+import { recoveringClient, resumeWithSince } from './recovery-helpers.mjs';
 
 const T = { timeout: 30000 };
 const RUN = `${process.pid.toString(36)}${Date.now().toString(36).slice(-5)}`;
@@ -29,13 +26,6 @@ const uniq = (prefix) => `${prefix}-${RUN}-${(uid += 1)}`;
 
 const APP = { appId: 'app-id', key: 'app-key', secret: 'app-secret' };
 const APP2 = { appId: 'app-two', key: 'app-two-key', secret: 'app-two-secret' };
-
-/** The README's snippet, evaluated from its code block. */
-const README = fs.readFileSync(path.join(path.dirname(path.dirname(fileURLToPath(import.meta.url))), 'README.md'), 'utf8');
-const snippetCode = [...README.matchAll(/^```js[^\n]*\n([\s\S]*?)^```$/gm)]
-  .map((m) => m[1])
-  .find((code) => code.includes('function resumeWithSince('));
-const resumeWithSince = snippetCode && new Function(`${snippetCode}\nreturn resumeWithSince;`)();
 
 let redis;
 let config;
@@ -80,32 +70,10 @@ after(async () => {
   await killAll();
 });
 
-
-
-/** Unmodified pusher-js through `proxy`, fast keep-alive, signed in as `user` when given. */
-async function client(t, proxy, { user, app = APP, snippet = false } = {}) {
-  const sdk = sdkOn(N2, app);
-  const pusher = new Pusher(app.key, {
-    wsHost: '127.0.0.1',
-    wsPort: proxy.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    cluster: 'mt1',
-    disableStats: true,
-    activityTimeout: 1000,
-    pongTimeout: 1000,
-    userAuthentication: {
-      customHandler: ({ socketId }, cb) => cb(null, sdk.authenticateUser(socketId, user)),
-    },
-  });
-  t.after(() => pusher.disconnect());
-  if (snippet) resumeWithSince(pusher);
-  await withTimeout(new Promise((resolve) => pusher.connection.bind('connected', resolve)), 8000, 'pusher-js connected');
-  if (user) {
-    pusher.signin();
-    await waitFor(() => pusher.user.user_data, 5000, 20, `sign-in of ${user.id}`);
-  }
-  return pusher;
+/** A recovering pusher-js client through `proxy` (see recovery-helpers.mjs); `app` defaults to APP. */
+function client(t, proxy, opts = {}) {
+  const app = opts.app ?? APP;
+  return recoveringClient(t, proxy, sdkOn(N2, app), { ...opts, app });
 }
 
 async function subscribe(pusher, name) {

@@ -11,13 +11,10 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import Pusher from 'pusher-js';
 import { collect, connectRaw, sleep, waitFor, withTimeout } from './helpers.mjs';
 import { killAll, rawOn, rawSubscribe, sdkOn, startRusher } from './persistence-helpers.mjs';
 import { cuttableProxy } from './proxy-helpers.mjs';
+import { recoveringClient, resumeWithSince } from './recovery-helpers.mjs';
 
 const T = { timeout: 40000 };
 const APP = { appId: 'app-id', key: 'app-key', secret: 'app-secret' };
@@ -46,14 +43,6 @@ secret = "other-secret"
 history = true
 `;
 
-/** The README's snippet, evaluated from its code block. */
-const README = fs.readFileSync(path.join(path.dirname(path.dirname(fileURLToPath(import.meta.url))), 'README.md'), 'utf8');
-const snippetCode = [...README.matchAll(/^```js[^\n]*\n([\s\S]*?)^```$/gm)]
-  .map((m) => m[1])
-  .find((code) => code.includes('function resumeWithSince('));
-// eslint-disable-next-line no-new-func
-const resumeWithSince = snippetCode && new Function(`${snippetCode}\nreturn resumeWithSince;`)();
-
 let server;
 let counter = 0;
 const uniq = (prefix) => `${prefix}-${process.pid}-${(counter += 1)}`;
@@ -66,48 +55,10 @@ after(async () => {
   await killAll();
 });
 
-
-/**
- * A pusher-js client through `proxy`, with fast keep-alive, signing in as
- * `user` when given (SDK-signed in-process), authorising private channels
- * (forged while `opts.forge()` is true; after the sign-in when
- * `opts.authAfterSignin`), and running the README snippet when `opts.snippet`.
- */
-async function client(t, proxy, { user, app = APP, snippet = false, forge = () => false, authAfterSignin = false } = {}) {
-  const sdk = sdkOn(server, app);
-  const pusher = new Pusher(app.key, {
-    wsHost: '127.0.0.1',
-    wsPort: proxy.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    cluster: 'mt1',
-    disableStats: true,
-    activityTimeout: 1000,
-    pongTimeout: 1000,
-    userAuthentication: {
-      customHandler: ({ socketId }, cb) => cb(null, sdk.authenticateUser(socketId, user)),
-    },
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, cb) => {
-        const answer = () =>
-          cb(null, forge() ? { auth: `${app.key}:${'0'.repeat(64)}` } : sdk.authorizeChannel(socketId, channelName));
-        if (!authAfterSignin) return answer();
-        waitFor(() => pusher.user.user_data, 5000, 10, 'sign-in before channel auth').then(answer, (e) => cb(e, null));
-      },
-    },
-  });
-  t.after(() => pusher.disconnect());
-  if (snippet) resumeWithSince(pusher);
-  await withTimeout(
-    new Promise((resolve) => pusher.connection.bind('connected', resolve)),
-    8000,
-    'pusher-js connected',
-  );
-  if (user) {
-    pusher.signin();
-    await waitFor(() => pusher.user.user_data, 5000, 20, `sign-in of ${user.id}`);
-  }
-  return pusher;
+/** A recovering pusher-js client through `proxy` (see recovery-helpers.mjs); `app` defaults to APP. */
+function client(t, proxy, opts = {}) {
+  const app = opts.app ?? APP;
+  return recoveringClient(t, proxy, sdkOn(server, app), { ...opts, app });
 }
 
 /** Subscribe and wait for the outcome: true on success, false on subscription_error. */
