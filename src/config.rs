@@ -350,7 +350,8 @@ pub struct AppConfig {
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
     /// Per-channel history with serials and connection recovery (`since`
-    /// on subscribe); off by default. One node only for now (`adapter = "local"`).
+    /// on subscribe); off by default. In memory on one node, in Redis Streams
+    /// with `adapter = "redis"` (README "History and recovery").
     #[serde(default)]
     pub history: bool,
     /// Channel-name prefixes with history; empty = every channel except

@@ -6,7 +6,7 @@
 //! - [`protocol`]: the Pusher wire protocol as pure code (frames, channels, signatures, error codes).
 //! - [`hub`]: this node's state (channels → subscribers) and the facade ws/ and http/ call.
 //! - [`delivery`]: acknowledged delivery (message ids, `pusher:ack`, resends).
-//! - [`adapter`]: how published frames reach subscribers (in process; Redis later).
+//! - [`adapter`]: how published frames reach subscribers and how shared state is kept (in process, or Redis).
 //! - [`ws`]: the WebSocket transport, one actor per connection.
 //! - [`http`]: the HTTP API the server SDKs call, health and metrics.
 //! - [`store`]: offline subscriptions and stored messages (memory or MongoDB).
