@@ -7,7 +7,8 @@
 //! - [`hub`]: this node's state (channels → subscribers) and the facade ws/ and http/ call.
 //! - [`delivery`]: acknowledged delivery (message ids, `pusher:ack`, resends).
 //! - [`adapter`]: how published frames reach subscribers and how shared state is kept (in process, or Redis).
-//! - [`ws`]: the WebSocket transport, one actor per connection.
+//! - [`session`]: one actor per connection: the Pusher protocol, whatever the transport.
+//! - [`ws`]: the WebSocket transport of a session.
 //! - [`http`]: the HTTP API the server SDKs call, health and metrics.
 //! - [`store`]: offline subscriptions and stored messages (memory or MongoDB).
 //! - [`webhooks`]: signed, batched, retried webhooks to the apps' backends.
@@ -30,6 +31,7 @@ pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod throttled_log;
 pub mod webhooks;

@@ -26,12 +26,13 @@ use crate::hub::Hub;
 use crate::listen;
 use crate::metrics::Metrics;
 use crate::protocol::error::ErrorCode;
+use crate::session::SessionSettings;
 use crate::store::archive::HistoryArchive;
 use crate::store::memory::MemoryStore;
 use crate::store::mongo::MongoStore;
 use crate::store::{Retention, Store};
 use crate::webhooks::Webhooks;
-use crate::ws::{self, WsSettings};
+use crate::ws;
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use std::sync::Arc;
@@ -193,7 +194,7 @@ impl Server {
             );
         let hub = self.build_hub().await?;
         let server_config = self.config.server.clone();
-        let ws_settings = WsSettings {
+        let session_settings = SessionSettings {
             activity_timeout: Duration::from_secs(server_config.activity_timeout),
             pong_timeout: Duration::from_secs(server_config.pong_timeout),
             max_frame_bytes: server_config.max_frame_bytes,
@@ -213,7 +214,7 @@ impl Server {
             let metrics = hub.metrics().clone();
             App::new()
                 .app_data(web::Data::new(hub.clone()))
-                .app_data(web::Data::new(ws_settings))
+                .app_data(web::Data::new(session_settings))
                 .app_data(web::Data::new(http_settings))
                 .wrap_fn(move |req, service| {
                     let metrics = metrics.clone();

@@ -3,33 +3,20 @@
 //! This is the only module that knows actix-web-actors.
 //!
 //! - [`handshake`]: pure checks of the URL (key, protocol version).
-//! - [`session`]: the per-connection actor: frames, keep-alive, limits.
+//! - [`transport`]: the WebSocket as a session [`Transport`](crate::session::Transport):
+//!   frames out, client frames in.
 //! - [`rejected`]: the short-lived actor that reports a refused handshake.
 
 pub mod handshake;
 pub mod rejected;
-pub mod session;
+pub mod transport;
 
 use crate::hub::Hub;
 use crate::protocol::error::ErrorCode;
+use crate::session::{Session, SessionSettings};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Per-connection settings taken from the server config.
-#[derive(Debug, Clone, Copy)]
-pub struct WsSettings {
-    /// Silence before the server pings (announced to the client).
-    pub activity_timeout: Duration,
-    /// Wait for an answer to our ping before closing with 4201.
-    pub pong_timeout: Duration,
-    /// Largest frame accepted from a client.
-    pub max_frame_bytes: usize,
-    /// How long a subscription waits for the sign-in or presence membership
-    /// that would authorise it (see `hub::held`); zero refuses at once.
-    pub subscribe_wait: Duration,
-}
 
 /// Registers the WebSocket routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -49,7 +36,7 @@ async fn connect(
     stream: web::Payload,
     key: web::Path<String>,
     hub: web::Data<Arc<Hub>>,
-    settings: web::Data<WsSettings>,
+    settings: web::Data<SessionSettings>,
 ) -> actix_web::Result<HttpResponse> {
     // Check the upgrade first: a connection is admitted (and counted) only
     // once the WebSocket handshake is sure to succeed.
@@ -64,7 +51,13 @@ async fn connect(
         Ok(receiver) => receiver,
         Err(code) => return refuse(&hub, code, &req, stream),
     };
-    let session = session::Session::new(hub.get_ref().clone(), app, receiver, **settings);
+    let session = Session::new(
+        transport::WebSocket,
+        hub.get_ref().clone(),
+        app,
+        receiver,
+        **settings,
+    );
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(settings.max_frame_bytes)
         .start()

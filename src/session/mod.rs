@@ -1,0 +1,587 @@
+//! One actor per connection, whatever carries it: the Pusher protocol as a
+//! client sees it. It holds only its own connection's state (its channels,
+//! subscriptions waiting for a sign-in or presence membership, keep-alive
+//! clock, rate limit, pending acknowledgements) and reaches shared state
+//! through the hub handle.
+//!
+//! How frames reach the client is the [`Transport`]'s job (a WebSocket in
+//! `ws/`, HTTP streaming or polling in `xhr/`): the session hands it encoded
+//! frames, probe requests and the close; the transport feeds it the
+//! client's frames ([`Session::receive_text`]) and signs of life.
+
+mod acked;
+mod probe;
+mod transport;
+
+use acked::AckedDelivery;
+pub use acked::ClaimedDeliveries;
+use probe::Probe;
+
+pub use transport::{SessionSettings, Transport};
+
+use crate::apps::App;
+use crate::hub::authorize::SubscriptionError;
+use crate::hub::connection::{Connection, ConnectionReceiver};
+use crate::hub::held::{self, Awaiting, Held, HeldSubscriptions};
+use crate::hub::recovery;
+use crate::hub::{HistoryJoin, Hub};
+use crate::protocol::channel::channel_type;
+use crate::protocol::error::ErrorCode;
+use crate::protocol::frames::{self, ClientMessage, FrameError, SubscribeRequest};
+use crate::protocol::presence::SignedInUser;
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, SpawnHandle, StreamHandler,
+    WrapFuture,
+};
+use bytestring::ByteString;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Span;
+
+/// Client events allowed per connection in one rate window.
+#[derive(Debug)]
+struct RateWindow {
+    started: Instant,
+    count: u32,
+}
+
+/// The state of one connection, carried by the transport `T`.
+pub struct Session<T: Transport> {
+    transport: T,
+    hub: Arc<Hub>,
+    app: Arc<App>,
+    connection: Arc<Connection>,
+    receiver: Option<ConnectionReceiver>,
+    /// Subscribed channels, with the presence user id where there is one.
+    channels: HashMap<String, Option<Arc<str>>>,
+    /// Subscribed channels with history: where the socket stands on each.
+    history: HashMap<String, HistoryJoin>,
+    probe: Probe,
+    /// Subscriptions waiting for the sign-in or presence membership that
+    /// would authorise them, each with the timer that ends its wait.
+    held: HeldSubscriptions<SpawnHandle>,
+    user: Option<SignedInUser>,
+    settings: SessionSettings,
+    last_seen: Instant,
+    ping_sent: Option<Instant>,
+    keepalive: Option<SpawnHandle>,
+    client_events: RateWindow,
+    delivery: Option<Box<AckedDelivery>>,
+    span: Span,
+}
+
+impl<T: Transport> Session<T> {
+    /// A session for an admitted connection.
+    pub fn new(
+        transport: T,
+        hub: Arc<Hub>,
+        app: Arc<App>,
+        receiver: ConnectionReceiver,
+        settings: SessionSettings,
+    ) -> Self {
+        let connection = receiver.connection.clone();
+        let span = tracing::info_span!(
+            "connection",
+            app_id = %app.id,
+            socket_id = %connection.socket_id
+        );
+        let delivery = app
+            .delivery
+            .enabled
+            .then(|| Box::new(AckedDelivery::new(&app)));
+        Session {
+            transport,
+            hub,
+            app,
+            connection,
+            receiver: Some(receiver),
+            channels: HashMap::new(),
+            history: HashMap::new(),
+            probe: Probe::default(),
+            held: HeldSubscriptions::default(),
+            user: None,
+            settings,
+            last_seen: Instant::now(),
+            ping_sent: None,
+            keepalive: None,
+            client_events: RateWindow {
+                started: Instant::now(),
+                count: 0,
+            },
+            delivery,
+            span,
+        }
+    }
+
+    /// Hands one encoded frame to the transport.
+    pub fn send(&mut self, ctx: &mut T::Context, frame: impl Into<ByteString>) {
+        self.transport.text(ctx, frame.into());
+    }
+
+    /// Sends `pusher:error` with `code` (none for errors that keep the
+    /// connection open) and `message`.
+    pub fn error(&mut self, ctx: &mut T::Context, code: Option<u16>, message: &str) {
+        self.send(ctx, frames::error_frame(code, message));
+    }
+
+    /// The connection's tracing span.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// The transport, for its own bookkeeping.
+    pub fn transport(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// Sends `pusher:error` with the code, then closes with the same code.
+    pub fn close(&mut self, ctx: &mut T::Context, code: u16) {
+        let message = match code {
+            4100 => ErrorCode::OverCapacity.message(),
+            4200 => ErrorCode::ServerShuttingDown.message(),
+            4201 => ErrorCode::PongNotReceived.message(),
+            4009 => ErrorCode::Unauthorized.message(),
+            _ => "Connection closed",
+        };
+        tracing::debug!(parent: &self.span, code, "closing connection");
+        self.error(ctx, Some(code), message);
+        self.transport.close(ctx, code, message);
+        ctx.stop();
+    }
+
+    /// Any frame from the client proves it is alive.
+    pub fn saw_activity(&mut self) {
+        self.last_seen = Instant::now();
+        self.ping_sent = None;
+    }
+
+    /// Schedules the next keep-alive check after `delay`.
+    fn schedule_keepalive(&mut self, ctx: &mut T::Context, delay: Duration) {
+        self.keepalive = Some(ctx.run_later(delay, |session, ctx| session.check_keepalive(ctx)));
+    }
+
+    /// Pings after `activity_timeout` of silence; closes 4201 when the ping
+    /// goes unanswered for `pong_timeout`. One timer per connection.
+    fn check_keepalive(&mut self, ctx: &mut T::Context) {
+        let now = Instant::now();
+        if let Some(sent) = self.ping_sent {
+            let waited = now.duration_since(sent);
+            if waited >= self.settings.pong_timeout {
+                self.close(ctx, ErrorCode::PongNotReceived.code());
+            } else {
+                self.schedule_keepalive(ctx, self.settings.pong_timeout - waited);
+            }
+            return;
+        }
+        let idle = now.duration_since(self.last_seen);
+        if idle >= self.settings.activity_timeout {
+            // Only the Pusher-level ping, as hosted Pusher does: clients
+            // answer it with `pusher:pong`.
+            self.send(ctx, frames::ping_frame());
+            self.ping_sent = Some(now);
+            self.schedule_keepalive(ctx, self.settings.pong_timeout);
+        } else {
+            self.schedule_keepalive(ctx, self.settings.activity_timeout - idle);
+        }
+    }
+
+    /// One frame from the client (a JSON text, as pusher-js sends it).
+    pub fn receive_text(&mut self, ctx: &mut T::Context, text: &str) {
+        match frames::parse_client_frame(text) {
+            Ok(ClientMessage::Ping) => self.send(ctx, frames::pong_frame()),
+            Ok(ClientMessage::Pong) => {}
+            Ok(ClientMessage::Subscribe(request)) => self.subscribe(ctx, request),
+            Ok(ClientMessage::Unsubscribe { channel }) => {
+                // A waiting subscription just stops waiting: nothing is sent.
+                if let Some(held) = self.held.take(&channel) {
+                    ctx.cancel_future(held.timer);
+                    return;
+                }
+                // The user channel belongs to the sign-in, not to the client.
+                if !channel.starts_with("#server-to-user-")
+                    && self.channels.remove(&channel).is_some()
+                {
+                    if let (Some(_), Some(user)) = (self.history.remove(&channel), &self.user) {
+                        self.hub.forget_position(
+                            &self.app,
+                            &user.id,
+                            &self.connection.socket_id,
+                            &channel,
+                        );
+                    }
+                    self.drop_pending(ctx, &channel);
+                    let (hub, connection) = (self.hub.clone(), self.connection.clone());
+                    let leaving = async move { hub.unsubscribe(&connection, &channel).await };
+                    ctx.wait(leaving.into_actor(self));
+                }
+            }
+            Ok(ClientMessage::Signin { auth, user_data }) => self.sign_in(ctx, &auth, &user_data),
+            Ok(ClientMessage::ClientEvent {
+                event,
+                channel,
+                data,
+            }) => self.client_event(ctx, &event, &channel, &data),
+            Ok(ClientMessage::Ack { message_ids }) => self.ack(ctx, &message_ids),
+            Err(FrameError::InvalidData {
+                event: "pusher:ack",
+                reason,
+            }) => {
+                tracing::debug!(parent: &self.span, %reason, "malformed ack");
+                if self.ack_allowed(ctx) {
+                    let code = ErrorCode::AckRefused;
+                    self.error(
+                        ctx,
+                        Some(code.code()),
+                        &format!("Invalid pusher:ack: {reason}"),
+                    );
+                }
+            }
+            Ok(ClientMessage::Unknown { event }) => {
+                tracing::debug!(parent: &self.span, %event, "unknown event");
+                let message = if event.starts_with("pusher") {
+                    format!("Unsupported event: {event}")
+                } else {
+                    // The usual mistake: a client event without its prefix.
+                    format!(
+                        "Unsupported event: {event}; events sent by clients must be named client-*"
+                    )
+                };
+                self.error(ctx, None, &message);
+            }
+            Err(error) => {
+                tracing::debug!(parent: &self.span, %error, "malformed frame");
+                self.error(ctx, None, &format!("Invalid frame: {error}"));
+            }
+        }
+    }
+
+    fn subscribe(&mut self, ctx: &mut T::Context, request: SubscribeRequest) {
+        let channel = request.channel.as_str();
+        // pusher-js subscribes to its own user channel after sign-in; the
+        // sign-in already joined it, so that (and only that) is a no-op success.
+        if channel.starts_with("#server-to-user-") && self.channels.contains_key(channel) {
+            self.send(ctx, frames::subscription_succeeded(channel, "{}"));
+            return;
+        }
+        // Already waiting: it is answered once, when the wait ends.
+        if self.held.contains(channel) {
+            return;
+        }
+        if !self.channels.contains_key(channel)
+            && self.channels.len() + self.held.len() >= self.app.max_channels_per_connection
+        {
+            let error = format!(
+                "Connection is subscribed to the maximum of {} channels",
+                self.app.max_channels_per_connection
+            );
+            self.send(
+                ctx,
+                frames::subscription_error(channel, "LimitReached", &error, 400),
+            );
+            return;
+        }
+        let (hub, app, connection) = (self.hub.clone(), self.app.clone(), self.connection.clone());
+        let signed_in = self.user.as_ref().map(|user| user.id.clone());
+        let resubscribed = self
+            .channels
+            .contains_key(channel)
+            .then(|| self.history.get(channel).map(|join| join.position))
+            .flatten();
+        let subscribing = async move {
+            let result = hub
+                .subscribe(
+                    &app,
+                    &connection,
+                    &request,
+                    signed_in.as_deref(),
+                    resubscribed,
+                )
+                .await;
+            (request, result)
+        };
+        // `wait` holds this connection's other frames until the hub answered,
+        // so frames keep their order (e.g. a client event right after subscribing).
+        ctx.wait(subscribing.into_actor(self).map(
+            |(request, result), session, ctx| match result {
+                Ok(subscription) => {
+                    session.send(ctx, subscription.succeeded);
+                    if let Some(cached) = subscription.cached {
+                        // A cache channel's last event may carry a message id.
+                        session.record_delivery(ctx, &cached);
+                        session.send(ctx, cached);
+                    }
+                    for frame in subscription.announcements {
+                        session.send(ctx, frame);
+                    }
+                    if let Some(join) = subscription.history {
+                        session
+                            .history
+                            .entry(request.channel.clone())
+                            .or_insert(join);
+                    }
+                    let is_member = subscription.user_id.is_some();
+                    session.claim_parked(ctx, vec![request.channel.clone()], false);
+                    session
+                        .channels
+                        .insert(request.channel.clone(), subscription.user_id);
+                    if is_member {
+                        session.release_held(ctx, &Awaiting::Membership(request.channel));
+                    }
+                }
+                Err(error) => session.refuse_or_hold(ctx, request, error),
+            },
+        ));
+    }
+
+    /// Refuses a subscription, unless the connection's sign-in or presence
+    /// membership, still to come, would authorise it: then it waits for that
+    /// (at most `subscribe_wait`, at most [`held::MAX_HELD`] at once).
+    fn refuse_or_hold(
+        &mut self,
+        ctx: &mut T::Context,
+        request: SubscribeRequest,
+        refusal: SubscriptionError,
+    ) {
+        let wait = self.settings.subscribe_wait;
+        let signed_in = self.user.as_ref().map(|user| user.id.as_str());
+        let awaiting = held::awaiting(&self.app, &request, signed_in, |channel| {
+            self.channels.contains_key(channel)
+        });
+        match awaiting {
+            Some(awaiting)
+                if !wait.is_zero()
+                    && self.held.has_room()
+                    && !self.held.contains(&request.channel) =>
+            {
+                tracing::debug!(parent: &self.span, channel = %request.channel, ?awaiting, "subscription waits");
+                let channel = request.channel.clone();
+                let timer = ctx.run_later(wait, move |session, ctx| {
+                    if let Some(held) = session.held.take(&channel) {
+                        session.refuse(ctx, &held.request.channel, &held.refusal);
+                    }
+                });
+                self.held.hold(Held {
+                    request,
+                    awaiting,
+                    refusal,
+                    timer,
+                });
+            }
+            _ => self.refuse(ctx, &request.channel, &refusal),
+        }
+    }
+
+    fn refuse(&mut self, ctx: &mut T::Context, channel: &str, error: &SubscriptionError) {
+        tracing::debug!(parent: &self.span, %channel, reason = %error.message, "subscription refused");
+        self.send(
+            ctx,
+            frames::subscription_error(channel, error.kind, &error.message, error.status),
+        );
+    }
+
+    /// What the held subscriptions waited for arrived: ask the hub again, in
+    /// the order they came.
+    fn release_held(&mut self, ctx: &mut T::Context, what: &Awaiting) {
+        if self.held.is_empty() {
+            return;
+        }
+        for held in self.held.release(what) {
+            ctx.cancel_future(held.timer);
+            self.subscribe(ctx, held.request);
+        }
+    }
+
+    fn sign_in(&mut self, ctx: &mut T::Context, auth: &str, user_data: &str) {
+        if self.user.is_some() {
+            return self.error(ctx, None, "Connection is already signed in");
+        }
+        match self
+            .hub
+            .sign_in(&self.app, &self.connection, auth, user_data)
+        {
+            Some(signed_in) => {
+                tracing::debug!(parent: &self.span, user_id = %signed_in.user.id, "signed in");
+                self.send(ctx, signed_in.success);
+                if let Some(online) = signed_in.watchlist_online {
+                    self.send(ctx, online);
+                }
+                if !self.history.is_empty() {
+                    let mut joins: Vec<(String, HistoryJoin)> = self
+                        .history
+                        .iter()
+                        .map(|(channel, join)| (channel.clone(), *join))
+                        .collect();
+                    let (hub, app, connection) =
+                        (self.hub.clone(), self.app.clone(), self.connection.clone());
+                    let user_id = signed_in.user.id.clone();
+                    let recovering = async move {
+                        hub.recover_signed_in(&app, &connection, &user_id, &mut joins)
+                            .await;
+                        joins
+                    };
+                    // `wait`, as for a subscribe: the held subscribes
+                    // released below and the client's next frames come
+                    // after the recovery (a shared store may be read).
+                    ctx.wait(recovering.into_actor(self).map(|joins, session, _| {
+                        // A channel left meanwhile cannot be: frames waited.
+                        session.history.extend(joins);
+                    }));
+                }
+                self.user = Some(signed_in.user);
+                self.start_mirror(ctx);
+                // The user channel, and channels subscribed before the sign-in.
+                let mut claiming = vec![signed_in.user_channel.clone()];
+                claiming.extend(self.channels.keys().cloned());
+                self.claim_parked(ctx, claiming, false);
+                self.channels.insert(signed_in.user_channel, None);
+                self.release_held(ctx, &Awaiting::SignIn);
+            }
+            None => {
+                // Refused as they would have been without the wait, then closed.
+                for held in self.held.release(&Awaiting::SignIn) {
+                    ctx.cancel_future(held.timer);
+                    self.refuse(ctx, &held.request.channel, &held.refusal);
+                }
+                self.close(ctx, ErrorCode::Unauthorized.code());
+            }
+        }
+    }
+
+    fn client_event(&mut self, ctx: &mut T::Context, event: &str, channel: &str, data: &RawValue) {
+        if !self.app.client_events {
+            return self.error(ctx, None, "Client events are not enabled for this app");
+        }
+        if let Some(refusal) = channel_type(channel).kind.client_event_refusal() {
+            return self.error(ctx, None, refusal);
+        }
+        let Some(user_id) = self.channels.get(channel) else {
+            return self.error(
+                ctx,
+                None,
+                "Client event on a channel the socket is not subscribed to",
+            );
+        };
+        if event.len() > self.app.max_event_name_length {
+            let message = format!(
+                "Client event name is longer than {} characters",
+                self.app.max_event_name_length
+            );
+            return self.error(ctx, None, &message);
+        }
+        if data.get().len() > self.app.max_event_data_bytes {
+            let message = format!(
+                "Client event data is larger than {} bytes",
+                self.app.max_event_data_bytes
+            );
+            return self.error(ctx, None, &message);
+        }
+        let now = Instant::now();
+        if now.duration_since(self.client_events.started) >= Duration::from_secs(1) {
+            self.client_events = RateWindow {
+                started: now,
+                count: 0,
+            };
+        }
+        if self.client_events.count >= self.app.client_event_rate {
+            let code = ErrorCode::ClientEventRateLimit;
+            return self.error(ctx, Some(code.code()), code.message());
+        }
+        self.client_events.count += 1;
+        self.hub.client_event(
+            &self.app.id,
+            &self.connection.socket_id,
+            channel,
+            event,
+            data,
+            user_id.as_deref(),
+        );
+    }
+}
+
+impl<T: Transport> Actor for Session<T> {
+    type Context = T::Context;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::debug!(parent: &self.span, transport = T::NAME, "connected");
+        self.send(
+            ctx,
+            frames::connection_established(
+                &self.connection.socket_id,
+                self.settings.activity_timeout.as_secs(),
+            ),
+        );
+        if let Some(receiver) = self.receiver.take() {
+            ctx.add_stream(ReceiverStream::new(receiver.outgoing));
+        }
+        // The hub asks for a close (slow client, shutdown, terminate) from
+        // any thread; it arrives as a message, costing nothing until then.
+        let session = ctx.address().downgrade();
+        self.connection.on_close_request(Box::new(move |code| {
+            if let Some(session) = session.upgrade() {
+                session.do_send(CloseRequest(code));
+            }
+        }));
+        self.schedule_keepalive(ctx, self.settings.activity_timeout);
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        tracing::debug!(parent: &self.span, channels = self.channels.len(), "disconnected");
+        self.transport.stopped(ctx);
+        // Nobody reads the queue any more: make further sends return Closed at once.
+        self.connection
+            .request_close(ErrorCode::ServerShuttingDown.code());
+        let (hub, connection) = (self.hub.clone(), self.connection.clone());
+        let channels = self.channels.drain().map(|(channel, _)| channel).collect();
+        let user = self.user.take();
+        let parking = self.take_parking(user.as_ref());
+        let app = self.app.clone();
+        actix::spawn(async move {
+            // Parked before the connection is gone, so a reconnect that sees
+            // it gone finds them.
+            if let Some((user_id, entries, gone)) = parking {
+                let socket_id = &connection.socket_id;
+                hub.park_deliveries(&app, &user_id, socket_id, entries, gone)
+                    .await;
+            }
+            hub.disconnect(&connection, channels, user).await
+        });
+    }
+}
+
+/// The hub asked this connection to close with a code.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct CloseRequest(u16);
+
+impl<T: Transport> Handler<CloseRequest> for Session<T> {
+    type Result = ();
+
+    fn handle(&mut self, request: CloseRequest, ctx: &mut Self::Context) {
+        self.close(ctx, request.0);
+    }
+}
+
+/// Frames published to this connection, already encoded.
+impl<T: Transport> StreamHandler<ByteString> for Session<T> {
+    fn handle(&mut self, frame: ByteString, ctx: &mut Self::Context) {
+        if frame.is_empty() {
+            return self.send_probe(ctx);
+        }
+        // Anonymous sockets pay nothing; signed-in ones a suffix check.
+        let confirm =
+            self.user.is_some() && !self.history.is_empty() && recovery::carries_serial(&frame);
+        if self.delivery.is_some() {
+            self.record_delivery(ctx, &frame);
+        }
+        self.send(ctx, frame);
+        if confirm {
+            self.probe_soon(ctx);
+        }
+    }
+
+    // The queue ends only when the hub forgot the connection: nothing to do.
+    fn finished(&mut self, _: &mut Self::Context) {}
+}

@@ -1,0 +1,76 @@
+//! The WebSocket transport of a session: frames are WebSocket text
+//! frames, probes are WebSocket pings echoed by the browser's pong, and the
+//! close carries the Pusher code as the WebSocket close code (RFC 6455
+//! §7.4.2 leaves 4000-4999 to applications).
+
+use crate::session::{Session, Transport};
+use actix::ActorContext;
+use actix::StreamHandler;
+use actix_web_actors::ws;
+use bytestring::ByteString;
+
+/// A session carried by a WebSocket.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WebSocket;
+
+impl Transport for WebSocket {
+    type Context = ws::WebsocketContext<Session<Self>>;
+    const NAME: &'static str = "ws";
+
+    fn text(&mut self, ctx: &mut Self::Context, frame: ByteString) {
+        ctx.text(frame);
+    }
+
+    fn probe(&mut self, ctx: &mut Self::Context, id: u64) {
+        ctx.ping(&id.to_be_bytes());
+    }
+
+    fn close(&mut self, ctx: &mut Self::Context, code: u16, reason: &str) {
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Other(code),
+            description: Some(reason.into()),
+        }));
+    }
+}
+
+/// Frames from the client.
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<WebSocket> {
+    fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        let message = match message {
+            Ok(message) => message,
+            Err(ws::ProtocolError::Overflow) => {
+                tracing::debug!(parent: self.span(), "frame over the size limit");
+                self.error(ctx, None, "Frame is larger than the server accepts");
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Size,
+                    description: Some("frame too large".into()),
+                }));
+                return ctx.stop();
+            }
+            Err(error) => {
+                tracing::debug!(parent: self.span(), %error, "protocol error");
+                ctx.close(Some(ws::CloseCode::Protocol.into()));
+                return ctx.stop();
+            }
+        };
+        self.saw_activity();
+        match message {
+            ws::Message::Text(text) => self.receive_text(ctx, &text),
+            ws::Message::Ping(bytes) => ctx.pong(&bytes),
+            ws::Message::Pong(payload) => {
+                // Our probes are 8-byte ids; any other pong answers nothing.
+                if let Ok(id) = <[u8; 8]>::try_from(&payload[..]) {
+                    self.probe_answered(ctx, u64::from_be_bytes(id));
+                }
+            }
+            ws::Message::Binary(_) => {
+                self.error(ctx, None, "Binary frames are not supported; send JSON text")
+            }
+            ws::Message::Close(reason) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            ws::Message::Continuation(_) | ws::Message::Nop => {}
+        }
+    }
+}
