@@ -57,6 +57,9 @@ pub struct Config {
     /// The Redis connection, used when `adapter = "redis"`.
     #[serde(default)]
     pub redis: RedisConfig,
+    /// Which transports clients may use, and the HTTP transports' limits.
+    #[serde(default)]
+    pub transports: TransportsConfig,
     /// Offline subscriptions and stored messages.
     #[serde(default)]
     pub store: StoreConfig,
@@ -125,6 +128,48 @@ impl Default for StoreConfig {
             catch_up_messages: 100,
             write_queue: 10_000,
             timeout_ms: 2_000,
+        }
+    }
+}
+
+/// The transports clients may connect with (all on by default) and the
+/// limits of the HTTP ones: pusher-js's `xhr_streaming` / `xhr_polling`
+/// fallbacks under `/pusher/app/{key}/...` and Server-Sent Events.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportsConfig {
+    /// WebSocket at `/app/{key}`.
+    pub ws: bool,
+    /// pusher-js `xhr_streaming`: one long HTTP response carries the frames.
+    pub xhr_streaming: bool,
+    /// pusher-js `xhr_polling`: each HTTP request waits for frames.
+    pub xhr_polling: bool,
+    /// Server-Sent Events, receive only (`/apps/{app_id}/events/stream`).
+    pub sse: bool,
+    /// Seconds a poll waits for frames before it answers with a heartbeat
+    /// (at most half of `server.activity_timeout` is used).
+    pub long_poll_timeout: u64,
+    /// Most frames in one poll response.
+    pub max_batch_size: usize,
+    /// Seconds between heartbeats on a streaming response (`h` for
+    /// xhr_streaming, a comment for SSE), so that proxies keep it open
+    /// (at most half of `server.activity_timeout` is used).
+    pub heartbeat: u64,
+    /// Most HTTP sessions (xhr and SSE) open at once on this node, whatever the app.
+    pub max_sessions: usize,
+}
+
+impl Default for TransportsConfig {
+    fn default() -> Self {
+        TransportsConfig {
+            ws: true,
+            xhr_streaming: true,
+            xhr_polling: true,
+            sse: true,
+            long_poll_timeout: 30,
+            max_batch_size: 100,
+            heartbeat: 25,
+            max_sessions: 10_000,
         }
     }
 }
@@ -519,6 +564,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             adapter: AdapterKind::default(),
             redis: RedisConfig::default(),
+            transports: TransportsConfig::default(),
             store: StoreConfig::default(),
             apps: vec![AppConfig {
                 // The PyPI SDK only accepts digits: the built-in app answers
@@ -753,6 +799,7 @@ impl Config {
             }
         }
         self.validate_server_durations()?;
+        self.validate_transports()?;
         self.validate_redis()?;
         let st = &self.store;
         for (key, value) in [
@@ -1045,6 +1092,28 @@ fn first_too_long<K>(
 }
 
 impl Config {
+    /// The transports' limits: positive, and one transport at least.
+    fn validate_transports(&self) -> Result<(), ConfigError> {
+        let t = &self.transports;
+        for (key, value) in [
+            ("transports.long_poll_timeout", t.long_poll_timeout as usize),
+            ("transports.max_batch_size", t.max_batch_size),
+            ("transports.heartbeat", t.heartbeat as usize),
+            ("transports.max_sessions", t.max_sessions),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if !(t.ws || t.xhr_streaming || t.xhr_polling || t.sse) {
+            return Err(invalid(
+                "transports",
+                "turns every transport off: no client could connect",
+            ));
+        }
+        Ok(())
+    }
+
     /// Server-wide times: at most 10 years, like an app's ([`validate_durations`]),
     /// so no `Instant + Duration` or timer arithmetic can overflow at run time.
     fn validate_server_durations(&self) -> Result<(), ConfigError> {

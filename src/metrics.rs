@@ -3,7 +3,9 @@
 //! README.md's metrics table (section "Operations") documents every metric
 //! registered here; a unit test below compares the two both ways.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -32,6 +34,10 @@ pub struct Metrics {
     pub connections_total: IntCounter,
     /// Connections refused at the handshake, by Pusher error code.
     pub connections_refused: IntCounterVec,
+    /// Open sessions by transport (`ws`, `xhr_streaming`, `xhr_polling`, `sse`).
+    pub transport_sessions: IntGaugeVec,
+    /// Frames by transport and direction (`out` to clients, `in` from them).
+    pub transport_frames: IntCounterVec,
     /// Frames queued to connections (one per recipient).
     pub frames_sent: IntCounter,
     /// Events published (HTTP API and client events), one per channel.
@@ -134,6 +140,15 @@ impl Metrics {
             record(name, "counter", &[]);
             metric
         };
+        let gauge_vec = |name: &'static str, help: &str, labels: &[&'static str]| {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            registry
+                .register(Box::new(metric.clone()))
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            record(name, "gauge", labels);
+            metric
+        };
         let counter_vec = |name: &'static str, help: &str, labels: &[&'static str]| {
             let metric = IntCounterVec::new(Opts::new(name, help), labels)
                 .unwrap_or_else(|e| unreachable!("{e}"));
@@ -153,6 +168,16 @@ impl Metrics {
                 "rusher_connections_refused_total",
                 "Connections refused at the handshake, by Pusher error code",
                 &["code"],
+            ),
+            transport_sessions: gauge_vec(
+                "rusher_transport_sessions",
+                "Open sessions by transport",
+                &["transport"],
+            ),
+            transport_frames: counter_vec(
+                "rusher_transport_frames_total",
+                "Frames written to clients (out) and read from them (in), by transport",
+                &["transport", "direction"],
             ),
             frames_sent: counter(
                 "rusher_frames_sent_total",
@@ -387,6 +412,11 @@ mod tests {
         metrics
             .delivery_expired
             .with_label_values(&["retries"])
+            .inc();
+        metrics.transport_sessions.with_label_values(&["ws"]).inc();
+        metrics
+            .transport_frames
+            .with_label_values(&["ws", "out"])
             .inc();
         let exposed: Vec<String> = metrics
             .registry

@@ -26,7 +26,7 @@ use crate::hub::Hub;
 use crate::listen;
 use crate::metrics::Metrics;
 use crate::protocol::error::ErrorCode;
-use crate::session::SessionSettings;
+use crate::session::{SessionSettings, TransportSettings};
 use crate::store::archive::HistoryArchive;
 use crate::store::memory::MemoryStore;
 use crate::store::mongo::MongoStore;
@@ -200,6 +200,8 @@ impl Server {
             max_frame_bytes: server_config.max_frame_bytes,
             subscribe_wait: server_config.subscribe_wait(),
         };
+        let transport_settings =
+            TransportSettings::new(&self.config.transports, server_config.activity_timeout);
         let http_settings = HttpSettings {
             max_request_bytes: server_config.max_request_bytes,
             metrics: server_config.metrics,
@@ -216,6 +218,7 @@ impl Server {
                 .app_data(web::Data::new(hub.clone()))
                 .app_data(web::Data::new(session_settings))
                 .app_data(web::Data::new(http_settings))
+                .app_data(web::Data::new(transport_settings))
                 .wrap_fn(move |req, service| {
                     let metrics = metrics.clone();
                     let response = service.call(req);

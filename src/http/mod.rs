@@ -7,13 +7,19 @@
 //! - [`users`]: terminating a user's connections.
 //! - [`persistence`]: offline subscriptions and the messages kept for users.
 //! - [`error`]: refusals as status + JSON body, in one place.
+//!
+//! And what the HTTP transports (`xhr/`, `sse/`) share:
+//! - [`streamed`]: a long response body written by an actor, bounded.
+//! - [`cors`]: cross-origin access for browser pages.
 
 pub mod channels;
+pub mod cors;
 pub mod error;
 pub mod events;
 pub mod history;
 pub mod persistence;
 pub mod signed;
+pub mod streamed;
 pub mod users;
 
 use crate::hub::Hub;

@@ -17,7 +17,7 @@ use acked::AckedDelivery;
 pub use acked::ClaimedDeliveries;
 use probe::Probe;
 
-pub use transport::{SessionSettings, Transport};
+pub use transport::{SessionSettings, Transport, TransportSettings};
 
 use crate::apps::App;
 use crate::hub::authorize::SubscriptionError;
@@ -71,7 +71,21 @@ pub struct Session<T: Transport> {
     client_events: RateWindow,
     delivery: Option<Box<AckedDelivery>>,
     span: Span,
+    /// Frames written and read since the metrics last saw them.
+    frames: FrameCounts,
 }
+
+/// Frames counted on the connection and added to
+/// `rusher_transport_frames_total` in batches, so the hot path touches no
+/// shared counter.
+#[derive(Debug, Default)]
+struct FrameCounts {
+    out: u64,
+    r#in: u64,
+}
+
+/// Frames counted locally before they are added to the shared metric.
+const FRAME_COUNT_BATCH: u64 = 1024;
 
 impl<T: Transport> Session<T> {
     /// A session for an admitted connection.
@@ -113,11 +127,16 @@ impl<T: Transport> Session<T> {
             },
             delivery,
             span,
+            frames: FrameCounts::default(),
         }
     }
 
     /// Hands one encoded frame to the transport.
     pub fn send(&mut self, ctx: &mut T::Context, frame: impl Into<ByteString>) {
+        self.frames.out += 1;
+        if self.frames.out >= FRAME_COUNT_BATCH {
+            self.flush_frame_counts();
+        }
         self.transport.text(ctx, frame.into());
     }
 
@@ -125,6 +144,18 @@ impl<T: Transport> Session<T> {
     /// connection open) and `message`.
     pub fn error(&mut self, ctx: &mut T::Context, code: Option<u16>, message: &str) {
         self.send(ctx, frames::error_frame(code, message));
+    }
+
+    /// Adds the frames counted here to the shared metric.
+    fn flush_frame_counts(&mut self) {
+        let frames = &self.hub.metrics().transport_frames;
+        for (direction, count) in [("out", &mut self.frames.out), ("in", &mut self.frames.r#in)] {
+            if *count > 0 {
+                frames
+                    .with_label_values(&[T::NAME, direction])
+                    .inc_by(std::mem::take(count));
+            }
+        }
     }
 
     /// The connection's tracing span.
@@ -190,6 +221,7 @@ impl<T: Transport> Session<T> {
 
     /// One frame from the client (a JSON text, as pusher-js sends it).
     pub fn receive_text(&mut self, ctx: &mut T::Context, text: &str) {
+        self.frames.r#in += 1;
         match frames::parse_client_frame(text) {
             Ok(ClientMessage::Ping) => self.send(ctx, frames::pong_frame()),
             Ok(ClientMessage::Pong) => {}
@@ -505,6 +537,11 @@ impl<T: Transport> Actor for Session<T> {
     type Context = T::Context;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.hub
+            .metrics()
+            .transport_sessions
+            .with_label_values(&[T::NAME])
+            .inc();
         tracing::debug!(parent: &self.span, transport = T::NAME, "connected");
         self.send(
             ctx,
@@ -530,6 +567,12 @@ impl<T: Transport> Actor for Session<T> {
     fn stopped(&mut self, ctx: &mut Self::Context) {
         tracing::debug!(parent: &self.span, channels = self.channels.len(), "disconnected");
         self.transport.stopped(ctx);
+        self.flush_frame_counts();
+        self.hub
+            .metrics()
+            .transport_sessions
+            .with_label_values(&[T::NAME])
+            .dec();
         // Nobody reads the queue any more: make further sends return Closed at once.
         self.connection
             .request_close(ErrorCode::ServerShuttingDown.code());

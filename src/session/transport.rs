@@ -54,3 +54,62 @@ pub trait Transport: Sized + Unpin + 'static {
     /// transport holds.
     fn stopped(&mut self, _ctx: &mut Self::Context) {}
 }
+
+/// Which transports are served and the HTTP transports' limits, from
+/// `[transports]` (see `config::TransportsConfig`), with the waits clamped
+/// to half the activity timeout so an idle HTTP session is never taken for
+/// a dead one.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportSettings {
+    /// WebSocket at `/app/{key}`.
+    pub ws: bool,
+    /// pusher-js `xhr_streaming`.
+    pub xhr_streaming: bool,
+    /// pusher-js `xhr_polling`.
+    pub xhr_polling: bool,
+    /// Server-Sent Events.
+    pub sse: bool,
+    /// How long a poll waits for frames.
+    pub long_poll_timeout: Duration,
+    /// Most frames in one poll response.
+    pub max_batch_size: usize,
+    /// Time between heartbeats on a streaming response.
+    pub heartbeat: Duration,
+    /// Most HTTP sessions open at once on this node.
+    pub max_sessions: usize,
+}
+
+impl TransportSettings {
+    /// The settings for `config`, with `activity_timeout` in seconds.
+    pub fn new(config: &crate::config::TransportsConfig, activity_timeout: u64) -> Self {
+        // Half the activity timeout, in milliseconds, at least 1 ms.
+        let most = Duration::from_millis((activity_timeout.saturating_mul(500)).max(1));
+        TransportSettings {
+            ws: config.ws,
+            xhr_streaming: config.xhr_streaming,
+            xhr_polling: config.xhr_polling,
+            sse: config.sse,
+            long_poll_timeout: Duration::from_secs(config.long_poll_timeout).min(most),
+            max_batch_size: config.max_batch_size,
+            heartbeat: Duration::from_secs(config.heartbeat).min(most),
+            max_sessions: config.max_sessions,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TransportsConfig;
+
+    #[test]
+    fn waits_are_clamped_to_half_the_activity_timeout() {
+        let config = TransportsConfig::default();
+        let settings = TransportSettings::new(&config, 120);
+        assert_eq!(settings.long_poll_timeout, Duration::from_secs(30));
+        assert_eq!(settings.heartbeat, Duration::from_secs(25));
+        let settings = TransportSettings::new(&config, 4);
+        assert_eq!(settings.long_poll_timeout, Duration::from_secs(2));
+        assert_eq!(settings.heartbeat, Duration::from_secs(2));
+    }
+}

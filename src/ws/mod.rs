@@ -13,7 +13,7 @@ pub mod transport;
 
 use crate::hub::Hub;
 use crate::protocol::error::ErrorCode;
-use crate::session::{Session, SessionSettings};
+use crate::session::{Session, SessionSettings, TransportSettings};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use std::sync::Arc;
@@ -37,10 +37,15 @@ async fn connect(
     key: web::Path<String>,
     hub: web::Data<Arc<Hub>>,
     settings: web::Data<SessionSettings>,
+    transports: web::Data<TransportSettings>,
 ) -> actix_web::Result<HttpResponse> {
     // Check the upgrade first: a connection is admitted (and counted) only
     // once the WebSocket handshake is sure to succeed.
     ws::handshake(&req)?;
+    // Turned off in [transports]: as if the path did not exist.
+    if !transports.ws {
+        return refuse(&hub, ErrorCode::PathNotFound, &req, stream);
+    }
     let Some(app) = hub.apps().by_key(&key) else {
         return refuse(&hub, ErrorCode::AppNotFound, &req, stream);
     };

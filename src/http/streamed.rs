@@ -1,0 +1,88 @@
+//! A long HTTP response whose body an actor writes as it goes (xhr_streaming,
+//! a long poll, Server-Sent Events), through a bounded channel: a client
+//! that reads too slowly fills it and is treated as a slow client, never
+//! buffered without bound.
+
+use actix_web::web::Bytes;
+use futures_util::Stream;
+use std::convert::Infallible;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+/// Why a chunk was not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteError {
+    /// The client reads more slowly than frames arrive: the channel is full.
+    Full,
+    /// The response is over (the client went away or it was ended).
+    Closed,
+}
+
+/// The writing end of a streamed response body.
+#[derive(Debug, Clone)]
+pub struct BodyWriter {
+    chunks: mpsc::Sender<Bytes>,
+}
+
+impl BodyWriter {
+    /// Queues one chunk; never waits.
+    pub fn write(&self, chunk: impl Into<Bytes>) -> Result<(), WriteError> {
+        self.chunks
+            .try_send(chunk.into())
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => WriteError::Full,
+                mpsc::error::TrySendError::Closed(_) => WriteError::Closed,
+            })
+    }
+
+    /// Whether the response is over (the client closed it or it was dropped).
+    pub fn is_closed(&self) -> bool {
+        self.chunks.is_closed()
+    }
+
+    /// Resolves when the response is over, for the writer to notice a
+    /// client that went away without waiting for its next write.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let chunks = self.chunks.clone();
+        async move { chunks.closed().await }
+    }
+}
+
+/// A body of at most `capacity` queued chunks: the writer, and the stream
+/// to hand to `HttpResponseBuilder::streaming`. Dropping every writer ends
+/// the response.
+pub fn body(
+    capacity: usize,
+) -> (
+    BodyWriter,
+    impl Stream<Item = Result<Bytes, Infallible>> + 'static,
+) {
+    let (chunks, receiver) = mpsc::channel(capacity.max(1));
+    (
+        BodyWriter { chunks },
+        ReceiverStream::new(receiver).map(Ok::<_, Infallible>),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounded_and_closes_when_the_reader_goes() {
+        let (writer, stream) = body(2);
+        assert_eq!(writer.write("a"), Ok(()));
+        assert_eq!(writer.write("b"), Ok(()));
+        assert_eq!(writer.write("c"), Err(WriteError::Full));
+        let mut stream = Box::pin(stream);
+        assert_eq!(
+            stream.next().await.and_then(Result::ok),
+            Some(Bytes::from("a"))
+        );
+        drop(stream);
+        assert!(writer.is_closed());
+        writer.closed().await;
+        assert_eq!(writer.write("d"), Err(WriteError::Closed));
+    }
+}
