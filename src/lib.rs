@@ -9,6 +9,7 @@
 //! - [`adapter`]: how published frames reach subscribers and how shared state is kept (in process, or Redis).
 //! - [`session`]: one actor per connection: the Pusher protocol, whatever the transport.
 //! - [`ws`]: the WebSocket transport of a session.
+//! - [`xhr`]: pusher-js's HTTP fallback transports (`xhr_streaming`, `xhr_polling`).
 //! - [`http`]: the HTTP API the server SDKs call, health and metrics.
 //! - [`store`]: offline subscriptions and stored messages (memory or MongoDB).
 //! - [`webhooks`]: signed, batched, retried webhooks to the apps' backends.
@@ -36,6 +37,7 @@ pub mod store;
 pub mod throttled_log;
 pub mod webhooks;
 pub mod ws;
+pub mod xhr;
 
 pub use config::Config;
 pub use server::Server;

@@ -16,6 +16,7 @@ use crate::apps::AppRegistry;
 use crate::config::{AdapterKind, Config, StoreBackend};
 use crate::delivery::store::ParkedStore;
 use crate::handover;
+use crate::http::session_cap::SessionCap;
 use crate::http::{self, HttpSettings};
 use crate::hub::history_store::HistoryStore;
 use crate::hub::node::Node;
@@ -33,6 +34,7 @@ use crate::store::mongo::MongoStore;
 use crate::store::{Retention, Store};
 use crate::webhooks::Webhooks;
 use crate::ws;
+use crate::xhr;
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use std::sync::Arc;
@@ -206,6 +208,8 @@ impl Server {
             max_request_bytes: server_config.max_request_bytes,
             metrics: server_config.metrics,
         };
+        let http_sessions = SessionCap::new(transport_settings.max_sessions);
+        let xhr_registry = Arc::new(xhr::registry::Registry::default());
         let app_hub = hub.clone();
         let workers = match server_config.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -219,6 +223,10 @@ impl Server {
                 .app_data(web::Data::new(session_settings))
                 .app_data(web::Data::new(http_settings))
                 .app_data(web::Data::new(transport_settings))
+                .app_data(web::Data::new(xhr::XhrState {
+                    registry: xhr_registry.clone(),
+                    cap: http_sessions.clone(),
+                }))
                 .wrap_fn(move |req, service| {
                     let metrics = metrics.clone();
                     let response = service.call(req);
@@ -236,6 +244,7 @@ impl Server {
                     }
                 })
                 .configure(ws::configure)
+                .configure(xhr::configure)
                 .configure(http::configure)
                 .default_service(web::to(http::not_found))
         })

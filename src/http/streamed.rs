@@ -6,9 +6,10 @@
 use actix_web::web::Bytes;
 use futures_util::Stream;
 use std::convert::Infallible;
-use tokio::sync::mpsc;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 
 /// Why a chunk was not written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub enum WriteError {
 #[derive(Debug, Clone)]
 pub struct BodyWriter {
     chunks: mpsc::Sender<Bytes>,
+    /// Changes (is dropped) when the body is dropped: a watcher holding it
+    /// does not keep the response open, as a clone of `chunks` would.
+    gone: watch::Receiver<()>,
 }
 
 impl BodyWriter {
@@ -44,8 +48,28 @@ impl BodyWriter {
     /// Resolves when the response is over, for the writer to notice a
     /// client that went away without waiting for its next write.
     pub fn closed(&self) -> impl std::future::Future<Output = ()> + 'static {
-        let chunks = self.chunks.clone();
-        async move { chunks.closed().await }
+        let mut gone = self.gone.clone();
+        async move {
+            // Nothing is ever sent: this returns when the body is dropped.
+            let _ = gone.changed().await;
+        }
+    }
+}
+
+/// The response body: the chunks written, until every writer is dropped.
+struct Body {
+    chunks: ReceiverStream<Bytes>,
+    /// Dropped with the body, which wakes [`BodyWriter::closed`].
+    _gone: watch::Sender<()>,
+}
+
+impl Stream for Body {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.chunks)
+            .poll_next(cx)
+            .map(|chunk| chunk.map(Ok))
     }
 }
 
@@ -59,15 +83,20 @@ pub fn body(
     impl Stream<Item = Result<Bytes, Infallible>> + 'static,
 ) {
     let (chunks, receiver) = mpsc::channel(capacity.max(1));
+    let (gone_tx, gone) = watch::channel(());
     (
-        BodyWriter { chunks },
-        ReceiverStream::new(receiver).map(Ok::<_, Infallible>),
+        BodyWriter { chunks, gone },
+        Body {
+            chunks: ReceiverStream::new(receiver),
+            _gone: gone_tx,
+        },
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_stream::StreamExt;
 
     #[tokio::test]
     async fn bounded_and_closes_when_the_reader_goes() {
@@ -84,5 +113,22 @@ mod tests {
         assert!(writer.is_closed());
         writer.closed().await;
         assert_eq!(writer.write("d"), Err(WriteError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_watcher_does_not_keep_the_body_open() {
+        let (writer, stream) = body(4);
+        let watching = writer.closed();
+        assert_eq!(writer.write("a"), Ok(()));
+        drop(writer);
+        let mut stream = Box::pin(stream);
+        assert_eq!(
+            stream.next().await.and_then(Result::ok),
+            Some(Bytes::from("a"))
+        );
+        // Every writer dropped: the body ends although a watcher waits.
+        assert!(stream.next().await.is_none());
+        drop(stream);
+        watching.await;
     }
 }

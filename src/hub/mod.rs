@@ -333,6 +333,11 @@ impl Hub {
         self.node.app(app_id)
     }
 
+    /// Frames a connection's outgoing queue holds (`server.outgoing_queue`).
+    pub fn outgoing_queue(&self) -> usize {
+        self.outgoing_queue
+    }
+
     /// Admits a new connection of `app`, or says which Pusher error refuses it.
     pub fn connect(&self, app: &App) -> Result<ConnectionReceiver, ErrorCode> {
         if !self.is_accepting() {

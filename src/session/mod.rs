@@ -149,10 +149,11 @@ impl<T: Transport> Session<T> {
     /// Adds the frames counted here to the shared metric.
     fn flush_frame_counts(&mut self) {
         let frames = &self.hub.metrics().transport_frames;
+        let name = self.transport.name();
         for (direction, count) in [("out", &mut self.frames.out), ("in", &mut self.frames.r#in)] {
             if *count > 0 {
                 frames
-                    .with_label_values(&[T::NAME, direction])
+                    .with_label_values(&[name, direction])
                     .inc_by(std::mem::take(count));
             }
         }
@@ -540,9 +541,9 @@ impl<T: Transport> Actor for Session<T> {
         self.hub
             .metrics()
             .transport_sessions
-            .with_label_values(&[T::NAME])
+            .with_label_values(&[self.transport.name()])
             .inc();
-        tracing::debug!(parent: &self.span, transport = T::NAME, "connected");
+        tracing::debug!(parent: &self.span, transport = self.transport.name(), "connected");
         self.send(
             ctx,
             frames::connection_established(
@@ -571,7 +572,7 @@ impl<T: Transport> Actor for Session<T> {
         self.hub
             .metrics()
             .transport_sessions
-            .with_label_values(&[T::NAME])
+            .with_label_values(&[self.transport.name()])
             .dec();
         // Nobody reads the queue any more: make further sends return Closed at once.
         self.connection
@@ -597,7 +598,7 @@ impl<T: Transport> Actor for Session<T> {
 /// The hub asked this connection to close with a code.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
-pub struct CloseRequest(u16);
+pub struct CloseRequest(pub u16);
 
 impl<T: Transport> Handler<CloseRequest> for Session<T> {
     type Result = ();

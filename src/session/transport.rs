@@ -34,8 +34,14 @@ pub trait Transport: Sized + Unpin + 'static {
         + ToEnvelope<Session<Self>, ClaimedDeliveries>
         + ToEnvelope<Session<Self>, CloseRequest>;
 
-    /// The transport's name in logs and metrics (`ws`, `xhr_streaming`, ...).
+    /// The transport's name in logs and metrics (`ws`, `sse`, ...).
     const NAME: &'static str;
+
+    /// This connection's transport name, for a transport type that
+    /// carries several (`xhr_streaming` and `xhr_polling`).
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
 
     /// Writes one encoded Pusher frame (a JSON text) to the client.
     fn text(&mut self, ctx: &mut Self::Context, frame: ByteString);

@@ -1,0 +1,289 @@
+//! pusher-js's HTTP fallback transports, `xhr_streaming` and `xhr_polling`,
+//! for clients that cannot hold a WebSocket (proxies, middleboxes).
+//!
+//! pusher-js (`src/core/http/`, `src/core/transports/url_schemes.ts`) builds
+//! `{httpHost}:{httpPort}/pusher/app/{key}/{server}/{session}/` with a random
+//! `{server}` (0-999) and `{session}` (8 characters) per socket, and POSTs:
+//!
+//! - `.../xhr_streaming?protocol=7&...` — one long response carrying frames;
+//! - `.../xhr?protocol=7&...` — a long poll, repeated after each answer;
+//! - `.../xhr_send` — a JSON array of the client's frames (`[]` = heartbeat).
+//!
+//! Each session is one [`Session`] like a WebSocket's (same socket_id
+//! rules, hub path, auth, limits and close codes); only its outgoing side
+//! differs ([`transport::Xhr`]). Lines are framed as in [`framing`];
+//! sessions are found by id in [`registry`]. Every answer carries CORS
+//! headers, and preflights are answered, so a page on another origin can
+//! use them.
+
+pub mod framing;
+pub mod registry;
+pub mod transport;
+
+use crate::http::cors;
+use crate::http::error::ApiError;
+use crate::http::session_cap::SessionCap;
+use crate::http::streamed;
+use crate::http::HttpSettings;
+use crate::hub::Hub;
+use crate::protocol::error::ErrorCode;
+use crate::protocol::frames;
+use crate::session::{Session, SessionSettings, TransportSettings};
+use crate::ws::handshake;
+use actix::Actor;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use registry::{Entry, Registry};
+use std::sync::Arc;
+use transport::{Attach, ClientFrames, Kind, Xhr};
+
+/// What the handlers share: the sessions of this node and the cap.
+pub struct XhrState {
+    /// Sessions by id.
+    pub registry: Arc<Registry>,
+    /// The cap on HTTP sessions, shared with the other HTTP transports.
+    pub cap: Arc<SessionCap>,
+}
+
+/// Chunks a poll response can hold before the session counts its client
+/// as slow: a poll carries one line, then ends.
+const POLL_BODY_CHUNKS: usize = 4;
+
+/// Registers the routes under `/pusher/app/{key}/{server}/{session}/`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/pusher/app/{key}/{server}/{session}/xhr_streaming")
+            .route(web::post().to(|req, path, hub, state, s, t| {
+                receive(req, path, hub, state, s, t, Kind::Streaming)
+            }))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+    )
+    .service(
+        web::resource("/pusher/app/{key}/{server}/{session}/xhr")
+            .route(web::post().to(|req, path, hub, state, s, t| {
+                receive(req, path, hub, state, s, t, Kind::Polling)
+            }))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+    )
+    .service(
+        web::resource("/pusher/app/{key}/{server}/{session}/xhr_send")
+            .route(web::post().to(send))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+    );
+}
+
+/// `{key}`, `{server}`, `{session}` of the URL.
+type SessionPath = web::Path<(String, String, String)>;
+
+/// The registry id of a session, or `None` when the path parts are not
+/// what pusher-js sends (short ASCII letters, digits, `_`, `-`).
+fn session_id((key, server, session): &(String, String, String)) -> Option<String> {
+    let fits = |part: &str, most: usize| {
+        !part.is_empty()
+            && part.len() <= most
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    (fits(server, 16) && fits(session, 64)).then(|| format!("{key}/{server}/{session}"))
+}
+
+async fn preflight(req: HttpRequest) -> HttpResponse {
+    cors::preflight(&req, "POST, OPTIONS")
+}
+
+/// An API-style refusal (JSON body) with CORS headers.
+fn refuse(req: &HttpRequest, error: ApiError) -> HttpResponse {
+    let mut response = error.error_response();
+    cors::allow_response(req, &mut response);
+    response
+}
+
+/// A 200 whose body is `lines`, as pusher-js reads them.
+fn lines(req: &HttpRequest, body: String) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    cors::allow(req, &mut response);
+    no_cache(&mut response);
+    response.body(body)
+}
+
+fn no_cache(response: &mut actix_web::HttpResponseBuilder) {
+    response
+        .content_type("application/javascript; charset=UTF-8")
+        .insert_header((header::CACHE_CONTROL, "no-store, no-cache, max-age=0"))
+        // Proxies such as nginx must pass each line on at once.
+        .insert_header(("X-Accel-Buffering", "no"));
+}
+
+/// A refused session, told as a WebSocket's would be: open, the
+/// `pusher:error`, then the close with its code (pusher-js acts on the code).
+fn refused_session(hub: &Hub, req: &HttpRequest, code: ErrorCode) -> HttpResponse {
+    hub.metrics()
+        .connections_refused
+        .with_label_values(&[&code.code().to_string()])
+        .inc();
+    let error = frames::error_frame(Some(code.code()), code.message());
+    let body = format!(
+        "{}{}{}",
+        framing::OPEN,
+        framing::array([&error]),
+        framing::close(code.code(), code.message())
+    );
+    lines(req, body)
+}
+
+async fn receive(
+    req: HttpRequest,
+    path: SessionPath,
+    hub: web::Data<Arc<Hub>>,
+    state: web::Data<XhrState>,
+    settings: web::Data<SessionSettings>,
+    transports: web::Data<TransportSettings>,
+    kind: Kind,
+) -> HttpResponse {
+    let enabled = match kind {
+        Kind::Streaming => transports.xhr_streaming,
+        Kind::Polling => transports.xhr_polling,
+    };
+    if !enabled {
+        let message = format!("the {} transport is turned off on this server", kind.name());
+        return refuse(&req, ApiError::NotFound(message));
+    }
+    let Some(id) = session_id(&path) else {
+        return refuse(&req, ApiError::NotFound("unknown session path".into()));
+    };
+    let session = match state.registry.get(&id) {
+        Some(Entry::Open(session)) => session,
+        // Closed lately: the client learns how (its close code), once more.
+        Some(Entry::Closed(line, _)) => return lines(&req, line),
+        None => match open(
+            &req,
+            &path.0,
+            id,
+            &hub,
+            &state,
+            &settings,
+            &transports,
+            kind,
+        ) {
+            Ok(session) => session,
+            Err(response) => return *response,
+        },
+    };
+    let capacity = match kind {
+        Kind::Streaming => hub.outgoing_queue(),
+        Kind::Polling => POLL_BODY_CHUNKS,
+    };
+    let (writer, body) = streamed::body(capacity);
+    match session.send(Attach { writer, kind }).await {
+        Ok(true) => {
+            let mut response = HttpResponse::Ok();
+            cors::allow(&req, &mut response);
+            no_cache(&mut response);
+            response.streaming(body)
+        }
+        Ok(false) => {
+            let message = format!("this session does not use {}", kind.name());
+            refuse(&req, ApiError::BadRequest(message))
+        }
+        // Stopped between the lookup and now: as if closed.
+        Err(_) => lines(&req, framing::close(1006, "Session closed")),
+    }
+}
+
+/// Admits a new session: the same checks as a WebSocket handshake, then
+/// the session's actor, registered under `id`.
+#[allow(clippy::too_many_arguments)]
+fn open(
+    req: &HttpRequest,
+    key: &str,
+    id: String,
+    hub: &Arc<Hub>,
+    state: &XhrState,
+    settings: &SessionSettings,
+    transports: &TransportSettings,
+    kind: Kind,
+) -> Result<actix::Addr<Session<Xhr>>, Box<HttpResponse>> {
+    let Some(app) = hub.apps().by_key(key) else {
+        return Err(Box::new(refused_session(hub, req, ErrorCode::AppNotFound)));
+    };
+    if let Err(code) = handshake::check_protocol(req.query_string()) {
+        return Err(Box::new(refused_session(hub, req, code)));
+    }
+    let Some(permit) = state.cap.acquire() else {
+        hub.metrics()
+            .connections_refused
+            .with_label_values(&[&ErrorCode::OverCapacity.code().to_string()])
+            .inc();
+        let message = format!(
+            "this server holds its maximum of {} HTTP sessions; retry later",
+            transports.max_sessions
+        );
+        return Err(Box::new(refuse(req, ApiError::Unavailable(message))));
+    };
+    let receiver = hub
+        .connect(&app)
+        .map_err(|code| Box::new(refused_session(hub, req, code)))?;
+    let transport = Xhr::new(
+        kind,
+        id.clone(),
+        state.registry.clone(),
+        *transports,
+        settings.activity_timeout,
+        hub.outgoing_queue(),
+        permit,
+    );
+    let session = Session::new(transport, hub.clone(), app, receiver, *settings).start();
+    if !state.registry.insert(id, session.clone()) {
+        // Another request opened the same id meanwhile (never pusher-js).
+        session.do_send(crate::session::CloseRequest(
+            ErrorCode::ServerShuttingDown.code(),
+        ));
+        return Err(Box::new(refuse(
+            req,
+            ApiError::BadRequest("session id in use".into()),
+        )));
+    }
+    Ok(session)
+}
+
+async fn send(
+    req: HttpRequest,
+    path: SessionPath,
+    payload: web::Payload,
+    state: web::Data<XhrState>,
+    http: web::Data<HttpSettings>,
+    settings: web::Data<SessionSettings>,
+) -> HttpResponse {
+    let Some(Entry::Open(session)) = session_id(&path).and_then(|id| state.registry.get(&id))
+    else {
+        return refuse(
+            &req,
+            ApiError::NotFound("no such session (closed or never opened)".into()),
+        );
+    };
+    let body =
+        match crate::http::signed::read_body(payload.into_inner(), http.max_request_bytes).await {
+            Ok(body) => body,
+            Err(error) => return refuse(&req, error),
+        };
+    let frames = match framing::parse_send(&body) {
+        Ok(frames) => frames,
+        Err(message) => return refuse(&req, ApiError::BadRequest(message)),
+    };
+    let most = settings.max_frame_bytes;
+    if frames.iter().any(|frame| frame.len() > most) {
+        let message = format!("a frame is larger than the server accepts ({most} bytes)");
+        return refuse(&req, ApiError::PayloadTooLarge(message));
+    }
+    // Waits for the session to take them (bounded mailbox): frames of one
+    // send keep their order, and a flood of sends is slowed, not queued.
+    match session.send(ClientFrames(frames)).await {
+        Ok(()) => {
+            let mut response = HttpResponse::NoContent();
+            cors::allow(&req, &mut response);
+            response.finish()
+        }
+        Err(_) => refuse(&req, ApiError::NotFound("the session closed".into())),
+    }
+}
