@@ -1,0 +1,93 @@
+// The real pusher-js WEB build in headless Chromium against rusher
+// (browser-helpers.mjs): the page comes from another origin than rusher (CORS),
+// channel and user auth go through the page server's endpoints signed by the
+// official Node SDK, and a Node pusher-js client is the other end of client
+// events.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { APPS, collect, subscribeAndWait, uniqueChannel } from './helpers.mjs';
+import { authedClient, sdkFor } from './auth-helpers.mjs';
+import { launchBrowser, startPageServer, withBrowserPage } from './browser-helpers.mjs';
+
+const T = { timeout: 30000 };
+const sdk = sdkFor(APPS.main);
+
+let browser;
+let pageServer;
+before(async () => {
+  [browser, pageServer] = await Promise.all([launchBrowser(), startPageServer(sdk)]);
+});
+after(async () => {
+  await Promise.all([browser?.close(), pageServer?.close()]);
+});
+
+/**
+ * The whole client story over `transports` (pusher-js enabledTransports):
+ * connect on that transport, subscribe public + private + presence (auth by
+ * the page server), receive an SDK-triggered event on each, exchange client
+ * events both ways with a Node pusher-js client, see it join the presence
+ * channel, sign in and receive a sendToUser event.
+ */
+async function fullScenario(t, bp, transports) {
+  const browserUser = uniqueChannel('browser-user');
+  const nodeUser = uniqueChannel('node-user');
+  const params = { user_id: browserUser, user_info: JSON.stringify({ name: 'Ann' }) };
+  await bp.connect('b', APPS.main.key, {
+    enabledTransports: transports,
+    channelAuthorization: { endpoint: `${pageServer.origin}/pusher/auth`, transport: 'ajax', params },
+    userAuthentication: { endpoint: `${pageServer.origin}/pusher/user-auth`, transport: 'ajax', params },
+  });
+  assert.equal(await bp.call('transport', 'b'), transports[0], 'pusher-js uses the transport it was asked for');
+  const socketId = await bp.call('socketId', 'b');
+  assert.match(socketId, /^\d+\.\d+$/);
+
+  const pub = uniqueChannel('pub');
+  const priv = uniqueChannel('private-browser');
+  const pres = uniqueChannel('presence-browser');
+  for (const channel of [pub, priv, pres]) {
+    await bp.call('subscribe', 'b', channel);
+    await bp.waitFor({ source: 'b', kind: 'event', channel, event: 'pusher:subscription_succeeded' }, 5000, `subscription to ${channel}`);
+  }
+  const authed = pageServer.authCalls.filter((c) => c.path === '/pusher/auth' && c.params.socket_id === socketId);
+  assert.deepEqual(authed.map((c) => c.params.channel_name).sort(), [priv, pres].sort(), 'the page server signed private and presence');
+  assert.deepEqual(await bp.call('memberIds', 'b', pres), [browserUser]);
+
+  // Server → browser on every channel kind.
+  const res = await sdk.trigger([pub, priv, pres], 'sdk-event', { from: 'sdk', n: 1 });
+  assert.equal(res.status, 200);
+  for (const channel of [pub, priv, pres]) {
+    const got = await bp.waitFor({ source: 'b', kind: 'event', channel, event: 'sdk-event' }, 5000, `sdk-event on ${channel}`);
+    assert.deepEqual(got.data, { from: 'sdk', n: 1 });
+  }
+
+  // A Node pusher-js client joins: the browser sees the member, then client events both ways.
+  const node = await authedClient(t, { sdk, presence: { user_id: nodeUser, user_info: { name: 'Bob' } } });
+  const nodePriv = await subscribeAndWait(node, priv);
+  const mark = await bp.mark();
+  await subscribeAndWait(node, pres);
+  const added = await bp.waitFor({ since: mark, source: 'b', kind: 'event', channel: pres, event: 'pusher:member_added' });
+  assert.deepEqual(added.data, { id: nodeUser, info: { name: 'Bob' } });
+
+  const fromBrowser = collect(nodePriv, 'client-from-browser');
+  assert.equal(await bp.call('trigger', 'b', priv, 'client-from-browser', { hello: 'node' }), true);
+  assert.deepEqual(await fromBrowser.next(5000), { hello: 'node' });
+
+  assert.equal(nodePriv.trigger('client-from-node', { hello: 'browser' }), true);
+  const fromNode = await bp.waitFor({ source: 'b', kind: 'event', channel: priv, event: 'client-from-node' });
+  assert.deepEqual(fromNode.data, { hello: 'browser' });
+
+  // Sign-in through the page server's user-auth endpoint, then an event to the user.
+  await bp.call('signin', 'b');
+  await bp.page.waitForFunction((id) => window.rt.userData('b')?.id === id, browserUser, { timeout: 5000, polling: 50 });
+  const toUser = await sdk.sendToUser(browserUser, 'user-event', { for: browserUser });
+  assert.equal(toUser.status, 200);
+  const userEvent = await bp.waitFor({ source: 'b', kind: 'user', event: 'user-event' });
+  assert.deepEqual(userEvent.data, { for: browserUser });
+
+  await bp.call('closeAll');
+}
+
+test('harness: pusher-js web build in Chromium over ws — public, private, presence, SDK events, client events both ways, sign-in', T, async (t) => {
+  await withBrowserPage(t, browser, pageServer, (bp) => fullScenario(t, bp, ['ws']));
+});
