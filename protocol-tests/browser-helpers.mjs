@@ -274,12 +274,17 @@ class BrowserPage {
     this.context = context;
     this.page = page;
     this.pageServer = pageServer;
+    // "METHOD url -> status" of every request the page made; the failed ones again as {method, url}.
     this.network = [];
+    this.failed = [];
     this.console = [];
     page.on('console', (m) => this.console.push(`${m.type()}: ${m.text()}`));
     page.on('pageerror', (e) => this.console.push(`pageerror: ${e.message}`));
     page.on('response', (r) => this.network.push(`${r.request().method()} ${r.url()} -> ${r.status()}`));
-    page.on('requestfailed', (r) => this.network.push(`${r.method()} ${r.url()} -> failed: ${r.failure()?.errorText}`));
+    page.on('requestfailed', (r) => {
+      this.network.push(`${r.method()} ${r.url()} -> failed: ${r.failure()?.errorText}`);
+      this.failed.push({ method: r.method(), url: r.url() });
+    });
   }
 
   /**
@@ -340,16 +345,49 @@ class BrowserPage {
       /* page gone */
     }
     const tail = (xs, n) => (xs.length > n ? [`… ${xs.length - n} earlier`, ...xs.slice(-n)] : xs);
-    const rusherPrefix = `http://${HOST}:${PORT}/`;
-    const toRusher = this.network.filter((l) => l.includes(rusherPrefix));
+    // Everything not to the page server goes to rusher (or to a proxy in front of it).
+    const isRusher = (url) => /^https?:/.test(url) && !url.startsWith(this.pageServer.origin);
+    const toRusher = this.network.filter((l) => isRusher(l.split(' ')[1]));
     return [
       `recorded in the page (${log.length}):`,
       ...tail(log.map((r) => `  ${JSON.stringify(r)}`), 40),
-      `HTTP requests to rusher (${toRusher.length}):`,
+      `HTTP requests to rusher or its proxy (${toRusher.length}):`,
       ...tail([...new Set(toRusher)].map((l) => `  ${l}`), 20),
       `console (${this.console.length}):`,
       ...tail(this.console.map((l) => `  ${l}`), 20),
+      ...(await this.replayFailed(isRusher)),
     ].join('\n');
+  }
+
+  /**
+   * Chromium hides the status of a response that fails CORS (a 404 without
+   * Access-Control-Allow-Origin is "net::ERR_FAILED"): ask rusher again from
+   * Node, with the page's Origin, for up to 4 distinct failed paths, and
+   * report the status and CORS header it answers (headers only; aborted after).
+   */
+  async replayFailed(isRusher) {
+    const seen = new Map();
+    for (const { method, url } of this.failed) {
+      if (!isRusher(url)) continue;
+      const u = new URL(url);
+      const key = `${method} ${u.pathname.replace(/\/\d+\/[a-z0-9]+\/(xhr\w*)$/, '/{server}/{session}/$1')}`;
+      if (!seen.has(key) && seen.size < 4) seen.set(key, { method, url });
+    }
+    const lines = [];
+    for (const [key, { method, url }] of seen) {
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(), 2000);
+      try {
+        const res = await fetch(url, { method, headers: { origin: this.pageServer.origin }, signal: abort.signal });
+        lines.push(`  ${key} -> ${res.status} (access-control-allow-origin: ${res.headers.get('access-control-allow-origin')})`);
+      } catch (e) {
+        lines.push(`  ${key} -> ${e.name === 'AbortError' ? 'no answer within 2 s' : e.message}`);
+      } finally {
+        clearTimeout(timer);
+        abort.abort();
+      }
+    }
+    return lines.length ? ['failed requests to rusher, asked again from Node:', ...lines] : [];
   }
 
   /** Save screenshot, HTML and diagnostics under OUTPUT_DIR; returns the file prefix. */

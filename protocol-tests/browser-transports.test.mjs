@@ -6,9 +6,10 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { APPS, collect, subscribeAndWait, uniqueChannel } from './helpers.mjs';
+import http from 'node:http';
+import { APPS, DEFAULT_QUERY, collect, connectRaw, subscribeAndWait, uniqueChannel, withTimeout } from './helpers.mjs';
 import { authedClient, sdkFor } from './auth-helpers.mjs';
-import { launchBrowser, startPageServer, withBrowserPage } from './browser-helpers.mjs';
+import { launchBrowser, startPageServer, withBrowserPage, wsBlockingProxy } from './browser-helpers.mjs';
 
 const T = { timeout: 30000 };
 const sdk = sdkFor(APPS.main);
@@ -90,4 +91,37 @@ async function fullScenario(t, bp, transports) {
 
 test('harness: pusher-js web build in Chromium over ws — public, private, presence, SDK events, client events both ways, sign-in', T, async (t) => {
   await withBrowserPage(t, browser, pageServer, (bp) => fullScenario(t, bp, ['ws']));
+});
+
+test('harness: the WebSocket-blocking proxy answers an upgrade with 403 and streams a plain response as it arrives', T, async (t) => {
+  // Upstream: one chunk at once, the rest only when the test says so.
+  let finish;
+  const upstream = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('first\n');
+    finish = () => res.end('last\n');
+  });
+  await new Promise((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    upstream.closeAllConnections();
+    upstream.close();
+  });
+  const proxy = await wsBlockingProxy(t, { host: '127.0.0.1', port: upstream.address().port });
+
+  const res = await fetch(`http://127.0.0.1:${proxy.port}/stream`);
+  assert.equal(res.status, 200);
+  const reader = res.body.getReader();
+  const first = await withTimeout(reader.read(), 3000, 'first chunk through the proxy before the upstream ended');
+  assert.equal(Buffer.from(first.value).toString(), 'first\n');
+  finish();
+  const rest = [];
+  for (let r = await reader.read(); !r.done; r = await reader.read()) rest.push(Buffer.from(r.value).toString());
+  assert.equal(rest.join(''), 'last\n');
+
+  // A WebSocket to rusher through the proxy: refused with 403, counted.
+  const ws = await wsBlockingProxy(t);
+  const conn = connectRaw(APPS.main.key, DEFAULT_QUERY, undefined, {}, { port: ws.port });
+  t.after(() => conn.close());
+  assert.equal((await conn.closed).httpStatus, 403);
+  assert.equal(ws.upgradesRefused, 1);
 });
