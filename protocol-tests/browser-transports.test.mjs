@@ -3,11 +3,15 @@
 // channel and user auth go through the page server's endpoints signed by the
 // official Node SDK, and a Node pusher-js client is the other end of client
 // events.
+//
+// Over ws the harness itself is checked; over xhr_streaming / xhr_polling, the
+// automatic fallback behind a proxy that refuses WebSockets, and EventSource
+// need rusher's HTTP transports (issue 13).
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { APPS, DEFAULT_QUERY, collect, connectRaw, subscribeAndWait, uniqueChannel, withTimeout } from './helpers.mjs';
+import { APPS, DEFAULT_QUERY, HOST, PORT, collect, connectRaw, parseData, subscribeAndWait, uniqueChannel, withTimeout } from './helpers.mjs';
 import { authedClient, sdkFor } from './auth-helpers.mjs';
 import { launchBrowser, startPageServer, withBrowserPage, wsBlockingProxy } from './browser-helpers.mjs';
 
@@ -124,4 +128,56 @@ test('harness: the WebSocket-blocking proxy answers an upgrade with 403 and stre
   t.after(() => conn.close());
   assert.equal((await conn.closed).httpStatus, 403);
   assert.equal(ws.upgradesRefused, 1);
+});
+
+for (const transport of ['xhr_streaming', 'xhr_polling']) {
+  test(`pusher-js web build in Chromium over ${transport} only — the same scenario, cross-origin`, T, async (t) => {
+    await withBrowserPage(t, browser, pageServer, (bp) => fullScenario(t, bp, [transport]));
+  });
+}
+
+test('default transports behind a proxy that refuses WebSockets: pusher-js falls back to xhr_streaming by itself and receives an SDK event', T, async (t) => {
+  const proxy = await wsBlockingProxy(t);
+  await withBrowserPage(t, browser, pageServer, async (bp) => {
+    // No enabledTransports: pusher-js tries ws (refused), then HTTP after its
+    // 5 s delay (forceTLS false), through the proxy.
+    const viaProxy = { wsHost: HOST, wsPort: proxy.port, wssPort: proxy.port, httpHost: HOST, httpPort: proxy.port };
+    await bp.connect('b', APPS.main.key, viaProxy, 12000);
+    assert.ok(proxy.upgradesRefused >= 1, `pusher-js tried a WebSocket first (refused upgrades: ${proxy.upgradesRefused})`);
+    assert.equal(await bp.call('transport', 'b'), 'xhr_streaming');
+
+    const channel = uniqueChannel('fallback');
+    await bp.call('subscribe', 'b', channel);
+    await bp.waitFor({ source: 'b', kind: 'event', channel, event: 'pusher:subscription_succeeded' }, 5000, `subscription to ${channel}`);
+    const res = await sdk.trigger(channel, 'after-fallback', { via: 'xhr_streaming' });
+    assert.equal(res.status, 200);
+    const got = await bp.waitFor({ source: 'b', kind: 'event', channel, event: 'after-fallback' });
+    assert.deepEqual(got.data, { via: 'xhr_streaming' });
+    await bp.call('closeAll');
+  });
+});
+
+test('EventSource in Chromium on /apps/{id}/events/stream: each Pusher frame is one SSE event named after it, an SDK event arrives', T, async (t) => {
+  const channel = uniqueChannel('sse');
+  await withBrowserPage(t, browser, pageServer, async (bp) => {
+    const url = `http://${HOST}:${PORT}/apps/${APPS.main.appId}/events/stream?channels=${encodeURIComponent(channel)}`;
+    await bp.call('eventSource', 'es', url, [
+      'pusher:connection_established',
+      'pusher_internal:subscription_succeeded',
+      'sse-event',
+    ]);
+    const est = await bp.waitFor({ source: 'es', kind: 'sse', event: 'pusher:connection_established' }, 5000, 'SSE pusher:connection_established');
+    assert.equal(est.frame.event, 'pusher:connection_established');
+    assert.match(parseData(est.frame.data).socket_id, /^\d+\.\d+$/);
+    const sub = await bp.waitFor({ source: 'es', kind: 'sse', event: 'pusher_internal:subscription_succeeded' }, 5000, 'SSE subscription_succeeded');
+    assert.equal(sub.frame.channel, channel);
+
+    const res = await sdk.trigger(channel, 'sse-event', { over: 'sse', n: 7 });
+    assert.equal(res.status, 200);
+    const got = await bp.waitFor({ source: 'es', kind: 'sse', event: 'sse-event' }, 5000, 'SSE sse-event');
+    assert.equal(got.frame.event, 'sse-event');
+    assert.equal(got.frame.channel, channel);
+    assert.deepEqual(parseData(got.frame.data), { over: 'sse', n: 7 });
+    await bp.call('closeAll');
+  });
 });
