@@ -87,10 +87,17 @@ for (const transport of ['xhr_streaming', 'xhr_polling']) {
     wsChannel.trigger('client-hello', { from: 'ws' });
     assert.deepEqual(await atHttp.next(), { from: 'ws' });
 
-    // The HTTP client leaves: the WebSocket member sees it go.
+    // The HTTP client leaves (pusher-js only drops its request): the
+    // WebSocket member sees it go. A dropped stream ends the session after
+    // the 2 s grace; a poller may be between polls (nothing to drop), then
+    // it is the activity timeout (3 s) and a liveness tick (1.5 s).
     const removed = new Promise((resolve) => wsChannel.bind('pusher:member_removed', resolve));
+    const left = Date.now();
     http.disconnect();
     assert.equal((await removed).id, 'over-http');
+    const took = Date.now() - left;
+    const most = transport === 'xhr_streaming' ? 3500 : 6000;
+    assert.ok(took >= 1500 && took < most, `member_removed ${took} ms after pusher-js disconnected`);
   });
 
   test(`${transport}: a signed-in pusher-js client receives sendToUser`, T, async (t) => {

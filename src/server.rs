@@ -253,6 +253,11 @@ impl Server {
         // Frames must leave at once, not wait for the client's ACK of the
         // previous ones (Nagle): a real-time server always sets TCP_NODELAY.
         .tcp_nodelay(true)
+        // A client that closes its side is gone: end its response at once
+        // rather than at the next failed write, so a long HTTP session
+        // (xhr_streaming, a long poll, SSE) whose client left ends as
+        // promptly as a closed WebSocket. No Pusher client half-closes.
+        .h1_allow_half_closed(false)
         .workers(workers);
         for listener in listeners {
             server = server.listen(listener)?;

@@ -8,7 +8,9 @@
 //! carries a heartbeat (`h`) every `transports.heartbeat`, which pusher-js
 //! answers with an empty send; a session no request has reached for
 //! `activity_timeout` is closed like a dead socket (4201), and so is one
-//! that stops answering (the session's own keep-alive).
+//! that stops answering (the session's own keep-alive). A client that
+//! drops its request (pusher-js closing its socket) ends the session
+//! within [`ABORT_GRACE`], unless it comes back.
 
 use super::framing;
 use super::registry::Registry;
@@ -16,11 +18,15 @@ use crate::http::session_cap::SessionPermit;
 use crate::http::streamed::{BodyWriter, WriteError};
 use crate::protocol::error::ErrorCode;
 use crate::session::{CloseRequest, Session, Transport, TransportSettings};
-use actix::{ActorFutureExt, AsyncContext, Handler, SpawnHandle, WrapFuture};
+use actix::{ActorContext, ActorFutureExt, AsyncContext, Handler, SpawnHandle, WrapFuture};
 use bytestring::ByteString;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long a session whose client dropped its request waits for
+/// another before it ends like a closed socket.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
 
 /// Which pusher-js HTTP transport a session uses; fixed by its first request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,12 +320,25 @@ impl Handler<Attach> for Session<Xhr> {
         transport.detach(ctx);
         transport.generation += 1;
         let generation = transport.generation;
+        // Fires only when the client dropped the request (an answered one
+        // cancels its watcher): pusher-js does that when its socket closes,
+        // and reopens at once only a stream that grew long. Gone for
+        // ABORT_GRACE: the client is gone, like a closed WebSocket.
         let watcher = ctx.spawn(attach.writer.closed().into_actor(self).map(
             move |(), session, ctx| {
                 let transport = session.transport();
-                if transport.receive.as_ref().map(|r| r.generation) == Some(generation) {
-                    transport.detach(ctx);
+                if transport.receive.as_ref().map(|r| r.generation) != Some(generation) {
+                    return;
                 }
+                transport.detach(ctx);
+                let grace = ABORT_GRACE.min(transport.activity_timeout);
+                ctx.run_later(grace, move |session, ctx| {
+                    let transport = session.transport();
+                    if transport.receive.is_none() && transport.generation == generation {
+                        tracing::debug!(parent: session.span(), "the client dropped its request and did not come back");
+                        ctx.stop();
+                    }
+                });
             },
         ));
         let transport = self.transport();
