@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
@@ -103,4 +104,83 @@ test('a client that stops reading is closed with 4100 while the others get every
   assert.ok(slow.received < events, `slow client got ${slow.received} of ${events}: it was cut off, not buffered`);
   assert.equal(healthy.closeCode, null, 'healthy client stays connected');
   assert.ok(publishMs < 15000, `publishing took ${publishMs} ms`);
+});
+
+/** rusher_slow_client_disconnects_total and the open sessions of `transport`, from /metrics. */
+async function slowMetrics(port, transport) {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const slow = Number(/^rusher_slow_client_disconnects_total (\d+)/m.exec(text)?.[1] ?? 0);
+  const open = Number(new RegExp(`^rusher_transport_sessions\\{transport="${transport}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+  return { slow, open };
+}
+
+test('an xhr_streaming client that stops reading is closed with 4100, without unbounded memory', async (t) => {
+  const { port, pid } = await startServer(t);
+  const channel = 'slow-stream';
+  const healthy = subscriber(port, channel);
+  t.after(() => healthy.ws.terminate());
+  // A raw HTTP client that sends the streaming request, subscribes, then
+  // never reads its response again.
+  const base = `/pusher/app/app-key/1/slowstream`;
+  const socket = net.connect(port, '127.0.0.1');
+  t.after(() => socket.destroy());
+  await new Promise((resolve) => socket.once('connect', resolve));
+  socket.write(`POST ${base}/xhr_streaming?protocol=7 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n`);
+  let head = '';
+  await new Promise((resolve) => {
+    socket.on('data', (chunk) => {
+      head += chunk.toString();
+      if (head.includes('connection_established')) resolve();
+    });
+  });
+  const sent = await fetch(`http://127.0.0.1:${port}${base}/xhr_send`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify([JSON.stringify({ event: 'pusher:subscribe', data: { channel } })]),
+  });
+  assert.equal(sent.status, 204);
+  await waitFor(() => healthy.subscribed, 5000, 20, 'healthy subscribed');
+  await waitFor(async () => (await slowMetrics(port, 'xhr_streaming')).open === 1, 5000, 50, 'stream open');
+  socket.pause();
+  const before = await slowMetrics(port, 'xhr_streaming');
+  const rssBefore = rssKb(pid);
+  const sdk = new Pusher({ appId: 'app-id', key: 'app-key', secret: 'app-secret', host: '127.0.0.1', port: String(port), useTLS: false });
+  const payload = 'x'.repeat(9000);
+  const events = 1500;
+  for (let i = 0; i < events; i += 10) {
+    await Promise.all(Array.from({ length: 10 }, () => sdk.trigger(channel, 'big', payload)));
+  }
+  await waitFor(() => healthy.received === events, 15000, 50, 'healthy client got every event');
+  const rssAfter = rssKb(pid);
+  assert.ok(rssAfter - rssBefore < 12 * 1024, `RSS grew ${rssAfter - rssBefore} kB`);
+  await waitFor(async () => (await slowMetrics(port, 'xhr_streaming')).open === 0, 10000, 50, 'the stalled session closed');
+  const after = await slowMetrics(port, 'xhr_streaming');
+  assert.equal(after.slow - before.slow, 1, 'counted as one slow client');
+  assert.equal(healthy.closeCode, null, 'healthy client stays connected');
+});
+
+test('an xhr_polling client that stops polling while events pile up is closed with 4100 and told so', async (t) => {
+  const { port } = await startServer(t);
+  const channel = 'slow-poll';
+  const base = `http://127.0.0.1:${port}/pusher/app/app-key/2/slowpoll`;
+  const poll = async () => (await (await fetch(`${base}/xhr?protocol=7`, { method: 'POST' })).text()).split('\n').filter(Boolean);
+  assert.deepEqual((await poll()).map((l) => l[0]), ['o', 'a']);
+  await fetch(`${base}/xhr_send`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify([JSON.stringify({ event: 'pusher:subscribe', data: { channel } })]),
+  });
+  assert.match((await poll())[0], /subscription_succeeded/);
+  const before = await slowMetrics(port, 'xhr_polling');
+  const sdk = new Pusher({ appId: 'app-id', key: 'app-key', secret: 'app-secret', host: '127.0.0.1', port: String(port), useTLS: false });
+  // More than outgoing_queue (64) frames while nobody polls.
+  for (let i = 0; i < 100; i += 10) {
+    await Promise.all(Array.from({ length: 10 }, (_, k) => sdk.trigger(channel, 'pile', { n: i + k })));
+  }
+  await waitFor(async () => (await slowMetrics(port, 'xhr_polling')).open === 0, 5000, 50, 'the session closed');
+  const after = await slowMetrics(port, 'xhr_polling');
+  assert.equal(after.slow - before.slow, 1, 'counted as one slow client');
+  const lines = await poll();
+  assert.deepEqual(lines.map((l) => l[0]), ['c'], 'the next poll learns the close');
+  assert.equal(JSON.parse(lines[0].slice(1))[0], 4100);
 });

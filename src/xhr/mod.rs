@@ -232,6 +232,7 @@ fn open(
         settings.activity_timeout,
         hub.outgoing_queue(),
         permit,
+        hub.metrics().slow_client_disconnects.clone(),
     );
     let session = Session::new(transport, hub.clone(), app, receiver, *settings).start();
     if !state.registry.insert(id, session.clone()) {

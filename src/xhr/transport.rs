@@ -20,6 +20,7 @@ use crate::protocol::error::ErrorCode;
 use crate::session::{CloseRequest, Session, Transport, TransportSettings};
 use actix::{ActorContext, ActorFutureExt, AsyncContext, Handler, SpawnHandle, WrapFuture};
 use bytestring::ByteString;
+use prometheus::IntCounter;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,12 +96,16 @@ pub struct Xhr {
     close_line: Option<String>,
     /// A close was requested by the transport itself (slow client).
     closing: bool,
+    /// `rusher_slow_client_disconnects_total`.
+    slow_clients: IntCounter,
     _permit: SessionPermit,
 }
 
 impl Xhr {
     /// The transport of a new session `id` of `kind`, holding its place
-    /// under the session cap. `max_buffer` is the connection queue size.
+    /// under the session cap. `max_buffer` is the connection queue size;
+    /// `slow_clients` counts sessions closed with 4100.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         kind: Kind,
         id: String,
@@ -109,6 +114,7 @@ impl Xhr {
         activity_timeout: Duration,
         max_buffer: usize,
         permit: SessionPermit,
+        slow_clients: IntCounter,
     ) -> Self {
         Xhr {
             kind,
@@ -127,6 +133,7 @@ impl Xhr {
             probe_sent: None,
             close_line: None,
             closing: false,
+            slow_clients,
             _permit: permit,
         }
     }
@@ -160,6 +167,7 @@ impl Xhr {
     fn slow_client(&mut self, ctx: &mut <Self as Transport>::Context) {
         if !self.closing {
             self.closing = true;
+            self.slow_clients.inc();
             ctx.notify(CloseRequest(ErrorCode::OverCapacity.code()));
         }
     }
