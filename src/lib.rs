@@ -9,6 +9,7 @@
 //! - [`adapter`]: how published frames reach subscribers and how shared state is kept (in process, or Redis).
 //! - [`session`]: one actor per connection: the Pusher protocol, whatever the transport.
 //! - [`ws`]: the WebSocket transport of a session.
+//! - [`sse`]: the Server-Sent Events transport of a session (receive only).
 //! - [`http`]: the HTTP API the server SDKs call, health and metrics.
 //! - [`store`]: offline subscriptions and stored messages (memory or MongoDB).
 //! - [`webhooks`]: signed, batched, retried webhooks to the apps' backends.
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod sse;
 pub mod store;
 pub mod throttled_log;
 pub mod webhooks;

@@ -16,6 +16,7 @@ use crate::apps::AppRegistry;
 use crate::config::{AdapterKind, Config, StoreBackend};
 use crate::delivery::store::ParkedStore;
 use crate::handover;
+use crate::http::sessions::HttpSessions;
 use crate::http::{self, HttpSettings};
 use crate::hub::history_store::HistoryStore;
 use crate::hub::node::Node;
@@ -27,6 +28,7 @@ use crate::listen;
 use crate::metrics::Metrics;
 use crate::protocol::error::ErrorCode;
 use crate::session::{SessionSettings, TransportSettings};
+use crate::sse;
 use crate::store::archive::HistoryArchive;
 use crate::store::memory::MemoryStore;
 use crate::store::mongo::MongoStore;
@@ -206,6 +208,8 @@ impl Server {
             max_request_bytes: server_config.max_request_bytes,
             metrics: server_config.metrics,
         };
+        // One cap for the whole node, shared by every worker.
+        let http_sessions = HttpSessions::new(transport_settings.max_sessions);
         let app_hub = hub.clone();
         let workers = match server_config.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -219,6 +223,7 @@ impl Server {
                 .app_data(web::Data::new(session_settings))
                 .app_data(web::Data::new(http_settings))
                 .app_data(web::Data::new(transport_settings))
+                .app_data(web::Data::new(http_sessions.clone()))
                 .wrap_fn(move |req, service| {
                     let metrics = metrics.clone();
                     let response = service.call(req);
@@ -236,6 +241,7 @@ impl Server {
                     }
                 })
                 .configure(ws::configure)
+                .configure(sse::configure)
                 .configure(http::configure)
                 .default_service(web::to(http::not_found))
         })
@@ -244,6 +250,11 @@ impl Server {
         // Frames must leave at once, not wait for the client's ACK of the
         // previous ones (Nagle): a real-time server always sets TCP_NODELAY.
         .tcp_nodelay(true)
+        // A client that closes its side has gone (no HTTP/1.1 client
+        // half-closes and waits): end its response at once, so a streamed
+        // session (SSE, xhr_streaming) stops when its client leaves, not at
+        // its next failed write (presence member_removed, webhooks).
+        .h1_allow_half_closed(false)
         .workers(workers);
         for listener in listeners {
             server = server.listen(listener)?;

@@ -1504,6 +1504,11 @@ impl Hub {
         self.adapter.close().await;
     }
 
+    /// Most frames queued to one connection (`server.outgoing_queue`).
+    pub fn outgoing_queue(&self) -> usize {
+        self.outgoing_queue
+    }
+
     /// Open connections on this node, all apps.
     pub fn connection_count(&self) -> u64 {
         self.node
