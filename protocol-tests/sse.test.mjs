@@ -338,7 +338,7 @@ test('presence via token: a pusher-js member sees member_added, and member_remov
   assert.match(refused.json.error, /user_data/);
 });
 
-test('#server-to-user-{id} via token: sendToUser reaches the stream; another id is 403', T, async (t) => {
+test('#server-to-user-{id} via token: sendToUser and terminate_connections reach the stream; another id is 403', T, async (t) => {
   const userData = JSON.stringify({ id: 'sse-u1' });
   const channel = '#server-to-user-sse-u1';
   const s = await stream(t, PLAIN, { channels: channel, ...token(PLAIN, channel, { userData }) });
@@ -348,6 +348,11 @@ test('#server-to-user-{id} via token: sendToUser reaches the stream; another id 
   const note = await s.next((e) => e.event === 'note');
   assert.equal(note.data.channel, channel);
   assert.deepEqual(JSON.parse(note.data.data), { hi: 1 });
+  // Signed in as the user: terminate_connections reaches the stream too.
+  await sdkOn(server, PLAIN).terminateUserConnections('sse-u1');
+  const terminated = await s.next((e) => e.event === 'pusher:error', 5000, 'pusher:error 4009');
+  assert.equal(terminated.data.data.code, 4009);
+  await waitFor(() => s.ended, 5000, 50, 'the terminated stream to end');
   const other = '#server-to-user-someone-else';
   const refused = await openStream(PLAIN, { channels: other, ...token(PLAIN, other, { userData }) });
   assert.equal(refused.status, 403);
