@@ -14,6 +14,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import http from 'node:http';
 import { uniqueChannel, waitFor, withTimeout } from './helpers.mjs';
 import { collectEvents, killAll, pusherOn, sdkOn, startRusher, subscribeOk } from './persistence-helpers.mjs';
@@ -111,6 +112,7 @@ function openStream(app, params = {}, headers = {}) {
         close() {
           req.destroy();
         },
+        res,
       };
       res.setEncoding('utf8');
       let buffer = '';
@@ -418,6 +420,37 @@ test('transports.max_sessions caps HTTP sessions: 503 with code 4100, and a clos
       50,
       'a place under max_sessions after the first stream closed',
     );
+  } finally {
+    server = at;
+  }
+});
+
+test('a stream that stops reading is ended (4100), not buffered: the server holds a bounded queue', T, async (t) => {
+  const own = await startRusher(CONFIG.replace('log_level = "info"', 'log_level = "info"\noutgoing_queue = 64').replace('history = true', 'history = true\nhistory_size = 32'));
+  t.after(() => own.stop('SIGKILL'));
+  const at = server;
+  server = own;
+  try {
+    const channel = uniqueChannel('sse-slow');
+    const s = await stream(t, PLAIN, { channels: channel });
+    await subscribed(s, channel);
+    // The reader stops: TCP buffers fill, then the connection's queue and
+    // the response body (64 frames each).
+    s.res.pause();
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${own.child.pid}/status`, 'utf8'))[1]);
+    const before = rss();
+    const sdk = sdkOn(own, PLAIN);
+    const payload = 'x'.repeat(9000);
+    const events = 1500; // ~13.5 MB towards the stream
+    for (let i = 0; i < events; i += 10) {
+      await Promise.all(Array.from({ length: 10 }, () => sdk.trigger(channel, 'big', payload)));
+    }
+    const grown = rss() - before;
+    assert.ok(grown < 12 * 1024, `RSS grew ${grown} kB`);
+    s.res.resume();
+    await waitFor(() => s.ended, 10000, 50, 'the slow stream to end');
+    const got = s.events.filter((e) => e.event === 'big').length;
+    assert.ok(got < events, `the stream got ${got} of ${events}: it was cut off, not buffered`);
   } finally {
     server = at;
   }
