@@ -10,6 +10,7 @@
 //! - [`session`]: one actor per connection: the Pusher protocol, whatever the transport.
 //! - [`ws`]: the WebSocket transport of a session.
 //! - [`xhr`]: pusher-js's HTTP fallback transports (`xhr_streaming`, `xhr_polling`).
+//! - [`sse`]: the Server-Sent Events transport of a session (receive only).
 //! - [`http`]: the HTTP API the server SDKs call, health and metrics.
 //! - [`store`]: offline subscriptions and stored messages (memory or MongoDB).
 //! - [`webhooks`]: signed, batched, retried webhooks to the apps' backends.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod sse;
 pub mod store;
 pub mod throttled_log;
 pub mod webhooks;

@@ -16,7 +16,7 @@ use crate::apps::AppRegistry;
 use crate::config::{AdapterKind, Config, StoreBackend};
 use crate::delivery::store::ParkedStore;
 use crate::handover;
-use crate::http::session_cap::SessionCap;
+use crate::http::sessions::HttpSessions;
 use crate::http::{self, HttpSettings};
 use crate::hub::history_store::HistoryStore;
 use crate::hub::node::Node;
@@ -28,6 +28,7 @@ use crate::listen;
 use crate::metrics::Metrics;
 use crate::protocol::error::ErrorCode;
 use crate::session::{SessionSettings, TransportSettings};
+use crate::sse;
 use crate::store::archive::HistoryArchive;
 use crate::store::memory::MemoryStore;
 use crate::store::mongo::MongoStore;
@@ -208,7 +209,8 @@ impl Server {
             max_request_bytes: server_config.max_request_bytes,
             metrics: server_config.metrics,
         };
-        let http_sessions = SessionCap::new(transport_settings.max_sessions);
+        // One cap for the whole node, shared by every worker.
+        let http_sessions = HttpSessions::new(transport_settings.max_sessions);
         let xhr_registry = Arc::new(xhr::registry::Registry::default());
         let app_hub = hub.clone();
         let workers = match server_config.workers {
@@ -227,6 +229,7 @@ impl Server {
                     registry: xhr_registry.clone(),
                     cap: http_sessions.clone(),
                 }))
+                .app_data(web::Data::new(http_sessions.clone()))
                 .wrap_fn(move |req, service| {
                     let metrics = metrics.clone();
                     let response = service.call(req);
@@ -245,6 +248,7 @@ impl Server {
                 })
                 .configure(ws::configure)
                 .configure(xhr::configure)
+                .configure(sse::configure)
                 .configure(http::configure)
                 .default_service(web::to(http::not_found))
         })
@@ -253,10 +257,10 @@ impl Server {
         // Frames must leave at once, not wait for the client's ACK of the
         // previous ones (Nagle): a real-time server always sets TCP_NODELAY.
         .tcp_nodelay(true)
-        // A client that closes its side is gone: end its response at once
-        // rather than at the next failed write, so a long HTTP session
-        // (xhr_streaming, a long poll, SSE) whose client left ends as
-        // promptly as a closed WebSocket. No Pusher client half-closes.
+        // A client that closes its side has gone (no HTTP/1.1 client
+        // half-closes and waits): end its response at once, so a streamed
+        // session (SSE, xhr_streaming) stops when its client leaves, not at
+        // its next failed write (presence member_removed, webhooks).
         .h1_allow_half_closed(false)
         .workers(workers);
         for listener in listeners {

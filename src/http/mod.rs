@@ -11,7 +11,7 @@
 //! And what the HTTP transports (`xhr/`, `sse/`) share:
 //! - [`streamed`]: a long response body written by an actor, bounded.
 //! - [`cors`]: cross-origin access for browser pages.
-//! - [`session_cap`]: the cap on HTTP sessions open at once.
+//! - [`sessions`]: the node-wide cap on open HTTP sessions.
 
 pub mod channels;
 pub mod cors;
@@ -19,7 +19,7 @@ pub mod error;
 pub mod events;
 pub mod history;
 pub mod persistence;
-pub mod session_cap;
+pub mod sessions;
 pub mod signed;
 pub mod streamed;
 pub mod users;

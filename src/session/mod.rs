@@ -291,7 +291,9 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    fn subscribe(&mut self, ctx: &mut T::Context, request: SubscribeRequest) {
+    /// Subscribes as `pusher:subscribe` with `request` would (a transport
+    /// that joins channels for its client calls it directly).
+    pub fn subscribe(&mut self, ctx: &mut T::Context, request: SubscribeRequest) {
         let channel = request.channel.as_str();
         // pusher-js subscribes to its own user channel after sign-in; the
         // sign-in already joined it, so that (and only that) is a no-op success.
@@ -340,6 +342,10 @@ impl<T: Transport> Session<T> {
         ctx.wait(subscribing.into_actor(self).map(
             |(request, result), session, ctx| match result {
                 Ok(subscription) => {
+                    let position = subscription.history.map(|join| join.position);
+                    session
+                        .transport
+                        .subscribed(ctx, &request.channel, position);
                     session.send(ctx, subscription.succeeded);
                     if let Some(cached) = subscription.cached {
                         // A cache channel's last event may carry a message id.
@@ -427,7 +433,10 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    fn sign_in(&mut self, ctx: &mut T::Context, auth: &str, user_data: &str) {
+    /// Signs in as `pusher:signin` with `auth` and `user_data` would: the
+    /// user channel, watchlist and `terminate_connections` then apply; a
+    /// signature that does not verify closes with 4009.
+    pub fn sign_in(&mut self, ctx: &mut T::Context, auth: &str, user_data: &str) {
         if self.user.is_some() {
             return self.error(ctx, None, "Connection is already signed in");
         }
@@ -562,7 +571,10 @@ impl<T: Transport> Actor for Session<T> {
                 session.do_send(CloseRequest(code));
             }
         }));
-        self.schedule_keepalive(ctx, self.settings.activity_timeout);
+        if T::CLIENT_ANSWERS_PINGS {
+            self.schedule_keepalive(ctx, self.settings.activity_timeout);
+        }
+        self.transport.started(ctx);
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
@@ -599,6 +611,14 @@ impl<T: Transport> Actor for Session<T> {
 #[derive(actix::Message)]
 #[rtype(result = "()")]
 pub struct CloseRequest(pub u16);
+
+impl CloseRequest {
+    /// A request to close with the Pusher close `code` (a transport that
+    /// finds its client too slow asks for 4100 this way).
+    pub fn new(code: u16) -> Self {
+        CloseRequest(code)
+    }
+}
 
 impl<T: Transport> Handler<CloseRequest> for Session<T> {
     type Result = ();

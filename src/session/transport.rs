@@ -43,6 +43,25 @@ pub trait Transport: Sized + Unpin + 'static {
         Self::NAME
     }
 
+    /// Whether the client answers `pusher:ping` with `pusher:pong`. When it
+    /// cannot (Server-Sent Events are receive-only), the session sends no
+    /// ping and never closes with 4201: the transport keeps its own
+    /// liveness (heartbeats; a response the client closed ends the session).
+    const CLIENT_ANSWERS_PINGS: bool = true;
+
+    /// The session's actor started and sent `pusher:connection_established`:
+    /// start what the transport runs beside it (heartbeats, a watch on the
+    /// client going away).
+    fn started(&mut self, _ctx: &mut Self::Context) {}
+
+    /// A subscription to `channel` succeeded; called just before its
+    /// `pusher_internal:subscription_succeeded` is written. `position` is,
+    /// on a channel with history, the serial up to which the client has
+    /// every event or has it queued before the live ones (the `since` it
+    /// recovers from, else the channel's latest serial), for a transport
+    /// that tells the client where it stands (SSE event ids).
+    fn subscribed(&mut self, _ctx: &mut Self::Context, _channel: &str, _position: Option<u64>) {}
+
     /// Writes one encoded Pusher frame (a JSON text) to the client.
     fn text(&mut self, ctx: &mut Self::Context, frame: ByteString);
 

@@ -22,7 +22,7 @@ pub mod transport;
 
 use crate::http::cors;
 use crate::http::error::ApiError;
-use crate::http::session_cap::SessionCap;
+use crate::http::sessions::HttpSessions;
 use crate::http::streamed;
 use crate::http::HttpSettings;
 use crate::hub::Hub;
@@ -42,7 +42,7 @@ pub struct XhrState {
     /// Sessions by id.
     pub registry: Arc<Registry>,
     /// The cap on HTTP sessions, shared with the other HTTP transports.
-    pub cap: Arc<SessionCap>,
+    pub cap: Arc<HttpSessions>,
 }
 
 /// Chunks a poll response can hold before the session counts its client
@@ -210,7 +210,7 @@ fn open(
     if let Err(code) = handshake::check_protocol(req.query_string()) {
         return Err(Box::new(refused_session(hub, req, code)));
     }
-    let Some(permit) = state.cap.acquire() else {
+    let Some(permit) = state.cap.open() else {
         hub.metrics()
             .connections_refused
             .with_label_values(&[&ErrorCode::OverCapacity.code().to_string()])

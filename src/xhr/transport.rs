@@ -14,7 +14,7 @@
 
 use super::framing;
 use super::registry::Registry;
-use crate::http::session_cap::SessionPermit;
+use crate::http::sessions::SessionSlot;
 use crate::http::streamed::{BodyWriter, WriteError};
 use crate::protocol::error::ErrorCode;
 use crate::session::{CloseRequest, Session, Transport, TransportSettings};
@@ -98,7 +98,7 @@ pub struct Xhr {
     closing: bool,
     /// `rusher_slow_client_disconnects_total`.
     slow_clients: IntCounter,
-    _permit: SessionPermit,
+    _permit: SessionSlot,
 }
 
 impl Xhr {
@@ -113,7 +113,7 @@ impl Xhr {
         settings: TransportSettings,
         activity_timeout: Duration,
         max_buffer: usize,
-        permit: SessionPermit,
+        permit: SessionSlot,
         slow_clients: IntCounter,
     ) -> Self {
         Xhr {
