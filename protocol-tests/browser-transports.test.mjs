@@ -11,7 +11,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { APPS, DEFAULT_QUERY, HOST, PORT, collect, connectRaw, parseData, subscribeAndWait, uniqueChannel, withTimeout } from './helpers.mjs';
+import { APPS, DEFAULT_QUERY, HOST, PORT, collect, connectRaw, parseData, serverSdk, sleep, subscribeAndWait, uniqueChannel, waitFor, withTimeout } from './helpers.mjs';
+import { cuttableProxy } from './proxy-helpers.mjs';
+import { spawnRusher } from './webhook-helpers.mjs';
 import { authedClient, sdkFor } from './auth-helpers.mjs';
 import { launchBrowser, startPageServer, withBrowserPage, wsBlockingProxy } from './browser-helpers.mjs';
 
@@ -178,6 +180,51 @@ test('EventSource in Chromium on /apps/{id}/events/stream: each Pusher frame is 
     assert.equal(got.frame.event, 'sse-event');
     assert.equal(got.frame.channel, channel);
     assert.deepEqual(parseData(got.frame.data), { over: 'sse', n: 7 });
+    await bp.call('closeAll');
+  });
+});
+
+test('EventSource in Chromium reconnects by itself with Last-Event-ID and gets the events it missed, once, in order', { timeout: 45000 }, async (t) => {
+  // A rusher of its own with history (serials give the SSE ids), reached
+  // through a proxy the test cuts as a network would.
+  const server = await spawnRusher(`[server]
+host = "127.0.0.1"
+log_level = "warn"
+
+[[apps]]
+id = "app-id"
+key = "app-key"
+secret = "app-secret"
+history = true
+`);
+  t.after(() => server.kill());
+  const proxy = await cuttableProxy(t, { port: server.port });
+  const own = serverSdk(APPS.main, '127.0.0.1', server.port);
+  const channel = uniqueChannel('sse-resume');
+  const seqEvents = (bp) =>
+    bp.page.evaluate(() => window.rt.log.filter((r) => r.source === 'es' && r.kind === 'sse' && r.event === 'seq'));
+  await withBrowserPage(t, browser, pageServer, async (bp) => {
+    const url = `http://127.0.0.1:${proxy.port}/apps/${APPS.main.appId}/events/stream?channels=${encodeURIComponent(channel)}`;
+    await bp.call('eventSource', 'es', url, ['pusher_internal:subscription_succeeded', 'seq']);
+    await bp.waitFor({ source: 'es', kind: 'sse', event: 'pusher_internal:subscription_succeeded' }, 5000, 'SSE subscribed');
+    for (let n = 1; n <= 2; n += 1) assert.equal((await own.trigger(channel, 'seq', { n })).status, 200);
+    await waitFor(async () => (await seqEvents(bp)).length === 2, 5000, 50, 'two live events');
+    const seen = await seqEvents(bp);
+    assert.ok(seen[1].lastEventId, 'events carry an id');
+
+    // The network drops; three events are published meanwhile.
+    proxy.cut('close');
+    await bp.waitFor({ source: 'es', kind: 'error' }, 5000, 'EventSource noticed the cut');
+    for (let n = 3; n <= 5; n += 1) assert.equal((await own.trigger(channel, 'seq', { n })).status, 200);
+    // Back: Chromium reconnects by itself (its retry delay), sending the
+    // last id it saw; rusher replays what it missed, then live events.
+    proxy.resume();
+    await waitFor(async () => (await seqEvents(bp)).length >= 5, 15000, 100, 'the missed events after the reconnect');
+    assert.equal((await own.trigger(channel, 'seq', { n: 6 })).status, 200);
+    await waitFor(async () => (await seqEvents(bp)).length >= 6, 5000, 50, 'a live event after the replay');
+    await sleep(300);
+    const all = await seqEvents(bp);
+    assert.deepEqual(all.map((r) => parseData(r.frame.data).n), [1, 2, 3, 4, 5, 6], 'every event once, in order');
     await bp.call('closeAll');
   });
 });
