@@ -5,7 +5,8 @@
 //! through the hub handle.
 //!
 //! How frames reach the client is the [`Transport`]'s job (a WebSocket in
-//! `ws/`, HTTP streaming or polling in `xhr/`): the session hands it encoded
+//! `ws/`, HTTP streaming or polling in `xhr/`, Server-Sent Events in `sse/`):
+//! the session hands it encoded
 //! frames, probe requests and the close; the transport feeds it the
 //! client's frames ([`Session::receive_text`]) and signs of life.
 

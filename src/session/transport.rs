@@ -1,6 +1,6 @@
 //! The seam between a connection's protocol state ([`Session`]) and what
-//! carries its frames: a WebSocket (`ws/`) or pusher-js's HTTP fallbacks
-//! (`xhr/`). The hub never sees it: it queues encoded frames on the
+//! carries its frames: a WebSocket (`ws/`), pusher-js's HTTP fallbacks
+//! (`xhr/`) or Server-Sent Events (`sse/`). The hub never sees it: it queues encoded frames on the
 //! connection, the session hands them to its transport.
 
 use super::{ClaimedDeliveries, CloseRequest, Session};
