@@ -6,9 +6,9 @@
 //!
 //! How frames reach the client is the [`Transport`]'s job (a WebSocket in
 //! `ws/`, HTTP streaming or polling in `xhr/`, Server-Sent Events in `sse/`):
-//! the session hands it encoded
-//! frames, probe requests and the close; the transport feeds it the
-//! client's frames ([`Session::receive_text`]) and signs of life.
+//! the session hands it encoded frames, probe requests and the close; the
+//! transport feeds it the client's frames ([`Session::receive_text`]) and
+//! signs of life.
 
 mod acked;
 mod probe;
