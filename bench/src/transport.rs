@@ -206,3 +206,215 @@ fn ending_error(ending: Ending) -> anyhow::Error {
         Ending::ByUs => anyhow!("closed"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    /// The request log and the answer of a canned server, by request.
+    type Answer = dyn Fn(&str, &str) -> String + Send + Sync;
+
+    /// A canned HTTP/1.1 server on a free port (a thread per connection):
+    /// `answer(request line, body)` gives each whole response; one that says
+    /// `connection: close` ends its connection. Returns the address and the
+    /// log of `request line + body`.
+    fn canned_server(answer: Arc<Answer>) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let requests = log.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (answer, log) = (answer.clone(), requests.clone());
+                std::thread::spawn(move || {
+                    let mut writer = stream.try_clone().unwrap();
+                    let mut reader = BufReader::new(stream);
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let request = line.trim_end().to_owned();
+                        let mut length = 0;
+                        loop {
+                            let mut header = String::new();
+                            reader.read_line(&mut header).unwrap();
+                            if header.trim_end().is_empty() {
+                                break;
+                            }
+                            if let Some(value) =
+                                header.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                length = value.trim().parse().unwrap();
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).unwrap();
+                        let body = String::from_utf8(body).unwrap();
+                        log.lock().unwrap().push(format!("{request} {body}"));
+                        let response = answer(&request, &body);
+                        if writer.write_all(response.as_bytes()).is_err()
+                            || response.contains("connection: close")
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, log)
+    }
+
+    fn ok(body: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn endpoint(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            app_key: "key".into(),
+            app_id: "id".into(),
+        }
+    }
+
+    const ESTABLISHED: &str = r#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"1.2\",\"activity_timeout\":120}"}"#;
+    const SUBSCRIBED: &str =
+        r#"{"event":"pusher_internal:subscription_succeeded","channel":"c","data":"{}"}"#;
+
+    fn bench_frame(ts: u64) -> String {
+        format!(r#"{{"event":"bench","channel":"c","data":"ts={ts};seq=0;xx"}}"#)
+    }
+
+    /// Listens like the fan-out does: stamps taken, the rest left to the
+    /// common handling.
+    async fn stamps_of(conn: Conn) -> (Vec<u64>, Ending, Vec<Option<u64>>) {
+        let stop = CancellationToken::new();
+        let mut stamps = Vec::new();
+        let (ending, errors) = conn
+            .listen_until_stopped(&stop, |text| match frame::stamp(text) {
+                Some(ts) => {
+                    stamps.push(ts);
+                    true
+                }
+                None => false,
+            })
+            .await;
+        (stamps, ending, errors)
+    }
+
+    #[tokio::test]
+    async fn sse_events_reach_the_listener_as_frames() {
+        let mut stream = String::from(": hi\n\n");
+        for frame in [ESTABLISHED, SUBSCRIBED] {
+            let name = frame::event_name(frame).unwrap();
+            stream.push_str(&format!("event: {name}\ndata: {frame}\n\n"));
+        }
+        stream.push_str(&format!(
+            "id: 1\nevent: bench\ndata: {}\n\n",
+            bench_frame(42)
+        ));
+        stream.push_str(": heartbeat\n\n");
+        stream.push_str(&format!(
+            "event: bench\r\ndata: {}\r\n\r\n",
+            bench_frame(43)
+        ));
+        let error = r#"{"event":"pusher:error","data":{"code":4100,"message":"slow"}}"#;
+        stream.push_str(&format!("event: pusher:error\ndata: {error}\n\n"));
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{stream}"
+        );
+        let (addr, log) = canned_server(Arc::new(move |_: &str, _: &str| response.clone()));
+
+        let (mut conn, socket_id) = Conn::open(Transport::Sse, &endpoint(addr), &["c"])
+            .await
+            .unwrap();
+        assert_eq!(socket_id, "1.2");
+        conn.subscribe("c").await.unwrap();
+        let (stamps, ending, errors) = stamps_of(conn).await;
+        assert_eq!(stamps, vec![42, 43]);
+        assert_eq!(errors, vec![Some(4100)]);
+        assert!(
+            matches!(ending, Ending::Dropped(ref why) if why.contains("ended")),
+            "{ending:?}"
+        );
+        assert_eq!(
+            *log.lock().unwrap(),
+            vec!["GET /apps/id/events/stream?channels=c HTTP/1.1 ".to_owned()]
+        );
+    }
+
+    #[tokio::test]
+    async fn sse_refused_with_404_fails_set_up_with_the_status() {
+        let (addr, _) = canned_server(Arc::new(|_: &str, _: &str| {
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}".to_owned()
+        }));
+        let error = Conn::open(Transport::Sse, &endpoint(addr), &["c"])
+            .await
+            .err()
+            .unwrap();
+        assert!(format!("{error:#}").contains("HTTP 404"), "{error:#}");
+        let error = Conn::open(Transport::Sse, &endpoint(addr), &[])
+            .await
+            .err()
+            .unwrap();
+        assert!(format!("{error:#}").contains("needs at least one channel"));
+    }
+
+    #[tokio::test]
+    async fn long_polling_subscribes_on_xhr_send_and_polls_again_at_once() {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let answers = [
+            format!("o\na[{}]\n", serde_json::to_string(ESTABLISHED).unwrap()),
+            format!("a[{}]\n", serde_json::to_string(SUBSCRIBED).unwrap()),
+            // A poll that timed out, then two deliveries in one answer.
+            "h\n".to_owned(),
+            format!(
+                "a[{},{}]\n",
+                serde_json::to_string(&bench_frame(7)).unwrap(),
+                serde_json::to_string(&bench_frame(8)).unwrap()
+            ),
+            "c[4100,\"Over capacity\"]\n".to_owned(),
+        ];
+        let counter = polls.clone();
+        let (addr, log) = canned_server(Arc::new(move |request: &str, _: &str| {
+            if request.contains("/xhr_send ") {
+                return "HTTP/1.1 204 No Content\r\n\r\n".to_owned();
+            }
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ok(&answers[n.min(answers.len() - 1)])
+        }));
+
+        let (mut conn, socket_id) = Conn::open(Transport::XhrPolling, &endpoint(addr), &[])
+            .await
+            .unwrap();
+        assert_eq!(socket_id, "1.2");
+        conn.subscribe("c").await.unwrap();
+        let (stamps, ending, _) = stamps_of(conn).await;
+        assert_eq!(stamps, vec![7, 8]);
+        assert!(matches!(ending, Ending::Closed(4100)), "{ending:?}");
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 6, "{log:?}");
+        assert!(log[0].starts_with("POST /pusher/app/key/") && log[0].contains("/xhr?protocol=7"));
+        let send = log.iter().find(|l| l.contains("/xhr_send ")).unwrap();
+        // The body: a JSON array of frame texts, here the one subscribe.
+        let body: Vec<String> = serde_json::from_str(&send[send.find('[').unwrap()..]).unwrap();
+        let frames: Vec<serde_json::Value> = body
+            .iter()
+            .map(|f| serde_json::from_str(f).unwrap())
+            .collect();
+        assert_eq!(
+            frames,
+            vec![serde_json::json!({"event": "pusher:subscribe", "data": {"channel": "c"}})]
+        );
+        // Every poll (five) went to the same session.
+        let session = &log[0][..log[0].find("/xhr?").unwrap()];
+        assert_eq!(log.iter().filter(|l| l.starts_with(session)).count(), 6);
+    }
+}
