@@ -1,5 +1,6 @@
 # Shared shell functions of the bench scripts (compare.sh, compare-cluster.sh,
-# compare-persistence.sh, smoke.sh). Sourced, never run:
+# compare-persistence.sh, compare-history.sh, compare-transports.sh, smoke.sh).
+# Sourced, never run:
 #   . "$ROOT/bench/lib.sh"
 #
 # What it gives:

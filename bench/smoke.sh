@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke run of the load generator against rusher, for CI: a few seconds,
 # tiny sizes, exits non-zero when a delivery or member event is lost, when
-# nothing was delivered, or when a connection or request fails.
+# nothing was delivered, or when a connection or request fails. Fan-out runs
+# over WebSocket, xhr_streaming and xhr_polling.
 #
 # Usage: bench/smoke.sh
 #   BENCH_PORT=6001 bench/smoke.sh   use a rusher already listening on that port
@@ -46,6 +47,10 @@ run() {
   "$BENCH" "$@" --port "$PORT" --drain-secs 5 >/dev/null
 }
 run fanout --subscribers 20 --events 20 --rate 100
+# pusher-js's HTTP fallbacks under the generator (subscribe over xhr_send,
+# frames parsed from the lines; a poll is repeated at once when answered).
+run fanout --subscribers 5 --events 20 --rate 50 --transport xhr_streaming --channel smoke-xhr-streaming
+run fanout --subscribers 5 --events 20 --rate 50 --transport xhr_polling --channel smoke-xhr-polling
 run channels --connections 20 --channels-per-event 5 --events 40 --rate 100
 run publish --clients 2 --events 200 --duration 5 --subscribers 2
 run presence --channels 2 --observers 3 --churners 2 --joins 40 --duration 5

@@ -6,6 +6,9 @@
 //! - `frame`: cheap scanning of received frames (event name, socket id, stamp),
 //!   so the generator does no JSON parsing per delivery.
 //! - `ws`: a Pusher WebSocket client connection (connect, subscribe).
+//! - `http_session`: a Pusher session over xhr_streaming, xhr_polling or SSE;
+//!   `lines` parses their wire formats.
+//! - `transport`: `--transport` and one connection type over all transports.
 //! - `api`: a keep-alive HTTP/1.1 client that triggers signed events.
 //! - `stats`: latency histograms, counters and the progress line.
 //! - `report`: the JSON result every scenario prints.
@@ -18,12 +21,15 @@
 pub mod api;
 pub mod bare;
 pub mod frame;
+pub mod http_session;
+pub mod lines;
 pub mod report;
 pub mod scenario;
 pub mod sign;
 pub mod stats;
 pub mod system;
 pub mod table;
+pub mod transport;
 pub mod ws;
 
 /// Microseconds since the Unix epoch: the clock stamped into event data and

@@ -6,6 +6,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use rusher_bench::scenario::{connect, delivery, presence, recovery, Common};
+use rusher_bench::transport::Transport;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -57,6 +58,10 @@ enum Scenario {
         /// before publishing, so every event is also stored and forwarded.
         #[arg(long, default_value_t = 0)]
         followers: usize,
+        /// How subscribers connect: WebSocket, pusher-js's HTTP fallbacks,
+        /// or Server-Sent Events.
+        #[arg(long, value_enum, default_value_t = Transport::Ws)]
+        transport: Transport,
     },
     /// N connections on N channels; events spread across them.
     Channels {
@@ -94,6 +99,9 @@ enum Scenario {
         /// Seconds to hold the idle connections before reading the server's RSS.
         #[arg(long, default_value_t = 3.0)]
         settle: f64,
+        /// How the connections are made (sse needs --subscribe-channels ≥ 1).
+        #[arg(long, value_enum, default_value_t = Transport::Ws)]
+        transport: Transport,
     },
     /// HTTP trigger throughput and latency with K concurrent clients.
     Publish {
@@ -196,9 +204,11 @@ async fn run(scenario: Scenario) -> Result<rusher_bench::report::Report> {
             payload,
             ports,
             followers,
+            transport,
         } => {
             let plan = delivery::Plan {
                 scenario: "fanout",
+                transport,
                 channels: vec![channel],
                 subscriber_channel: vec![0; subscribers],
                 channels_per_event: 1,
@@ -226,6 +236,7 @@ async fn run(scenario: Scenario) -> Result<rusher_bench::report::Report> {
         } => {
             let plan = delivery::Plan {
                 scenario: "channels",
+                transport: Transport::Ws,
                 channels: (0..connections.max(1))
                     .map(|i| format!("bench-ch-{i}"))
                     .collect(),
@@ -247,8 +258,10 @@ async fn run(scenario: Scenario) -> Result<rusher_bench::report::Report> {
             connections,
             subscribe_channels,
             settle,
+            transport,
         } => {
             let plan = connect::Plan {
+                transport,
                 connections,
                 subscribe_channels,
                 settle: secs(settle),
@@ -268,6 +281,7 @@ async fn run(scenario: Scenario) -> Result<rusher_bench::report::Report> {
         } => {
             let plan = delivery::Plan {
                 scenario: "publish",
+                transport: Transport::Ws,
                 channels: vec![channel],
                 subscriber_channel: vec![0; subscribers],
                 channels_per_event: 1,

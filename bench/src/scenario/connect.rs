@@ -2,11 +2,13 @@
 //! then read the server's memory per idle connection from /proc.
 
 use super::{wait_setup, Common, EndingTally, SetupTally};
+use crate::http_session::Endpoint;
 use crate::report::{Better, Metric, Report};
 use crate::stats::{self, human, Latency, RateMeter};
 use crate::system;
+use crate::transport::{Conn, Transport};
 use crate::ws::{self, Ending};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// How the connections are made.
+    pub transport: Transport,
     pub connections: usize,
     /// Also subscribe each connection to one of this many public channels (0 = no).
     pub subscribe_channels: usize,
@@ -34,8 +38,19 @@ async fn idle_connection(
     let addr = common.addr().ok()?;
     let permit = permits.acquire().await.ok()?;
     let began = Instant::now();
-    let mut ws = match ws::connect(addr, &common.app_key).await {
-        Ok((ws, _)) => ws,
+    let channel = (plan.subscribe_channels > 0)
+        .then(|| format!("bench-idle-{}", index % plan.subscribe_channels));
+    let at_connect: Vec<&str> = match &channel {
+        Some(channel) if plan.transport.channels_at_connect() => vec![channel.as_str()],
+        _ => Vec::new(),
+    };
+    let endpoint = Endpoint {
+        addr,
+        app_key: common.app_key.clone(),
+        app_id: common.app_id.clone(),
+    };
+    let mut conn = match Conn::open(plan.transport, &endpoint, &at_connect).await {
+        Ok((conn, _)) => conn,
         Err(e) => {
             setup.fail(&e);
             return None;
@@ -45,16 +60,15 @@ async fn idle_connection(
         .lock()
         .expect("lock")
         .record((began.elapsed().as_micros() as u64).max(1));
-    if plan.subscribe_channels > 0 {
-        let channel = format!("bench-idle-{}", index % plan.subscribe_channels);
-        if let Err(e) = ws::subscribe(&mut ws, &channel).await {
+    if let Some(channel) = &channel {
+        if let Err(e) = conn.subscribe(channel).await {
             setup.fail(&e);
             return None;
         }
     }
     drop(permit);
     setup.ok();
-    let (ending, pusher_errors) = ws::listen_until_stopped(ws, &stop, |_| false).await;
+    let (ending, pusher_errors) = conn.listen_until_stopped(&stop, |_| false).await;
     Some((ending, pusher_errors))
 }
 
@@ -62,6 +76,12 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
     let common = Arc::new(common);
     let plan = Arc::new(plan);
     let n = plan.connections;
+    if plan.transport.channels_at_connect() && plan.subscribe_channels == 0 {
+        bail!(
+            "--transport {} names its channels when connecting: give --subscribe-channels 1 or more",
+            plan.transport.name()
+        );
+    }
     system::raise_open_files(n as u64 + 256);
     common.addr()?;
     let rss_before = common.server_pid.and_then(system::rss_bytes);
@@ -186,6 +206,7 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
         problems,
         params: json!({
             "connections": n,
+            "transport": plan.transport,
             "subscribe_channels": plan.subscribe_channels,
             "settle_s": plan.settle.as_secs_f64(),
             "connect_concurrency": common.connect_concurrency,

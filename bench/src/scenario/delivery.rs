@@ -6,8 +6,10 @@
 use super::{wait_setup, Common, EndingTally, SetupTally};
 use crate::api::{event_body, ApiClient, Outcome};
 use crate::frame::{self, BENCH_EVENT};
+use crate::http_session::Endpoint;
 use crate::report::{Better, Metric, Report};
 use crate::stats::{self, human, Latency, RateMeter, Recorder};
+use crate::transport::{Conn, Transport};
 use crate::ws::{self, Ending};
 use crate::{now_micros, system};
 use anyhow::Result;
@@ -34,6 +36,8 @@ const STALL: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub scenario: &'static str,
+    /// How subscribers connect.
+    pub transport: Transport,
     /// Channel names.
     pub channels: Vec<String>,
     /// For each subscriber connection, the index of its channel.
@@ -138,9 +142,19 @@ async fn subscriber(
     let node = index % addrs.len();
     let addr = addrs[node];
     let permit = permits.acquire().await.ok()?;
-    let ws = match ws::connect(addr, &common.app_key).await {
-        Ok((mut ws, _socket_id)) => match ws::subscribe(&mut ws, channel).await {
-            Ok(()) => ws,
+    let endpoint = Endpoint {
+        addr,
+        app_key: common.app_key.clone(),
+        app_id: common.app_id.clone(),
+    };
+    let at_connect: &[&str] = if plan.transport.channels_at_connect() {
+        &[channel.as_str()]
+    } else {
+        &[]
+    };
+    let conn = match Conn::open(plan.transport, &endpoint, at_connect).await {
+        Ok((mut conn, _socket_id)) => match conn.subscribe(channel).await {
+            Ok(()) => conn,
             Err(e) => {
                 setup.fail(&e);
                 return None;
@@ -158,15 +172,16 @@ async fn subscriber(
     setup.ok();
 
     let mut received = 0u64;
-    let (ending, pusher_errors) = ws::listen_until_stopped(ws, &stop, |text| {
-        let Some(sent) = frame::stamp(text) else {
-            return false;
-        };
-        recorder.record_in(node, index, sent, now_micros());
-        received += 1;
-        true
-    })
-    .await;
+    let (ending, pusher_errors) = conn
+        .listen_until_stopped(&stop, |text| {
+            let Some(sent) = frame::stamp(text) else {
+                return false;
+            };
+            recorder.record_in(node, index, sent, now_micros());
+            received += 1;
+            true
+        })
+        .await;
     Some(SubscriberResult {
         received,
         ending,
@@ -395,6 +410,12 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
     let state = Arc::new(PublishState::new(nodes));
     let out_of_time = Arc::new(AtomicBool::new(false));
     let stalled = Arc::new(AtomicBool::new(false));
+    // CPU used from here to the end of the drain, by the server and by the
+    // generator (set-up excluded: it differs by transport).
+    let cpu_before = (
+        common.server_pid.and_then(system::cpu_seconds),
+        system::own_cpu_seconds(),
+    );
     let publish_start_micros = now_micros();
     let start = tokio::time::Instant::now();
     let deadline = start + plan.duration;
@@ -448,6 +469,10 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
     while recorder.delivered() < expected && tokio::time::Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let cpu_after = (
+        common.server_pid.and_then(system::cpu_seconds),
+        system::own_cpu_seconds(),
+    );
     // A moment for duplicates or stragglers to show, when everything came.
     tokio::time::sleep(Duration::from_millis(100)).await;
     progress_stop.cancel();
@@ -556,6 +581,13 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
         }));
     }
     let publish_per_s = ok_events as f64 / publish_secs.max(1e-6);
+    let cpu_used = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+    let server_cpu = cpu_used(cpu_before.0, cpu_after.0);
+    let generator_cpu = cpu_used(cpu_before.1, cpu_after.1);
+    let per_delivery = |cpu: Option<f64>| {
+        cpu.filter(|_| delivered > 0)
+            .map(|secs| secs * 1e6 / delivered as f64)
+    };
     let latency = Latency::of(&latency);
     let request_latency = Latency::of(&request_latency);
 
@@ -736,6 +768,22 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
             Better::Lower,
         ));
     }
+    if plan.scenario != "publish" {
+        // CPU per delivery while publishing and draining: what a delivery
+        // costs each side (10 ms resolution; meaningful over a long run).
+        metrics.push(Metric::new(
+            "server_cpu_us_per_delivery",
+            per_delivery(server_cpu),
+            "µs",
+            Better::Lower,
+        ));
+        metrics.push(Metric::new(
+            "generator_cpu_us_per_delivery",
+            per_delivery(generator_cpu),
+            "µs",
+            Better::Lower,
+        ));
+    }
     metrics.push(Metric::new("lost", lost as f64, "msgs", Better::Lower));
     metrics.push(Metric::new(
         "dropped_connections",
@@ -751,6 +799,7 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
         problems,
         params: json!({
             "subscribers": subscribers,
+            "transport": plan.transport,
             "channels": plan.channels.len(),
             "channels_per_event": plan.channels_per_event,
             "events": plan.events,
@@ -791,6 +840,10 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
                 "seconds": delivery_secs,
                 "per_s": deliveries_per_s,
                 "latency": latency,
+            },
+            "cpu_seconds_publish_and_drain": {
+                "server": server_cpu,
+                "generator": generator_cpu,
             },
             "connections": endings,
             "nodes": per_node,
