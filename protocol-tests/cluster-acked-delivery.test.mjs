@@ -12,7 +12,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { tomlString as q, waitFor } from './helpers.mjs';
+import { sleep, tomlString as q, waitFor } from './helpers.mjs';
 import { metric } from './webhook-helpers.mjs';
 import { killAll, rawOn, sdkOn, spawnNode, startRedis, writeConfig } from './cluster-helpers.mjs';
 
@@ -104,7 +104,16 @@ async function signedIn(t, node, user) {
 
 /** The user gets one unacknowledged message on `node`, then its connection closes. */
 async function leaveUnacknowledged(t, node, user, channel) {
-  const before = await connections(node);
+  // The previous test's connections close when it ends (t.after), perhaps
+  // not yet: count from a node whose count stopped moving.
+  let before = await connections(node);
+  await waitFor(async () => {
+    await sleep(150);
+    const now = await connections(node);
+    const still = now === before;
+    before = now;
+    return still;
+  }, 5000, 0, `${node.name} connection count settled`);
   const conn = await signedIn(t, node, user);
   await conn.subscribe(channel);
   await sdkOn(node, ACK).trigger(channel, 'e', { n: 1 });
