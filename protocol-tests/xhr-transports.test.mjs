@@ -20,7 +20,8 @@ import {
 import { channelAuth, memberIds, sdkAuthOptions, sdkFor } from './auth-helpers.mjs';
 import { spawnRusher } from './webhook-helpers.mjs';
 import { fixtureApps } from './helpers.mjs';
-import { XhrSession } from './xhr-helpers.mjs';
+import { XhrSession, parseLine } from './xhr-helpers.mjs';
+import http from 'node:http';
 
 const T = { timeout: 40000 };
 const sdk = sdkFor(APPS.main);
@@ -182,6 +183,52 @@ test('raw session: xhr_send refuses what is not a session or not frames, with a 
   const odd = await fetch(`http://${HOST}:${PORT}/pusher/app/app-key/1/bad!id/xhr`, { method: 'POST' });
   assert.equal(odd.status, 404);
   session.close();
+});
+
+test('concurrent first requests of one session id share one session, which stays reachable', T, async () => {
+  // pusher-js never does this, but a client retrying or a proxy duplicating
+  // a request must not leave a session nobody can reach (it held a slot,
+  // a connection and presence until the activity timeout).
+  // Each request on a connection of its own, so the server's workers take
+  // them at the same time (a pooled connection would serialize them).
+  const freshPoll = (session) => new Promise((resolve, reject) => {
+    const req = http.request(`${session.base}/xhr?${session.query}`, { method: 'POST', agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => { text += chunk; });
+      res.on('end', () => {
+        for (const line of text.split('\n').filter(Boolean)) session.push(line.startsWith('{') ? { type: 'refusal', text: line } : parseLine(line));
+        resolve({ status: res.statusCode, text });
+      });
+    });
+    req.on('error', reject);
+    req.setTimeout(15000, () => req.destroy(new Error('poll timed out')));
+    req.end();
+  });
+  for (let round = 0; round < 10; round += 1) {
+    const session = new XhrSession();
+    const polls = [0, 1, 2, 3].map(() => freshPoll(session));
+    const settled = Promise.allSettled(polls);
+    let done = false;
+    settled.then(() => { done = true; });
+    await session.until((s) => s.lines.some((l) => l.type === 'o'), 5000, 'the open line');
+    // Each ping's pong ends whichever poll is attached; the others were
+    // answered (empty) when a newer one took their place.
+    while (!done) {
+      const res = await session.send([{ event: 'pusher:ping', data: {} }]);
+      assert.equal(res.status, 204, `round ${round}: the session is reachable (${res.status})`);
+      await Promise.race([settled, sleep(100)]);
+    }
+    const results = await settled;
+    for (const result of results) {
+      assert.equal(result.status, 'fulfilled', `round ${round}: ${result.reason}`);
+      assert.equal(result.value.status, 200, `round ${round}: every request is answered as the session's: ${result.value.text}`);
+    }
+    assert.equal(session.lines.filter((l) => l.type === 'o').length, 1, `round ${round}: one session opened`);
+    const established = session.frames().filter((f) => f.event === 'pusher:connection_established');
+    assert.equal(established.length, 1, `round ${round}: one connection`);
+    session.close();
+  }
 });
 
 test('long poll: answers at once when frames wait, else waits and answers with a heartbeat', T, async () => {

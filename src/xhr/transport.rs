@@ -294,8 +294,9 @@ impl Transport for Xhr {
             .close_line
             .take()
             .unwrap_or_else(|| framing::close(1006, "Session closed"));
+        let session = ctx.address();
         self.registry
-            .closed(&self.id, line, self.settings.max_sessions);
+            .closed(&self.id, &session, line, self.settings.max_sessions);
     }
 }
 
