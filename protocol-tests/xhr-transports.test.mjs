@@ -185,6 +185,18 @@ test('raw session: xhr_send refuses what is not a session or not frames, with a 
   session.close();
 });
 
+test('raw session: another method on a session path is a JSON 405 with CORS, naming POST', T, async () => {
+  const origin = 'http://page.example';
+  const session = new XhrSession({ origin });
+  for (const [method, path] of [['GET', 'xhr'], ['PUT', 'xhr_streaming'], ['DELETE', 'xhr_send']]) {
+    const res = await fetch(`${session.base}/${path}?protocol=7`, { method, headers: { origin } });
+    assert.equal(res.status, 405, `${method} ${path}`);
+    assert.equal(res.headers.get('access-control-allow-origin'), origin, `${method} ${path}: CORS`);
+    assert.match(res.headers.get('allow') ?? '', /POST/, `${method} ${path}: Allow`);
+    assert.match((await res.json()).error, new RegExp(`${method} .*${path} is not served; use POST`));
+  }
+});
+
 test('concurrent first requests of one session id share one session, which stays reachable', T, async () => {
   // pusher-js never does this, but a client retrying or a proxy duplicating
   // a request must not leave a session nobody can reach (it held a slot,

@@ -56,19 +56,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(|req, path, hub, state, s, t| {
                 receive(req, path, hub, state, s, t, Kind::Streaming)
             }))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight))
+            .default_service(web::to(not_allowed)),
     )
     .service(
         web::resource("/pusher/app/{key}/{server}/{session}/xhr")
             .route(web::post().to(|req, path, hub, state, s, t| {
                 receive(req, path, hub, state, s, t, Kind::Polling)
             }))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight))
+            .default_service(web::to(not_allowed)),
     )
     .service(
         web::resource("/pusher/app/{key}/{server}/{session}/xhr_send")
             .route(web::post().to(send))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight))
+            .default_service(web::to(not_allowed)),
     );
 }
 
@@ -90,6 +93,14 @@ fn session_id((key, server, session): &(String, String, String)) -> Option<Strin
 
 async fn preflight(req: HttpRequest) -> HttpResponse {
     cors::preflight(&req, "POST, OPTIONS")
+}
+
+/// Any other method: a JSON 405 naming the one served, readable by a page
+/// on another origin like every other answer here.
+async fn not_allowed(req: HttpRequest) -> HttpResponse {
+    let message = format!("{} {} is not served; use POST", req.method(), req.path());
+    let allow = "POST, OPTIONS";
+    refuse(&req, ApiError::MethodNotAllowed { message, allow })
 }
 
 /// An API-style refusal (JSON body) with CORS headers.
