@@ -114,6 +114,29 @@ for (const transport of ['xhr_streaming', 'xhr_polling']) {
   });
 }
 
+test('xhr_streaming: pusher-js reopening a long stream (256 KiB) loses no event', T, async (t) => {
+  // pusher-js drops a streaming response whose text passed 256 KiB, once it
+  // has read all of it, and opens the next one: what the server wrote to
+  // the old one after that point never reached the client.
+  const client = await httpClient(t, 'xhr_streaming');
+  const name = uniqueChannel('long-stream');
+  const channel = await subscribeAndWait(client, name);
+  const got = [];
+  channel.bind('seq', (data) => got.push(data.n));
+  const total = 600; // about 1.2 MB of frames: four or five streams
+  const pad = 'x'.repeat(2000);
+  for (let n = 0; n < total; n += 10) {
+    const batch = [];
+    for (let i = n; i < n + 10; i += 1) batch.push({ channel: name, name: 'seq', data: { n: i, pad } });
+    assert.equal((await sdk.triggerBatch(batch)).status, 200);
+  }
+  await waitFor(() => got.length >= total, 10000, 50, `${total} events (got ${got.length})`).catch(() => {});
+  const missing = [...Array(total).keys()].filter((n) => !got.includes(n));
+  assert.deepEqual(missing, [], `every event arrives (${missing.length} lost)`);
+  assert.deepEqual(got, [...Array(total).keys()], 'once each, in order');
+  assert.equal(client.connection.state, 'connected');
+});
+
 test('raw session: open line, established frame, CORS on every answer, preflight', T, async () => {
   const origin = 'http://page.example';
   const session = new XhrSession({ origin });
