@@ -25,6 +25,9 @@ pub enum MemberDataError {
     /// No usable user id.
     #[error("`{0}` must be a non-empty string or number")]
     MissingId(&'static str),
+    /// A sign-in `user_data` without a string id (Pusher requires a string).
+    #[error("`{0}` must be a non-empty string")]
+    IdNotString(&'static str),
     /// `user_info` over the limit.
     #[error("user_info is larger than {0} bytes")]
     UserInfoTooLarge(usize),
@@ -88,7 +91,7 @@ pub fn parse_user_data(user_data: &str) -> Result<SignedInUser, MemberDataError>
     let data: UserData = serde_json::from_str(user_data).map_err(|_| MemberDataError::NotJson)?;
     let id = match data.id {
         Some(Value::String(s)) if !s.is_empty() => s,
-        _ => return Err(MemberDataError::MissingId("id")),
+        _ => return Err(MemberDataError::IdNotString("id")),
     };
     let watchlist = data
         .watchlist
