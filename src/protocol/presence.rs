@@ -141,7 +141,13 @@ mod tests {
         let user = parse_user_data(r#"{"id":"u1","watchlist":["u2",3]}"#).unwrap();
         assert_eq!(user.id, "u1");
         assert_eq!(user.watchlist, vec!["u2".to_string(), "3".to_string()]);
-        assert!(parse_user_data(r#"{"id":5}"#).is_err());
+        let refused = parse_user_data(r#"{"id":5}"#).err();
+        assert_eq!(refused, Some(MemberDataError::IdNotString("id")));
+        // The message a client reads says what is accepted, and only that.
+        assert_eq!(
+            refused.map(|e| e.to_string()).as_deref(),
+            Some("`id` must be a non-empty string")
+        );
         assert!(parse_user_data("[]").is_err());
     }
 }
