@@ -52,9 +52,11 @@ key = "limited-key"
 secret = "limited-secret"
 max_connections = 1
 
-# No history: no ids.
+# No history: no ids. Also known by a numeric id, as SDKs that accept only
+# digits (the Python one) name it.
 [[apps]]
 id = "plain-app"
+id_aliases = ["4242"]
 key = "plain-key"
 secret = "plain-secret"
 `;
@@ -294,6 +296,18 @@ test('private channel: a valid token receives; bad signature 401, expired 403, m
     assert.match(refused.json.error, message);
     assert.equal(refused.headers['access-control-allow-origin'], 'http://page.test');
   }
+});
+
+test('an app reached by an id alias takes a token signed with that alias (or its id); a refusal names the string', T, async (t) => {
+  const ALIAS = { ...PLAIN, appId: '4242' };
+  const channel = uniqueChannel('private-alias');
+  const byAlias = await stream(t, ALIAS, { channels: channel, ...token(ALIAS, channel) });
+  await subscribed(byAlias, channel);
+  const byId = await stream(t, ALIAS, { channels: channel, ...token(PLAIN, channel) });
+  await subscribed(byId, channel);
+  const refused = await openStream(ALIAS, { channels: channel, ...token(ALIAS, channel, { secret: 'wrong' }) });
+  assert.equal(refused.status, 401);
+  assert.match(refused.json.error, /sse:4242:<channels>:<expires>/);
 });
 
 test('bad requests: unknown app 404, no channels 400, bad name 400, too many 400, duplicates folded', T, async (t) => {

@@ -20,7 +20,8 @@ import {
 import { channelAuth, memberIds, sdkAuthOptions, sdkFor } from './auth-helpers.mjs';
 import { spawnRusher } from './webhook-helpers.mjs';
 import { fixtureApps } from './helpers.mjs';
-import { XhrSession } from './xhr-helpers.mjs';
+import { XhrSession, parseLine } from './xhr-helpers.mjs';
+import http from 'node:http';
 
 const T = { timeout: 40000 };
 const sdk = sdkFor(APPS.main);
@@ -113,6 +114,29 @@ for (const transport of ['xhr_streaming', 'xhr_polling']) {
   });
 }
 
+test('xhr_streaming: pusher-js reopening a long stream (256 KiB) loses no event', T, async (t) => {
+  // pusher-js drops a streaming response whose text passed 256 KiB, once it
+  // has read all of it, and opens the next one: what the server wrote to
+  // the old one after that point never reached the client.
+  const client = await httpClient(t, 'xhr_streaming');
+  const name = uniqueChannel('long-stream');
+  const channel = await subscribeAndWait(client, name);
+  const got = [];
+  channel.bind('seq', (data) => got.push(data.n));
+  const total = 600; // about 1.2 MB of frames: four or five streams
+  const pad = 'x'.repeat(2000);
+  for (let n = 0; n < total; n += 10) {
+    const batch = [];
+    for (let i = n; i < n + 10; i += 1) batch.push({ channel: name, name: 'seq', data: { n: i, pad } });
+    assert.equal((await sdk.triggerBatch(batch)).status, 200);
+  }
+  await waitFor(() => got.length >= total, 10000, 50, `${total} events (got ${got.length})`).catch(() => {});
+  const missing = [...Array(total).keys()].filter((n) => !got.includes(n));
+  assert.deepEqual(missing, [], `every event arrives (${missing.length} lost)`);
+  assert.deepEqual(got, [...Array(total).keys()], 'once each, in order');
+  assert.equal(client.connection.state, 'connected');
+});
+
 test('raw session: open line, established frame, CORS on every answer, preflight', T, async () => {
   const origin = 'http://page.example';
   const session = new XhrSession({ origin });
@@ -182,6 +206,64 @@ test('raw session: xhr_send refuses what is not a session or not frames, with a 
   const odd = await fetch(`http://${HOST}:${PORT}/pusher/app/app-key/1/bad!id/xhr`, { method: 'POST' });
   assert.equal(odd.status, 404);
   session.close();
+});
+
+test('raw session: another method on a session path is a JSON 405 with CORS, naming POST', T, async () => {
+  const origin = 'http://page.example';
+  const session = new XhrSession({ origin });
+  for (const [method, path] of [['GET', 'xhr'], ['PUT', 'xhr_streaming'], ['DELETE', 'xhr_send']]) {
+    const res = await fetch(`${session.base}/${path}?protocol=7`, { method, headers: { origin } });
+    assert.equal(res.status, 405, `${method} ${path}`);
+    assert.equal(res.headers.get('access-control-allow-origin'), origin, `${method} ${path}: CORS`);
+    assert.match(res.headers.get('allow') ?? '', /POST/, `${method} ${path}: Allow`);
+    assert.match((await res.json()).error, new RegExp(`${method} .*${path} is not served; use POST`));
+  }
+});
+
+test('concurrent first requests of one session id share one session, which stays reachable', T, async () => {
+  // pusher-js never does this, but a client retrying or a proxy duplicating
+  // a request must not leave a session nobody can reach (it held a slot,
+  // a connection and presence until the activity timeout).
+  // Each request on a connection of its own, so the server's workers take
+  // them at the same time (a pooled connection would serialize them).
+  const freshPoll = (session) => new Promise((resolve, reject) => {
+    const req = http.request(`${session.base}/xhr?${session.query}`, { method: 'POST', agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => { text += chunk; });
+      res.on('end', () => {
+        for (const line of text.split('\n').filter(Boolean)) session.push(line.startsWith('{') ? { type: 'refusal', text: line } : parseLine(line));
+        resolve({ status: res.statusCode, text });
+      });
+    });
+    req.on('error', reject);
+    req.setTimeout(15000, () => req.destroy(new Error('poll timed out')));
+    req.end();
+  });
+  for (let round = 0; round < 10; round += 1) {
+    const session = new XhrSession();
+    const polls = [0, 1, 2, 3].map(() => freshPoll(session));
+    const settled = Promise.allSettled(polls);
+    let done = false;
+    settled.then(() => { done = true; });
+    await session.until((s) => s.lines.some((l) => l.type === 'o'), 5000, 'the open line');
+    // Each ping's pong ends whichever poll is attached; the others were
+    // answered (empty) when a newer one took their place.
+    while (!done) {
+      const res = await session.send([{ event: 'pusher:ping', data: {} }]);
+      assert.equal(res.status, 204, `round ${round}: the session is reachable (${res.status})`);
+      await Promise.race([settled, sleep(100)]);
+    }
+    const results = await settled;
+    for (const result of results) {
+      assert.equal(result.status, 'fulfilled', `round ${round}: ${result.reason}`);
+      assert.equal(result.value.status, 200, `round ${round}: every request is answered as the session's: ${result.value.text}`);
+    }
+    assert.equal(session.lines.filter((l) => l.type === 'o').length, 1, `round ${round}: one session opened`);
+    const established = session.frames().filter((f) => f.event === 'pusher:connection_established');
+    assert.equal(established.length, 1, `round ${round}: one connection`);
+    session.close();
+  }
 });
 
 test('long poll: answers at once when frames wait, else waits and answers with a heartbeat', T, async () => {

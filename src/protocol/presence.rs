@@ -25,6 +25,9 @@ pub enum MemberDataError {
     /// No usable user id.
     #[error("`{0}` must be a non-empty string or number")]
     MissingId(&'static str),
+    /// A sign-in `user_data` without a string id (Pusher requires a string).
+    #[error("`{0}` must be a non-empty string")]
+    IdNotString(&'static str),
     /// `user_info` over the limit.
     #[error("user_info is larger than {0} bytes")]
     UserInfoTooLarge(usize),
@@ -88,7 +91,7 @@ pub fn parse_user_data(user_data: &str) -> Result<SignedInUser, MemberDataError>
     let data: UserData = serde_json::from_str(user_data).map_err(|_| MemberDataError::NotJson)?;
     let id = match data.id {
         Some(Value::String(s)) if !s.is_empty() => s,
-        _ => return Err(MemberDataError::MissingId("id")),
+        _ => return Err(MemberDataError::IdNotString("id")),
     };
     let watchlist = data
         .watchlist
@@ -138,7 +141,13 @@ mod tests {
         let user = parse_user_data(r#"{"id":"u1","watchlist":["u2",3]}"#).unwrap();
         assert_eq!(user.id, "u1");
         assert_eq!(user.watchlist, vec!["u2".to_string(), "3".to_string()]);
-        assert!(parse_user_data(r#"{"id":5}"#).is_err());
+        let refused = parse_user_data(r#"{"id":5}"#).err();
+        assert_eq!(refused, Some(MemberDataError::IdNotString("id")));
+        // The message a client reads says what is accepted, and only that.
+        assert_eq!(
+            refused.map(|e| e.to_string()).as_deref(),
+            Some("`id` must be a non-empty string")
+        );
         assert!(parse_user_data("[]").is_err());
     }
 }

@@ -177,7 +177,7 @@ fn open(
         .apps()
         .by_id(app_id)
         .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, format!("Unknown app `{app_id}`")))?;
-    let plan = plan(req, app)?;
+    let plan = plan(req, app, app_id)?;
     let Some(slot) = sessions.open() else {
         let mut refusal = Refusal::pusher(ErrorCode::OverCapacity);
         refusal.message = format!(
@@ -247,7 +247,7 @@ fn open(
 }
 
 /// The channels, the token's user and where to resume, or why not.
-fn plan(req: &HttpRequest, app: Arc<App>) -> Result<Plan, Refusal> {
+fn plan(req: &HttpRequest, app: Arc<App>, app_id: &str) -> Result<Plan, Refusal> {
     let query = web::Query::<StreamQuery>::from_query(req.query_string())
         .map_err(|e| Refusal::bad_request(format!("Invalid query: {e}")))?
         .into_inner();
@@ -276,6 +276,7 @@ fn plan(req: &HttpRequest, app: Arc<App>) -> Result<Plan, Refusal> {
         auth: query.auth.as_deref(),
         expires: query.expires.as_deref(),
         user_data: query.user_data.as_deref(),
+        app_id: Some(app_id),
     };
     let user = match token::verify(&app, given, params, unix_now())? {
         Verified::Signed(user) => user,

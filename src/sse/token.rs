@@ -27,6 +27,11 @@ pub struct TokenParams<'a> {
     pub expires: Option<&'a str>,
     /// `user_data`: the signed-in user, `{"id":..,"user_info":..}`.
     pub user_data: Option<&'a str>,
+    /// The app id as the request's path names it: the app's id or one of
+    /// its `id_aliases` (a backend whose SDK knows the app as `1` signs
+    /// `sse:1:...`). A token signed with the app's own id is good too.
+    /// `None`: the app's id.
+    pub app_id: Option<&'a str>,
 }
 
 /// The user a token signs the stream in as.
@@ -60,7 +65,7 @@ pub enum TokenError {
     WrongKey(String),
     /// The signature does not match.
     #[error("Invalid signature: expected <app key>:HMAC-SHA256 with the app secret of `{0}`")]
-    BadSignature(&'static str),
+    BadSignature(String),
     /// `expires` is absent or not unix seconds.
     #[error("expires must be the token's expiry in unix seconds")]
     BadExpires,
@@ -128,15 +133,24 @@ pub fn verify(
     }
     let expires_text = params.expires.ok_or(TokenError::BadExpires)?;
     let expires: u64 = expires_text.parse().map_err(|_| TokenError::BadExpires)?;
-    let signed = string_to_sign(&app.id, channels, expires_text, params.user_data);
-    // Constant time, as every signature check of the crate.
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(app.secret.as_bytes()).map_err(|_| TokenError::Malformed)?;
-    mac.update(signed.as_bytes());
-    if mac.verify_slice(&signature).is_err() {
+    let named = params.app_id.unwrap_or(&app.id);
+    let mut ids = vec![named];
+    if named != app.id {
+        ids.push(&app.id);
+    }
+    let mut valid = false;
+    for id in ids {
+        let signed = string_to_sign(id, channels, expires_text, params.user_data);
+        // Constant time, as every signature check of the crate.
+        let mut mac = Hmac::<Sha256>::new_from_slice(app.secret.as_bytes())
+            .map_err(|_| TokenError::Malformed)?;
+        mac.update(signed.as_bytes());
+        valid |= mac.verify_slice(&signature).is_ok();
+    }
+    if !valid {
         let shape = match params.user_data {
-            Some(_) => "sse:<app_id>:<channels>:<expires>:<user_data>",
-            None => "sse:<app_id>:<channels>:<expires>",
+            Some(_) => format!("sse:{named}:<channels>:<expires>:<user_data>"),
+            None => format!("sse:{named}:<channels>:<expires>"),
         };
         return Err(TokenError::BadSignature(shape));
     }
@@ -194,7 +208,32 @@ mod tests {
             auth: Some(auth),
             expires: Some(expires),
             user_data,
+            app_id: None,
         }
+    }
+
+    #[test]
+    fn an_alias_in_the_path_signs_as_well_as_the_app_id() {
+        let by_alias = format!(
+            "key:{}",
+            sign(
+                "secret",
+                &string_to_sign("7", "private-a", "1800000060", None)
+            )
+        );
+        let as_named = |auth: &str, named: Option<&'static str>| {
+            let mut given = params(auth, "1800000060", None);
+            given.app_id = named;
+            verify(&app(), "private-a", given, NOW)
+        };
+        assert_eq!(as_named(&by_alias, Some("7")), Ok(Verified::Signed(None)));
+        let by_id = token("private-a", "1800000060", None);
+        assert_eq!(as_named(&by_id, Some("7")), Ok(Verified::Signed(None)));
+        // An alias token is good only where the path names that alias.
+        assert!(matches!(
+            as_named(&by_alias, None),
+            Err(TokenError::BadSignature(shape)) if shape == "sse:app-1:<channels>:<expires>"
+        ));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::protocol::error::ErrorCode;
 use crate::protocol::frames;
 use crate::session::{Session, SessionSettings, TransportSettings};
 use crate::ws::handshake;
-use actix::Actor;
+use actix::AsyncContext;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use registry::{Entry, Registry};
@@ -56,19 +56,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(|req, path, hub, state, s, t| {
                 receive(req, path, hub, state, s, t, Kind::Streaming)
             }))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight))
+            .default_service(web::to(not_allowed)),
     )
     .service(
         web::resource("/pusher/app/{key}/{server}/{session}/xhr")
             .route(web::post().to(|req, path, hub, state, s, t| {
                 receive(req, path, hub, state, s, t, Kind::Polling)
             }))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight))
+            .default_service(web::to(not_allowed)),
     )
     .service(
         web::resource("/pusher/app/{key}/{server}/{session}/xhr_send")
             .route(web::post().to(send))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight))
+            .default_service(web::to(not_allowed)),
     );
 }
 
@@ -90,6 +93,14 @@ fn session_id((key, server, session): &(String, String, String)) -> Option<Strin
 
 async fn preflight(req: HttpRequest) -> HttpResponse {
     cors::preflight(&req, "POST, OPTIONS")
+}
+
+/// Any other method: a JSON 405 naming the one served, readable by a page
+/// on another origin like every other answer here.
+async fn not_allowed(req: HttpRequest) -> HttpResponse {
+    let message = format!("{} {} is not served; use POST", req.method(), req.path());
+    let allow = "POST, OPTIONS";
+    refuse(&req, ApiError::MethodNotAllowed { message, allow })
 }
 
 /// An API-style refusal (JSON body) with CORS headers.
@@ -210,6 +221,19 @@ fn open(
     if let Err(code) = handshake::check_protocol(req.query_string()) {
         return Err(Box::new(refused_session(hub, req, code)));
     }
+    // The id is taken before anything is admitted, so two first requests
+    // of one id racing each other share one session: the later attaches
+    // to the earlier (the newest request wins, as ever), and no second
+    // session is started only to be thrown away.
+    let context = actix::Context::<Session<Xhr>>::new();
+    let address = context.address();
+    if let Err(held) = state.registry.insert(id.clone(), address.clone()) {
+        return Ok(held);
+    }
+    let refused = |response: HttpResponse| {
+        state.registry.forget(&id, &address);
+        Box::new(response)
+    };
     let Some(permit) = state.cap.open() else {
         hub.metrics()
             .connections_refused
@@ -219,11 +243,12 @@ fn open(
             "this server holds its maximum of {} HTTP sessions; retry later",
             transports.max_sessions
         );
-        return Err(Box::new(refuse(req, ApiError::Unavailable(message))));
+        return Err(refused(refuse(req, ApiError::Unavailable(message))));
     };
-    let receiver = hub
-        .connect(&app)
-        .map_err(|code| Box::new(refused_session(hub, req, code)))?;
+    let receiver = match hub.connect(&app) {
+        Ok(receiver) => receiver,
+        Err(code) => return Err(refused(refused_session(hub, req, code))),
+    };
     let transport = Xhr::new(
         kind,
         id.clone(),
@@ -234,18 +259,13 @@ fn open(
         permit,
         hub.metrics().slow_client_disconnects.clone(),
     );
-    let session = Session::new(transport, hub.clone(), app, receiver, *settings).start();
-    if !state.registry.insert(id, session.clone()) {
-        // Another request opened the same id meanwhile (never pusher-js).
-        session.do_send(crate::session::CloseRequest(
-            ErrorCode::ServerShuttingDown.code(),
-        ));
-        return Err(Box::new(refuse(
-            req,
-            ApiError::BadRequest("session id in use".into()),
-        )));
-    }
-    Ok(session)
+    Ok(context.run(Session::new(
+        transport,
+        hub.clone(),
+        app,
+        receiver,
+        *settings,
+    )))
 }
 
 async fn send(

@@ -48,36 +48,60 @@ impl Registry {
         }
     }
 
-    /// Registers a new open session; false when the id is taken meanwhile.
-    pub fn insert(&self, id: String, session: Addr<Session<Xhr>>) -> bool {
+    /// Registers a new open session under `id`, or hands back the session
+    /// that holds it already (a concurrent first request of the same id
+    /// opened it meanwhile: the caller attaches to that one instead).
+    pub fn insert(
+        &self,
+        id: String,
+        session: Addr<Session<Xhr>>,
+    ) -> Result<(), Addr<Session<Xhr>>> {
         match self.sessions.entry(id) {
             dashmap::Entry::Occupied(mut occupied) => match occupied.get() {
-                Entry::Open(_) => false,
+                Entry::Open(held) => Err(held.clone()),
                 Entry::Closed(..) => {
                     occupied.insert(Entry::Open(session));
-                    true
+                    Ok(())
                 }
             },
             dashmap::Entry::Vacant(vacant) => {
                 vacant.insert(Entry::Open(session));
-                true
+                Ok(())
             }
         }
     }
 
-    /// The session `id` closed with `line`: kept for [`CLOSED_KEPT`], while
-    /// fewer than twice `max_sessions` entries are held (a flood of short
-    /// sessions must not grow the registry without bound).
-    pub fn closed(&self, id: &str, line: String, max_sessions: usize) {
+    /// Forgets `id` if `session` holds it (a session refused after its id
+    /// was reserved).
+    pub fn forget(&self, id: &str, session: &Addr<Session<Xhr>>) {
+        self.sessions.remove_if(
+            id,
+            |_, entry| matches!(entry, Entry::Open(held) if held == session),
+        );
+    }
+
+    /// The session `id` (`session`) closed with `line`: kept for
+    /// [`CLOSED_KEPT`], while fewer than twice `max_sessions` entries are
+    /// held (a flood of short sessions must not grow the registry without
+    /// bound). An entry of another session under the same id is left alone:
+    /// a session only ever retires its own entry.
+    pub fn closed(
+        &self,
+        id: &str,
+        session: &Addr<Session<Xhr>>,
+        line: String,
+        max_sessions: usize,
+    ) {
         let most = max_sessions.saturating_mul(2);
         if self.sessions.len() >= most && self.sweep() >= most {
-            self.sessions.remove(id);
+            self.forget(id, session);
             return;
         }
-        self.sessions.insert(
-            id.to_owned(),
-            Entry::Closed(line, Instant::now() + CLOSED_KEPT),
-        );
+        if let Some(mut entry) = self.sessions.get_mut(id) {
+            if matches!(entry.value(), Entry::Open(held) if held == session) {
+                *entry = Entry::Closed(line, Instant::now() + CLOSED_KEPT);
+            }
+        }
     }
 
     /// Forgets closed sessions whose time is over; returns how many are left.

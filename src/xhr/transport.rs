@@ -29,6 +29,13 @@ use std::time::{Duration, Instant};
 /// another before it ends like a closed socket.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
 
+/// How much a streaming response carries before pusher-js drops it and
+/// opens another: `MAX_BUFFER_LENGTH` of `src/core/http/http_request.ts`,
+/// in UTF-16 code units of the response text. It aborts the request once
+/// it has read a text longer than this that ends on a line end; whatever
+/// the server wrote after that point would be lost with the request.
+const STREAM_TEXT_LIMIT: usize = 256 * 1024;
+
 /// Which pusher-js HTTP transport a session uses; fixed by its first request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -67,6 +74,11 @@ struct Receive {
     poll_timer: Option<SpawnHandle>,
     /// The watcher that notices the client went away.
     watcher: SpawnHandle,
+    /// UTF-16 code units written to this response (how pusher-js measures
+    /// its text). Past [`STREAM_TEXT_LIMIT`] a stream takes no more: the
+    /// client drops it after reading what it holds and opens the next,
+    /// which gets what waited meanwhile.
+    written: usize,
 }
 
 /// The outgoing side of one HTTP session.
@@ -146,11 +158,19 @@ impl Xhr {
     /// Writes `line` to the attached request; a full or closed response
     /// detaches it (a full one also closes the session: a slow client).
     fn write(&mut self, ctx: &mut <Self as Transport>::Context, line: String) -> bool {
-        let Some(receive) = &self.receive else {
+        let Some(receive) = &mut self.receive else {
             return false;
         };
+        if self.kind == Kind::Streaming && receive.written > STREAM_TEXT_LIMIT {
+            // Spent: what comes now waits for the client's next stream.
+            return false;
+        }
+        let units = text_units(&line);
         match receive.writer.write(line) {
-            Ok(()) => true,
+            Ok(()) => {
+                receive.written = receive.written.saturating_add(units);
+                true
+            }
             Err(WriteError::Full) => {
                 self.detach(ctx);
                 self.slow_client(ctx);
@@ -294,8 +314,9 @@ impl Transport for Xhr {
             .close_line
             .take()
             .unwrap_or_else(|| framing::close(1006, "Session closed"));
+        let session = ctx.address();
         self.registry
-            .closed(&self.id, line, self.settings.max_sessions);
+            .closed(&self.id, &session, line, self.settings.max_sessions);
     }
 }
 
@@ -355,6 +376,7 @@ impl Handler<Attach> for Session<Xhr> {
             generation,
             poll_timer: None,
             watcher,
+            written: 0,
         });
         if !transport.opened {
             transport.opened = true;
@@ -381,6 +403,16 @@ impl Handler<Attach> for Session<Xhr> {
             }
         }
         true
+    }
+}
+
+/// The length of `line` as JavaScript counts it (UTF-16 code units), which
+/// is what pusher-js compares with its limit.
+fn text_units(line: &str) -> usize {
+    if line.is_ascii() {
+        line.len()
+    } else {
+        line.chars().map(char::len_utf16).sum()
     }
 }
 
@@ -413,5 +445,17 @@ impl Handler<ClientFrames> for Session<Xhr> {
         for frame in frames {
             self.receive_text(ctx, &frame);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_measured_as_javascript_measures_it() {
+        assert_eq!(text_units("a[\"x\"]\n"), 7);
+        // é is one UTF-16 unit (two UTF-8 bytes); 😀 two (four bytes).
+        assert_eq!(text_units("é😀"), 3);
     }
 }
