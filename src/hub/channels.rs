@@ -19,6 +19,16 @@ pub struct FanOut {
     pub overflowed: u64,
 }
 
+impl FanOut {
+    /// Adds it to `rusher_frames_sent_total` and
+    /// `rusher_slow_client_disconnects_total`: every fan-out path counts the
+    /// same way.
+    pub fn record(self, metrics: &crate::metrics::Metrics) {
+        metrics.frames_sent.inc_by(self.queued);
+        metrics.slow_client_disconnects.inc_by(self.overflowed);
+    }
+}
+
 /// A presence member: one user, however many sockets.
 #[derive(Debug)]
 struct Member {

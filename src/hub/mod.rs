@@ -1241,10 +1241,7 @@ impl Hub {
             }
         };
         self.metrics.events_published.inc();
-        self.metrics.frames_sent.inc_by(report.queued);
-        self.metrics
-            .slow_client_disconnects
-            .inc_by(report.overflowed);
+        report.record(&self.metrics);
         if let Some(persistence) = &self.persistence {
             if persistence.is_followed(app_id, channel) {
                 // One sequence for the whole deployment where the adapter
@@ -1288,7 +1285,7 @@ impl Hub {
             let report = adapter
                 .publish(&app_id, &channel, frame, except.as_deref())
                 .await;
-            metrics.frames_sent.inc_by(report.queued);
+            report.record(&metrics);
         });
     }
 

@@ -258,10 +258,7 @@ impl RedisAdapter {
                 let report = self
                     .node
                     .deliver(app_id, channel, &ByteString::from(frame), except);
-                self.metrics.frames_sent.inc_by(report.queued);
-                self.metrics
-                    .slow_client_disconnects
-                    .inc_by(report.overflowed);
+                report.record(&self.metrics);
             }
             Some(BusMessage::History {
                 node,

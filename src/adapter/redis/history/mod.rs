@@ -212,10 +212,7 @@ impl RedisAdapter {
                     let report = self
                         .node
                         .deliver(&write.app_id, &write.channel, &frame, except);
-                    self.metrics.frames_sent.inc_by(report.queued);
-                    self.metrics
-                        .slow_client_disconnects
-                        .inc_by(report.overflowed);
+                    report.record(&self.metrics);
                     write.live = false;
                 }
                 write
@@ -271,10 +268,7 @@ impl RedisAdapter {
         let report = self
             .node
             .deliver_serial(app_id, channel, serial, &frame, except, live);
-        self.metrics.frames_sent.inc_by(report.queued);
-        self.metrics
-            .slow_client_disconnects
-            .inc_by(report.overflowed);
+        report.record(&self.metrics);
     }
 
     /// This node's marker came back from the bus.
