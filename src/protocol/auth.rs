@@ -27,6 +27,33 @@ pub fn sign(secret: &str, data: &str) -> String {
     hex::encode(mac(secret, &[data.as_bytes()]).finalize().into_bytes())
 }
 
+/// The `auth` a backend gives for a private or presence channel:
+/// `"{app_key}:{hex signature}"` over `socket_id:channel` or, with
+/// `channel_data`, `socket_id:channel:channel_data` (what
+/// [`verify_channel_auth`] checks).
+pub fn channel_auth(
+    app_key: &str,
+    secret: &str,
+    socket_id: &str,
+    channel: &str,
+    channel_data: Option<&str>,
+) -> String {
+    let signed = match channel_data {
+        Some(data) => format!("{socket_id}:{channel}:{data}"),
+        None => format!("{socket_id}:{channel}"),
+    };
+    format!("{app_key}:{}", sign(secret, &signed))
+}
+
+/// The `auth` a backend gives for a user sign-in: over
+/// `socket_id::user::user_data` (what [`verify_user_auth`] checks).
+pub fn user_auth(app_key: &str, secret: &str, socket_id: &str, user_data: &str) -> String {
+    format!(
+        "{app_key}:{}",
+        sign(secret, &format!("{socket_id}::user::{user_data}"))
+    )
+}
+
 /// Checks a lowercase or uppercase hex signature over `parts` in constant time.
 fn verify_hex(secret: &str, parts: &[&[u8]], signature_hex: &str) -> bool {
     match hex::decode(signature_hex) {
@@ -233,6 +260,40 @@ pub fn verify_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_auths_pass_the_checks() {
+        let auth = channel_auth("k", "s", "1.2", "private-a", None);
+        assert!(verify_channel_auth(
+            "k",
+            "s",
+            "1.2",
+            "private-a",
+            None,
+            &auth
+        ));
+        assert!(!verify_channel_auth(
+            "k",
+            "s",
+            "1.3",
+            "private-a",
+            None,
+            &auth
+        ));
+        let data = r#"{"user_id":"u"}"#;
+        let auth = channel_auth("k", "s", "1.2", "presence-a", Some(data));
+        assert!(verify_channel_auth(
+            "k",
+            "s",
+            "1.2",
+            "presence-a",
+            Some(data),
+            &auth
+        ));
+        let auth = user_auth("k", "s", "1.2", r#"{"id":"u"}"#);
+        assert!(verify_user_auth("k", "s", "1.2", r#"{"id":"u"}"#, &auth));
+        assert!(!verify_user_auth("k", "s", "1.2", r#"{"id":"v"}"#, &auth));
+    }
 
     #[test]
     fn private_channel_signature_matches_pusher_docs_example() {

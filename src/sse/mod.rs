@@ -21,7 +21,7 @@ use crate::http::cors;
 use crate::http::sessions::HttpSessions;
 use crate::http::streamed;
 use crate::hub::Hub;
-use crate::protocol::auth::sign;
+use crate::protocol::auth::{channel_auth, user_auth};
 use crate::protocol::channel::{channel_type, validate_channel_name, ChannelKind};
 use crate::protocol::error::ErrorCode;
 use crate::protocol::frames::SubscribeRequest;
@@ -209,9 +209,8 @@ fn open(
         mut since,
     } = plan;
     if let Some(user) = &user {
-        let signed = format!("{socket_id}::user::{}", user.user_data);
         session.do_send(Join::SignIn {
-            auth: format!("{}:{}", app.key, sign(&app.secret, &signed)),
+            auth: user_auth(&app.key, &app.secret, &socket_id, &user.user_data),
             user_data: user.user_data.clone(),
         });
     }
@@ -222,11 +221,8 @@ fn open(
             _ => None,
         };
         let auth = (kind != ChannelKind::Public).then(|| {
-            let signed = match &channel_data {
-                Some(data) => format!("{socket_id}:{channel}:{data}"),
-                None => format!("{socket_id}:{channel}"),
-            };
-            format!("{}:{}", app.key, sign(&app.secret, &signed))
+            let data = channel_data.as_deref();
+            channel_auth(&app.key, &app.secret, &socket_id, &channel, data)
         });
         let since = since.remove(&channel);
         session.do_send(Join::Subscribe(SubscribeRequest {
