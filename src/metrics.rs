@@ -318,6 +318,14 @@ impl Metrics {
         &self.catalog
     }
 
+    /// Counts a connection refused at admission with Pusher `code`, whatever
+    /// the transport (`rusher_connections_refused_total{code}`).
+    pub fn connection_refused(&self, code: u16) {
+        self.connections_refused
+            .with_label_values(&[&code.to_string()])
+            .inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();

@@ -179,6 +179,8 @@ fn open(
         .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, format!("Unknown app `{app_id}`")))?;
     let plan = plan(req, app, app_id)?;
     let Some(slot) = sessions.open() else {
+        hub.metrics()
+            .connection_refused(ErrorCode::OverCapacity.code());
         let mut refusal = Refusal::pusher(ErrorCode::OverCapacity);
         refusal.message = format!(
             "Over capacity: this node serves at most {} HTTP sessions (transports.max_sessions)",
@@ -187,10 +189,7 @@ fn open(
         return Err(refusal);
     };
     let receiver = hub.connect(&plan.app).map_err(|code| {
-        hub.metrics()
-            .connections_refused
-            .with_label_values(&[&code.code().to_string()])
-            .inc();
+        hub.metrics().connection_refused(code.code());
         Refusal::pusher(code)
     })?;
     let socket_id = receiver.connection.socket_id.clone();

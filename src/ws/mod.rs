@@ -74,10 +74,7 @@ fn refuse(
     req: &HttpRequest,
     stream: web::Payload,
 ) -> actix_web::Result<HttpResponse> {
-    hub.metrics()
-        .connections_refused
-        .with_label_values(&[&code.code().to_string()])
-        .inc();
+    hub.metrics().connection_refused(code.code());
     start_rejected(code, req, stream)
 }
 

@@ -129,10 +129,7 @@ fn no_cache(response: &mut actix_web::HttpResponseBuilder) {
 /// A refused session, told as a WebSocket's would be: open, the
 /// `pusher:error`, then the close with its code (pusher-js acts on the code).
 fn refused_session(hub: &Hub, req: &HttpRequest, code: ErrorCode) -> HttpResponse {
-    hub.metrics()
-        .connections_refused
-        .with_label_values(&[&code.code().to_string()])
-        .inc();
+    hub.metrics().connection_refused(code.code());
     let error = frames::error_frame(Some(code.code()), code.message());
     let body = format!(
         "{}{}{}",
@@ -236,9 +233,7 @@ fn open(
     };
     let Some(permit) = state.cap.open() else {
         hub.metrics()
-            .connections_refused
-            .with_label_values(&[&ErrorCode::OverCapacity.code().to_string()])
-            .inc();
+            .connection_refused(ErrorCode::OverCapacity.code());
         let message = format!(
             "this server holds its maximum of {} HTTP sessions; retry later",
             transports.max_sessions
