@@ -6,8 +6,9 @@
 //! No credentials are allowed: pusher-js sends none (`withCredentials` is
 //! off) and authorises with signatures, not cookies.
 
+use crate::http::error::ApiError;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 
 /// How long a browser may cache a preflight answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "86400";
@@ -24,6 +25,14 @@ pub fn allow_response(req: &HttpRequest, response: &mut HttpResponse) {
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed_origin(req));
     headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// An API refusal (status, JSON `{"error": ...}`, `Allow` on a 405) a
+/// page on another origin can read.
+pub fn refuse(req: &HttpRequest, error: ApiError) -> HttpResponse {
+    let mut response = error.error_response();
+    allow_response(req, &mut response);
+    response
 }
 
 /// The answer to a preflight: the methods given, and the request headers

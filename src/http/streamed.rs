@@ -3,13 +3,28 @@
 //! that reads too slowly fills it and is treated as a slow client, never
 //! buffered without bound.
 
+use actix_web::http::header;
 use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures_util::Stream;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+
+/// A 200 for a long response of `content_type` (a stream, a poll): CORS
+/// for `req`, never cached, and not buffered by proxies such as nginx
+/// (`X-Accel-Buffering: no`), so each chunk reaches the client at once.
+pub fn response(req: &HttpRequest, content_type: &str) -> HttpResponseBuilder {
+    let mut response = HttpResponse::Ok();
+    super::cors::allow(req, &mut response);
+    response
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "no-store, no-cache, max-age=0"))
+        .insert_header(("X-Accel-Buffering", "no"));
+    response
+}
 
 /// Why a chunk was not written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

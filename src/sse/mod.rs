@@ -18,6 +18,7 @@ pub mod transport;
 
 use crate::apps::App;
 use crate::http::cors;
+use crate::http::error::ApiError;
 use crate::http::sessions::HttpSessions;
 use crate::http::streamed;
 use crate::hub::Hub;
@@ -27,7 +28,7 @@ use crate::protocol::error::ErrorCode;
 use crate::protocol::frames::SubscribeRequest;
 use crate::session::{Session, SessionSettings, TransportSettings};
 use actix::Actor;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -47,16 +48,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .to(preflight),
             )
             .default_service(web::to(|req: HttpRequest| async move {
-                let mut response = Refusal::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("{} {} is not served; use GET", req.method(), req.path()),
-                )
-                .response(&req);
-                response.headers_mut().insert(
-                    header::ALLOW,
-                    header::HeaderValue::from_static("GET, OPTIONS"),
-                );
-                response
+                let message = format!("{} {} is not served; use GET", req.method(), req.path());
+                let allow = "GET, OPTIONS";
+                cors::refuse(&req, ApiError::MethodNotAllowed { message, allow })
             })),
     );
 }
@@ -231,14 +225,7 @@ fn open(
             since,
         }));
     }
-    let mut response = HttpResponse::Ok();
-    cors::allow(req, &mut response);
-    Ok(response
-        .content_type("text/event-stream")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        // nginx would buffer the stream otherwise.
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+    Ok(streamed::response(req, "text/event-stream").streaming(body))
 }
 
 /// The channels, the token's user and where to resume, or why not.

@@ -31,8 +31,7 @@ use crate::protocol::frames;
 use crate::session::{Session, SessionSettings, TransportSettings};
 use crate::ws::handshake;
 use actix::AsyncContext;
-use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse};
 use registry::{Entry, Registry};
 use std::sync::Arc;
 use transport::{Attach, ClientFrames, Kind, Xhr};
@@ -100,30 +99,15 @@ async fn preflight(req: HttpRequest) -> HttpResponse {
 async fn not_allowed(req: HttpRequest) -> HttpResponse {
     let message = format!("{} {} is not served; use POST", req.method(), req.path());
     let allow = "POST, OPTIONS";
-    refuse(&req, ApiError::MethodNotAllowed { message, allow })
+    cors::refuse(&req, ApiError::MethodNotAllowed { message, allow })
 }
 
-/// An API-style refusal (JSON body) with CORS headers.
-fn refuse(req: &HttpRequest, error: ApiError) -> HttpResponse {
-    let mut response = error.error_response();
-    cors::allow_response(req, &mut response);
-    response
-}
+/// The content type of every line-carrying answer (as SockJS sends it).
+const LINES: &str = "application/javascript; charset=UTF-8";
 
 /// A 200 whose body is `lines`, as pusher-js reads them.
 fn lines(req: &HttpRequest, body: String) -> HttpResponse {
-    let mut response = HttpResponse::Ok();
-    cors::allow(req, &mut response);
-    no_cache(&mut response);
-    response.body(body)
-}
-
-fn no_cache(response: &mut actix_web::HttpResponseBuilder) {
-    response
-        .content_type("application/javascript; charset=UTF-8")
-        .insert_header((header::CACHE_CONTROL, "no-store, no-cache, max-age=0"))
-        // Proxies such as nginx must pass each line on at once.
-        .insert_header(("X-Accel-Buffering", "no"));
+    streamed::response(req, LINES).body(body)
 }
 
 /// A refused session, told as a WebSocket's would be: open, the
@@ -155,10 +139,10 @@ async fn receive(
     };
     if !enabled {
         let message = format!("the {} transport is turned off on this server", kind.name());
-        return refuse(&req, ApiError::NotFound(message));
+        return cors::refuse(&req, ApiError::NotFound(message));
     }
     let Some(id) = session_id(&path) else {
-        return refuse(&req, ApiError::NotFound("unknown session path".into()));
+        return cors::refuse(&req, ApiError::NotFound("unknown session path".into()));
     };
     let session = match state.registry.get(&id) {
         Some(Entry::Open(session)) => session,
@@ -184,15 +168,10 @@ async fn receive(
     };
     let (writer, body) = streamed::body(capacity);
     match session.send(Attach { writer, kind }).await {
-        Ok(true) => {
-            let mut response = HttpResponse::Ok();
-            cors::allow(&req, &mut response);
-            no_cache(&mut response);
-            response.streaming(body)
-        }
+        Ok(true) => streamed::response(&req, LINES).streaming(body),
         Ok(false) => {
             let message = format!("this session does not use {}", kind.name());
-            refuse(&req, ApiError::BadRequest(message))
+            cors::refuse(&req, ApiError::BadRequest(message))
         }
         // Stopped between the lookup and now: as if closed.
         Err(_) => lines(&req, framing::close(1006, "Session closed")),
@@ -238,7 +217,7 @@ fn open(
             "this server holds its maximum of {} HTTP sessions; retry later",
             transports.max_sessions
         );
-        return Err(refused(refuse(req, ApiError::Unavailable(message))));
+        return Err(refused(cors::refuse(req, ApiError::Unavailable(message))));
     };
     let receiver = match hub.connect(&app) {
         Ok(receiver) => receiver,
@@ -273,7 +252,7 @@ async fn send(
 ) -> HttpResponse {
     let Some(Entry::Open(session)) = session_id(&path).and_then(|id| state.registry.get(&id))
     else {
-        return refuse(
+        return cors::refuse(
             &req,
             ApiError::NotFound("no such session (closed or never opened)".into()),
         );
@@ -281,16 +260,16 @@ async fn send(
     let body =
         match crate::http::signed::read_body(payload.into_inner(), http.max_request_bytes).await {
             Ok(body) => body,
-            Err(error) => return refuse(&req, error),
+            Err(error) => return cors::refuse(&req, error),
         };
     let frames = match framing::parse_send(&body) {
         Ok(frames) => frames,
-        Err(message) => return refuse(&req, ApiError::BadRequest(message)),
+        Err(message) => return cors::refuse(&req, ApiError::BadRequest(message)),
     };
     let most = settings.max_frame_bytes;
     if frames.iter().any(|frame| frame.len() > most) {
         let message = format!("a frame is larger than the server accepts ({most} bytes)");
-        return refuse(&req, ApiError::PayloadTooLarge(message));
+        return cors::refuse(&req, ApiError::PayloadTooLarge(message));
     }
     // Waits for the session to take them (bounded mailbox): frames of one
     // send keep their order, and a flood of sends is slowed, not queued.
@@ -300,6 +279,6 @@ async fn send(
             cors::allow(&req, &mut response);
             response.finish()
         }
-        Err(_) => refuse(&req, ApiError::NotFound("the session closed".into())),
+        Err(_) => cors::refuse(&req, ApiError::NotFound("the session closed".into())),
     }
 }
