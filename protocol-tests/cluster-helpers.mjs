@@ -117,7 +117,7 @@ export const WEBHOOK_APP = { appId: 'cluster-wh', key: 'cluster-wh-key', secret:
  * and the apps of fixtures/test-config.toml plus WEBHOOK_APP (whose webhooks go
  * to `webhookUrl`).
  */
-export function clusterConfig({ redisUrl, prefix, webhookUrl }) {
+export function clusterConfig({ redisUrl, prefix, webhookUrl, allEventsUrl }) {
   const apps = fixtureApps();
   return `adapter = "redis"
 
@@ -130,6 +130,7 @@ shutdown_grace = 1
 [server.webhooks]
 batch_ms = 50
 member_removed_delay_ms = 200
+channel_vacated_delay_ms = 200
 backoff_ms = 100
 timeout_ms = 1000
 
@@ -146,11 +147,13 @@ ${apps}
 id = ${q(WEBHOOK_APP.appId)}
 key = ${q(WEBHOOK_APP.key)}
 secret = ${q(WEBHOOK_APP.secret)}
+subscription_count = true
+subscription_count_interval_ms = 300
 
 [[apps.webhooks]]
 url = ${q(webhookUrl)}
 event_types = ["channel_occupied", "channel_vacated"]
-`;
+${allEventsUrl ? `\n[[apps.webhooks]]\nurl = ${q(allEventsUrl)}\n` : ''}`;
 }
 
 /** Write a config to a temp dir; returns {dir, path}. */

@@ -38,6 +38,7 @@ const chan = (prefix) => `${prefix}-${RUN}-${(uid += 1)}`;
 
 let redis;
 let receiver;
+let allEvents; // WEBHOOK_APP's receiver of every event type
 let config;
 let A;
 let B;
@@ -77,7 +78,10 @@ async function waitClusterReady(nodes) {
 before(async () => {
   redis = await startRedis();
   receiver = await startReceiver();
-  config = writeConfig(clusterConfig({ redisUrl: redis.url, prefix: `rusher-test-${RUN}`, webhookUrl: receiver.url }));
+  allEvents = await startReceiver();
+  config = writeConfig(
+    clusterConfig({ redisUrl: redis.url, prefix: `rusher-test-${RUN}`, webhookUrl: receiver.url, allEventsUrl: allEvents.url }),
+  );
   [A, B, C] = await Promise.all([spawnNode('A', config.path), spawnNode('B', config.path), spawnNode('C', config.path)]);
   await waitClusterReady([A, B, C]);
 });
@@ -85,6 +89,7 @@ before(async () => {
 after(async () => {
   await killAll();
   if (receiver) await receiver.stop();
+  if (allEvents) await allEvents.stop();
   if (config) fs.rmSync(config.dir, { recursive: true, force: true });
 });
 
@@ -380,6 +385,82 @@ test('channel_occupied and channel_vacated are sent once per cluster when first 
   );
   // Every request is signed for the app.
   for (const e of events) assert.equal(e._req.headers['x-pusher-key'], WEBHOOK_APP.key);
+});
+
+test('a page reload that lands on another node (left A, rejoined on B within the hold-back) sends no webhook; leaving for good sends one channel_vacated per channel', T, async (t) => {
+  const pub = chan('reload');
+  const pres = `presence-${chan('reload')}`;
+  const of = (channel) => allEvents.events().filter((e) => e.channel === channel && e.name !== 'subscription_count').map((e) => e.name);
+  const first = await rawOn(t, A, WEBHOOK_APP);
+  await first.subscribe(pub);
+  await first.subscribe(pres, sdkOn(A, WEBHOOK_APP).authorizeChannel(first.socketId, pres, { user_id: 'reloader' }));
+  await allEvents.waitEvent((e) => e.channel === pres && e.name === 'channel_occupied', 3000);
+  await allEvents.waitEvent((e) => e.channel === pub && e.name === 'channel_occupied', 3000);
+  const left = Date.now();
+  await first.end();
+  const again = await rawOn(t, B, WEBHOOK_APP);
+  await again.subscribe(pub);
+  await again.subscribe(pres, sdkOn(B, WEBHOOK_APP).authorizeChannel(again.socketId, pres, { user_id: 'reloader' }));
+  assert.ok(Date.now() - left < 150, `rejoin took ${Date.now() - left} ms: not within the 200 ms hold-back`);
+  await sleep(800);
+  assert.deepEqual(of(pub), ['channel_occupied'], summarizeEvents(allEvents.events().filter((e) => e.channel === pub)));
+  assert.deepEqual(of(pres), ['member_added', 'channel_occupied'], summarizeEvents(allEvents.events().filter((e) => e.channel === pres)));
+
+  again.close();
+  await allEvents.waitEvent((e) => e.channel === pub && e.name === 'channel_vacated', 3000);
+  await allEvents.waitEvent((e) => e.channel === pres && e.name === 'channel_vacated', 3000);
+  await sleep(500);
+  assert.deepEqual(of(pub), ['channel_occupied', 'channel_vacated']);
+  assert.deepEqual(of(pres), ['member_added', 'channel_occupied', 'member_removed', 'channel_vacated']);
+});
+
+test('a node killed (-9) while the cluster holds its channel_vacated: another node sends it, once', { timeout: 30000 }, async (t) => {
+  const D = await spawnNode('D', config.path);
+  t.after(() => D.kill());
+  await waitClusterReady([A, D]);
+  const name = chan('held-by-dead');
+  const onD = await rawOn(t, D, WEBHOOK_APP);
+  await onD.subscribe(name);
+  await receiver.waitEvent((e) => e.channel === name && e.name === 'channel_occupied', 3000, 'channel_occupied');
+  onD.unsubscribe(name);
+  await waitFor(async () => (await getJson(A, `/channels/${name}`, {}, WEBHOOK_APP)).occupied === false, 3000, 10, 'left on D');
+  await D.kill('SIGKILL'); // within the 200 ms hold-back, as a rule
+  await receiver.waitEvent((e) => e.channel === name && e.name === 'channel_vacated', 5000, 'channel_vacated');
+  await sleep(1500);
+  const events = receiver.events().filter((e) => e.channel === name).map((e) => e.name);
+  assert.deepEqual(events, ['channel_occupied', 'channel_vacated']);
+});
+
+test('subscription counting across two nodes: pusher-js on A and B see the cluster-wide count, coalesced, ending on the true count', T, async (t) => {
+  const name = chan('counted');
+  const onA = await subscribed(await pusherOn(t, A, { app: WEBHOOK_APP }), name);
+  const clientB = await pusherOn(t, B, { app: WEBHOOK_APP });
+  const onB = await subscribed(clientB, name);
+  await waitFor(() => onA.subscriptionCount === 2 && onB.subscriptionCount === 2, 2000, 10, 'both see 2');
+  const seenA = [];
+  onA.bind('pusher:subscription_count', (d) => seenA.push(d.subscription_count));
+  // A burst on B: 6 joins, 2 leaves, then the pusher-js client on B leaves.
+  const raws = [];
+  for (let i = 0; i < 6; i += 1) {
+    const c = await rawOn(t, B, WEBHOOK_APP);
+    await c.subscribe(name);
+    raws.push(c);
+  }
+  raws[0].unsubscribe(name);
+  raws[1].unsubscribe(name);
+  clientB.unsubscribe(name);
+  // 2 + 6 - 2 - 1 = 5, on A (told by B's node through Redis) and on B's raw clients.
+  await waitFor(() => onA.subscriptionCount === 5, 2000, 10, `A sees 5 (seen ${seenA})`);
+  await waitFor(
+    () => raws.slice(2).every((c) => JSON.parse(c.frames.filter((f) => f.event === 'pusher_internal:subscription_count').at(-1)?.data ?? '{}').subscription_count === 5),
+    2000,
+    10,
+    'B\'s subscribers see 5',
+  );
+  await sleep(700);
+  assert.equal(seenA.at(-1), 5, `seen on A: ${seenA}`);
+  assert.ok(seenA.length <= 4, `not coalesced: ${seenA}`);
+  assert.equal((await getJson(A, `/channels/${name}`, { info: 'subscription_count' }, WEBHOOK_APP)).subscription_count, 5);
 });
 
 test('kill -9 of a node: its presence members and subscriptions vanish from the others within the timeout', { timeout: 30000 }, async (t) => {

@@ -26,8 +26,9 @@ import {
 const T = { timeout: 20000 };
 
 // Short settings so the suite is fast.
-const FAST = { batch_ms: 50, backoff_ms: 100, timeout_ms: 1000, max_attempts: 5, member_removed_delay_ms: 300 };
+const FAST = { batch_ms: 50, backoff_ms: 100, timeout_ms: 1000, max_attempts: 5, member_removed_delay_ms: 300, channel_vacated_delay_ms: 300 };
 const REMOVAL_DELAY = FAST.member_removed_delay_ms;
+const VACATED_DELAY = FAST.channel_vacated_delay_ms;
 
 const APP_A = { id: 'wh-a', key: 'wh-a-key', secret: 'wh-a-secret' };
 const APP_B = { id: 'wh-b', key: 'wh-b-key', secret: 'wh-b-secret' };
@@ -284,6 +285,43 @@ test('the only member leaving and rejoining within the delay: no member_removed,
   );
 });
 
+test('a page reload (socket closed, a new one joins a public and a presence channel again within the hold-back) sends no webhook for either; leaving for good sends one channel_vacated each, after the hold-back', T, async (t) => {
+  const pub = chan('room');
+  const pres = chan('presence-room');
+  const sdk = sdkOn(server, APP_A);
+  const first = await connect(t);
+  await first.subscribe(pub);
+  await subscribeSigned(first, sdk, pres, { user_id: 'reloader' });
+  await rAll.waitEvent((e) => e.channel === pub && e.name === 'channel_occupied');
+  await rAll.waitEvent((e) => e.channel === pres && e.name === 'channel_occupied');
+  const left = Date.now();
+  await first.end(); // the page unloads: both channels are empty ...
+  const again = await connect(t); // ... and the reloaded page joins both again
+  await again.subscribe(pub);
+  await subscribeSigned(again, sdk, pres, { user_id: 'reloader' });
+  assert.ok(Date.now() - left < VACATED_DELAY - 100, `rejoin took ${Date.now() - left} ms: not within the hold-back`);
+  await sleep(Math.max(VACATED_DELAY, REMOVAL_DELAY) + 500);
+  assert.deepEqual(lifecycle(rAll, pub).map((e) => e.name), ['channel_occupied'], summarizeEvents(eventsOf(rAll, pub)));
+  assert.deepEqual(lifecycle(rAll, pres).map((e) => e.name), ['member_added', 'channel_occupied'], summarizeEvents(eventsOf(rAll, pres)));
+  // The count never dips to 0 for the backend: the dip travels with the cancelled vacated.
+  assert.deepEqual(eventsOf(rAll, pub, 'subscription_count').map((e) => e.subscription_count), [1, 1], summarizeEvents(eventsOf(rAll, pub)));
+
+  // Leaving for good: exactly one channel_vacated per channel, once the hold-back passed.
+  const gone = Date.now();
+  again.close();
+  const vacated = await rAll.waitEvent((e) => e.channel === pub && e.name === 'channel_vacated', VACATED_DELAY + 3000);
+  await rAll.waitEvent((e) => e.channel === pres && e.name === 'channel_vacated', VACATED_DELAY + 3000);
+  assert.ok(vacated._req.at - gone >= VACATED_DELAY - 50, `channel_vacated after ${vacated._req.at - gone} ms, hold-back is ${VACATED_DELAY}`);
+  await sleep(300);
+  assert.deepEqual(lifecycle(rAll, pub).map((e) => e.name), ['channel_occupied', 'channel_vacated'], summarizeEvents(eventsOf(rAll, pub)));
+  assert.deepEqual(
+    lifecycle(rAll, pres).map((e) => e.name),
+    ['member_added', 'channel_occupied', 'member_removed', 'channel_vacated'],
+    summarizeEvents(eventsOf(rAll, pres)),
+  );
+  assert.deepEqual(eventsOf(rAll, pub, 'subscription_count').map((e) => e.subscription_count), [1, 1, 0], summarizeEvents(eventsOf(rAll, pub)));
+});
+
 test('a batch the receiver refuses once is retried before any later batch is sent: batches arrive in order', T, async (t) => {
   const c = await connect(t, APP_ORDER);
   const first = chan('order');
@@ -296,10 +334,11 @@ test('a batch the receiver refuses once is retried before any later batch is sen
     await c.subscribe(ch);
     c.unsubscribe(ch);
   }
-  const expected = [first, ...later].flatMap((channel) => [
-    { name: 'channel_occupied', channel },
-    { name: 'channel_vacated', channel },
-  ]);
+  // Vacated are held back (channel_vacated_delay_ms): every occupied first, then the vacated in order.
+  const expected = [
+    ...[first, ...later].map((channel) => ({ name: 'channel_occupied', channel })),
+    ...[first, ...later].map((channel) => ({ name: 'channel_vacated', channel })),
+  ];
   await waitFor(() => rOrder.events().length >= expected.length, 5000, 20, 'every event accepted').catch((e) => {
     throw new Error(`${e.message}; requests: ${JSON.stringify(rOrder.requests.map((r) => [r.status, r.rawBody]))}`);
   });
@@ -594,7 +633,7 @@ test('on SIGTERM pending webhooks (and those the closing sockets cause) arrive b
   const srv = await spawnRusher(
     buildConfig({
       server: { shutdown_grace: 3 },
-      webhooks: { ...FAST, batch_ms: 5000, member_removed_delay_ms: 10000 },
+      webhooks: { ...FAST, batch_ms: 5000, member_removed_delay_ms: 10000, channel_vacated_delay_ms: 10000 },
       apps: [{ ...APP, webhooks: [{ url: receiver.url }] }],
     }),
   );

@@ -277,6 +277,9 @@ pub struct WebhookSettings {
     pub backoff_ms: u64,
     /// Milliseconds `member_removed` is held back; a rejoin within it cancels both events.
     pub member_removed_delay_ms: u64,
+    /// Milliseconds `channel_vacated` is held back; the channel occupied
+    /// again within it (a page reload) cancels it and that `channel_occupied`.
+    pub channel_vacated_delay_ms: u64,
 }
 
 impl Default for WebhookSettings {
@@ -290,6 +293,7 @@ impl Default for WebhookSettings {
             max_attempts: 5,
             backoff_ms: 500,
             member_removed_delay_ms: 3_000,
+            channel_vacated_delay_ms: 3_000,
         }
     }
 }
@@ -436,6 +440,15 @@ pub struct AppConfig {
     /// `pusher:ack`, resends; off by default.
     #[serde(default)]
     pub delivery: crate::delivery::settings::DeliveryConfig,
+    /// Subscription counting (Pusher's "subscription count" app setting):
+    /// subscribers of non-presence channels get
+    /// `pusher_internal:subscription_count` when the count changes; off by default.
+    #[serde(default)]
+    pub subscription_count: bool,
+    /// Milliseconds between two `pusher_internal:subscription_count` of one
+    /// channel at least (changes in between are coalesced, the last one sent).
+    #[serde(default = "d_subscription_count_interval_ms")]
+    pub subscription_count_interval_ms: u64,
 }
 
 /// One webhook endpoint of an app.
@@ -496,6 +509,10 @@ fn d_max_presence_user_info_bytes() -> usize {
 fn d_client_event_rate() -> u32 {
     10
 }
+fn d_subscription_count_interval_ms() -> u64 {
+    1000
+}
+
 fn d_cache_ttl() -> u64 {
     30 * 60
 }
@@ -548,6 +565,8 @@ impl AppConfig {
             recovery_window: None,
             recovery_users: d_recovery_users(),
             delivery: Default::default(),
+            subscription_count: false,
+            subscription_count_interval_ms: d_subscription_count_interval_ms(),
         }
     }
 
@@ -889,6 +908,10 @@ impl Config {
                 ("idempotency_max_keys", app.idempotency_max_keys),
                 ("recovery_window", app.recovery_window.unwrap_or(1) as usize),
                 ("recovery_users", app.recovery_users),
+                (
+                    "subscription_count_interval_ms",
+                    app.subscription_count_interval_ms as usize,
+                ),
             ];
             for (field, value) in limits {
                 if value == 0 {
@@ -1133,6 +1156,11 @@ impl Config {
                 w.member_removed_delay_ms,
                 ms,
             ),
+            (
+                "server.webhooks.channel_vacated_delay_ms",
+                w.channel_vacated_delay_ms,
+                ms,
+            ),
             ("store.message_ttl_secs", self.store.message_ttl_secs, secs),
             ("store.timeout_ms", self.store.timeout_ms, ms),
             ("redis.heartbeat_secs", self.redis.heartbeat_secs, secs),
@@ -1169,6 +1197,11 @@ fn validate_durations(i: usize, app: &AppConfig) -> Result<(), ConfigError> {
             MAX_DURATION_SECS,
         ),
         ("cache_ttl", app.cache_ttl, MAX_DURATION_SECS),
+        (
+            "subscription_count_interval_ms",
+            app.subscription_count_interval_ms,
+            most_ms,
+        ),
         (
             "history_retention",
             app.history_retention,
@@ -1467,6 +1500,7 @@ mod tests {
             ("server", "shutdown_grace"),
             ("server", "activity_timeout"),
             ("server.webhooks", "member_removed_delay_ms"),
+            ("server.webhooks", "channel_vacated_delay_ms"),
             ("store", "message_ttl_secs"),
             ("redis", "operation_timeout_ms"),
         ] {

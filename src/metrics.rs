@@ -42,6 +42,9 @@ pub struct Metrics {
     pub frames_sent: IntCounter,
     /// Events published (HTTP API and client events), one per channel.
     pub events_published: IntCounter,
+    /// `pusher_internal:subscription_count` announcements this node made
+    /// (one per channel and send, whatever the number of subscribers).
+    pub subscription_count_frames: IntCounter,
     /// Connections closed because their outgoing queue was full (4100).
     pub slow_client_disconnects: IntCounter,
     /// HTTP API requests by route and status.
@@ -186,6 +189,10 @@ impl Metrics {
             events_published: counter(
                 "rusher_events_published_total",
                 "Events published, one per channel",
+            ),
+            subscription_count_frames: counter(
+                "rusher_subscription_counts_sent_total",
+                "Subscription counts this node sent to a channel's subscribers, one per channel and send",
             ),
             slow_client_disconnects: counter(
                 "rusher_slow_client_disconnects_total",

@@ -278,6 +278,8 @@ impl Server {
             );
         }
 
+        hub.start_subscription_counting();
+
         // Cache channels keep one event each; sweep the expired ones so
         // channels nobody reads again do not hold memory forever.
         let sweeper = hub.clone();

@@ -1,11 +1,12 @@
 //! The in-process adapter: this node is the whole deployment, so the
 //! deployment-wide answers are this node's.
 
-use super::{Adapter, ChannelStats, Joined, KeyClaim, Left, MemberJoin, MemberLimit};
+use super::{Adapter, ChannelStats, CountSent, Joined, KeyClaim, Left, MemberJoin, MemberLimit};
 use crate::hub::channels::{FanOut, Subscribed, Unsubscribed};
 use crate::hub::idempotency::{Answer, Claim, ClaimToken};
 use crate::hub::node::Node;
 use crate::protocol::error::ErrorCode;
+use crate::protocol::frames;
 use async_trait::async_trait;
 use bytestring::ByteString;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub fn local_joined(local: &Subscribed) -> Joined {
     Joined {
         occupied: local.new_socket && local.subscribers == 1,
         member_added: local.member_added,
+        member_added_webhook: local.member_added,
         subscription_count: local.subscribers,
         presence_data: local.presence_data.clone(),
     }
@@ -38,8 +40,28 @@ pub fn local_left(local: &Unsubscribed) -> Left {
     Left {
         vacated: local.removed && local.subscribers == 0,
         member_removed: local.member_removed.is_some(),
+        member_removed_webhook: local.member_removed.is_some(),
+        held: false,
         subscription_count: local.subscribers,
     }
+}
+
+/// Sends this node's count of `channel` to this node's subscribers (the
+/// whole deployment with the local adapter; a Redis outage otherwise).
+pub fn announce_count_locally(node: &Node, app_id: &str, channel: &str) -> CountSent {
+    let count = node
+        .channels(app_id)
+        .map_or(0, |c| c.subscription_count(channel));
+    if count == 0 {
+        return CountSent::Done;
+    }
+    node.deliver(
+        app_id,
+        channel,
+        &frames::subscription_count(channel, count),
+        None,
+    );
+    CountSent::Sent
 }
 
 /// Claims an idempotency key in this node's table (an unknown app has no
@@ -111,6 +133,19 @@ impl Adapter for LocalAdapter {
         _user_id: Option<&str>,
     ) -> Left {
         local_left(local)
+    }
+
+    async fn announce_counts(
+        &self,
+        app_id: &str,
+        channels: &[(String, bool)],
+        _gap: Duration,
+    ) -> Vec<CountSent> {
+        // The caller keeps the interval per channel; this node is everyone.
+        channels
+            .iter()
+            .map(|(channel, _)| announce_count_locally(&self.node, app_id, channel))
+            .collect()
     }
 
     fn may_have_subscribers(&self, app_id: &str, channel: &str) -> bool {

@@ -44,10 +44,16 @@ pub struct MemberJoin<'a> {
 /// What a subscription on this node means for the deployment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Joined {
-    /// The channel had no subscriber anywhere before.
+    /// The channel had no subscriber anywhere before, and was not left
+    /// within the hold-back (then the cluster cancelled its held vacated
+    /// and this occupied is not sent either).
     pub occupied: bool,
-    /// The user had no socket on the channel anywhere before.
+    /// The user had no socket on the channel anywhere before (the
+    /// `pusher_internal:member_added` frame).
     pub member_added: bool,
+    /// The `member_added` webhook is due: `member_added`, unless it cancelled
+    /// the user's removal the cluster was holding back.
+    pub member_added_webhook: bool,
     /// Subscribers deployment-wide after the change.
     pub subscription_count: usize,
     /// Presence: the `subscription_succeeded` data with every member.
@@ -57,12 +63,33 @@ pub struct Joined {
 /// What leaving a channel on this node means for the deployment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Left {
-    /// The channel has no subscriber anywhere now.
+    /// The channel has no subscriber anywhere now, and its `channel_vacated`
+    /// is to be emitted now (not held by the cluster, see `held`).
     pub vacated: bool,
-    /// The user has no socket on the channel anywhere now.
+    /// The user has no socket on the channel anywhere now (the
+    /// `pusher_internal:member_removed` frame).
     pub member_removed: bool,
+    /// The `member_removed` webhook is to be emitted now (false when the
+    /// cluster holds it back).
+    pub member_removed_webhook: bool,
+    /// The cluster holds the channel's `channel_vacated` back (with its
+    /// `subscription_count` 0); a node releases it once due, unless the
+    /// channel is occupied again first.
+    pub held: bool,
     /// Subscribers deployment-wide after the change.
     pub subscription_count: usize,
+}
+
+/// What became of one channel's `pusher_internal:subscription_count` at a
+/// tick of subscription counting ([`crate::hub::counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountSent {
+    /// Sent to every subscriber (on every node).
+    Sent,
+    /// Another node sent one within the interval: ask again later.
+    Later,
+    /// Nothing to send: the channel is empty, or its count was sent already.
+    Done,
 }
 
 /// The deployment-wide presence member limit was reached.
@@ -132,6 +159,17 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Occupied channels with their counts across the deployment.
     async fn occupied_channels(&self, app_id: &str) -> Vec<ChannelStats>;
+
+    /// Sends each channel's deployment-wide subscriber count to its
+    /// subscribers as `pusher_internal:subscription_count`, at most once per
+    /// `gap` per channel; `force` (a new subscriber) sends an unchanged
+    /// count too. One answer per channel, in order.
+    async fn announce_counts(
+        &self,
+        app_id: &str,
+        channels: &[(String, bool)],
+        gap: Duration,
+    ) -> Vec<CountSent>;
 
     /// Whether a frame published on `channel` could reach anyone; `false`
     /// lets the hub skip encoding it. Cluster adapters cannot tell cheaply.

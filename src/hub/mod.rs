@@ -4,6 +4,7 @@
 //! - [`authorize`]: who may subscribe to what (names, signatures, presence data).
 //! - [`held`]: subscriptions waiting for the sign-in or membership that would authorise them.
 //! - [`channels`]: one app's channels → subscribers and presence members on this node.
+//! - [`counts`]: subscription counting (`pusher_internal:subscription_count`, coalesced).
 //! - [`users`]: signed-in users and watchlists on this node.
 //! - [`cache`]: the last event of each cache channel.
 //! - [`history`]: per-channel history with serials, replay for recovering subscribers.
@@ -26,6 +27,7 @@ pub mod authorize;
 pub mod cache;
 pub mod channels;
 pub mod connection;
+pub mod counts;
 pub mod held;
 pub mod history;
 pub mod history_store;
@@ -105,6 +107,18 @@ pub struct SignIn {
     pub user_channel: String,
     /// Watchlist `online` event for watched users already online.
     pub watchlist_online: Option<ByteString>,
+}
+
+/// Whether `channel` has subscription counts (the `subscription_count`
+/// webhook and `pusher_internal:subscription_count`): every channel but
+/// presence ones, which have members instead, as on Pusher. (User channels
+/// never get here: they belong to sign-in.)
+pub fn counts_subscriptions(channel: &str) -> bool {
+    use crate::protocol::channel::ChannelKind;
+    !matches!(
+        channel_type(channel).kind,
+        ChannelKind::Presence | ChannelKind::ServerToUser
+    )
 }
 
 /// Whether the socket is a peer member on `channel`.
@@ -520,11 +534,18 @@ impl Hub {
         if let (true, Some(user_id)) = (joined.member_added, &user_id) {
             let frame = frames::member_added(channel, user_id, user_info.as_deref());
             self.spawn_publish(&app.id, channel, frame, Some(&connection.socket_id));
-            self.webhooks
-                .emit(&app.id, WebhookEvent::member_added(channel, user_id));
+            if joined.member_added_webhook {
+                self.webhooks
+                    .emit(&app.id, WebhookEvent::member_added(channel, user_id));
+            }
         }
         if local.new_socket {
             self.occupancy_changed(&app.id, channel, &joined);
+            if let Some(changes) = state.count_changes.as_ref() {
+                if counts_subscriptions(channel) {
+                    changes.changed(channel, true);
+                }
+            }
         }
         let catch_up_data = catch_up.map(|messages| frames::catch_up_data(&messages));
         let data = joined
@@ -983,6 +1004,11 @@ impl Hub {
         if let (Some(user_id), true) = (&local.member_removed, was_peer) {
             self.end_peers(state, channel, user_id);
         }
+        if let Some(changes) = state.count_changes.as_ref() {
+            if counts_subscriptions(channel) {
+                changes.changed(channel, false);
+            }
+        }
         let app_id = &connection.app_id;
         let left = self
             .adapter
@@ -991,8 +1017,10 @@ impl Hub {
         if let (true, Some(user_id)) = (left.member_removed, &local.member_removed) {
             let frame = frames::member_removed(channel, user_id);
             self.spawn_publish(app_id, channel, frame, None);
-            self.webhooks
-                .emit(app_id, WebhookEvent::member_removed(channel, user_id));
+            if left.member_removed_webhook {
+                self.webhooks
+                    .emit(app_id, WebhookEvent::member_removed(channel, user_id));
+            }
         }
         if channel.starts_with("#server-to-user-") {
             return;
@@ -1001,7 +1029,11 @@ impl Hub {
             self.webhooks
                 .emit(app_id, WebhookEvent::channel_vacated(channel));
         }
-        if self.webhooks.wants(app_id, "subscription_count") {
+        // The 0 of a vacated the cluster holds comes with it (or never).
+        if !left.held
+            && counts_subscriptions(channel)
+            && self.webhooks.wants(app_id, "subscription_count")
+        {
             self.webhooks.emit(
                 app_id,
                 WebhookEvent::subscription_count(channel, left.subscription_count),
@@ -1055,7 +1087,7 @@ impl Hub {
             self.webhooks
                 .emit(app_id, WebhookEvent::channel_occupied(channel));
         }
-        if self.webhooks.wants(app_id, "subscription_count") {
+        if counts_subscriptions(channel) && self.webhooks.wants(app_id, "subscription_count") {
             self.webhooks.emit(
                 app_id,
                 WebhookEvent::subscription_count(channel, joined.subscription_count),
@@ -1287,6 +1319,45 @@ impl Hub {
                 .await;
             report.record(&metrics);
         });
+    }
+
+    /// Starts subscription counting: one task per app with
+    /// `subscription_count = true` (see [`counts`]); none otherwise.
+    pub fn start_subscription_counting(self: &Arc<Self>) {
+        for app in self.apps.all().filter(|app| app.subscription_count) {
+            let hub = self.clone();
+            let app_id = app.id.clone();
+            let gap = Duration::from_millis(app.subscription_count_interval_ms);
+            tokio::spawn(async move {
+                let mut ticker = counts::CountTicker::new(gap);
+                let mut tick = tokio::time::interval(ticker.period());
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    hub.announce_subscription_counts(&app_id, &mut ticker).await;
+                }
+            });
+        }
+    }
+
+    /// One tick of an app's subscription counting: the changed channels
+    /// whose turn it is get their count.
+    async fn announce_subscription_counts(&self, app_id: &str, ticker: &mut counts::CountTicker) {
+        let Some(changes) = self.state(app_id).and_then(|s| s.count_changes.as_ref()) else {
+            return;
+        };
+        let due = ticker.due(changes, std::time::Instant::now());
+        if due.is_empty() {
+            return;
+        }
+        let outcomes = self.adapter.announce_counts(app_id, &due, ticker.gap).await;
+        let now = std::time::Instant::now();
+        for ((channel, force), outcome) in due.into_iter().zip(outcomes) {
+            if outcome == crate::adapter::CountSent::Sent {
+                self.metrics.subscription_count_frames.inc();
+            }
+            ticker.record(channel, force, outcome, now);
+        }
     }
 
     /// Subscribers of a channel.

@@ -2,6 +2,7 @@
 
 use super::cache::EventCache;
 use super::channels::{AppChannels, FanOut};
+use super::counts::CountChanges;
 use super::history::AppHistory;
 use super::idempotency::IdempotencyTable;
 use super::recovery::UserPositions;
@@ -27,6 +28,9 @@ pub struct AppState {
     pub idempotency: IdempotencyTable,
     /// Where signed-in users' sockets stand on history channels.
     pub positions: UserPositions,
+    /// Channels whose subscription count changed (apps with
+    /// `subscription_count = true` only: nothing to do for the others).
+    pub count_changes: Option<CountChanges>,
 }
 
 /// This node's state, per app.
@@ -52,6 +56,7 @@ impl Node {
                         ),
                         idempotency: IdempotencyTable::new(app.idempotency_max_keys),
                         positions: UserPositions::default(),
+                        count_changes: app.subscription_count.then(CountChanges::default),
                     };
                     (app.id.clone(), Arc::new(state))
                 })

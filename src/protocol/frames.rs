@@ -430,6 +430,28 @@ pub fn member_removed(channel: &str, user_id: &str) -> ByteString {
     encode("pusher_internal:member_removed", Some(channel), &data, None)
 }
 
+/// `pusher_internal:subscription_count` with `{"subscription_count":N}` as
+/// a JSON string, like every internal event (pusher-js parses it, sets
+/// `channel.subscriptionCount` and emits `pusher:subscription_count`).
+pub fn subscription_count(channel: &str, count: usize) -> ByteString {
+    let (head, tail) = subscription_count_parts(channel);
+    ByteString::from(format!("{head}{count}{tail}"))
+}
+
+/// [`subscription_count`] around its number: `head + N + tail` is the frame
+/// (the Redis adapter puts the cluster-wide count in inside Redis).
+pub fn subscription_count_parts(channel: &str) -> (String, &'static str) {
+    let frame = encode(
+        "pusher_internal:subscription_count",
+        Some(channel),
+        "{\"subscription_count\":0}",
+        None,
+    );
+    // The data is the frame's last field, so its `0}"}` ends the frame.
+    let head = frame.strip_suffix("0}\"}").unwrap_or(&frame).to_owned();
+    (head, "}\"}")
+}
+
 /// `pusher:cache_miss` for a cache channel with nothing remembered.
 pub fn cache_miss(channel: &str) -> ByteString {
     encode("pusher:cache_miss", Some(channel), "{}", None)
@@ -534,6 +556,17 @@ pub fn catch_up_data(messages: &[crate::store::StoredMessage]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subscription_count_is_an_internal_event_with_string_data() {
+        let frame = subscription_count("room \"1\"", 12);
+        let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(value["event"], "pusher_internal:subscription_count");
+        assert_eq!(value["channel"], "room \"1\"");
+        assert_eq!(value["data"], "{\"subscription_count\":12}");
+        let (head, tail) = subscription_count_parts("room");
+        assert_eq!(format!("{head}7{tail}"), &*subscription_count("room", 7));
+    }
 
     #[test]
     fn invalid_data_never_echoes_a_long_client_text() {

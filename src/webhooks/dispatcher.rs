@@ -1,9 +1,10 @@
 //! The batching loop: routes events to the app's endpoints (type and prefix
-//! filters), holds back `member_removed` so a quick rejoin makes no noise
-//! (and a `channel_vacated` behind it, so a channel is never reported empty
-//! before its last member left), and hands full or due batches to one sender
-//! lane per receiver, which delivers them one after the other so a retried
-//! batch is never overtaken by a newer one.
+//! filters), holds back `member_removed` and `channel_vacated` so a quick
+//! rejoin (a page reload) makes no noise (a vacated also waits behind the
+//! removals of its channel, so a channel is never reported empty before its
+//! last member left), and hands full or due batches to one sender lane per
+//! receiver, which delivers them one after the other so a retried batch is
+//! never overtaken by a newer one.
 
 use super::event::WebhookEvent;
 use super::sender::{deliver, Endpoint, RetryPolicy};
@@ -40,6 +41,9 @@ impl Route {
 pub enum Command {
     /// An event of an app.
     Event(Arc<str>, WebhookEvent),
+    /// An event of an app whose hold-back was already served elsewhere
+    /// (by the cluster, see `adapter::redis::held`): routed at once.
+    Decided(Arc<str>, WebhookEvent),
     /// Flush everything now and answer when sent (or the deadline passed).
     Shutdown(Instant, oneshot::Sender<()>),
 }
@@ -55,8 +59,12 @@ type RouteKey = (Arc<str>, usize);
 struct Held {
     /// `member_removed` by user id.
     removals: HashMap<String, Instant>,
-    /// The `channel_vacated` that followed held removals.
+    /// The held `channel_vacated`.
     vacated: Option<Instant>,
+    /// The `subscription_count` 0 that came with the held vacated: sent
+    /// after it, or cancelled with it (the count never dips to 0 for the
+    /// receiver on a page reload).
+    emptied: bool,
 }
 
 impl Held {
@@ -73,9 +81,9 @@ pub struct Dispatcher {
     client: reqwest::Client,
     batches: HashMap<RouteKey, Vec<WebhookEvent>>,
     held: HashMap<ChannelKey, Held>,
-    /// `member_removed` events in `held`, at most `settings.queue`: beyond it
-    /// a removal is sent at once (it can no longer cancel against a rejoin),
-    /// so a flood of leaves cannot grow memory.
+    /// `member_removed` and `channel_vacated` events in `held`, at most
+    /// `settings.queue`: beyond it such an event is sent at once (it can no
+    /// longer cancel against a rejoin), so a flood of leaves cannot grow memory.
     held_removals: usize,
     /// Each receiver's queue of signed-to-be bodies, drained by its lane task.
     lanes: HashMap<RouteKey, mpsc::Sender<String>>,
@@ -124,9 +132,14 @@ impl Dispatcher {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Event(app_id, event)) => self.accept(app_id, event),
+                    Some(Command::Decided(app_id, event)) => self.route(&app_id, event),
                     Some(Command::Shutdown(deadline, done)) => {
-                        while let Ok(Command::Event(app_id, event)) = commands.try_recv() {
-                            self.accept(app_id, event);
+                        while let Ok(command) = commands.try_recv() {
+                            match command {
+                                Command::Event(app_id, event) => self.accept(app_id, event),
+                                Command::Decided(app_id, event) => self.route(&app_id, event),
+                                Command::Shutdown(..) => {}
+                            }
                         }
                         self.release_removals(None);
                         self.flush_all();
@@ -147,14 +160,19 @@ impl Dispatcher {
     /// Takes an event in: held back, cancelled against a held one, or routed.
     ///
     /// A leave is `member_removed` (held `member_removed_delay_ms`) and, for the
-    /// last member, `channel_vacated`, which then waits behind the removals of
-    /// its channel. A rejoin within the delay is `member_added` (cancels that
-    /// user's removal) and `channel_occupied` (cancels the held vacated): the
-    /// receiver sees none of them, a consistent story in which nobody left.
+    /// last subscriber, `channel_vacated` (held `channel_vacated_delay_ms`,
+    /// and behind the removals of its channel) with its `subscription_count`
+    /// 0. A rejoin within the delay is `member_added` (cancels that user's
+    /// removal) and `channel_occupied` (cancels the held vacated and its 0):
+    /// the receiver sees none of them, a consistent story in which nobody
+    /// left. A new channel left at once still gets its occupied, then its
+    /// vacated: the two always come in pairs.
     fn accept(&mut self, app_id: Arc<str>, event: WebhookEvent) {
         let key: ChannelKey = (app_id.clone(), event.channel.clone());
         let delay = Duration::from_millis(self.settings.member_removed_delay_ms);
+        let vacated_delay = Duration::from_millis(self.settings.channel_vacated_delay_ms);
         let user_id = event.user_id.as_deref().unwrap_or_default();
+        let room = self.held_removals < self.settings.queue;
         match event.name {
             "member_removed" if self.held_removals < self.settings.queue => {
                 let held = self.held.entry(key).or_default();
@@ -174,9 +192,28 @@ impl Dispatcher {
                 }
             }
             "channel_vacated" => {
+                let behind_removals = self
+                    .held
+                    .get(&key)
+                    .is_some_and(|held| !held.removals.is_empty());
+                let wait = match behind_removals {
+                    true => vacated_delay.max(delay),
+                    false => vacated_delay,
+                };
+                // Behind held removals it always waits (order); else only
+                // with a hold-back and room for it.
+                if behind_removals || (!wait.is_zero() && room) {
+                    let held = self.held.entry(key).or_default();
+                    if held.vacated.replace(Instant::now() + wait).is_none() {
+                        self.held_removals += 1;
+                    }
+                    return;
+                }
+            }
+            "subscription_count" if event.subscription_count == Some(0) => {
                 if let Some(held) = self.held.get_mut(&key) {
-                    if !held.removals.is_empty() {
-                        held.vacated = Some(Instant::now() + delay);
+                    if held.vacated.is_some() {
+                        held.emptied = true;
                         return;
                     }
                 }
@@ -184,6 +221,8 @@ impl Dispatcher {
             "channel_occupied" => {
                 if let Some(held) = self.held.get_mut(&key) {
                     if held.vacated.take().is_some() {
+                        held.emptied = false;
+                        self.held_removals -= 1;
                         self.forget_if_empty(&key);
                         return;
                     }
@@ -234,13 +273,19 @@ impl Dispatcher {
                     WebhookEvent::member_removed(channel, &user_id)
                 }
                 None => {
-                    held.vacated = None;
+                    if held.vacated.take().is_some() {
+                        self.held_removals -= 1;
+                    }
                     WebhookEvent::channel_vacated(channel)
                 }
             };
+            let emptied = event.name == "channel_vacated" && std::mem::take(&mut held.emptied);
             let app_id = app_id.clone();
             self.forget_if_empty(&key);
             self.route(&app_id, event);
+            if emptied {
+                self.route(&app_id, WebhookEvent::subscription_count(&key.1, 0));
+            }
         }
     }
 
@@ -457,10 +502,40 @@ mod tests {
     }
 
     #[test]
-    fn vacated_without_held_removals_is_not_delayed() {
+    fn vacated_without_held_removals_or_hold_back_is_not_delayed() {
         let mut d = dispatcher(&[], None);
+        d.settings.channel_vacated_delay_ms = 0;
         d.accept("app".into(), WebhookEvent::channel_vacated("news"));
         assert_eq!(batched(&d), vec!["channel_vacated"]);
+    }
+
+    #[test]
+    fn a_public_channel_reoccupied_within_the_hold_back_sends_nothing() {
+        let mut d = dispatcher(&[], None);
+        d.accept("app".into(), WebhookEvent::channel_vacated("room"));
+        d.accept("app".into(), WebhookEvent::subscription_count("room", 0));
+        d.accept("app".into(), WebhookEvent::channel_occupied("room"));
+        d.accept("app".into(), WebhookEvent::subscription_count("room", 1));
+        d.release_removals(None);
+        assert_eq!(batched(&d), vec!["subscription_count"], "no dip to 0");
+        assert!(d.held.is_empty());
+        assert_eq!(d.held_removals, 0);
+    }
+
+    #[test]
+    fn a_real_leave_sends_vacated_then_its_zero_count_after_the_hold_back() {
+        let mut d = dispatcher(&[], None);
+        d.accept("app".into(), WebhookEvent::channel_occupied("room"));
+        d.accept("app".into(), WebhookEvent::channel_vacated("room"));
+        d.accept("app".into(), WebhookEvent::subscription_count("room", 0));
+        d.release_removals(Some(Instant::now()));
+        assert_eq!(batched(&d), vec!["channel_occupied"], "held back");
+        d.release_removals(Some(Instant::now() + Duration::from_secs(60)));
+        assert_eq!(
+            batched(&d),
+            vec!["channel_occupied", "channel_vacated", "subscription_count"]
+        );
+        assert_eq!(d.held_removals, 0);
     }
 
     #[test]

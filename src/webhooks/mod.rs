@@ -21,7 +21,7 @@ use event::WebhookEvent;
 use sender::Endpoint;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// The hub's handle for emitting webhook events.
@@ -30,7 +30,20 @@ pub struct Webhooks {
     commands: Option<mpsc::Sender<Command>>,
     /// Per app: the event types some endpoint wants (empty set = all).
     wanted: Arc<HashMap<String, Option<HashSet<String>>>>,
+    /// `member_removed_delay_ms` and `channel_vacated_delay_ms`.
+    hold_back: HoldBack,
     metrics: Metrics,
+}
+
+/// How long leaves are held back before their webhooks are sent, so that a
+/// rejoin within it (a page reload) cancels them ([`dispatcher`]; with Redis
+/// the cluster holds them, see `adapter::redis::held`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HoldBack {
+    /// `member_removed` is held this long.
+    pub member_removed: Duration,
+    /// `channel_vacated` is held this long (and behind its channel's removals).
+    pub channel_vacated: Duration,
 }
 
 impl Webhooks {
@@ -39,6 +52,7 @@ impl Webhooks {
         Webhooks {
             commands: None,
             wanted: Arc::default(),
+            hold_back: HoldBack::default(),
             metrics,
         }
     }
@@ -78,7 +92,35 @@ impl Webhooks {
         Webhooks {
             commands: Some(tx),
             wanted: Arc::new(wanted),
+            hold_back: HoldBack {
+                member_removed: Duration::from_millis(settings.member_removed_delay_ms),
+                channel_vacated: Duration::from_millis(settings.channel_vacated_delay_ms),
+            },
             metrics,
+        }
+    }
+
+    /// The hold-back of an app's leaves: `None` when the app has no
+    /// receiver of `member_removed` or `channel_vacated` (nothing to hold).
+    pub fn hold_back(&self, app_id: &str) -> Option<HoldBack> {
+        (self.wants(app_id, "member_removed") || self.wants(app_id, "channel_vacated"))
+            .then_some(self.hold_back)
+    }
+
+    /// Queues an event whose hold-back was served already (by the cluster):
+    /// the dispatcher routes it without holding it again.
+    pub fn emit_decided(&self, app_id: &str, event: WebhookEvent) {
+        let Some(commands) = &self.commands else {
+            return;
+        };
+        if !self.wants(app_id, event.name) {
+            return;
+        }
+        if commands
+            .try_send(Command::Decided(app_id.into(), event))
+            .is_err()
+        {
+            self.metrics.webhooks_dropped.inc();
         }
     }
 

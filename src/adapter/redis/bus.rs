@@ -74,7 +74,10 @@ impl<'a> BusMessage<'a> {
                 channel,
                 except,
                 frame,
-            } => format!("P{SEP}{node}{SEP}{app_id}{SEP}{channel}{SEP}{except}{SEP}{frame}"),
+            } => format!(
+                "{}{frame}",
+                Self::publish_head(node, app_id, channel, except)
+            ),
             BusMessage::Terminate {
                 node,
                 app_id,
@@ -94,6 +97,13 @@ impl<'a> BusMessage<'a> {
             ),
             BusMessage::Marker { node, token } => format!("M{SEP}{node}{SEP}{token}"),
         }
+    }
+
+    /// The start of a [`BusMessage::Publish`] up to its frame: `head + frame`
+    /// is the message (the subscription count script appends the frame).
+    /// A `node` no node has ('') makes every node deliver it.
+    pub fn publish_head(node: &str, app_id: &str, channel: &str, except: &str) -> String {
+        format!("P{SEP}{node}{SEP}{app_id}{SEP}{channel}{SEP}{except}{SEP}")
     }
 
     /// The start of a [`BusMessage::History`] up to its serial: the history

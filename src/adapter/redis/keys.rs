@@ -64,6 +64,19 @@ impl Keys {
         format!("{}:{app_id}:channels", self.prefix)
     }
 
+    /// ZSET of an app's held-back leave webhooks, scored by when they are
+    /// due (unix ms): `v SEP channel` (channel_vacated) and
+    /// `r SEP channel SEP user` (member_removed). See [`super::held`].
+    pub fn held(&self, app_id: &str) -> String {
+        format!("{}:{app_id}:held", self.prefix)
+    }
+
+    /// HASH of the last `pusher_internal:subscription_count` sent for a
+    /// channel: `n` (the count), `at` (unix ms). See [`super::counts`].
+    pub fn count(&self, app_id: &str, channel: &str) -> String {
+        format!("{}:{app_id}:count:{channel}", self.prefix)
+    }
+
     /// STRING: last event of a cache channel.
     pub fn cache(&self, app_id: &str, channel: &str) -> String {
         format!("{}:{app_id}:cache:{channel}", self.prefix)

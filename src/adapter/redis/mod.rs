@@ -16,6 +16,11 @@
 //! - History ([`history`]): channel histories in Redis Streams, one serial
 //!   order for the cluster, delivered from the bus on every node.
 
+//! - Held-back leave webhooks ([`held`]): `channel_vacated` and
+//!   `member_removed` wait in Redis, so a rejoin on any node cancels them
+//!   and exactly one node sends them once due (also a dead node's).
+//! - Subscription counts ([`counts`]): cluster-wide counts sent to every
+//!   node's subscribers, coalesced once per interval for the whole cluster.
 //! - Idempotent publish ([`idempotency`]): keys claimed with `SET NX PX`, so
 //!   a repeat reaching any node is answered once.
 //! - Recovery positions ([`positions`]): signed-in users' confirmed
@@ -24,8 +29,10 @@
 //!   unacknowledged messages, claimed by exactly one connection.
 
 pub mod bus;
+pub mod counts;
 pub mod delivery;
 pub mod failure;
+pub mod held;
 pub mod history;
 pub mod idempotency;
 pub mod keys;
@@ -35,7 +42,7 @@ pub mod positions;
 pub mod scripts;
 
 use super::local::{close_user_sockets, local_joined, local_left};
-use super::{Adapter, ChannelStats, Joined, KeyClaim, Left, MemberJoin, MemberLimit};
+use super::{Adapter, ChannelStats, CountSent, Joined, KeyClaim, Left, MemberJoin, MemberLimit};
 use crate::config::RedisConfig;
 use crate::hub::channels::{FanOut, Subscribed, Unsubscribed};
 use crate::hub::idempotency::{Answer, ClaimToken};
@@ -63,6 +70,7 @@ struct Scripts {
     join: redis::Script,
     leave: redis::Script,
     reap: redis::Script,
+    release_held: redis::Script,
     next_sequence: redis::Script,
     idempotency_claim: redis::Script,
     idempotency_store: redis::Script,
@@ -114,6 +122,7 @@ impl RedisAdapter {
                 join: scripts::join(),
                 leave: scripts::leave(),
                 reap: scripts::reap(),
+                release_held: scripts::release_held(),
                 next_sequence: scripts::next_sequence(),
                 idempotency_claim: idempotency::claim_script(),
                 idempotency_store: idempotency::store_script(),
@@ -132,6 +141,7 @@ impl RedisAdapter {
         tokio::spawn(liveness::listen(adapter.clone()));
         tokio::spawn(liveness::heartbeat(adapter.clone()));
         tokio::spawn(outbox::run(adapter.clone(), outgoing));
+        tokio::spawn(held::release(adapter.clone()));
         Ok(adapter)
     }
 
@@ -238,6 +248,7 @@ impl RedisAdapter {
             .key(keys.info(app_id, channel))
             .key(keys.node_channels(&self.node_id))
             .key(keys.app_channels(app_id))
+            .key(keys.held(app_id))
             .arg(&self.node_id)
             .arg(Keys::node_channel_id(app_id, channel))
             .arg(channel);
@@ -522,7 +533,8 @@ impl Adapter for RedisAdapter {
                     .map_or("null", |info| info.get()),
             )
             .arg(member.map_or(0, |m| m.max_members))
-            .arg(u8::from(local.member_added));
+            .arg(u8::from(local.member_added))
+            .arg(u8::from(self.webhooks.hold_back(app_id).is_some()));
         let result = self
             .run(|mut connection| async move {
                 invocation.invoke_async::<Vec<Value>>(&mut connection).await
@@ -535,13 +547,17 @@ impl Adapter for RedisAdapter {
         if total < 0 {
             return Err(MemberLimit(member.map_or(0, |m| m.max_members)));
         }
-        let presence_data = match (member, result.get(2)) {
+        let presence_data = match (member, result.get(4)) {
             (Some(_), Some(Value::Array(flat))) => Some(presence_data_from(flat)),
             _ => local.presence_data.clone(),
         };
+        let member_added = result.get(1).map_or(0, int) == 1;
+        let reoccupied = result.get(2).map_or(0, int) == 1;
+        let readded = result.get(3).map_or(0, int) == 1;
         Ok(Joined {
-            occupied: local.new_socket && total == 1,
-            member_added: result.get(1).map_or(0, int) == 1,
+            occupied: local.new_socket && total == 1 && !reoccupied,
+            member_added,
+            member_added_webhook: member_added && !readded,
             subscription_count: total.max(0) as usize,
             presence_data,
         })
@@ -554,21 +570,46 @@ impl Adapter for RedisAdapter {
         local: &Unsubscribed,
         user_id: Option<&str>,
     ) -> Left {
+        // User channels have no occupancy webhooks: nothing to hold.
+        let hold = self
+            .webhooks
+            .hold_back(app_id)
+            .filter(|_| !channel.starts_with("#server-to-user-"));
+        let (removal_due, vacated_due) = match hold {
+            Some(hold) => held::due(channel, hold, now_ms()),
+            None => (0, 0),
+        };
         let mut invocation = self.channel_script(&self.scripts.leave, app_id, channel);
-        invocation.arg(user_id.unwrap_or_default());
+        invocation
+            .arg(user_id.unwrap_or_default())
+            .arg(removal_due)
+            .arg(vacated_due);
         let result = self
             .run(|mut connection| async move {
-                invocation.invoke_async::<(i64, i64)>(&mut connection).await
+                invocation
+                    .invoke_async::<(i64, i64, i64)>(&mut connection)
+                    .await
             })
             .await;
         match result {
-            Some((total, removed)) => Left {
-                vacated: total <= 0,
+            Some((total, removed, held)) => Left {
+                vacated: total <= 0 && held == 0,
                 member_removed: removed == 1,
+                member_removed_webhook: removed == 1 && held == 0,
+                held: total <= 0 && held == 1,
                 subscription_count: total.max(0) as usize,
             },
             None => local_left(local),
         }
+    }
+
+    async fn announce_counts(
+        &self,
+        app_id: &str,
+        channels: &[(String, bool)],
+        gap: Duration,
+    ) -> Vec<CountSent> {
+        self.announce(app_id, channels, gap).await
     }
 
     async fn cache_put(&self, app_id: &str, channel: &str, frame: ByteString, ttl: Duration) {

@@ -6,17 +6,21 @@
 //! - `members`: HASH `node \x1f user` → 1 while the user has a socket there;
 //! - `info`: HASH user → user_info JSON;
 //! - `node_channels`: SET of `app \x1f channel` a node has a share in;
-//! - `app_channels`: SET of an app's occupied channels.
+//! - `app_channels`: SET of an app's occupied channels;
+//! - `held`: ZSET of an app's held-back leave webhooks (see [`super::held`]).
 
 use redis::Script;
 
 /// Records a socket joining (and, for presence, a member on this node).
 ///
-/// KEYS: subs, members, info, node_channels, app_channels.
+/// KEYS: subs, members, info, node_channels, app_channels, held.
 /// ARGV: node, node_channel_id, channel, new_socket (0/1), user ('' if none),
-/// user_info, max_members, new_member_on_node (0/1).
-/// Returns `{total, added}` or `{-1}` when the member limit is reached,
-/// then the flat `user, info, ...` list of members for presence.
+/// user_info, max_members, new_member_on_node (0/1), hold (0/1: the app's
+/// leave webhooks are held back in `held`).
+/// Returns `{total, added, reoccupied, readded}` or `{-1}` when the member
+/// limit is reached, then the flat `user, info, ...` list of members for
+/// presence. `reoccupied`: the first subscriber cancelled the channel's held
+/// vacated; `readded`: the member cancelled its held removal.
 pub fn join() -> Script {
     Script::new(
         r#"
@@ -53,20 +57,32 @@ if ARGV[4] == '1' then
 end
 local total = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
-if user ~= '' then
-  return {total, added, redis.call('HGETALL', KEYS[3])}
+local reoccupied = 0
+local readded = 0
+if ARGV[9] == '1' then
+  if ARGV[4] == '1' and total == 1 then
+    reoccupied = redis.call('ZREM', KEYS[6], 'v\31' .. ARGV[3])
+  end
+  if added == 1 then
+    readded = redis.call('ZREM', KEYS[6], 'r\31' .. ARGV[3] .. '\31' .. user)
+  end
 end
-return {total, added}
+if user ~= '' then
+  return {total, added, reoccupied, readded, redis.call('HGETALL', KEYS[3])}
+end
+return {total, added, reoccupied, readded}
 "#,
     )
 }
 
 /// Records a socket leaving (and, for presence, the member leaving this node).
 ///
-/// KEYS: subs, members, info, node_channels, app_channels.
+/// KEYS: subs, members, info, node_channels, app_channels, held.
 /// ARGV: node, node_channel_id, channel, user ('' unless the user's last
-/// socket on this node left).
-/// Returns `{total, removed}`.
+/// socket on this node left), removal due and vacated due (unix ms; '0':
+/// not held, the node emits them at once).
+/// Returns `{total, removed, held}`: `held` 1 when the leave webhooks
+/// (vacated, member_removed) were put in `held` instead.
 pub fn leave() -> Script {
     Script::new(
         r#"
@@ -95,7 +111,17 @@ if user ~= '' then
     redis.call('HDEL', KEYS[3], user)
   end
 end
-return {total, removed}
+local held = 0
+if ARGV[5] ~= '0' then
+  held = 1
+  if removed == 1 then
+    redis.call('ZADD', KEYS[6], ARGV[5], 'r\31' .. ARGV[3] .. '\31' .. user)
+  end
+  if total <= 0 then
+    redis.call('ZADD', KEYS[6], ARGV[6], 'v\31' .. ARGV[3])
+  end
+end
+return {total, removed, held}
 "#,
     )
 }
@@ -155,6 +181,54 @@ return out
 "#,
     )
 }
+
+/// Takes an app's held-back leave webhooks that are due: each is taken
+/// by exactly one node, whichever asks first (also those of a dead node).
+///
+/// KEYS: held. ARGV: now (unix ms), most to take.
+/// Returns the flat `member, due` list, oldest first.
+pub fn release_held() -> Script {
+    Script::new(
+        r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+for i = 1, #due, 2 do redis.call('ZREM', KEYS[1], due[i]) end
+return due
+"#,
+    )
+}
+
+/// Sends a channel's `pusher_internal:subscription_count` to every node
+/// (the bus), with the cluster-wide count read in the same step, so the
+/// last frame every node delivers carries the last count; at most once per
+/// `gap` per channel for the whole cluster, and not again for an unchanged
+/// count unless `force` (a new subscriber must learn it).
+///
+/// KEYS: subs, count. ARGV: now (unix ms), gap ms, force (0/1), bus,
+/// message head, message tail, state ttl ms.
+/// Returns the count sent, 0 (empty channel: nothing sent), -1 (another
+/// send within `gap`: try later) or -2 (unchanged: nothing to send).
+///
+/// Loaded in the same pipeline as its calls (one round trip for every
+/// channel of a tick).
+pub const ANNOUNCE_COUNT: &str = r#"
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+if total <= 0 then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+local last = redis.call('HMGET', KEYS[2], 'n', 'at')
+if last[2] and tonumber(ARGV[1]) - tonumber(last[2]) < tonumber(ARGV[2]) then
+  return -1
+end
+if ARGV[3] ~= '1' and last[1] and tonumber(last[1]) == total then
+  return -2
+end
+redis.call('HSET', KEYS[2], 'n', total, 'at', ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. total .. ARGV[6])
+return total
+"#;
 
 /// The next stored-message sequence of an app, never below `floor + 1`
 /// (the node's view, seeded from the store).
