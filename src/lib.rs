@@ -25,6 +25,9 @@ pub mod adapter;
 pub mod apps;
 pub mod config;
 pub mod delivery;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handover;
 pub mod http;
 pub mod hub;
