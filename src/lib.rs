@@ -20,6 +20,7 @@
 //! - [`listen`]: the listening sockets, with errors naming the address and the key.
 //! - [`handover`]: on shutdown, waiting for the process that takes over the port.
 //! - [`server`]: wires the above into a running server with graceful shutdown.
+//! - `fuzzing` (tests and `cargo fuzz` only): the invariants of every parser input reaches, for any input.
 
 pub mod adapter;
 pub mod apps;

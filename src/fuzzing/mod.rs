@@ -314,7 +314,12 @@ pub fn sse_request(data: &[u8]) {
     let mut lines = text.splitn(5, '\n');
     let id = lines.next().unwrap_or_default();
     let given = lines.next().unwrap_or_default();
-    let channels: Vec<String> = given.split(',').map(str::to_owned).collect();
+    // The stream's names passed the channel-name check: none is empty.
+    let channels: Vec<String> = given
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect();
     if let Ok(since) = event_id::parse(id, &channels) {
         assert!(since.keys().all(|channel| channels.contains(channel)));
         let mut positions: Vec<(String, u64)> = since.clone().into_iter().collect();
