@@ -20,11 +20,15 @@
 //! - [`listen`]: the listening sockets, with errors naming the address and the key.
 //! - [`handover`]: on shutdown, waiting for the process that takes over the port.
 //! - [`server`]: wires the above into a running server with graceful shutdown.
+//! - `fuzzing` (tests and `cargo fuzz` only): the invariants of every parser input reaches, for any input.
 
 pub mod adapter;
 pub mod apps;
 pub mod config;
 pub mod delivery;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handover;
 pub mod http;
 pub mod hub;

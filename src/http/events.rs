@@ -234,6 +234,37 @@ fn busy(key: &str) -> ApiError {
     ))
 }
 
+/// `/events` and `/batch_events` bodies checked as the handlers check
+/// them, for [`crate::fuzzing`]: every event accepted keeps the app's limits.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_bodies(app: &App, body: &[u8]) {
+    let kept = |event: &ValidEvent| {
+        assert!(!event.name.is_empty() && event.name.len() <= app.max_event_name_length);
+        assert!(event.data.len() <= app.max_event_data_bytes);
+        assert!(!event.channels.is_empty() && event.channels.len() <= app.max_channels_per_event);
+        for channel in &event.channels {
+            assert!(crate::fuzzing::channel_name_allowed(channel), "{channel}");
+        }
+        assert!(event.socket_id.as_deref().is_none_or(valid_socket_id));
+        assert!(event
+            .idempotency_key
+            .as_deref()
+            .is_none_or(|k| validate_key(k).is_ok()));
+    };
+    if let Ok(event) = parse_json(body, EVENT_BODY).and_then(|event| validate(app, event)) {
+        kept(&event);
+    }
+    if let Ok(batch) = parse_json::<BatchRequest>(body, BATCH_BODY) {
+        for event in batch
+            .batch
+            .into_iter()
+            .filter_map(|e| validate(app, e).ok())
+        {
+            kept(&event);
+        }
+    }
+}
+
 /// `POST /apps/{app_id}/events`.
 pub async fn trigger(
     req: HttpRequest,

@@ -14,7 +14,7 @@ pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
 /// Parses `since` (default 0) and `limit` (default 100, 1..=1000).
-fn paging(since: Option<&str>, limit: Option<&str>) -> Result<(u64, usize), ApiError> {
+pub(crate) fn paging(since: Option<&str>, limit: Option<&str>) -> Result<(u64, usize), ApiError> {
     let since = match since {
         None => 0,
         Some(text) => text.parse::<u64>().map_err(|_| {

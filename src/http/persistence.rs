@@ -65,7 +65,11 @@ fn one_of(
 
 /// The `user_id` and channel (`event`) of a follow request, from the JSON
 /// body, the query string, or both (see [`one_of`]).
-fn parse_follow(app: &App, body: &[u8], query: &str) -> Result<(String, String), ApiError> {
+pub(crate) fn parse_follow(
+    app: &App,
+    body: &[u8],
+    query: &str,
+) -> Result<(String, String), ApiError> {
     let request: FollowRequest = if body.iter().all(u8::is_ascii_whitespace) {
         FollowRequest::default()
     } else {

@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::HttpSettings;
 use crate::apps::App;
 use crate::hub::Hub;
-use crate::protocol::auth::{verify_request, SignedRequest};
+use crate::protocol::auth::{query_params, verify_request, SignedRequest};
 use actix_web::dev::Payload;
 use actix_web::web::{Bytes, BytesMut, Data};
 use actix_web::{FromRequest, HttpRequest};
@@ -124,17 +124,15 @@ pub fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
     query_value(req.query_string(), name)
 }
 
-/// The decoded value (`+` and `%XX` decoded) of parameter `name` in a raw
-/// query string, if present; the first one when repeated.
+/// The decoded value (`+` and `%XX` decoded) of parameter `name` (lower
+/// case) in a raw query string, if present. Names are read as the request
+/// signature reads them ([`query_params`]: decoded, lower-cased); a signed
+/// request never repeats one (refused at admission), elsewhere the first wins.
 pub fn query_value(raw_query: &str, name: &str) -> Option<String> {
-    raw_query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then(|| {
-            percent_encoding::percent_decode_str(&value.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
+    query_params(raw_query)
+        .into_iter()
+        .find(|param| param.name == name)
+        .map(|param| param.value)
 }
 
 /// The comma-separated `info` attributes asked for.
@@ -146,4 +144,23 @@ pub fn info_attributes(info: Option<&str>) -> Vec<String> {
             .collect()
     })
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handlers_read_parameter_names_as_the_signature_does() {
+        // The signature lower-cases and decodes names: `INFO=x` is signed
+        // as `info=x`, so the handlers must read it as `info` too, or a
+        // signed `info` could be hidden by re-spelling its name.
+        assert_eq!(
+            query_value("INFO=user_count", "info").as_deref(),
+            Some("user_count")
+        );
+        assert_eq!(query_value("inf%6F=a+b", "info").as_deref(), Some("a b"));
+        assert_eq!(query_value("info=%2C", "info").as_deref(), Some(","));
+        assert_eq!(query_value("other=1", "info"), None);
+    }
 }

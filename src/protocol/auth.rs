@@ -146,6 +146,14 @@ pub enum RequestAuthError {
     /// The signature does not verify.
     #[error("invalid signature: check the app secret and the signing of method, path and query")]
     BadSignature,
+    /// A parameter appears twice (after decoding and lower-casing its
+    /// name): the signature covers both, the server would read one.
+    #[error("query parameter `{0}` is repeated: a signed request names each parameter once")]
+    RepeatedParameter(String),
+    /// A parameter name holds `=` or `&` once decoded: the string to sign
+    /// could then be read as other parameters.
+    #[error("query parameter name `{0}` holds `=` or `&`")]
+    BadParameterName(String),
 }
 
 /// A signed request as it arrived.
@@ -160,16 +168,55 @@ pub struct SignedRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// Splits a raw query into (key, raw value, decoded value) triples.
-fn query_pairs(raw_query: &str) -> Vec<(String, &str, String)> {
+/// One parameter of a query string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryParam<'a> {
+    /// The name, percent-decoded and lower-cased: how Pusher's signing
+    /// rules spell it, and how the API handlers look it up.
+    pub name: String,
+    /// The value exactly as sent.
+    pub raw: &'a str,
+    /// The value with `+` and `%XX` decoded (invalid UTF-8 replaced).
+    pub value: String,
+}
+
+/// The parameters of a raw query string, in order (empty pairs skipped).
+/// The signature check and the API handlers both read a query through
+/// this, so a parameter the signature covers is the one the handler reads.
+pub fn query_params(raw_query: &str) -> Vec<QueryParam<'_>> {
     raw_query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(key).to_ascii_lowercase(), value, decode(value))
+            let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+            QueryParam {
+                name: decode(name).to_ascii_lowercase(),
+                raw,
+                value: decode(raw),
+            }
         })
         .collect()
+}
+
+/// Longest parameter name quoted back in an error, in characters.
+const MAX_QUOTED_NAME_CHARS: usize = 64;
+
+/// Refuses a query whose parameters could be read in two ways: a name
+/// given twice (the signature covers both, a handler reads one), or a
+/// name holding `=` or `&` (the string to sign could then be split into
+/// other parameters).
+fn check_unambiguous(params: &[QueryParam<'_>]) -> Result<(), RequestAuthError> {
+    let quoted = |name: &str| name.chars().take(MAX_QUOTED_NAME_CHARS).collect::<String>();
+    let mut seen = std::collections::HashSet::with_capacity(params.len());
+    for param in params {
+        if param.name.contains(['=', '&']) {
+            return Err(RequestAuthError::BadParameterName(quoted(&param.name)));
+        }
+        if !seen.insert(param.name.as_str()) {
+            return Err(RequestAuthError::RepeatedParameter(quoted(&param.name)));
+        }
+    }
+    Ok(())
 }
 
 fn decode(value: &str) -> String {
@@ -198,19 +245,23 @@ fn string_to_sign<'v>(
 /// Verifies a Pusher HTTP API request signature (PROTOCOL.md §5).
 ///
 /// SDKs differ in what they sign: the Node SDK signs raw values, the Python SDK
-/// signs URL-encoded ones. Both forms are accepted, each checked in constant time.
+/// signs URL-encoded ones. Both forms are accepted, each checked in constant time;
+/// the decoded form only while no decoded value holds `&` (it would be
+/// ambiguous). A parameter given twice, or whose decoded name holds `=` or
+/// `&`, is refused before the signature: the query must read one way only.
 pub fn verify_request(
     app_key: &str,
     secret: &str,
     request: &SignedRequest<'_>,
     now_unix: i64,
 ) -> Result<(), RequestAuthError> {
-    let pairs = query_pairs(request.raw_query);
+    let params = query_params(request.raw_query);
+    check_unambiguous(&params)?;
     let get = |name: &str| {
-        pairs
+        params
             .iter()
-            .find(|(k, _, _)| k == name)
-            .map(|(_, _, v)| v.as_str())
+            .find(|param| param.name == name)
+            .map(|param| param.value.as_str())
     };
 
     let key = get("auth_key").ok_or(RequestAuthError::Missing("auth_key"))?;
@@ -221,7 +272,8 @@ pub fn verify_request(
     let timestamp: i64 = timestamp
         .parse()
         .map_err(|_| RequestAuthError::BadTimestamp)?;
-    if (now_unix - timestamp).abs() > MAX_TIMESTAMP_SKEW_SECS {
+    // `abs_diff`: any i64 on either side, no overflow.
+    if now_unix.abs_diff(timestamp) > MAX_TIMESTAMP_SKEW_SECS.unsigned_abs() {
         return Err(RequestAuthError::StaleTimestamp);
     }
     if let Some(version) = get("auth_version") {
@@ -241,14 +293,18 @@ pub fn verify_request(
     let decoded = string_to_sign(
         request.method,
         request.path,
-        pairs.iter().map(|(k, _, v)| (k.as_str(), v.as_str())),
+        params.iter().map(|p| (p.name.as_str(), p.value.as_str())),
     );
     let raw = string_to_sign(
         request.method,
         request.path,
-        pairs.iter().map(|(k, r, _)| (k.as_str(), *r)),
+        params.iter().map(|p| (p.name.as_str(), p.raw)),
     );
-    if verify_hex(secret, &[decoded.as_bytes()], signature)
+    // A decoded value holding `&` makes the decoded string ambiguous
+    // (`a=x&b=y` is also one `a` of `x&b=y`): such a value verifies only
+    // as sent, where `&` is encoded.
+    let decoded_unambiguous = params.iter().all(|p| !p.value.contains('&'));
+    if (decoded_unambiguous && verify_hex(secret, &[decoded.as_bytes()], signature))
         || verify_hex(secret, &[raw.as_bytes()], signature)
     {
         Ok(())
@@ -458,6 +514,78 @@ mod tests {
         assert_eq!(
             verify_request("key", "secret", &fractional, 1000),
             Err(RequestAuthError::BadTimestamp)
+        );
+    }
+
+    fn get(query: &str, now: i64) -> Result<(), RequestAuthError> {
+        let request = SignedRequest {
+            method: "GET",
+            path: "/apps/1/channels",
+            raw_query: query,
+            body: b"",
+        };
+        verify_request("key", "s", &request, now)
+    }
+
+    fn signed_get(query: &str) -> String {
+        let mut pairs: Vec<&str> = query.split('&').collect();
+        pairs.sort();
+        let sig = sign("s", &format!("GET\n/apps/1/channels\n{}", pairs.join("&")));
+        format!("{query}&auth_signature={sig}")
+    }
+
+    #[test]
+    fn a_timestamp_at_the_ends_of_i64_is_stale_not_an_overflow() {
+        // `now - timestamp` overflowed here (a panic in debug builds, and in
+        // release a wrapped difference that could pass as fresh).
+        for (stamp, now) in [(i64::MIN, 1000), (i64::MAX, -1000), (i64::MIN + 1000, 1000)] {
+            let query = signed_get(&format!("auth_key=key&auth_timestamp={stamp}"));
+            assert_eq!(
+                get(&query, now),
+                Err(RequestAuthError::StaleTimestamp),
+                "{stamp}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_repeated_parameter_is_refused_whatever_its_spelling() {
+        // Signed over both values, while the handlers read only the first:
+        // reordering the pairs would change what a request means.
+        for repeat in ["info=a&info=b", "info=a&INFO=a", "info=a&inf%6F=b"] {
+            let query = signed_get(&format!("auth_key=key&auth_timestamp=5&{repeat}"));
+            assert_eq!(
+                get(&query, 5),
+                Err(RequestAuthError::RepeatedParameter("info".into())),
+                "{repeat}"
+            );
+        }
+    }
+
+    #[test]
+    fn separators_decoded_from_a_query_cannot_forge_other_parameters() {
+        // Signed decoded (as the Ruby SDK signs): two parameters.
+        let sig = sign(
+            "s",
+            "GET\n/apps/1/channels\nauth_key=key&auth_timestamp=5&filter_by_prefix=a&info=b",
+        );
+        let two =
+            format!("auth_key=key&auth_timestamp=5&filter_by_prefix=a&info=b&auth_signature={sig}");
+        assert_eq!(get(&two, 5), Ok(()));
+        // The same signature on one parameter whose decoded value spells both.
+        let one = format!(
+            "auth_key=key&auth_timestamp=5&filter_by_prefix=a%26info%3Db&auth_signature={sig}"
+        );
+        assert_eq!(get(&one, 5), Err(RequestAuthError::BadSignature));
+        // A name that decodes to `x=y` is refused before the signature.
+        let named = format!(
+            "auth_key=key&auth_timestamp=5&filter_by_prefix%3Da=info%3Db&auth_signature={sig}"
+        );
+        assert_eq!(
+            get(&named, 5),
+            Err(RequestAuthError::BadParameterName(
+                "filter_by_prefix=a".into()
+            ))
         );
     }
 

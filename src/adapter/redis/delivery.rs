@@ -143,7 +143,7 @@ fn rest_of(entry: &Entry, now: Instant, now_ms: u64) -> String {
 }
 
 /// An entry from its id and stored value; `None` for an unreadable value.
-fn entry_of(id: &str, value: &str, now: Instant, now_ms: u64) -> Option<Entry> {
+pub(crate) fn entry_of(id: &str, value: &str, now: Instant, now_ms: u64) -> Option<Entry> {
     let mut fields = value.splitn(6, SEP);
     let (_node, _socket) = (fields.next()?, fields.next()?);
     let channel = fields.next()?;
