@@ -237,5 +237,6 @@ mod tests {
         let counts = |result| metrics.tls_reloads.with_label_values(&[result]).get();
         assert_eq!((counts("ok"), counts("error")), (1, 1));
         assert_eq!(metrics.tls_certificate_expiry.get(), 4_949_584_273);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
