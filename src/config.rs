@@ -255,6 +255,45 @@ pub struct ServerConfig {
     pub metrics: bool,
     /// Webhook delivery settings (batching, queue, retries).
     pub webhooks: WebhookSettings,
+    /// TLS on the listeners (`wss://`, `https://`); off unless `cert` and `key` are set.
+    pub tls: TlsSettings,
+}
+
+/// TLS served by rusher itself (`[server.tls]`), with rustls.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// Path of the PEM certificate chain (server certificate first, then
+    /// intermediates, e.g. certbot's `fullchain.pem`); empty = TLS off.
+    pub cert: String,
+    /// Path of the PEM private key (PKCS#8, PKCS#1 or SEC1, unencrypted).
+    pub key: String,
+    /// A second port for TLS, `server.port` then staying plain; absent =
+    /// every listener on `server.port` serves TLS.
+    pub port: Option<u16>,
+    /// Milliseconds a client has to finish its TLS handshake before the
+    /// connection is closed.
+    pub handshake_timeout_ms: u64,
+    /// TLS handshakes in progress at once per worker thread; further
+    /// connections wait in the listen backlog (bounds the CPU spent on
+    /// handshakes in a reconnect storm).
+    pub max_handshakes: usize,
+    /// Seconds between checks of the files' modification time and size, a
+    /// change reloading the certificate; 0 = reload on SIGHUP only.
+    pub reload_check_secs: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            cert: String::new(),
+            key: String::new(),
+            port: None,
+            handshake_timeout_ms: 5_000,
+            max_handshakes: 256,
+            reload_check_secs: 5,
+        }
+    }
 }
 
 /// How webhooks are batched, queued and retried (all apps).
@@ -334,6 +373,7 @@ impl Default for ServerConfig {
             log_json: false,
             metrics: true,
             webhooks: WebhookSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -648,6 +688,23 @@ impl Config {
             self.env_overrides
                 .insert("server.port", "server.port via RUSHER_PORT");
         }
+        if let Some(cert) = env("RUSHER_TLS_CERT") {
+            self.server.tls.cert = cert;
+            self.env_overrides
+                .insert("server.tls.cert", "server.tls.cert via RUSHER_TLS_CERT");
+        }
+        if let Some(key) = env("RUSHER_TLS_KEY") {
+            self.server.tls.key = key;
+            self.env_overrides
+                .insert("server.tls.key", "server.tls.key via RUSHER_TLS_KEY");
+        }
+        if let Some(port) = env("RUSHER_TLS_PORT").filter(|p| !p.is_empty()) {
+            self.server.tls.port = Some(port.parse().map_err(|_| {
+                invalid("RUSHER_TLS_PORT", format!("`{port}` is not a port number"))
+            })?);
+            self.env_overrides
+                .insert("server.tls.port", "server.tls.port via RUSHER_TLS_PORT");
+        }
         if let Some(workers) = env("RUSHER_WORKERS") {
             self.server.workers = workers.parse().map_err(|_| {
                 invalid(
@@ -760,8 +817,13 @@ impl Config {
                 }
             })
             .collect();
+        let tls = match self.server.tls.port {
+            _ if !self.server.tls.enabled() => String::new(),
+            None => " (TLS)".into(),
+            Some(port) => format!(", TLS on port {port}"),
+        };
         format!(
-            "config OK: listen {}:{}, adapter {}, store {}, apps: {}",
+            "config OK: listen {}:{}{tls}, adapter {}, store {}, apps: {}",
             self.server.host,
             self.server.port,
             match self.adapter {
@@ -947,7 +1009,68 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        // Last: it reads the files.
+        self.validate_tls()
+    }
+
+    /// `[server.tls]`: both files or neither, sane limits, and the files
+    /// themselves read and checked ([`crate::tls::load`]), so a bad file
+    /// stops `--check-config` and the startup with the key and the path.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = &self.server.tls;
+        if !tls.enabled() {
+            return Ok(());
+        }
+        let (missing, set) = match (tls.cert.is_empty(), tls.key.is_empty()) {
+            (false, true) => ("server.tls.key", "server.tls.cert"),
+            (true, false) => ("server.tls.cert", "server.tls.key"),
+            _ => ("", ""),
+        };
+        if !missing.is_empty() {
+            return Err(invalid(
+                self.key_source(missing),
+                format!(
+                    "must be set too, since {} is: TLS needs the certificate and its private key",
+                    self.key_source(set)
+                ),
+            ));
+        }
+        if tls.port == Some(self.server.port) {
+            return Err(invalid(
+                self.key_source("server.tls.port"),
+                "must differ from server.port (leave it out to serve TLS on server.port)",
+            ));
+        }
+        if tls.handshake_timeout_ms == 0 {
+            return Err(invalid(
+                "server.tls.handshake_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if tls.max_handshakes == 0 {
+            return Err(invalid(
+                "server.tls.max_handshakes",
+                "must be greater than 0",
+            ));
+        }
+        first_too_long(
+            [
+                (
+                    "server.tls.handshake_timeout_ms",
+                    tls.handshake_timeout_ms,
+                    MAX_DURATION_SECS.saturating_mul(1000),
+                ),
+                (
+                    "server.tls.reload_check_secs",
+                    tls.reload_check_secs,
+                    MAX_DURATION_SECS,
+                ),
+            ],
+            |key| key.to_owned(),
+        )?;
+        crate::tls::load(tls)
+            .map(drop)
+            .map_err(|error| invalid(self.key_source(error.file.key()), error.reason))
     }
 
     /// An app's history settings: sizes fit the outgoing queue.
@@ -1089,6 +1212,11 @@ impl Config {
         {
             unused.push(
                 "[server.webhooks] is set but not used: no app has [[apps.webhooks]]".to_string(),
+            );
+        }
+        if !self.server.tls.enabled() && self.server.tls != TlsSettings::default() {
+            unused.push(
+                "[server.tls] is set but not used: TLS is on only with cert and key".to_string(),
             );
         }
         unused
@@ -1303,6 +1431,73 @@ mod tests {
         );
     }
 
+    fn tls_fixture(name: &str) -> String {
+        format!("{}/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn tls_files_come_from_the_file_or_the_environment_and_are_checked() {
+        let env = |name: &str| match name {
+            "RUSHER_TLS_CERT" => Some(tls_fixture("cert.pem")),
+            "RUSHER_TLS_KEY" => Some(tls_fixture("key.pem")),
+            "RUSHER_TLS_PORT" => Some("6443".to_string()),
+            _ => None,
+        };
+        let config = Config::load(None, env).unwrap();
+        assert!(config.server.tls.enabled());
+        assert!(
+            config.summary().contains("6001, TLS on port 6443"),
+            "{}",
+            config.summary()
+        );
+        let env = |name: &str| match name {
+            "RUSHER_TLS_CERT" => Some(tls_fixture("cert.pem")),
+            "RUSHER_TLS_KEY" => Some(tls_fixture("other-key.pem")),
+            _ => None,
+        };
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "invalid config value `server.tls.key via RUSHER_TLS_KEY`: the private key in "
+            ),
+            "{err}"
+        );
+        let env =
+            |name: &str| (name == "RUSHER_TLS_CERT").then(|| "/nonexistent/cert.pem".to_string());
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("`server.tls.key`: must be set too"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_tls_file_names_the_key_and_the_path() {
+        let text = format!(
+            "[server.tls]\ncert = '/nonexistent/cert.pem'\nkey = '{}'\n",
+            tls_fixture("key.pem")
+        );
+        let err = Config::from_toml(&text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "invalid config value `server.tls.cert`: cannot read /nonexistent/cert.pem: "
+            ),
+            "{err}"
+        );
+        let text = format!(
+            "[server]\nport = 7000\n[server.tls]\ncert = '{}'\nkey = '{}'\nport = 7000\n",
+            tls_fixture("cert.pem"),
+            tls_fixture("key.pem")
+        );
+        let err = Config::from_toml(&text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`server.tls.port`: must differ"), "{err}");
+    }
+
     #[test]
     fn bad_worker_count_in_environment_names_the_variable() {
         let env = |name: &str| (name == "RUSHER_WORKERS").then(|| "many".to_string());
@@ -1427,6 +1622,8 @@ mod tests {
         assert!(unused.contains("store.database"), "{unused}");
         assert!(unused.contains("[server.webhooks]"), "{unused}");
         assert!(Config::default().unused_settings().is_empty());
+        let tls = Config::from_toml("[server.tls]\nport = 6443\n").unwrap();
+        assert!(tls.unused_settings().join("\n").contains("[server.tls]"));
         let mut redis = config.clone();
         redis.adapter = AdapterKind::Redis;
         assert!(!redis.unused_settings().join("\n").contains("[redis]"));

@@ -16,9 +16,9 @@ const PROBE_EVERY: Duration = Duration::from_millis(25);
 
 /// The addresses to probe for a successor: each listener's address, with an
 /// unspecified IP (`0.0.0.0`, `::`) replaced by the loopback of its family.
-pub fn probe_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
+pub fn probe_addrs<'a>(listeners: impl IntoIterator<Item = &'a TcpListener>) -> Vec<SocketAddr> {
     listeners
-        .iter()
+        .into_iter()
         .filter_map(|listener| listener.local_addr().ok())
         .map(|mut addr| {
             if addr.ip().is_unspecified() {

@@ -19,6 +19,7 @@
 //! - [`logging`]: the log filter check and the subscriber (colour only on a terminal).
 //! - [`listen`]: the listening sockets, with errors naming the address and the key.
 //! - [`handover`]: on shutdown, waiting for the process that takes over the port.
+//! - [`tls`]: TLS on the listeners: PEM certificate and key, checked, reloaded without a restart.
 //! - [`server`]: wires the above into a running server with graceful shutdown.
 //! - `fuzzing` (tests and `cargo fuzz` only): the invariants of every parser input reaches, for any input.
 
@@ -41,6 +42,7 @@ pub mod session;
 pub mod sse;
 pub mod store;
 pub mod throttled_log;
+pub mod tls;
 pub mod webhooks;
 pub mod ws;
 pub mod xhr;

@@ -38,6 +38,35 @@ pub enum ListenError {
     },
 }
 
+/// What one listening socket serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP and WebSocket (`http://`, `ws://`).
+    Plain,
+    /// TLS (`https://`, `wss://`), with `[server.tls]`'s certificate.
+    Tls,
+}
+
+/// The listening sockets of the configured ports: `server.port`, plain or
+/// TLS (`[server.tls]` without a port), and `server.tls.port` (TLS, when
+/// set), each bound as [`bind`] says. Errors name the port's key.
+pub fn bind_all(config: &Config) -> Result<Vec<(TcpListener, Scheme)>, ListenError> {
+    let tls = &config.server.tls;
+    let main = match (tls.enabled(), tls.port) {
+        (true, None) => Scheme::Tls,
+        _ => Scheme::Plain,
+    };
+    let mut listeners: Vec<(TcpListener, Scheme)> = bind(config)?
+        .into_iter()
+        .map(|listener| (listener, main))
+        .collect();
+    if let (true, Some(port)) = (tls.enabled(), tls.port) {
+        let extra = bind_port(config, port, "server.tls.port")?;
+        listeners.extend(extra.into_iter().map(|listener| (listener, Scheme::Tls)));
+    }
+    Ok(listeners)
+}
+
 /// Binds every address `server.host` resolves to on `server.port`, with
 /// `SO_REUSEADDR` (as std and actix-web do, so a restart is not refused
 /// while old connections linger in TIME_WAIT) and, when
@@ -48,14 +77,23 @@ pub enum ListenError {
 /// IPv6) is skipped when another one could be bound; any other failure is
 /// an error.
 pub fn bind(config: &Config) -> Result<Vec<TcpListener>, ListenError> {
+    bind_port(config, config.server.port, "server.port")
+}
+
+/// [`bind`] on `port`, which `port_key` sets.
+fn bind_port(
+    config: &Config,
+    port: u16,
+    port_key: &'static str,
+) -> Result<Vec<TcpListener>, ListenError> {
     let server = &config.server;
     let resolve_error = |reason: String| ListenError::Resolve {
         host: server.host.clone(),
-        port: server.port,
+        port,
         key: config.key_source("server.host"),
         reason,
     };
-    let addrs: Vec<SocketAddr> = (server.host.as_str(), server.port)
+    let addrs: Vec<SocketAddr> = (server.host.as_str(), port)
         .to_socket_addrs()
         .map_err(|e| resolve_error(e.to_string()))?
         .collect();
@@ -72,7 +110,7 @@ pub fn bind(config: &Config) -> Result<Vec<TcpListener>, ListenError> {
                     error.kind(),
                     io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported
                 );
-                let error = describe(config, addr, &error);
+                let error = describe(config, addr, &error, port_key);
                 if !skippable {
                     return Err(error);
                 }
@@ -120,10 +158,15 @@ fn set_reuse_port(_: &Socket) -> io::Result<()> {
 
 /// The bind error in words, with the key the user most likely has to change:
 /// the host when the address is not this machine's, else the port.
-fn describe(config: &Config, addr: SocketAddr, error: &io::Error) -> ListenError {
+fn describe(
+    config: &Config,
+    addr: SocketAddr,
+    error: &io::Error,
+    port_key: &'static str,
+) -> ListenError {
     let (key, reason) = match error.kind() {
         io::ErrorKind::AddrInUse => (
-            "server.port",
+            port_key,
             "address already in use (another process listens on it; \
              server.reuse_port = true on both shares it on purpose)"
                 .to_string(),
@@ -133,10 +176,10 @@ fn describe(config: &Config, addr: SocketAddr, error: &io::Error) -> ListenError
             "address not available (not an address of this machine)".to_string(),
         ),
         io::ErrorKind::PermissionDenied => (
-            "server.port",
+            port_key,
             "permission denied (ports below 1024 need privileges)".to_string(),
         ),
-        _ => ("server.port", error.to_string()),
+        _ => (port_key, error.to_string()),
     };
     ListenError::Bind {
         addr,
@@ -172,6 +215,24 @@ mod tests {
         from_env.env_overrides.insert("server.port", "RUSHER_PORT");
         let err = bind(&from_env).unwrap_err().to_string();
         assert!(err.contains("(RUSHER_PORT)"), "{err}");
+    }
+
+    #[test]
+    fn tls_on_a_second_port_binds_both_and_names_its_key() {
+        let mut config = config_on(0, false);
+        config.server.tls.cert = "cert.pem".into();
+        config.server.tls.key = "key.pem".into();
+        let same = bind_all(&config).unwrap();
+        assert!(same.iter().all(|(_, scheme)| *scheme == Scheme::Tls));
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        config.server.tls.port = Some(port);
+        let err = bind_all(&config).unwrap_err().to_string();
+        assert!(err.contains("(server.tls.port)"), "{err}");
+        drop(taken);
+        let both = bind_all(&config).unwrap();
+        let schemes: Vec<Scheme> = both.iter().map(|(_, scheme)| *scheme).collect();
+        assert_eq!(schemes, [Scheme::Plain, Scheme::Tls]);
     }
 
     #[test]

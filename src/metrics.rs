@@ -113,6 +113,12 @@ pub struct Metrics {
     /// Operations of the Redis delivery store (`store = "redis"`) that failed:
     /// this node's memory kept or answered instead (fail open).
     pub delivery_store_fallbacks: IntCounter,
+    /// Certificate reloads (`[server.tls]`, SIGHUP or file change), by
+    /// result: `ok` (new handshakes get the new certificate) or `error`
+    /// (the previous one is still served).
+    pub tls_reloads: IntCounterVec,
+    /// When the served TLS certificate expires, in Unix seconds (0 without TLS).
+    pub tls_certificate_expiry: IntGauge,
 }
 
 impl Metrics {
@@ -314,6 +320,15 @@ impl Metrics {
                 "rusher_delivery_store_fallbacks_total",
                 "Redis delivery-store operations that failed, answered from this node's memory",
             ),
+            tls_reloads: counter_vec(
+                "rusher_tls_reloads_total",
+                "TLS certificate reloads (SIGHUP or file change) by result: ok, or error (the previous certificate is still served)",
+                &["result"],
+            ),
+            tls_certificate_expiry: gauge(
+                "rusher_tls_certificate_expiry_timestamp_seconds",
+                "When the served TLS certificate expires, in Unix seconds (0 without TLS)",
+            ),
             // Last: every metric above is registered and recorded by now.
             registry,
             catalog: catalog.into_inner().into(),
@@ -433,6 +448,7 @@ mod tests {
             .transport_frames
             .with_label_values(&["ws", "out"])
             .inc();
+        metrics.tls_reloads.with_label_values(&["ok"]).inc();
         let exposed: Vec<String> = metrics
             .registry
             .gather()

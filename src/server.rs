@@ -1,5 +1,6 @@
 //! The running server: builds the hub from the config, serves HTTP and
-//! WebSocket on one port, and shuts down gracefully on SIGINT/SIGTERM.
+//! WebSocket on one port (over TLS with `[server.tls]`, or TLS on a second
+//! port beside the plain one), and shuts down gracefully on SIGINT/SIGTERM.
 //!
 //! Shutdown order, so that a restart on the same port costs clients about
 //! nothing: the listening socket is closed first (new connections are then
@@ -24,7 +25,7 @@ use crate::hub::persistence::Persistence;
 use crate::hub::recovery_store::PositionStore;
 use crate::hub::retention::LongHistory;
 use crate::hub::Hub;
-use crate::listen;
+use crate::listen::{self, Scheme};
 use crate::metrics::Metrics;
 use crate::protocol::error::ErrorCode;
 use crate::session::{SessionSettings, TransportSettings};
@@ -33,6 +34,7 @@ use crate::store::archive::HistoryArchive;
 use crate::store::memory::MemoryStore;
 use crate::store::mongo::MongoStore;
 use crate::store::{Retention, Store};
+use crate::tls::{self, reload::Reloader, CertResolver};
 use crate::webhooks::Webhooks;
 use crate::ws;
 use crate::xhr;
@@ -184,17 +186,41 @@ impl Server {
     pub async fn run(self) -> std::io::Result<()> {
         // Bind before connecting to Redis or MongoDB: a port in use is the
         // most common startup error and should not wait behind them.
-        let listeners = listen::bind(&self.config).map_err(std::io::Error::other)?;
-        let probe_addrs = handover::probe_addrs(&listeners);
-        // What clients connect to, as a URL authority: the bound address
-        // (the real port when `server.port = 0`, `[::1]` for IPv6).
-        let authority = listeners
-            .first()
-            .and_then(|listener| listener.local_addr().ok())
+        let listeners = listen::bind_all(&self.config).map_err(std::io::Error::other)?;
+        let probe_addrs = handover::probe_addrs(listeners.iter().map(|(listener, _)| listener));
+        // What clients connect to, as a URL: the bound address (the real
+        // port when `server.port = 0`, `[::1]` for IPv6), TLS's when on.
+        let (scheme, authority) = listeners
+            .iter()
+            .find(|(_, scheme)| *scheme == Scheme::Tls)
+            .or(listeners.first())
+            .and_then(|(listener, scheme)| Some((*scheme, listener.local_addr().ok()?)))
             .map_or_else(
-                || format!("{}:{}", self.config.server.host, self.config.server.port),
-                |addr| addr.to_string(),
+                || {
+                    (
+                        Scheme::Plain,
+                        format!("{}:{}", self.config.server.host, self.config.server.port),
+                    )
+                },
+                |(scheme, addr)| (scheme, addr.to_string()),
             );
+        // The certificate is loaded again (validation read it too): the
+        // files may have changed since, and the resolver needs it.
+        let tls_settings = &self.config.server.tls;
+        let tls = if tls_settings.enabled() {
+            let certified = tls::load(tls_settings).map_err(|error| {
+                std::io::Error::other(format!(
+                    "invalid config value `{}`: {error}",
+                    self.config.key_source(error.file.key())
+                ))
+            })?;
+            let resolver = Arc::new(CertResolver::new(certified));
+            let rustls_config = tls::server_config(resolver.clone())
+                .map_err(|e| std::io::Error::other(format!("cannot set up TLS: {e}")))?;
+            Some((resolver, rustls_config))
+        } else {
+            None
+        };
         let hub = self.build_hub().await?;
         let server_config = self.config.server.clone();
         let session_settings = SessionSettings {
@@ -263,15 +289,41 @@ impl Server {
         // its next failed write (presence member_removed, webhooks).
         .h1_allow_half_closed(false)
         .workers(workers);
-        for listener in listeners {
-            server = server.listen(listener)?;
+        if let Some((resolver, rustls_config)) = &tls {
+            // A client that opens TCP and never finishes its handshake is
+            // dropped after the timeout; handshakes in progress per worker
+            // are capped (the rest wait in the backlog) so a reconnect storm
+            // cannot spend every core on key exchanges.
+            server = server
+                .tls_handshake_timeout(tls_settings.handshake_timeout())
+                .max_connection_rate(tls_settings.max_handshakes);
+            Reloader::new(
+                tls_settings.clone(),
+                resolver.clone(),
+                hub.metrics().clone(),
+            )
+            .start();
+            for (listener, scheme) in listeners {
+                server = match scheme {
+                    Scheme::Tls => server.listen_rustls_0_23(listener, rustls_config.clone())?,
+                    Scheme::Plain => server.listen(listener)?,
+                };
+            }
+        } else {
+            for (listener, _) in listeners {
+                server = server.listen(listener)?;
+            }
         }
         let server = server.run();
 
         for app in hub.apps().all() {
             tracing::info!(
-                "rusher listening: connect pusher-js with key `{}` to ws://{}/app/{} (app id `{}`)",
+                "rusher listening: connect pusher-js with key `{}` to {}://{}/app/{} (app id `{}`)",
                 app.key,
+                match scheme {
+                    Scheme::Tls => "wss",
+                    Scheme::Plain => "ws",
+                },
                 authority,
                 app.key,
                 app.id
