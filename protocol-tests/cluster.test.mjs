@@ -332,6 +332,31 @@ test('terminate_connections on node A closes the user\'s sockets on B (4009) and
   await otherOnB.next((f) => f.event === 'still-here' && f.channel === name);
 });
 
+test('terminate_connections on node A also closes a presence member of the user on B that never signed in, and no other member', T, async (t) => {
+  const sdk = sdkOn(A);
+  const target = `member-${RUN}`;
+  const bystander = `member-bystander-${RUN}`;
+  const room = `presence-${chan('terminate')}`;
+  const join = async (client, userId) => {
+    const signed = sdk.authorizeChannel(client.socketId, room, { user_id: userId });
+    await client.subscribe(room, signed);
+  };
+  // A public channel first, then the presence channel: no sign-in.
+  const targetOnB = await rawOn(t, B);
+  await targetOnB.subscribe(chan('public-first'));
+  await join(targetOnB, target);
+  const otherOnB = await rawOn(t, B);
+  await join(otherOnB, bystander);
+
+  await sdk.terminateUserConnections(target);
+  const closed = await Promise.race([targetOnB.closed, sleep(3000).then(() => ({ code: 'still open after 3 s' }))]);
+  assert.equal(closed.code, 4009, 'the presence member on B');
+  await otherOnB.next((f) => f.event === 'pusher_internal:member_removed' && f.channel === room);
+  assert.equal(otherOnB.ws.readyState, 1, 'the other member stays open');
+  const members = await getJson(A, `/channels/${room}/users`);
+  assert.deepEqual(members.users.map((u) => u.id), [bystander]);
+});
+
 test('a cache channel event published through A is served to a new subscriber on B', T, async (t) => {
   const name = `cache-${chan('last')}`;
   // An early subscriber on B sees a cache miss: nothing was published yet.

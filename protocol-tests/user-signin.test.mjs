@@ -218,6 +218,75 @@ test('terminateUserConnections closes every socket of the user with 4009 and lea
   assert.deepEqual((await other.next('still')).dataParsed, { ok: true });
 });
 
+// terminate_connections closes presence members as well as signed-in
+// sockets (README "HTTP API"): a presence member's user_id is signed by the
+// backend as a sign-in is. Other servers left such sockets open silently
+// (soketi #727, Laravel Reverb #399: a socket subscribed to a public channel
+// before the presence one).
+test('terminateUserConnections also closes sockets that are presence members of the user without a sign-in, whatever they subscribed first', T, async (t) => {
+  const u1 = uid('pm1');
+  const u2 = uid('pm2');
+  const room = uniqueChannel('presence-room');
+  const otherRoom = uniqueChannel('presence-other');
+  const join = async (conn, channel, userId) => {
+    const channelData = { user_id: userId };
+    const signed = sdk.authorizeChannel(conn.socketId, channel, channelData);
+    const answer = await rawSubscribe(conn, channel, signed);
+    assert.equal(answer.event, 'pusher_internal:subscription_succeeded', JSON.stringify(answer));
+  };
+  // A public channel first, then the presence channel: never signed in.
+  const memberOnly = await rawClient(t);
+  await rawSubscribe(memberOnly, uniqueChannel('public-first'));
+  await join(memberOnly, room, u1);
+  // A member of another presence channel of the same user.
+  const elsewhere = await rawClient(t);
+  await join(elsewhere, otherRoom, u1);
+  // Signed in as the user, no presence channel.
+  const signedInOnly = await rawClient(t);
+  await rawSignIn(signedInOnly, sdk, { id: u1 });
+  // Other users' sockets: a member of the same channel, and a signed-in one.
+  const otherMember = await rawClient(t);
+  await join(otherMember, room, u2);
+  const otherSignedIn = await rawClient(t);
+  await rawSignIn(otherSignedIn, sdk, { id: u2 });
+  // pusher-js, a presence member only (channel authorization, no signin()).
+  const pj = await authedClient(t, { presence: { user_id: u1, user_info: {} } });
+  const fayeSocket = pj.connection.connection?.transport?.socket;
+  t.after(() => fayeSocket && clearTimeout(fayeSocket._closeTimer));
+  await withTimeout(
+    new Promise((resolve, reject) => {
+      const channel = pj.subscribe(room);
+      channel.bind('pusher:subscription_succeeded', resolve);
+      channel.bind('pusher:subscription_error', reject);
+    }),
+    5000,
+    'pusher-js presence subscription',
+  );
+
+  const res = await sdk.terminateUserConnections(u1);
+  assert.equal(res.status, 200);
+  for (const [what, conn] of [
+    ['presence member, public channel first', memberOnly],
+    ['member of another presence channel', elsewhere],
+    ['signed in', signedInOnly],
+  ]) {
+    const closed = await withTimeout(conn.closed, 3000, `${what} closed`);
+    assert.equal(closed.code, 4009, what);
+  }
+  await waitFor(() => pj.connection.state !== 'connected', 3000, 50, 'pusher-js member disconnected');
+  // The other user's member socket hears u1 leave, and stays.
+  await otherMember.next((f) => f.event === 'pusher_internal:member_removed' && f.dataParsed.user_id === u1, 3000);
+  for (const [what, conn] of [
+    ['another member', otherMember],
+    ['another signed-in user', otherSignedIn],
+  ]) {
+    assert.equal(conn.isClosed, false, `${what} stays`);
+    conn.send({ event: 'pusher:ping', data: {} });
+    await conn.next('pusher:pong');
+  }
+  assert.notEqual(pj.connection.state, 'connected', 'pusher-js did not reconnect');
+});
+
 // personal-{user} with pusher-js as the README shows it: signin() and
 // subscribe() one after the other. pusher-js sends the subscribe at once and
 // the signin only when its HTTP call to the userAuthentication endpoint

@@ -396,9 +396,25 @@ pub struct AppConfig {
     /// A disabled app refuses connections (4003) and API calls (403).
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Most concurrent connections; 0 means unlimited.
+    /// Most concurrent connections (per node); 0 means unlimited. With
+    /// `authorized_connections`, only authorized connections count.
     #[serde(default)]
     pub max_connections: u64,
+    /// Authorized connections (as Pusher's app setting): a connection that
+    /// has neither signed in nor subscribed to a channel that needs a
+    /// signature within `authorization_timeout` is closed with 4009, and
+    /// counts against `max_connections` only once authorized.
+    #[serde(default)]
+    pub authorized_connections: bool,
+    /// Seconds (fractions allowed, e.g. `0.5`) a connection of an app with
+    /// `authorized_connections` has to authorize itself.
+    #[serde(default = "d_authorization_timeout")]
+    pub authorization_timeout: f64,
+    /// Most connections of an app with `authorized_connections` open and
+    /// not yet authorized at once (per node); the next one is refused with
+    /// 4100. 0 means as many as `max_connections` (unlimited when that is 0).
+    #[serde(default)]
+    pub max_unauthorized_connections: u64,
     /// Whether clients may send `client-*` events.
     #[serde(default = "yes")]
     pub client_events: bool,
@@ -522,6 +538,9 @@ pub const WEBHOOK_EVENT_TYPES: [&str; 7] = [
 fn yes() -> bool {
     true
 }
+fn d_authorization_timeout() -> f64 {
+    30.0
+}
 fn d_max_event_data_bytes() -> usize {
     10 * 1024
 }
@@ -582,6 +601,9 @@ impl AppConfig {
             secret: secret.into(),
             enabled: true,
             max_connections: 0,
+            authorized_connections: false,
+            authorization_timeout: d_authorization_timeout(),
+            max_unauthorized_connections: 0,
             client_events: true,
             max_event_data_bytes: d_max_event_data_bytes(),
             max_event_name_length: d_max_event_name_length(),
@@ -607,6 +629,22 @@ impl AppConfig {
             delivery: Default::default(),
             subscription_count: false,
             subscription_count_interval_ms: d_subscription_count_interval_ms(),
+        }
+    }
+
+    /// How long a connection has to authorize itself when the app has
+    /// `authorized_connections` (validated finite and positive).
+    pub fn authorization_timeout(&self) -> std::time::Duration {
+        std::time::Duration::try_from_secs_f64(self.authorization_timeout)
+            .unwrap_or(std::time::Duration::from_secs(MAX_DURATION_SECS))
+    }
+
+    /// Most unauthorized connections open at once on this node (0 =
+    /// unlimited): `max_unauthorized_connections`, else `max_connections`.
+    pub fn unauthorized_cap(&self) -> u64 {
+        match self.max_unauthorized_connections {
+            0 => self.max_connections,
+            cap => cap,
         }
     }
 
@@ -996,6 +1034,13 @@ impl Config {
                         ));
                     }
                 }
+            }
+            let timeout = app.authorization_timeout;
+            if !(timeout.is_finite() && timeout >= 0.001 && timeout <= MAX_DURATION_SECS as f64) {
+                return Err(invalid(
+                    at("authorization_timeout"),
+                    "must be a number of seconds from 0.001 to 10 years",
+                ));
             }
             self.validate_history(i, app)?;
             validate_durations(i, app)?;
@@ -1635,6 +1680,46 @@ mod tests {
         let config = Config::from_toml(text).unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("apps[0].max_batch_events"), "{err}");
+    }
+
+    #[test]
+    fn authorization_timeout_takes_fractions_of_seconds_and_refuses_nonsense() {
+        let app = "[[apps]]\nid='a'\nkey='b'\nsecret='c'\nauthorized_connections=true\n";
+        let config = Config::from_toml(app).unwrap();
+        assert!(config.validate().is_ok());
+        assert_eq!(
+            config.apps[0].authorization_timeout(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(config.apps[0].unauthorized_cap(), 0);
+        let text = format!("{app}authorization_timeout=0.25\nmax_connections=7\n");
+        let config = Config::from_toml(&text).unwrap();
+        assert!(config.validate().is_ok());
+        assert_eq!(
+            config.apps[0].authorization_timeout(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            config.apps[0].unauthorized_cap(),
+            7,
+            "defaults to max_connections"
+        );
+        let text = format!("{app}authorization_timeout=2\nmax_unauthorized_connections=3\n");
+        let config = Config::from_toml(&text).unwrap();
+        assert_eq!(
+            config.apps[0].authorization_timeout(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(config.apps[0].unauthorized_cap(), 3);
+        for bad in ["0", "-1", "nan", "inf", "1e12"] {
+            let text = format!("{app}authorization_timeout={bad}\n");
+            let config = Config::from_toml(&text).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("apps[0].authorization_timeout"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,12 @@ pub struct Metrics {
     pub connections_total: IntCounter,
     /// Connections refused at the handshake, by Pusher error code.
     pub connections_refused: IntCounterVec,
+    /// Open connections of apps with `authorized_connections` that have not
+    /// signed in or subscribed to a signed channel yet.
+    pub unauthorized_connections: IntGauge,
+    /// Connections closed with 4009 because they did not authorize within
+    /// their app's `authorization_timeout`.
+    pub authorization_timeouts: IntCounter,
     /// Open sessions by transport (`ws`, `xhr_streaming`, `xhr_polling`, `sse`).
     pub transport_sessions: IntGaugeVec,
     /// Frames by transport and direction (`out` to clients, `in` from them).
@@ -175,8 +181,16 @@ impl Metrics {
             ),
             connections_refused: counter_vec(
                 "rusher_connections_refused_total",
-                "Connections refused at the handshake, by Pusher error code",
+                "Connections refused at the handshake (or at authorization over quota), by Pusher error code",
                 &["code"],
+            ),
+            unauthorized_connections: gauge(
+                "rusher_unauthorized_connections",
+                "Open connections of apps with authorized_connections not authorized yet",
+            ),
+            authorization_timeouts: counter(
+                "rusher_authorization_timeouts_total",
+                "Connections closed with 4009 because they did not authorize within authorization_timeout",
             ),
             transport_sessions: gauge_vec(
                 "rusher_transport_sessions",

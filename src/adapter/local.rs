@@ -90,12 +90,20 @@ pub fn claim_key_locally(
     }
 }
 
-/// Closes this node's sockets of a user with 4009.
+/// Closes this node's sockets of a user with 4009 (`terminate_connections`):
+/// those signed in as the user and those that are a presence member with
+/// that `user_id` on any channel, signed in or not. Both identities are
+/// signed by the app's backend; a socket that only joined a presence channel
+/// is the user's as much as a signed-in one (README "HTTP API"). Returns how
+/// many sockets were asked to close.
 pub fn close_user_sockets(node: &Node, app_id: &str, user_id: &str) -> usize {
     let Some(state) = node.app(app_id) else {
         return 0;
     };
-    let sockets = state.users.connections_of(user_id);
+    let mut sockets = state.users.connections_of(user_id);
+    sockets.extend(state.channels.member_connections(user_id));
+    sockets.sort_by(|a, b| a.socket_id.cmp(&b.socket_id));
+    sockets.dedup_by(|a, b| a.socket_id == b.socket_id);
     for connection in &sockets {
         connection.request_close(ErrorCode::Unauthorized.code());
     }

@@ -27,6 +27,26 @@ impl SubscriptionError {
         }
     }
 
+    /// Granting it would authorize a connection of an app with
+    /// `authorized_connections` that is at `max_connections`: the session
+    /// closes the connection with 4004 instead of answering
+    /// ([`SubscriptionError::closes_connection`]).
+    pub fn over_connection_quota() -> Self {
+        SubscriptionError {
+            kind: "OverConnectionQuota",
+            message: crate::protocol::error::ErrorCode::OverConnectionQuota
+                .message()
+                .into(),
+            status: 4004,
+        }
+    }
+
+    /// The close code this refusal ends the connection with, if it does.
+    pub fn closes_connection(&self) -> Option<crate::protocol::error::ErrorCode> {
+        (self.kind == "OverConnectionQuota")
+            .then_some(crate::protocol::error::ErrorCode::OverConnectionQuota)
+    }
+
     /// The presence member limit is reached.
     pub fn member_limit(max: usize) -> Self {
         SubscriptionError {

@@ -108,35 +108,89 @@ pub struct MemberLimitReached(pub usize);
 pub struct AppChannels {
     channels: DashMap<String, Channel>,
     connections: DashMap<SocketId, Arc<Connection>>,
-    connection_count: AtomicU64,
+    /// Authorized connections: what `max_connections` limits.
+    authorized_count: AtomicU64,
+    /// Connections of an app with `authorized_connections` not authorized
+    /// yet: they do not count against `max_connections` (as Pusher), but
+    /// against their own cap.
+    unauthorized_count: AtomicU64,
+}
+
+/// Authorizing the connection would pass `max_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverQuota;
+
+/// Takes one of `max` (0 = unlimited) places in `count`; false when full.
+fn take_place(count: &AtomicU64, max: u64) -> bool {
+    count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (max == 0 || n < max).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 impl AppChannels {
-    /// Registers a connection unless `max` (0 = unlimited) is reached.
+    /// Registers a connection unless `max` (0 = unlimited) is reached: the
+    /// authorized connections' limit for an authorized connection, the
+    /// unauthorized ones' for one that is not (see [`Connection::is_authorized`]).
     pub fn add_connection(&self, connection: Arc<Connection>, max: u64) -> bool {
-        let admitted = self
-            .connection_count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (max == 0 || n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if admitted {
-            self.connections
-                .insert(connection.socket_id.clone(), connection);
+        let count = if connection.is_authorized() {
+            &self.authorized_count
+        } else {
+            &self.unauthorized_count
+        };
+        if !take_place(count, max) {
+            return false;
         }
-        admitted
+        self.connections
+            .insert(connection.socket_id.clone(), connection);
+        true
     }
 
-    /// Forgets a connection (its channels are left by the caller).
-    pub fn remove_connection(&self, socket_id: &str) {
-        if self.connections.remove(socket_id).is_some() {
-            self.connection_count.fetch_sub(1, Ordering::AcqRel);
+    /// Authorizes a registered connection: it moves to the authorized
+    /// count unless that reached `max` (0 = unlimited). `Ok(true)` when it
+    /// was not authorized before; `Ok(false)` when it was, or is no longer
+    /// registered.
+    pub fn authorize(&self, connection: &Connection, max: u64) -> Result<bool, OverQuota> {
+        if connection.is_authorized() || !self.connections.contains_key(&connection.socket_id) {
+            return Ok(false);
+        }
+        if !take_place(&self.authorized_count, max) {
+            return Err(OverQuota);
+        }
+        if connection.authorize() {
+            self.unauthorized_count.fetch_sub(1, Ordering::AcqRel);
+            Ok(true)
+        } else {
+            // Authorized meanwhile by another caller: give the place back.
+            self.authorized_count.fetch_sub(1, Ordering::AcqRel);
+            Ok(false)
         }
     }
 
-    /// Connections of this app on this node.
+    /// Forgets a connection (its channels are left by the caller); whether
+    /// it was authorized, `None` when it was not registered.
+    pub fn remove_connection(&self, socket_id: &str) -> Option<bool> {
+        let (_, connection) = self.connections.remove(socket_id)?;
+        let authorized = connection.is_authorized();
+        let count = if authorized {
+            &self.authorized_count
+        } else {
+            &self.unauthorized_count
+        };
+        count.fetch_sub(1, Ordering::AcqRel);
+        Some(authorized)
+    }
+
+    /// Connections of this app on this node, authorized or not.
     pub fn connection_count(&self) -> u64 {
-        self.connection_count.load(Ordering::Acquire)
+        self.authorized_count.load(Ordering::Acquire)
+            + self.unauthorized_count.load(Ordering::Acquire)
+    }
+
+    /// Connections of this app on this node not authorized yet.
+    pub fn unauthorized_count(&self) -> u64 {
+        self.unauthorized_count.load(Ordering::Acquire)
     }
 
     /// Every connection, e.g. to close them all on shutdown.
@@ -291,6 +345,27 @@ impl AppChannels {
                 .map(|sub| sub.connection.clone())
                 .collect()
         })
+    }
+
+    /// Every socket that is a presence member as `user_id` on any of this
+    /// app's channels here (what `terminate_connections` closes besides
+    /// signed-in sockets). Scans the channels: an API call, not a hot path.
+    pub fn member_connections(&self, user_id: &str) -> Vec<Arc<Connection>> {
+        let mut found = Vec::new();
+        for entry in self.channels.iter() {
+            let state = entry.value();
+            if !state.members.contains_key(user_id) {
+                continue;
+            }
+            found.extend(
+                state
+                    .subscribers
+                    .values()
+                    .filter(|sub| sub.user_id.as_deref() == Some(user_id))
+                    .map(|sub| sub.connection.clone()),
+            );
+        }
+        found
     }
 
     /// Removes every subscriber of a channel (a peer channel that ended).
@@ -464,5 +539,78 @@ mod tests {
         channels.remove_connection("1.1");
         assert!(channels.add_connection(b, 1));
         assert_eq!(channels.connection_count(), 1);
+    }
+
+    #[test]
+    fn unauthorized_connections_count_apart_until_authorized() {
+        let channels = AppChannels::default();
+        let (signed, _rs) = connection("1.1");
+        assert!(channels.add_connection(signed.clone(), 1));
+        let (a, _ra) = connection("1.2");
+        let (b, _rb) = connection("1.3");
+        a.set_unauthorized();
+        b.set_unauthorized();
+        assert!(
+            channels.add_connection(a.clone(), 2),
+            "max_connections is full, a is not counted"
+        );
+        assert!(channels.add_connection(b.clone(), 2));
+        let (c, _rc) = connection("1.4");
+        c.set_unauthorized();
+        assert!(!channels.add_connection(c, 2), "the unauthorized cap");
+        assert_eq!(
+            (channels.connection_count(), channels.unauthorized_count()),
+            (3, 2)
+        );
+        assert_eq!(
+            channels.authorize(&a, 1),
+            Err(OverQuota),
+            "max_connections reached"
+        );
+        assert!(!a.is_authorized());
+        assert_eq!(channels.remove_connection("1.1"), Some(true));
+        assert_eq!(channels.authorize(&a, 1), Ok(true));
+        assert_eq!(channels.authorize(&a, 1), Ok(false), "once");
+        assert_eq!(
+            (channels.connection_count(), channels.unauthorized_count()),
+            (2, 1)
+        );
+        assert_eq!(channels.remove_connection("1.3"), Some(false));
+        assert_eq!(channels.remove_connection("1.3"), None);
+        assert_eq!(
+            channels.authorize(&b, 0),
+            Ok(false),
+            "gone: not counted again"
+        );
+        assert_eq!(
+            (channels.connection_count(), channels.unauthorized_count()),
+            (1, 0)
+        );
+    }
+
+    #[test]
+    fn member_connections_finds_a_users_sockets_on_every_presence_channel() {
+        let channels = AppChannels::default();
+        let (a, _ra) = connection("1.1");
+        let (b, _rb) = connection("1.2");
+        let (c, _rc) = connection("1.3");
+        channels.subscribe("public", &a, None).unwrap();
+        channels
+            .subscribe("presence-x", &a, joining("u1", 10))
+            .unwrap();
+        channels
+            .subscribe("presence-y", &b, joining("u1", 10))
+            .unwrap();
+        channels
+            .subscribe("presence-y", &c, joining("u2", 10))
+            .unwrap();
+        let mut found: Vec<String> = channels
+            .member_connections("u1")
+            .iter()
+            .map(|c| c.socket_id.to_string())
+            .collect();
+        found.sort();
+        assert_eq!(found, ["1.1", "1.2"]);
+        assert!(channels.member_connections("u3").is_empty());
     }
 }

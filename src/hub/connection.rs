@@ -5,7 +5,7 @@
 //! reach the client.
 
 use bytestring::ByteString;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use tokio::sync::mpsc;
@@ -33,6 +33,9 @@ pub struct Connection {
     outgoing: mpsc::Sender<ByteString>,
     close_code: AtomicU16,
     closer: OnceLock<Closer>,
+    /// False while a connection of an app with `authorized_connections` has
+    /// not signed in or subscribed to a signed channel (see [`Connection::authorize`]).
+    authorized: AtomicBool,
 }
 
 /// How the transport is told to close; registered once it runs.
@@ -70,6 +73,7 @@ impl Connection {
             outgoing: tx,
             close_code: AtomicU16::new(0),
             closer: OnceLock::new(),
+            authorized: AtomicBool::new(true),
         });
         let receiver = ConnectionReceiver {
             outgoing: rx,
@@ -135,6 +139,25 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Marks a new connection as not authorized yet (apps with
+    /// `authorized_connections`); every connection starts authorized.
+    pub fn set_unauthorized(&self) {
+        self.authorized.store(false, Ordering::Release);
+    }
+
+    /// Whether the connection is authorized: always, unless its app has
+    /// `authorized_connections` and it has not signed in or subscribed to a
+    /// channel that needs a signature yet.
+    pub fn is_authorized(&self) -> bool {
+        self.authorized.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection authorized; true when it was not before (the
+    /// caller moves it from the unauthorized count to the authorized one).
+    pub fn authorize(&self) -> bool {
+        !self.authorized.swap(true, Ordering::AcqRel)
     }
 
     /// Whether a close was requested.

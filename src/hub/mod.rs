@@ -121,6 +121,26 @@ pub fn counts_subscriptions(channel: &str) -> bool {
     )
 }
 
+/// Why `pusher:signin` was refused: the session closes with the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInRefused {
+    /// The signature or the user data is bad: 4009.
+    Unauthorized,
+    /// The sign-in authorized the connection of an app with
+    /// `authorized_connections` already at `max_connections`: 4004.
+    OverConnectionQuota,
+}
+
+impl SignInRefused {
+    /// The close code that answers it.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            SignInRefused::Unauthorized => ErrorCode::Unauthorized,
+            SignInRefused::OverConnectionQuota => ErrorCode::OverConnectionQuota,
+        }
+    }
+}
+
 /// Whether the socket is a peer member on `channel`.
 fn local_peer(state: &AppState, channel: &str, socket_id: &str) -> bool {
     matches!(
@@ -353,7 +373,14 @@ impl Hub {
     }
 
     /// Admits a new connection of `app`, or says which Pusher error refuses it.
-    pub fn connect(&self, app: &App) -> Result<ConnectionReceiver, ErrorCode> {
+    ///
+    /// `authorized`: the request itself proved the app's backend allowed it
+    /// (an SSE stream whose signed token names a user or a signed channel).
+    /// Otherwise a connection of an app with `authorized_connections` starts
+    /// unauthorized: it does not count against `max_connections` but against
+    /// [`App::unauthorized_cap`] (refused with 4100, over capacity), until
+    /// [`Hub::authorize_connection`].
+    pub fn connect(&self, app: &App, authorized: bool) -> Result<ConnectionReceiver, ErrorCode> {
         if !self.is_accepting() {
             return Err(ErrorCode::ServerShuttingDown);
         }
@@ -364,15 +391,52 @@ impl Hub {
         let socket_id: Arc<str> = self.socket_ids.next().into();
         let (connection, receiver) =
             Connection::new(socket_id, app.id.as_str().into(), self.outgoing_queue);
-        if !state
-            .channels
-            .add_connection(connection, app.max_connections)
-        {
-            return Err(ErrorCode::OverConnectionQuota);
+        let (max, refusal) = if app.authorized_connections && !authorized {
+            connection.set_unauthorized();
+            (app.unauthorized_cap(), ErrorCode::OverCapacity)
+        } else {
+            (app.max_connections, ErrorCode::OverConnectionQuota)
+        };
+        if !state.channels.add_connection(connection.clone(), max) {
+            return Err(refusal);
+        }
+        if !connection.is_authorized() {
+            self.metrics.unauthorized_connections.inc();
         }
         self.metrics.connections.inc();
         self.metrics.connections_total.inc();
         Ok(receiver)
+    }
+
+    /// The connection signed in or was granted a channel that needs a
+    /// signature: an unauthorized one (see [`Hub::connect`]) now counts
+    /// against `max_connections`. Pusher does not count unauthorized
+    /// connections; one that authorizes while the app is at its quota is
+    /// refused as a new connection over quota would be (4004, counted in
+    /// `rusher_connections_refused_total`); the caller closes it.
+    pub fn authorize_connection(
+        &self,
+        app: &App,
+        connection: &Connection,
+    ) -> Result<(), ErrorCode> {
+        if connection.is_authorized() {
+            return Ok(());
+        }
+        let Some(state) = self.state(&app.id) else {
+            return Ok(());
+        };
+        match state.channels.authorize(connection, app.max_connections) {
+            Ok(true) => {
+                self.metrics.unauthorized_connections.dec();
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(channels::OverQuota) => {
+                let code = ErrorCode::OverConnectionQuota;
+                self.metrics.connection_refused(code.code());
+                Err(code)
+            }
+        }
     }
 
     /// Removes a connection: its subscriptions (with member_removed where it
@@ -408,7 +472,9 @@ impl Hub {
         }
         // Last, so that shutdown (which waits for connections to go) waits
         // for the cluster to hear about the leaves too.
-        state.channels.remove_connection(&connection.socket_id);
+        if state.channels.remove_connection(&connection.socket_id) == Some(false) {
+            self.metrics.unauthorized_connections.dec();
+        }
         self.metrics.connections.dec();
     }
 
@@ -436,6 +502,13 @@ impl Hub {
             status: 404,
         })?;
         let channel = request.channel.as_str();
+        // Granted a channel only the app's backend could sign for (or one
+        // the socket's sign-in or membership opened): authorized, before
+        // joining, so a connection over quota joins nothing.
+        if channel_type(channel).needs_auth() {
+            self.authorize_connection(app, connection)
+                .map_err(|_| SubscriptionError::over_connection_quota())?;
+        }
         let mut catch_up = None;
         let member = match grant {
             Grant::Plain => None,
@@ -1137,15 +1210,16 @@ impl Hub {
         }
     }
 
-    /// Verifies `pusher:signin`, binds the connection to the user and joins
-    /// `#server-to-user-{id}`. `None` means the signature or data is bad (4009).
+    /// Verifies `pusher:signin`, authorizes the connection (see
+    /// [`Hub::authorize_connection`]), binds it to the user and joins
+    /// `#server-to-user-{id}`.
     pub fn sign_in(
         &self,
         app: &App,
         connection: &Arc<Connection>,
         auth: &str,
         user_data: &str,
-    ) -> Option<SignIn> {
+    ) -> Result<SignIn, SignInRefused> {
         if !verify_user_auth(
             &app.key,
             &app.secret,
@@ -1153,16 +1227,18 @@ impl Hub {
             user_data,
             auth,
         ) {
-            return None;
+            return Err(SignInRefused::Unauthorized);
         }
-        let user = parse_user_data(user_data).ok()?;
-        let state = self.state(&app.id)?;
+        let user = parse_user_data(user_data).map_err(|_| SignInRefused::Unauthorized)?;
+        self.authorize_connection(app, connection)
+            .map_err(|_| SignInRefused::OverConnectionQuota)?;
+        let state = self.state(&app.id).ok_or(SignInRefused::Unauthorized)?;
         let user_channel = format!("#server-to-user-{}", user.id);
         // A user channel has no presence data and no member limit.
         state
             .channels
             .subscribe(&user_channel, connection, None)
-            .ok()?;
+            .map_err(|_| SignInRefused::Unauthorized)?;
         if state.users.sign_in(&user.id, connection) {
             let online = frames::watchlist_event("online", &[&user.id]);
             for watcher in state.users.watchers_of(&user.id) {
@@ -1178,7 +1254,7 @@ impl Hub {
             .collect();
         let watchlist_online =
             (!online.is_empty()).then(|| frames::watchlist_event("online", &online));
-        Some(SignIn {
+        Ok(SignIn {
             success: frames::signin_success(user_data),
             user_channel,
             watchlist_online,
@@ -1186,7 +1262,9 @@ impl Hub {
         })
     }
 
-    /// Closes every socket of a signed-in user with 4009, on every node.
+    /// Closes with 4009, on every node, every socket of the app signed in as
+    /// `user_id` or a presence member as `user_id` on any channel (see
+    /// [`crate::adapter::local::close_user_sockets`]).
     pub async fn terminate_user(&self, app_id: &str, user_id: &str) {
         self.adapter.terminate_user(app_id, user_id).await;
     }

@@ -71,6 +71,9 @@ pub struct Session<T: Transport> {
     keepalive: Option<SpawnHandle>,
     client_events: RateWindow,
     delivery: Option<Box<AckedDelivery>>,
+    /// Apps with `authorized_connections`: the timer that closes the
+    /// connection with 4009 unless it authorizes first.
+    authorization: Option<SpawnHandle>,
     span: Span,
     /// Frames written and read since the metrics last saw them.
     frames: FrameCounts,
@@ -127,6 +130,7 @@ impl<T: Transport> Session<T> {
                 count: 0,
             },
             delivery,
+            authorization: None,
             span,
             frames: FrameCounts::default(),
         }
@@ -173,16 +177,52 @@ impl<T: Transport> Session<T> {
     /// Sends `pusher:error` with the code, then closes with the same code.
     pub fn close(&mut self, ctx: &mut T::Context, code: u16) {
         let message = match code {
+            4004 => ErrorCode::OverConnectionQuota.message(),
             4100 => ErrorCode::OverCapacity.message(),
             4200 => ErrorCode::ServerShuttingDown.message(),
             4201 => ErrorCode::PongNotReceived.message(),
             4009 => ErrorCode::Unauthorized.message(),
             _ => "Connection closed",
         };
+        self.close_with(ctx, code, message);
+    }
+
+    /// [`Session::close`] with a more specific `message`.
+    fn close_with(&mut self, ctx: &mut T::Context, code: u16, message: &str) {
         tracing::debug!(parent: &self.span, code, "closing connection");
         self.error(ctx, Some(code), message);
         self.transport.close(ctx, code, message);
         ctx.stop();
+    }
+
+    /// Apps with `authorized_connections`: a connection that is not
+    /// authorized when `authorization_timeout` ends is closed with 4009
+    /// (pusher-js does not reconnect after a 4000-4099 code).
+    fn start_authorization_timer(&mut self, ctx: &mut T::Context) {
+        if !self.app.authorized_connections || self.connection.is_authorized() {
+            return;
+        }
+        let timeout = self.app.authorization_timeout();
+        self.authorization = Some(ctx.run_later(timeout, |session, ctx| {
+            session.authorization = None;
+            if session.connection.is_authorized() || session.connection.is_closing() {
+                return;
+            }
+            session.hub.metrics().authorization_timeouts.inc();
+            // Short enough for a WebSocket close reason (123 bytes).
+            let message = format!(
+                "Connection not authorized within {} s (authorized_connections)",
+                session.app.authorization_timeout
+            );
+            session.close_with(ctx, ErrorCode::Unauthorized.code(), &message);
+        }));
+    }
+
+    /// The hub authorized the connection: the authorization timer stops.
+    fn authorized(&mut self, ctx: &mut T::Context) {
+        if let Some(timer) = self.authorization.take() {
+            ctx.cancel_future(timer);
+        }
     }
 
     /// Any frame from the client proves it is alive.
@@ -343,6 +383,10 @@ impl<T: Transport> Session<T> {
         ctx.wait(subscribing.into_actor(self).map(
             |(request, result), session, ctx| match result {
                 Ok(subscription) => {
+                    if channel_type(&request.channel).needs_auth() {
+                        // The hub authorized the connection before joining.
+                        session.authorized(ctx);
+                    }
                     let position = subscription.history.map(|join| join.position);
                     session
                         .transport
@@ -371,7 +415,10 @@ impl<T: Transport> Session<T> {
                         session.release_held(ctx, &Awaiting::Membership(request.channel));
                     }
                 }
-                Err(error) => session.refuse_or_hold(ctx, request, error),
+                Err(error) => match error.closes_connection() {
+                    Some(code) => session.close(ctx, code.code()),
+                    None => session.refuse_or_hold(ctx, request, error),
+                },
             },
         ));
     }
@@ -445,8 +492,9 @@ impl<T: Transport> Session<T> {
             .hub
             .sign_in(&self.app, &self.connection, auth, user_data)
         {
-            Some(signed_in) => {
+            Ok(signed_in) => {
                 tracing::debug!(parent: &self.span, user_id = %signed_in.user.id, "signed in");
+                self.authorized(ctx);
                 self.send(ctx, signed_in.success);
                 if let Some(online) = signed_in.watchlist_online {
                     self.send(ctx, online);
@@ -482,13 +530,13 @@ impl<T: Transport> Session<T> {
                 self.channels.insert(signed_in.user_channel, None);
                 self.release_held(ctx, &Awaiting::SignIn);
             }
-            None => {
+            Err(refused) => {
                 // Refused as they would have been without the wait, then closed.
                 for held in self.held.release(&Awaiting::SignIn) {
                     ctx.cancel_future(held.timer);
                     self.refuse(ctx, &held.request.channel, &held.refusal);
                 }
-                self.close(ctx, ErrorCode::Unauthorized.code());
+                self.close(ctx, refused.code().code());
             }
         }
     }
@@ -575,6 +623,7 @@ impl<T: Transport> Actor for Session<T> {
         if T::CLIENT_ANSWERS_PINGS {
             self.schedule_keepalive(ctx, self.settings.activity_timeout);
         }
+        self.start_authorization_timer(ctx);
         self.transport.started(ctx);
     }
 

@@ -182,7 +182,15 @@ fn open(
         );
         return Err(refusal);
     };
-    let receiver = hub.connect(&plan.app).map_err(|code| {
+    // A token that signs a user in or names a signed channel is the
+    // backend's authorization: such a stream is authorized from the start
+    // (and counts against max_connections at once); a public one is not.
+    let authorized = plan.user.is_some()
+        || plan
+            .channels
+            .iter()
+            .any(|channel| channel_type(channel).needs_auth());
+    let receiver = hub.connect(&plan.app, authorized).map_err(|code| {
         hub.metrics().connection_refused(code.code());
         Refusal::pusher(code)
     })?;

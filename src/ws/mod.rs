@@ -52,7 +52,7 @@ async fn connect(
     if let Err(code) = handshake::check_protocol(req.query_string()) {
         return refuse(&hub, code, &req, stream);
     }
-    let receiver = match hub.connect(&app) {
+    let receiver = match hub.connect(&app, false) {
         Ok(receiver) => receiver,
         Err(code) => return refuse(&hub, code, &req, stream),
     };

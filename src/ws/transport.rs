@@ -28,9 +28,27 @@ impl Transport for WebSocket {
     fn close(&mut self, ctx: &mut Self::Context, code: u16, reason: &str) {
         ctx.close(Some(ws::CloseReason {
             code: ws::CloseCode::Other(code),
-            description: Some(reason.into()),
+            description: Some(close_reason(reason).into()),
         }));
     }
+}
+
+/// Longest close reason, in bytes: a close frame is a control frame of at
+/// most 125 bytes, two of them the code (RFC 6455 §5.5, §5.5.1). A longer
+/// one makes clients drop the connection as broken (1006) instead of reading
+/// the code; the whole message is in the `pusher:error` before it.
+const MAX_CLOSE_REASON: usize = 123;
+
+/// `reason` cut to [`MAX_CLOSE_REASON`] bytes on a character boundary.
+fn close_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_CLOSE_REASON {
+        return reason;
+    }
+    let mut end = MAX_CLOSE_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 /// Frames from the client.
@@ -72,5 +90,19 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<WebSocket
             }
             ws::Message::Continuation(_) | ws::Message::Nop => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_reason_fits_a_control_frame_and_stays_utf8() {
+        assert_eq!(close_reason("short"), "short");
+        let long = "é".repeat(100);
+        let cut = close_reason(&long);
+        assert!(cut.len() <= MAX_CLOSE_REASON && cut.len() >= MAX_CLOSE_REASON - 1);
+        assert!(long.starts_with(cut));
     }
 }

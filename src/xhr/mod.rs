@@ -219,7 +219,7 @@ fn open(
         );
         return Err(refused(cors::refuse(req, ApiError::Unavailable(message))));
     };
-    let receiver = match hub.connect(&app) {
+    let receiver = match hub.connect(&app, false) {
         Ok(receiver) => receiver,
         Err(code) => return Err(refused(refused_session(hub, req, code))),
     };
