@@ -61,8 +61,9 @@ struct Seen {
 }
 
 impl Seen {
-    /// The answer class counted in the report.
-    fn class(&self, barrier: bool) -> String {
+    /// The answer class counted in the report. `open_ended`: an
+    /// [`Expect::Open`] case, read only up to the first pong.
+    fn class(&self, barrier: bool, open_ended: bool) -> String {
         if self.timed_out {
             return "timeout".into();
         }
@@ -80,6 +81,9 @@ impl Seen {
         }
         if self.pongs > usize::from(barrier) {
             "pusher:pong".into()
+        } else if open_ended {
+            // Read up to the first pong only: the case's or the barrier's.
+            "no error (a pong, or nothing)".into()
         } else {
             "nothing".into()
         }
@@ -195,7 +199,8 @@ async fn read_answer(ws: &mut Ws, pongs_needed: Option<usize>, seen: &mut Seen) 
                 None => seen.others.push("unparsed".into()),
             },
             Ok(Message::Close(close)) => {
-                seen.closed = Some(close.map(|c| u16::from(c.code)));
+                // A close frame without a code reads as 1005 (RFC 6455 §7.1.5).
+                seen.closed = Some(Some(close.map_or(1005, |c| u16::from(c.code))));
                 return;
             }
             Ok(_) => {}
@@ -270,7 +275,7 @@ async fn fuzzer(index: usize, quota: u64, shared: Arc<Shared>) {
         let case = mutate::next_case(&mut rng, shared.plan.max_frame_bytes);
         let seen = exchange(&mut conn, &case, shared.plan.answer_timeout, &shared).await;
         shared.sent.fetch_add(1, Ordering::Relaxed);
-        let class = seen.class(!case.expect.closes());
+        let class = seen.class(!case.expect.closes(), case.expect == Expect::Open);
         let ok = seen.matches(case.expect);
         {
             let mut counts = shared.counts();
@@ -527,13 +532,22 @@ mod tests {
         };
         assert!(error.matches(Expect::Error));
         assert!(!error.matches(Expect::Silent));
-        assert_eq!(error.class(true), "pusher:error code null");
+        assert_eq!(error.class(true, false), "pusher:error code null");
         let pong = Seen {
             pongs: 2,
             ..Seen::default()
         };
         assert!(pong.matches(Expect::Pong) && !pong.matches(Expect::Silent));
-        assert_eq!(pong.class(true), "pusher:pong");
+        assert_eq!(pong.class(true, false), "pusher:pong");
+        let first_pong = Seen {
+            pongs: 1,
+            ..Seen::default()
+        };
+        assert_eq!(first_pong.class(true, false), "nothing");
+        assert_eq!(
+            first_pong.class(true, true),
+            "no error (a pong, or nothing)"
+        );
         let closed = Seen {
             errors: vec![None],
             closed: Some(Some(1009)),
@@ -542,7 +556,7 @@ mod tests {
         assert!(closed.matches(Expect::Close(&[1009])));
         assert!(!closed.matches(Expect::Close(&[1002])));
         assert!(!closed.matches(Expect::Open));
-        assert_eq!(closed.class(false), "close 1009");
+        assert_eq!(closed.class(false, false), "close 1009");
         let timed_out = Seen {
             pongs: 1,
             timed_out: true,
