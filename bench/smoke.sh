@@ -2,7 +2,9 @@
 # Smoke run of the load generator against rusher, for CI: a few seconds,
 # tiny sizes, exits non-zero when a delivery or member event is lost, when
 # nothing was delivered, or when a connection or request fails. Fan-out runs
-# over WebSocket, xhr_streaming and xhr_polling.
+# over WebSocket, xhr_streaming and xhr_polling. Then `bench/soak.sh --smoke`:
+# 300 soak cycles and 20000 fuzz frames, each on a fresh rusher of its own
+# (exact counts and RSS need a server no other client uses).
 #
 # Usage: bench/smoke.sh
 #   BENCH_PORT=6001 bench/smoke.sh   use a rusher already listening on that port
@@ -55,4 +57,6 @@ run channels --connections 20 --channels-per-event 5 --events 40 --rate 100
 run publish --clients 2 --events 200 --duration 5 --subscribers 2
 run presence --channels 2 --observers 3 --churners 2 --joins 40 --duration 5
 run connect --connections 50 --settle 0.2 ${PID:+--server-pid "$PID"}
+echo "smoke: bench/soak.sh --smoke" >&2
+bash "$ROOT/bench/soak.sh" --smoke --skip-build
 echo "smoke: OK" >&2

@@ -14,7 +14,12 @@
 //! - `report`: the JSON result every scenario prints.
 //! - `system`: open-file limit and the server's RSS from /proc.
 //! - `scenario`: fanout, channels, publish (one delivery engine), connect, presence,
-//!   recovery (reconnecting clients replaying missed history).
+//!   recovery (reconnecting clients replaying missed history), soak (abrupt
+//!   connect/subscribe/close cycles), frame-fuzz (the black-box frame fuzzer).
+//! - `mutate`: the fuzzer's seeded cases: random and mutated frames, each with
+//!   the answer it must get.
+//! - `server_state`: what a server has left after a run (channels, connections,
+//!   presence members), read over its API and `/metrics`.
 //! - `table`: the markdown comparison table `compare.sh` prints.
 //! - `bare`: the bare broadcast server (the `bare-server` binary).
 
@@ -23,8 +28,10 @@ pub mod bare;
 pub mod frame;
 pub mod http_session;
 pub mod lines;
+pub mod mutate;
 pub mod report;
 pub mod scenario;
+pub mod server_state;
 pub mod sign;
 pub mod stats;
 pub mod system;

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use rusher_bench::scenario::{connect, delivery, presence, recovery, Common};
+use rusher_bench::scenario::{connect, delivery, frame_fuzz, presence, recovery, soak, Common};
 use rusher_bench::transport::Transport;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -152,7 +152,6 @@ enum Scenario {
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
     },
-    /// Render the comparison table from `{dir}/{server}-{label}.json` files.
     /// N clients on a channel with history miss E events, then all
     /// reconnect at once with `since` (rusher's recovery extension).
     Recovery {
@@ -173,6 +172,62 @@ enum Scenario {
         #[arg(long, default_value_t = 120.0)]
         timeout: f64,
     },
+    /// Connect / subscribe (presence + public) / abrupt close cycles; then
+    /// the server must be empty and its RSS back near the baseline.
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 10_000)]
+        cycles: u64,
+        /// Cycles in flight at once.
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        /// Presence channels the cycles spread over.
+        #[arg(long, default_value_t = 10)]
+        presence_channels: usize,
+        /// Distinct user ids (fewer than --concurrency: a user on several sockets).
+        #[arg(long, default_value_t = 20)]
+        users: usize,
+        /// Cycles before the baseline RSS is read.
+        #[arg(long, default_value_t = 500)]
+        warmup: u64,
+        /// Longest wait, in seconds, for the checks to pass after the cycles.
+        #[arg(long, default_value_t = 30.0)]
+        deadline: f64,
+        /// Allowed RSS growth over the baseline (0.10 = 10 %).
+        #[arg(long, default_value_t = 0.10)]
+        rss_tolerance: f64,
+        /// Seed of the choice of closes (reset, drop, clean).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Black-box fuzzer: random and mutated frames from many connections;
+    /// every answer's class is checked, then the server must still serve.
+    FrameFuzz {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 200)]
+        connections: usize,
+        /// Fuzz frames in all.
+        #[arg(long, default_value_t = 100_000)]
+        frames: u64,
+        /// The server's max_frame_bytes.
+        #[arg(long, default_value_t = 65_536)]
+        max_frame_bytes: usize,
+        /// Seed: the same seed replays the same cases on each connection.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Longest wait, in seconds, for one answer.
+        #[arg(long, default_value_t = 10.0)]
+        answer_timeout: f64,
+        /// Allowed growth of the server's peak RSS over the baseline, in MiB.
+        #[arg(long, default_value_t = 256.0)]
+        rss_growth_mib: f64,
+        /// Longest wait, in seconds, for the server to forget the connections.
+        #[arg(long, default_value_t = 30.0)]
+        deadline: f64,
+    },
+    /// Render the comparison table from `{dir}/{server}-{label}.json` files.
     Table {
         /// Directory of the JSON results.
         #[arg(long)]
@@ -332,6 +387,50 @@ async fn run(scenario: Scenario) -> Result<rusher_bench::report::Report> {
             };
             recovery::run(common, plan).await
         }
+        Scenario::Soak {
+            common,
+            cycles,
+            concurrency,
+            presence_channels,
+            users,
+            warmup,
+            deadline,
+            rss_tolerance,
+            seed,
+        } => {
+            let plan = soak::Plan {
+                cycles,
+                concurrency,
+                presence_channels,
+                users,
+                warmup,
+                deadline: secs(deadline),
+                rss_tolerance,
+                seed,
+            };
+            soak::run(common, plan).await
+        }
+        Scenario::FrameFuzz {
+            common,
+            connections,
+            frames,
+            max_frame_bytes,
+            seed,
+            answer_timeout,
+            rss_growth_mib,
+            deadline,
+        } => {
+            let plan = frame_fuzz::Plan {
+                connections,
+                frames,
+                max_frame_bytes,
+                seed,
+                answer_timeout: secs(answer_timeout),
+                rss_growth_mib,
+                deadline: secs(deadline),
+            };
+            frame_fuzz::run(common, plan).await
+        }
         Scenario::Table { .. } => unreachable!("handled in main"),
     }
 }
@@ -343,7 +442,9 @@ fn json_path(scenario: &Scenario) -> Option<std::path::PathBuf> {
         | Scenario::Connect { common, .. }
         | Scenario::Publish { common, .. }
         | Scenario::Presence { common, .. }
-        | Scenario::Recovery { common, .. } => common.json.clone(),
+        | Scenario::Recovery { common, .. }
+        | Scenario::Soak { common, .. }
+        | Scenario::FrameFuzz { common, .. } => common.json.clone(),
         Scenario::Table { .. } => None,
     }
 }

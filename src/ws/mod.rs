@@ -6,7 +6,10 @@
 //! - [`transport`]: the WebSocket as a session [`Transport`](crate::session::Transport):
 //!   frames out, client frames in.
 //! - [`rejected`]: the short-lived actor that reports a refused handshake.
+//! - [`frame_guard`]: refuses an oversized client frame at its header, before
+//!   its payload is buffered.
 
+pub mod frame_guard;
 pub mod handshake;
 pub mod rejected;
 pub mod transport;
@@ -56,13 +59,15 @@ async fn connect(
         Ok(receiver) => receiver,
         Err(code) => return refuse(&hub, code, &req, stream),
     };
+    let oversize = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let session = Session::new(
-        transport::WebSocket,
+        transport::WebSocket::new(oversize.clone()),
         hub.get_ref().clone(),
         app,
         receiver,
         **settings,
     );
+    let stream = frame_guard::Guarded::new(stream, settings.max_frame_bytes, oversize);
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(settings.max_frame_bytes)
         .start()

@@ -8,10 +8,23 @@ use actix::ActorContext;
 use actix::StreamHandler;
 use actix_web_actors::ws;
 use bytestring::ByteString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A session carried by a WebSocket.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct WebSocket;
+#[derive(Debug, Default, Clone)]
+pub struct WebSocket {
+    /// Set by [`super::frame_guard`] when the client declared a frame over
+    /// `max_frame_bytes`: the stream error that follows is that, not a
+    /// broken connection.
+    oversize: Arc<AtomicBool>,
+}
+
+impl WebSocket {
+    pub fn new(oversize: Arc<AtomicBool>) -> Self {
+        WebSocket { oversize }
+    }
+}
 
 impl Transport for WebSocket {
     type Context = ws::WebsocketContext<Session<Self>>;
@@ -56,14 +69,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<WebSocket
     fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         let message = match message {
             Ok(message) => message,
-            Err(ws::ProtocolError::Overflow) => {
-                tracing::debug!(parent: self.span(), "frame over the size limit");
-                self.error(ctx, None, "Frame is larger than the server accepts");
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Size,
-                    description: Some("frame too large".into()),
-                }));
-                return ctx.stop();
+            Err(ws::ProtocolError::Overflow) => return self.frame_too_large(ctx),
+            Err(ws::ProtocolError::Io(_)) if self.transport().oversize.load(Ordering::Relaxed) => {
+                return self.frame_too_large(ctx);
             }
             Err(error) => {
                 tracing::debug!(parent: self.span(), %error, "protocol error");
@@ -90,6 +98,19 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<WebSocket
             }
             ws::Message::Continuation(_) | ws::Message::Nop => {}
         }
+    }
+}
+
+impl Session<WebSocket> {
+    /// A frame over `max_frame_bytes`: `pusher:error`, then close 1009.
+    fn frame_too_large(&mut self, ctx: &mut <WebSocket as Transport>::Context) {
+        tracing::debug!(parent: self.span(), "frame over the size limit");
+        self.error(ctx, None, "Frame is larger than the server accepts");
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Size,
+            description: Some("frame too large".into()),
+        }));
+        ctx.stop();
     }
 }
 

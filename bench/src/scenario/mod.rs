@@ -3,8 +3,10 @@
 
 pub mod connect;
 pub mod delivery;
+pub mod frame_fuzz;
 pub mod presence;
 pub mod recovery;
+pub mod soak;
 
 use crate::api::AppCredentials;
 use crate::report::Target;
