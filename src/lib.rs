@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: typed configuration from a TOML file and the environment.
+//! - [`abuse`]: abuse limits: connection rate per IP and app, half-open connections.
 //! - [`apps`]: the apps served, found by id or key.
 //! - [`protocol`]: the Pusher wire protocol as pure code (frames, channels, signatures, error codes).
 //! - [`hub`]: this node's state (channels → subscribers) and the facade ws/ and http/ call.
@@ -21,6 +22,7 @@
 //! - [`handover`]: on shutdown, waiting for the process that takes over the port.
 //! - [`server`]: wires the above into a running server with graceful shutdown.
 
+pub mod abuse;
 pub mod adapter;
 pub mod apps;
 pub mod config;

@@ -34,6 +34,16 @@ pub struct Metrics {
     pub connections_total: IntCounter,
     /// Connections refused at the handshake, by Pusher error code.
     pub connections_refused: IntCounterVec,
+    /// Connections, requests and frames refused by an abuse limit, by
+    /// `limit`: `connection_rate_ip`, `connection_rate_app` (HTTP 429),
+    /// `half_open`, `half_open_ip` (closed at accept),
+    /// `request_header_timeout` (closed by the timeout), `subscription_rate`
+    /// (`pusher:subscribe`/`unsubscribe` refused with 4301).
+    pub limit_refusals: IntCounterVec,
+    /// Accepted connections that have not completed a request head yet.
+    pub half_open_connections: IntGauge,
+    /// New client IPs not rate limited because `limits.max_tracked_ips` was reached.
+    pub untracked_ips: IntCounter,
     /// Open sessions by transport (`ws`, `xhr_streaming`, `xhr_polling`, `sse`).
     pub transport_sessions: IntGaugeVec,
     /// Frames by transport and direction (`out` to clients, `in` from them).
@@ -168,6 +178,19 @@ impl Metrics {
                 "rusher_connections_refused_total",
                 "Connections refused at the handshake, by Pusher error code",
                 &["code"],
+            ),
+            limit_refusals: counter_vec(
+                "rusher_limit_refusals_total",
+                "Connections, requests and frames refused by an abuse limit, by limit",
+                &["limit"],
+            ),
+            half_open_connections: gauge(
+                "rusher_half_open_connections",
+                "Accepted connections that have not completed a request head yet",
+            ),
+            untracked_ips: counter(
+                "rusher_limit_untracked_ips_total",
+                "New client IPs not rate limited because limits.max_tracked_ips was reached",
             ),
             transport_sessions: gauge_vec(
                 "rusher_transport_sessions",
@@ -326,6 +349,12 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one refusal by the abuse limit `limit` (a label of
+    /// `rusher_limit_refusals_total`).
+    pub fn limit_refused(&self, limit: &str) {
+        self.limit_refusals.with_label_values(&[limit]).inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
@@ -422,6 +451,7 @@ mod tests {
             .with_label_values(&["retries"])
             .inc();
         metrics.transport_sessions.with_label_values(&["ws"]).inc();
+        metrics.limit_refused("half_open");
         metrics
             .transport_frames
             .with_label_values(&["ws", "out"])
