@@ -40,6 +40,10 @@ pub struct Metrics {
     /// `request_header_timeout` (closed by the timeout), `subscription_rate`
     /// (`pusher:subscribe`/`unsubscribe` refused with 4301).
     pub limit_refusals: IntCounterVec,
+    /// `limit_refusals{limit="subscription_rate"}`, resolved once: a
+    /// subscribe flood counts every frame, and a labelled lookup takes the
+    /// vector's lock each time.
+    pub subscription_refusals: IntCounter,
     /// Accepted connections that have not completed a request head yet.
     pub half_open_connections: IntGauge,
     /// New client IPs not rate limited because `limits.max_tracked_ips` was reached.
@@ -168,7 +172,15 @@ impl Metrics {
             record(name, "counter", labels);
             metric
         };
+        let limit_refusals = counter_vec(
+            "rusher_limit_refusals_total",
+            "Connections, requests and frames refused by an abuse limit, by limit",
+            &["limit"],
+        );
+        let subscription_refusals = limit_refusals.with_label_values(&["subscription_rate"]);
         Metrics {
+            limit_refusals,
+            subscription_refusals,
             connections: gauge("rusher_connections", "Open WebSocket connections"),
             connections_total: counter(
                 "rusher_connections_total",
@@ -178,11 +190,6 @@ impl Metrics {
                 "rusher_connections_refused_total",
                 "Connections refused at the handshake, by Pusher error code",
                 &["code"],
-            ),
-            limit_refusals: counter_vec(
-                "rusher_limit_refusals_total",
-                "Connections, requests and frames refused by an abuse limit, by limit",
-                &["limit"],
             ),
             half_open_connections: gauge(
                 "rusher_half_open_connections",

@@ -308,7 +308,7 @@ impl<T: Transport> Session<T> {
         let Admission::Refused { first } = self.subscriptions.admit(limit, Instant::now()) else {
             return true;
         };
-        self.hub.metrics().limit_refused("subscription_rate");
+        self.hub.metrics().subscription_refusals.inc();
         if first {
             if let Some(suppressed) = SUBSCRIPTION_FLOOD_LOG.ready() {
                 tracing::warn!(parent: &self.span, %channel, limit, suppressed, "subscription_rate reached: pusher:subscribe/unsubscribe frames refused with 4301");
