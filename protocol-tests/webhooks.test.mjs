@@ -561,12 +561,15 @@ test('a receiver that never answers (and one on a closed port) does not slow del
     buildConfig({
       webhooks: { ...FAST, max_attempts: 3 },
       apps: [
+        // The churn is a deliberate subscribe/unsubscribe flood (the load
+        // that makes webhooks): subscription_rate off, or it is refused.
         {
           ...DOWN,
           max_channels_per_connection: 200,
+          subscription_rate: 0,
           webhooks: [{ url: hanging.url }, { url: `http://127.0.0.1:${closedPort}/hook` }],
         },
-        { ...CALM, max_channels_per_connection: 200 },
+        { ...CALM, max_channels_per_connection: 200, subscription_rate: 0 },
       ],
     }),
   );

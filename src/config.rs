@@ -63,6 +63,9 @@ pub struct Config {
     /// Offline subscriptions and stored messages.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Abuse limits: connection rate per client IP, unfinished requests.
+    #[serde(default)]
+    pub limits: crate::abuse::settings::LimitsConfig,
     /// The apps served; one built-in default app when empty.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -451,6 +454,17 @@ pub struct AppConfig {
     /// HTTP API requests per second before answering 429; 0 means unlimited.
     #[serde(default)]
     pub max_api_requests_per_second: u32,
+    /// New connections a second to this app (every transport) before
+    /// answering 429; 0 means unlimited.
+    #[serde(default)]
+    pub connection_rate: u32,
+    /// New connections the app takes at once before `connection_rate` applies.
+    #[serde(default = "d_connection_burst")]
+    pub connection_burst: u32,
+    /// `pusher:subscribe` and `pusher:unsubscribe` frames one connection
+    /// may send per second (over it: `pusher:error` 4301); 0 means unlimited.
+    #[serde(default = "d_subscription_rate")]
+    pub subscription_rate: u32,
     /// Where this app's webhooks go.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
@@ -572,6 +586,12 @@ fn d_subscription_count_interval_ms() -> u64 {
     1000
 }
 
+fn d_connection_burst() -> u32 {
+    100
+}
+fn d_subscription_rate() -> u32 {
+    200
+}
 fn d_cache_ttl() -> u64 {
     30 * 60
 }
@@ -616,6 +636,9 @@ impl AppConfig {
             client_event_rate: d_client_event_rate(),
             cache_ttl: d_cache_ttl(),
             max_api_requests_per_second: 0,
+            connection_rate: 0,
+            connection_burst: d_connection_burst(),
+            subscription_rate: d_subscription_rate(),
             webhooks: Vec::new(),
             history: false,
             history_channels: Vec::new(),
@@ -663,6 +686,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             transports: TransportsConfig::default(),
             store: StoreConfig::default(),
+            limits: Default::default(),
             apps: vec![AppConfig {
                 // The PyPI SDK only accepts digits: the built-in app answers
                 // to `1` as well, so both official SDKs work without a config.
@@ -919,6 +943,9 @@ impl Config {
         }
         self.validate_server_durations()?;
         self.validate_transports()?;
+        self.limits
+            .validate()
+            .map_err(|(key, reason)| invalid(format!("limits.{key}"), reason))?;
         self.validate_redis()?;
         let st = &self.store;
         for (key, value) in [
@@ -1040,6 +1067,23 @@ impl Config {
                 return Err(invalid(
                     at("authorization_timeout"),
                     "must be a number of seconds from 0.001 to 10 years",
+                ));
+            }
+            if app.connection_rate > 0 && app.connection_burst == 0 {
+                return Err(invalid(
+                    at("connection_burst"),
+                    "must be at least 1 when connection_rate is set",
+                ));
+            }
+            if app.subscription_rate > 0
+                && (app.subscription_rate as usize) < app.max_channels_per_connection
+            {
+                return Err(invalid(
+                    at("subscription_rate"),
+                    format!(
+                        "must be at least max_channels_per_connection ({}): pusher-js subscribes to all its channels at once when it reconnects",
+                        app.max_channels_per_connection
+                    ),
                 ));
             }
             self.validate_history(i, app)?;
@@ -1829,6 +1873,38 @@ mod tests {
             check(format!("{app}history=true\n")).is_ok(),
             "off by default"
         );
+    }
+
+    #[test]
+    fn abuse_limits_are_checked_and_name_their_key() {
+        let app = "[[apps]]\nid='a'\nkey='b'\nsecret='c'\n";
+        let check = |text: String| Config::from_toml(&text).unwrap().validate();
+        let err = check(format!("{app}subscription_rate=50\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("apps[0].subscription_rate")
+                && err.contains("max_channels_per_connection (100)"),
+            "{err}"
+        );
+        assert!(
+            check(format!("{app}subscription_rate=0\n")).is_ok(),
+            "0 = unlimited"
+        );
+        let err = check(format!("{app}connection_rate=5\nconnection_burst=0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apps[0].connection_burst"), "{err}");
+        let err = check(format!("[limits]\ntrusted_proxies=['10.0.0.0/33']\n{app}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("limits.trusted_proxies") && err.contains("10.0.0.0/33"),
+            "{err}"
+        );
+        let defaults = Config::from_toml(app).unwrap();
+        assert_eq!(defaults.limits.connection_rate_per_ip, 0, "off by default");
+        assert_eq!(defaults.apps[0].subscription_rate, 200);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: typed configuration from a TOML file and the environment.
+//! - [`abuse`]: abuse limits: connection rate per IP and app, half-open connections.
 //! - [`apps`]: the apps served, found by id or key.
 //! - [`protocol`]: the Pusher wire protocol as pure code (frames, channels, signatures, error codes).
 //! - [`hub`]: this node's state (channels → subscribers) and the facade ws/ and http/ call.
@@ -23,6 +24,7 @@
 //! - [`server`]: wires the above into a running server with graceful shutdown.
 //! - `fuzzing` (tests and `cargo fuzz` only): the invariants of every parser input reaches, for any input.
 
+pub mod abuse;
 pub mod adapter;
 pub mod apps;
 pub mod config;

@@ -40,6 +40,20 @@ pub struct Metrics {
     /// Connections closed with 4009 because they did not authorize within
     /// their app's `authorization_timeout`.
     pub authorization_timeouts: IntCounter,
+    /// Connections, requests and frames refused by an abuse limit, by
+    /// `limit`: `connection_rate_ip`, `connection_rate_app` (HTTP 429),
+    /// `half_open`, `half_open_ip` (closed at accept),
+    /// `request_header_timeout` (closed by the timeout), `subscription_rate`
+    /// (`pusher:subscribe`/`unsubscribe` refused with 4301).
+    pub limit_refusals: IntCounterVec,
+    /// `limit_refusals{limit="subscription_rate"}`, resolved once: a
+    /// subscribe flood counts every frame, and a labelled lookup takes the
+    /// vector's lock each time.
+    pub subscription_refusals: IntCounter,
+    /// Accepted connections that have not completed a request head yet.
+    pub half_open_connections: IntGauge,
+    /// New client IPs not rate limited because `limits.max_tracked_ips` was reached.
+    pub untracked_ips: IntCounter,
     /// Open sessions by transport (`ws`, `xhr_streaming`, `xhr_polling`, `sse`).
     pub transport_sessions: IntGaugeVec,
     /// Frames by transport and direction (`out` to clients, `in` from them).
@@ -173,7 +187,15 @@ impl Metrics {
             record(name, "counter", labels);
             metric
         };
+        let limit_refusals = counter_vec(
+            "rusher_limit_refusals_total",
+            "Connections, requests and frames refused by an abuse limit, by limit",
+            &["limit"],
+        );
+        let subscription_refusals = limit_refusals.with_label_values(&["subscription_rate"]);
         Metrics {
+            limit_refusals,
+            subscription_refusals,
             connections: gauge("rusher_connections", "Open WebSocket connections"),
             connections_total: counter(
                 "rusher_connections_total",
@@ -191,6 +213,14 @@ impl Metrics {
             authorization_timeouts: counter(
                 "rusher_authorization_timeouts_total",
                 "Connections closed with 4009 because they did not authorize within authorization_timeout",
+            ),
+            half_open_connections: gauge(
+                "rusher_half_open_connections",
+                "Accepted connections that have not completed a request head yet",
+            ),
+            untracked_ips: counter(
+                "rusher_limit_untracked_ips_total",
+                "New client IPs not rate limited because limits.max_tracked_ips was reached",
             ),
             transport_sessions: gauge_vec(
                 "rusher_transport_sessions",
@@ -362,6 +392,12 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one refusal by the abuse limit `limit` (a label of
+    /// `rusher_limit_refusals_total`).
+    pub fn limit_refused(&self, limit: &str) {
+        self.limit_refusals.with_label_values(&[limit]).inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
@@ -458,6 +494,7 @@ mod tests {
             .with_label_values(&["retries"])
             .inc();
         metrics.transport_sessions.with_label_values(&["ws"]).inc();
+        metrics.limit_refused("half_open");
         metrics
             .transport_frames
             .with_label_values(&["ws", "out"])

@@ -9,6 +9,8 @@
 //! then every socket gets 4200, then pending webhooks and store writes are sent
 //! and the node leaves the cluster, all within `server.shutdown_grace`.
 
+use crate::abuse::half_open::HalfOpen;
+use crate::abuse::{ConnectionRate, HalfOpenGate};
 use crate::adapter::local::LocalAdapter;
 use crate::adapter::redis::positions::RedisPositions;
 use crate::adapter::redis::RedisAdapter;
@@ -238,6 +240,23 @@ impl Server {
         // One cap for the whole node, shared by every worker.
         let http_sessions = HttpSessions::new(transport_settings.max_sessions);
         let xhr_registry = Arc::new(xhr::registry::Registry::default());
+        // Abuse limits (see abuse/): connection rate at each transport's
+        // connection start, half-open connections at accept.
+        let limits = &self.config.limits;
+        let proxies = limits.trusted_proxies().map_err(std::io::Error::other)?;
+        let connection_rate = Arc::new(ConnectionRate::new(
+            limits,
+            proxies.clone(),
+            hub.apps(),
+            hub.metrics().clone(),
+        ));
+        let half_open = HalfOpenGate::new(
+            limits.max_half_open,
+            limits.max_half_open_per_ip,
+            proxies,
+            limits.request_header_timeout(),
+            hub.metrics().clone(),
+        );
         let app_hub = hub.clone();
         let workers = match server_config.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -254,9 +273,16 @@ impl Server {
                 .app_data(web::Data::new(xhr::XhrState {
                     registry: xhr_registry.clone(),
                     cap: http_sessions.clone(),
+                    rate: connection_rate.clone(),
                 }))
+                .app_data(web::Data::new(connection_rate.clone()))
                 .app_data(web::Data::new(http_sessions.clone()))
                 .wrap_fn(move |req, service| {
+                    // The connection has sent a whole request head: no
+                    // longer half-open (a no-op after its first request).
+                    if let Some(half_open) = req.request().conn_data::<HalfOpen>() {
+                        half_open.request_started();
+                    }
                     let metrics = metrics.clone();
                     let response = service.call(req);
                     async move {
@@ -278,6 +304,10 @@ impl Server {
                 .configure(http::configure)
                 .default_service(web::to(http::not_found))
         })
+        .on_connect(move |io, data| half_open.on_connect(io, data))
+        // Slowloris: a connection must send its request head in time
+        // (actix answers 408 and closes; zero turns the limit off).
+        .client_request_timeout(self.config.limits.request_header_timeout())
         .disable_signals()
         .shutdown_timeout(server_config.shutdown_grace)
         // Frames must leave at once, not wait for the client's ACK of the

@@ -3,7 +3,8 @@
 //! on a timer, mirrored to a shared store for a signed-in user, parked on
 //! close and claimed by the user's next connection (`delivery/`).
 
-use super::{RateWindow, Session, Transport};
+use super::rate::{Admission, RateWindow};
+use super::{Session, Transport};
 use crate::apps::App;
 use crate::delivery::pending::{Due, Entry, Expiry, Pending, Policy, Recorded};
 use crate::delivery::store::Claimed;
@@ -53,10 +54,7 @@ impl AckedDelivery {
             policy: app.delivery.policy(),
             pending: Pending::default(),
             timer: None,
-            acks: RateWindow {
-                started: Instant::now(),
-                count: 0,
-            },
+            acks: RateWindow::new(Instant::now()),
             mirror: None,
         }
     }
@@ -342,14 +340,7 @@ impl<T: Transport> Session<T> {
         let Some(delivery) = self.delivery.as_mut() else {
             return true;
         };
-        let now = Instant::now();
-        if now.duration_since(delivery.acks.started) >= Duration::from_secs(1) {
-            delivery.acks = RateWindow {
-                started: now,
-                count: 0,
-            };
-        }
-        if delivery.acks.count >= limit {
+        if delivery.acks.admit(limit, Instant::now()) != Admission::Allowed {
             self.error(
                 ctx,
                 Some(ErrorCode::ClientEventRateLimit.code()),
@@ -357,7 +348,6 @@ impl<T: Transport> Session<T> {
             );
             return false;
         }
-        delivery.acks.count += 1;
         true
     }
 

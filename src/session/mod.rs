@@ -12,11 +12,13 @@
 
 mod acked;
 mod probe;
+mod rate;
 mod transport;
 
 use acked::AckedDelivery;
 pub use acked::ClaimedDeliveries;
 use probe::Probe;
+use rate::{Admission, RateWindow};
 
 pub use transport::{SessionSettings, Transport, TransportSettings};
 
@@ -30,6 +32,7 @@ use crate::protocol::channel::channel_type;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::frames::{self, ClientMessage, FrameError, SubscribeRequest};
 use crate::protocol::presence::SignedInUser;
+use crate::throttled_log::ThrottledLog;
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, SpawnHandle, StreamHandler,
     WrapFuture,
@@ -42,12 +45,8 @@ use std::time::{Duration, Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Span;
 
-/// Client events allowed per connection in one rate window.
-#[derive(Debug)]
-struct RateWindow {
-    started: Instant,
-    count: u32,
-}
+/// One line per 10 s however many connections flood subscribes.
+static SUBSCRIPTION_FLOOD_LOG: ThrottledLog = ThrottledLog::new(10_000);
 
 /// The state of one connection, carried by the transport `T`.
 pub struct Session<T: Transport> {
@@ -70,6 +69,8 @@ pub struct Session<T: Transport> {
     ping_sent: Option<Instant>,
     keepalive: Option<SpawnHandle>,
     client_events: RateWindow,
+    /// `pusher:subscribe` and `pusher:unsubscribe` frames in this window.
+    subscriptions: RateWindow,
     delivery: Option<Box<AckedDelivery>>,
     /// Apps with `authorized_connections`: the timer that closes the
     /// connection with 4009 unless it authorizes first.
@@ -125,10 +126,8 @@ impl<T: Transport> Session<T> {
             last_seen: Instant::now(),
             ping_sent: None,
             keepalive: None,
-            client_events: RateWindow {
-                started: Instant::now(),
-                count: 0,
-            },
+            client_events: RateWindow::new(Instant::now()),
+            subscriptions: RateWindow::new(Instant::now()),
             delivery,
             authorization: None,
             span,
@@ -267,8 +266,15 @@ impl<T: Transport> Session<T> {
         match frames::parse_client_frame(text) {
             Ok(ClientMessage::Ping) => self.send(ctx, frames::pong_frame()),
             Ok(ClientMessage::Pong) => {}
-            Ok(ClientMessage::Subscribe(request)) => self.subscribe(ctx, request),
+            Ok(ClientMessage::Subscribe(request)) => {
+                if self.subscription_allowed(ctx, &request.channel) {
+                    self.subscribe(ctx, request);
+                }
+            }
             Ok(ClientMessage::Unsubscribe { channel }) => {
+                if !self.subscription_allowed(ctx, &channel) {
+                    return;
+                }
                 // A waiting subscription just stops waiting: nothing is sent.
                 if let Some(held) = self.held.take(&channel) {
                     ctx.cancel_future(held.timer);
@@ -330,6 +336,29 @@ impl<T: Transport> Session<T> {
                 self.error(ctx, None, &format!("Invalid frame: {error}"));
             }
         }
+    }
+
+    /// Counts a client's `pusher:subscribe` or `pusher:unsubscribe` against
+    /// the app's `subscription_rate`. Over it the frame is dropped, counted,
+    /// and the first one of the window answered with `pusher:error` 4301
+    /// (the connection stays open, as for client events): a flood costs a
+    /// parse and a counter per frame, and at most one reply a second.
+    fn subscription_allowed(&mut self, ctx: &mut T::Context, channel: &str) -> bool {
+        let limit = self.app.subscription_rate;
+        let Admission::Refused { first } = self.subscriptions.admit(limit, Instant::now()) else {
+            return true;
+        };
+        self.hub.metrics().subscription_refusals.inc();
+        if first {
+            if let Some(suppressed) = SUBSCRIPTION_FLOOD_LOG.ready() {
+                tracing::warn!(parent: &self.span, %channel, limit, suppressed, "subscription_rate reached: pusher:subscribe/unsubscribe frames refused with 4301");
+            }
+            let message = format!(
+                "Subscription rejected: rate limit exceeded ({limit} pusher:subscribe/pusher:unsubscribe a second); {channel} and further ones this second are ignored"
+            );
+            self.error(ctx, Some(ErrorCode::ClientEventRateLimit.code()), &message);
+        }
+        false
     }
 
     /// Subscribes as `pusher:subscribe` with `request` would (a transport
@@ -569,18 +598,13 @@ impl<T: Transport> Session<T> {
             );
             return self.error(ctx, None, &message);
         }
-        let now = Instant::now();
-        if now.duration_since(self.client_events.started) >= Duration::from_secs(1) {
-            self.client_events = RateWindow {
-                started: now,
-                count: 0,
-            };
-        }
-        if self.client_events.count >= self.app.client_event_rate {
+        let admitted = self
+            .client_events
+            .admit(self.app.client_event_rate, Instant::now());
+        if admitted != Admission::Allowed {
             let code = ErrorCode::ClientEventRateLimit;
             return self.error(ctx, Some(code.code()), code.message());
         }
-        self.client_events.count += 1;
         self.hub.client_event(
             &self.app.id,
             &self.connection.socket_id,

@@ -16,6 +16,7 @@ pub mod event_id;
 pub mod token;
 pub mod transport;
 
+use crate::abuse::ConnectionRate;
 use crate::apps::App;
 use crate::http::cors;
 use crate::http::error::ApiError;
@@ -133,7 +134,20 @@ async fn stream(
     settings: web::Data<SessionSettings>,
     transports: web::Data<TransportSettings>,
     sessions: web::Data<Arc<HttpSessions>>,
+    rate: web::Data<Arc<ConnectionRate>>,
 ) -> HttpResponse {
+    // A new stream is a new connection: the same caps as a WebSocket's
+    // (when SSE is served at all; turned off, the path does not exist).
+    if transports.sse {
+        if let Err(refused) = rate.admit_ip(&req) {
+            return refused.response(&req);
+        }
+        if let Some(app) = hub.apps().by_id(&app_id) {
+            if let Err(refused) = rate.admit_app(&app) {
+                return refused.response(&req);
+            }
+        }
+    }
     match open(&req, &app_id, &hub, **settings, &transports, &sessions) {
         Ok(response) => response,
         Err(refusal) => {

@@ -14,6 +14,7 @@ pub mod handshake;
 pub mod rejected;
 pub mod transport;
 
+use crate::abuse::ConnectionRate;
 use crate::hub::Hub;
 use crate::protocol::error::ErrorCode;
 use crate::session::{Session, SessionSettings, TransportSettings};
@@ -41,6 +42,7 @@ async fn connect(
     hub: web::Data<Arc<Hub>>,
     settings: web::Data<SessionSettings>,
     transports: web::Data<TransportSettings>,
+    rate: web::Data<Arc<ConnectionRate>>,
 ) -> actix_web::Result<HttpResponse> {
     // Check the upgrade first: a connection is admitted (and counted) only
     // once the WebSocket handshake is sure to succeed.
@@ -49,11 +51,18 @@ async fn connect(
     if !transports.ws {
         return refuse(&hub, ErrorCode::PathNotFound, &req, stream);
     }
+    // Over a connection rate: 429 before the upgrade (see abuse::connection_rate).
+    if let Err(refused) = rate.admit_ip(&req) {
+        return Ok(refused.response(&req));
+    }
     let Some(app) = hub.apps().by_key(&key) else {
         return refuse(&hub, ErrorCode::AppNotFound, &req, stream);
     };
     if let Err(code) = handshake::check_protocol(req.query_string()) {
         return refuse(&hub, code, &req, stream);
+    }
+    if let Err(refused) = rate.admit_app(&app) {
+        return Ok(refused.response(&req));
     }
     let receiver = match hub.connect(&app, false) {
         Ok(receiver) => receiver,

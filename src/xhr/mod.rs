@@ -20,6 +20,7 @@ pub mod framing;
 pub mod registry;
 pub mod transport;
 
+use crate::abuse::ConnectionRate;
 use crate::http::cors;
 use crate::http::error::ApiError;
 use crate::http::sessions::HttpSessions;
@@ -42,6 +43,8 @@ pub struct XhrState {
     pub registry: Arc<Registry>,
     /// The cap on HTTP sessions, shared with the other HTTP transports.
     pub cap: Arc<HttpSessions>,
+    /// The connection-rate caps, counted when a session opens (not per request).
+    pub rate: Arc<ConnectionRate>,
 }
 
 /// Chunks a poll response can hold before the session counts its client
@@ -191,12 +194,21 @@ fn open(
     transports: &TransportSettings,
     kind: Kind,
 ) -> Result<actix::Addr<Session<Xhr>>, Box<HttpResponse>> {
+    // A new session is a new connection: the same caps as a WebSocket's.
+    state
+        .rate
+        .admit_ip(req)
+        .map_err(|refused| Box::new(refused.response(req)))?;
     let Some(app) = hub.apps().by_key(key) else {
         return Err(Box::new(refused_session(hub, req, ErrorCode::AppNotFound)));
     };
     if let Err(code) = handshake::check_protocol(req.query_string()) {
         return Err(Box::new(refused_session(hub, req, code)));
     }
+    state
+        .rate
+        .admit_app(&app)
+        .map_err(|refused| Box::new(refused.response(req)))?;
     // The id is taken before anything is admitted, so two first requests
     // of one id racing each other share one session: the later attaches
     // to the earlier (the newest request wins, as ever), and no second
