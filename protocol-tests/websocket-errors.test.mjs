@@ -70,6 +70,96 @@ async function expectErrorThenClose(c, code) {
   );
 }
 
+/**
+ * A raw TCP WebSocket client that writes frames as given (FIN, opcode,
+ * payload; masked as a client must), for what `ws` will not send:
+ * fragments, invalid UTF-8. Resolves once connection_established arrived.
+ */
+async function rawFrames(t) {
+  const sock = net.connect(PORT, HOST);
+  t.after(() => sock.destroy());
+  const c = { frames: [], closeCode: null, waiters: [] };
+  let buf = Buffer.alloc(0);
+  let upgraded = false;
+  let closedResolve;
+  c.closed = new Promise((resolve) => (closedResolve = resolve));
+  sock.on('error', () => {});
+  sock.on('close', () => closedResolve(c.closeCode ?? 'socket closed'));
+  sock.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    if (!upgraded) {
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      assert.match(buf.subarray(0, end).toString(), /^HTTP\/1\.1 101/);
+      buf = buf.subarray(end + 4);
+      upgraded = true;
+    }
+    while (buf.length >= 2) {
+      let len = buf[1] & 0x7f;
+      let off = 2;
+      if (len === 126) {
+        if (buf.length < 4) return;
+        len = buf.readUInt16BE(2);
+        off = 4;
+      }
+      if (buf.length < off + len) return;
+      const opcode = buf[0] & 0x0f;
+      const payload = buf.subarray(off, off + len);
+      buf = buf.subarray(off + len);
+      if (opcode === 1) {
+        c.frames.push(JSON.parse(payload.toString()));
+        c.waiters = c.waiters.filter((w) => !w());
+      }
+      if (opcode === 8) {
+        c.closeCode = payload.length >= 2 ? payload.readUInt16BE(0) : 1005;
+        closedResolve(c.closeCode);
+      }
+    }
+  });
+  c.frame = (fin, opcode, payload) => {
+    const mask = Buffer.from([1, 2, 3, 4]);
+    let header;
+    if (payload.length < 126) {
+      header = Buffer.from([(fin ? 0x80 : 0) | opcode, 0x80 | payload.length]);
+    } else if (payload.length < 65536) {
+      header = Buffer.alloc(4);
+      header[0] = (fin ? 0x80 : 0) | opcode;
+      header[1] = 0x80 | 126;
+      header.writeUInt16BE(payload.length, 2);
+    } else {
+      header = Buffer.alloc(10);
+      header[0] = (fin ? 0x80 : 0) | opcode;
+      header[1] = 0x80 | 127;
+      header.writeBigUInt64BE(BigInt(payload.length), 2);
+    }
+    const masked = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]));
+    sock.write(Buffer.concat([header, mask, masked]));
+  };
+  /** The first frame (already received or coming) that `match` accepts. */
+  c.next = (match, ms = 5000) => {
+    const found = c.frames.find(match);
+    if (found) return Promise.resolve(found);
+    return withTimeout(
+      new Promise((resolve) => {
+        c.waiters.push(() => {
+          const f = c.frames.find(match);
+          if (f) resolve(f);
+          return Boolean(f);
+        });
+      }),
+      ms,
+      'no matching frame',
+    );
+  };
+  sock.write(
+    `GET /app/${APPS.main.key}?${DEFAULT_QUERY} HTTP/1.1\r\nHost: ${HOST}:${PORT}\r\n` +
+      'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+  );
+  await c.next((f) => f.event === 'pusher:connection_established');
+  return c;
+}
+
 /** The connection can still subscribe to a fresh channel and receive an event triggered over HTTP. */
 async function assertSubscribesAndReceives(c) {
   const name = uniqueChannel('alive');
@@ -376,6 +466,49 @@ describe('malformed frames', () => {
     const errors = frames.filter((f) => f.event === 'pusher:error');
     assert.equal(errors.length, 1, JSON.stringify(frames));
     assert.match(parseData(errors[0].data).message, /larger than the server accepts/);
+  });
+
+  // RFC 6455 §5.4: a message may be sent in fragments (a first frame with
+  // FIN clear, continuation frames, a last one with FIN set); clients and
+  // proxies do split messages. Raw TCP, since `ws` does not fragment.
+  test('a message sent in fragments is reassembled (a UTF-8 character split across fragments too)', T, async (t) => {
+    const c = await rawFrames(t);
+    const name = uniqueChannel('frag');
+    const subscribe = Buffer.from(JSON.stringify({ event: 'pusher:subscribe', data: { channel: name } }));
+    c.frame(false, 0x1, subscribe.subarray(0, 10));
+    c.frame(false, 0x0, subscribe.subarray(10, 20));
+    c.frame(true, 0x0, subscribe.subarray(20));
+    await c.next((f) => f.event === 'pusher_internal:subscription_succeeded' && f.channel === name);
+    const ping = Buffer.from(JSON.stringify({ event: 'pusher:ping', data: { word: 'café' } }));
+    const split = ping.indexOf(Buffer.from('é')) + 1; // inside the two bytes of é
+    c.frame(false, 0x1, ping.subarray(0, split));
+    c.frame(true, 0x0, ping.subarray(split));
+    await c.next((f) => f.event === 'pusher:pong');
+    const res = await sdk.trigger(name, 'after-fragments', { ok: 1 });
+    assert.equal(res.status, 200);
+    await c.next((f) => f.event === 'after-fragments' && f.channel === name);
+    assert.equal(c.closeCode, null, 'still open');
+  });
+
+  test('fragments adding up to more than max_frame_bytes are refused (pusher:error, close 1009)', T, async (t) => {
+    const c = await rawFrames(t);
+    const piece = Buffer.alloc(40000, 0x20);
+    c.frame(false, 0x1, Buffer.concat([Buffer.from('{"event":"pusher:ping","data":"'), piece]));
+    c.frame(false, 0x0, piece);
+    c.frame(true, 0x0, Buffer.from('"}'));
+    const code = await withTimeout(c.closed, 5000, 'no close for an oversized fragmented message');
+    assert.equal(code, 1009);
+    assert.ok(c.frames.some((f) => f.event === 'pusher:error'), JSON.stringify(c.frames));
+  });
+
+  test('a text frame that is not UTF-8 is closed with 1007 (RFC 6455 §7.4.1)', T, async (t) => {
+    const c = await rawFrames(t);
+    c.frame(true, 0x1, Buffer.from([0x7b, 0xff, 0xfe, 0x7d]));
+    const code = await withTimeout(c.closed, 5000, 'no close for invalid UTF-8');
+    assert.equal(code, 1007);
+    // The server goes on serving others.
+    const [fresh] = await established(t);
+    await assertSubscribesAndReceives(fresh);
   });
 
   test('a frame of just under the limit is accepted', T, async (t) => {

@@ -70,7 +70,7 @@ async fn connect(
     };
     let oversize = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let session = Session::new(
-        transport::WebSocket::new(oversize.clone()),
+        transport::WebSocket::new(oversize.clone(), settings.max_frame_bytes),
         hub.get_ref().clone(),
         app,
         receiver,
