@@ -282,7 +282,13 @@ test('subscribe flood: 10,000 pusher:subscribe in one burst get 4301 once a seco
   conn.ws.send(JSON.stringify({ event: 'pusher:ping', data: {} }));
   await waitFor(() => conn.frames.some((f) => f.event === 'pusher:pong'), 20000, 20, 'pong after the flood');
   const seconds = Math.ceil((Date.now() - started) / 1000);
-  const answered = conn.frames.filter((f) => f.event === 'pusher_internal:subscription_succeeded' || f.event === 'pusher:subscription_error');
+  const refusedHere = (f) => f.event === 'pusher:subscription_error' && f.dataParsed.status === 429;
+  const answered = conn.frames.filter((f) => f.event === 'pusher_internal:subscription_succeeded' || (f.event === 'pusher:subscription_error' && !refusedHere(f)));
+  // Each refused subscribe is told on its channel (pusher-js then emits
+  // pusher:subscription_error there instead of leaving it pending).
+  const refusedFrames = conn.frames.filter(refusedHere);
+  assert.equal(answered.length + refusedFrames.length, 10000, 'every subscribe is answered, handled or refused');
+  assert.equal(refusedFrames[0].dataParsed.type, 'LimitReached');
   const limited = conn.frames.filter((f) => f.event === 'pusher:error' && f.dataParsed.code === 4301);
   assert.ok(limited.length >= 1, 'the flood is told 4301');
   assert.ok(limited.length <= seconds + 1, `one 4301 per window, not per frame: ${limited.length} in ${seconds} s`);

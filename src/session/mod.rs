@@ -269,6 +269,17 @@ impl<T: Transport> Session<T> {
             Ok(ClientMessage::Subscribe(request)) => {
                 if self.subscription_allowed(ctx, &request.channel) {
                     self.subscribe(ctx, request);
+                } else {
+                    // The client's channel learns it failed (pusher-js emits
+                    // pusher:subscription_error on it) instead of pending
+                    // forever; the outgoing queue bounds what a flood costs.
+                    let refused = frames::subscription_error(
+                        &request.channel,
+                        "LimitReached",
+                        "Subscription refused: subscription_rate exceeded; retry later",
+                        429,
+                    );
+                    self.send(ctx, refused);
                 }
             }
             Ok(ClientMessage::Unsubscribe { channel }) => {
@@ -339,7 +350,8 @@ impl<T: Transport> Session<T> {
     }
 
     /// Counts a client's `pusher:subscribe` or `pusher:unsubscribe` against
-    /// the app's `subscription_rate`. Over it the frame is dropped, counted,
+    /// the app's `subscription_rate`. Over it the frame is not acted on
+    /// (a subscribe gets its `pusher:subscription_error` 429), is counted,
     /// and the first one of the window answered with `pusher:error` 4301
     /// (the connection stays open, as for client events): a flood costs a
     /// parse and a counter per frame, and at most one reply a second.
