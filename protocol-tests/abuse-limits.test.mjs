@@ -37,10 +37,10 @@ import {
 const T = { timeout: 60000 };
 
 /** Starts rusher with `limits` (lines of the [limits] section) and `apps` (more [[apps]]). */
-async function start(t, { limits = '', apps = '' } = {}) {
+async function start(t, { limits = '', apps = '', server = '' } = {}) {
   const port = await freePort();
   const section = limits ? `[limits]\n${limits}\n` : '';
-  const text = `[server]\nhost = "127.0.0.1"\nlog_level = "warn"\n${section}${fixtureApps()}\n${apps}\n`;
+  const text = `[server]\nhost = "127.0.0.1"\nlog_level = "warn"\n${server}\n${section}${fixtureApps()}\n${apps}\n`;
   const { dir, path } = writeTempConfig('rusher-abuse-', text);
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RUSHER_') && k !== 'RUST_LOG'));
   const child = spawn(BIN, ['--config', path], {
@@ -305,4 +305,22 @@ test('subscribe flood: 10,000 pusher:subscribe in one burst get 4301 once a seco
     20,
     'subscribed after the window',
   );
+});
+
+test('max_connections_per_worker: at the cap new connections wait in the backlog and are served once one closes', T, async (t) => {
+  const { port } = await start(t, { server: 'workers = 1', limits: 'max_connections_per_worker = 2' });
+  const first = await ws(port);
+  const second = await ws(port);
+  assert.ok(first.ok && second.ok, 'two connections served');
+  t.after(() => {
+    first.ws.terminate();
+    second.ws.terminate();
+  });
+  const third = ws(port);
+  const early = await Promise.race([third.then(() => 'served'), sleep(800).then(() => 'waiting')]);
+  assert.equal(early, 'waiting', 'the third connection waits while the worker is at its cap');
+  first.ws.terminate();
+  const served = await withTimeout(third, 5000, 'the third connection was not served after one closed');
+  assert.ok(served.ok, `served after a close: ${JSON.stringify({ status: served.status })}`);
+  served.ws.terminate();
 });

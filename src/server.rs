@@ -308,6 +308,7 @@ impl Server {
         // Slowloris: a connection must send its request head in time
         // (actix answers 408 and closes; zero turns the limit off).
         .client_request_timeout(self.config.limits.request_header_timeout())
+        .max_connections(self.config.limits.max_connections_per_worker)
         .disable_signals()
         .shutdown_timeout(server_config.shutdown_grace)
         // Frames must leave at once, not wait for the client's ACK of the

@@ -31,6 +31,11 @@ pub struct LimitsConfig {
     pub max_half_open: usize,
     /// The same, per peer IP (trusted proxies are exempt).
     pub max_half_open_per_ip: usize,
+    /// Open connections (any transport, requests in flight included) one
+    /// worker thread serves at once; at the cap it stops accepting and new
+    /// connections wait in the listen backlog (actix-web's `max_connections`,
+    /// whose default 25,000 this keeps). Must be > 0.
+    pub max_connections_per_worker: usize,
 }
 
 impl Default for LimitsConfig {
@@ -43,6 +48,7 @@ impl Default for LimitsConfig {
             request_header_timeout_ms: 5_000,
             max_half_open: 4_096,
             max_half_open_per_ip: 128,
+            max_connections_per_worker: 25_000,
         }
     }
 }
@@ -66,6 +72,12 @@ impl LimitsConfig {
             return Err((
                 "max_tracked_ips",
                 "must be greater than 0 when connection_rate_per_ip is set".into(),
+            ));
+        }
+        if self.max_connections_per_worker == 0 {
+            return Err((
+                "max_connections_per_worker",
+                "must be greater than 0 (a worker would accept nothing)".into(),
             ));
         }
         if self.request_header_timeout_ms > MAX_HEADER_TIMEOUT_MS {
@@ -112,6 +124,14 @@ mod tests {
         assert_eq!(
             timeout.validate().unwrap_err().0,
             "request_header_timeout_ms"
+        );
+        let workers = LimitsConfig {
+            max_connections_per_worker: 0,
+            ..LimitsConfig::default()
+        };
+        assert_eq!(
+            workers.validate().unwrap_err().0,
+            "max_connections_per_worker"
         );
         assert!(LimitsConfig::default().validate().is_ok());
     }
