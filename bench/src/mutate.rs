@@ -263,11 +263,7 @@ pub fn next_case(rng: &mut Rng, max_frame_bytes: usize) -> Case {
                 _ => &[0xf8, 0x88, 0x80, 0x80, 0x80],
             };
             bytes.splice(at..at, bad.iter().copied());
-            case(
-                "invalid-utf8",
-                Wire::RawText(bytes),
-                Expect::Close(&[1007]),
-            )
+            case("invalid-utf8", Wire::RawText(bytes), Expect::Close(&[1007]))
         }
         48..=50 => case("empty-text", Wire::Text(String::new()), Expect::Error),
         51..=52 => case(
