@@ -32,10 +32,10 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::Bytes;
 use std::net::Shutdown;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long actix-web keeps an idle connection open between requests (its
 /// default, set explicitly by the server so the two stay the same).
@@ -49,9 +49,13 @@ pub struct NextHead {
     /// Requests of the connection started and whose response is not fully
     /// sent yet (more than one only when a client pipelines).
     running: AtomicUsize,
-    /// Bumped by every request start and response end, so a timer armed
-    /// before knows it is stale.
-    generation: AtomicU64,
+    /// When the next head is due, in milliseconds after `epoch`; moved
+    /// forward by each response end.
+    deadline_ms: AtomicU64,
+    /// Whether a timer task is waiting for the deadline: at most one per
+    /// connection, however many requests it serves.
+    timer: AtomicBool,
+    epoch: Instant,
     timeout: Duration,
     metrics: Metrics,
 }
@@ -82,7 +86,9 @@ impl NextHead {
         Some(Arc::new(NextHead {
             socket: Mutex::new(Some(socket)),
             running: AtomicUsize::new(0),
-            generation: AtomicU64::new(0),
+            deadline_ms: AtomicU64::new(0),
+            timer: AtomicBool::new(false),
+            epoch: Instant::now(),
             timeout,
             metrics,
         }))
@@ -91,7 +97,6 @@ impl NextHead {
     /// A request head is complete: no deadline while it runs.
     pub fn request_started(&self) {
         self.running.fetch_add(1, Ordering::AcqRel);
-        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The connection became a WebSocket: the watch is over.
@@ -106,34 +111,64 @@ impl NextHead {
         ResponseEnd(Arc::downgrade(self))
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn response_ended(self: &Arc<Self>) {
+        let deadline = self
+            .now_ms()
+            .saturating_add(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX));
+        self.deadline_ms.store(deadline, Ordering::Release);
         let before = self.running.fetch_sub(1, Ordering::AcqRel);
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        if before != 1 || self.lock().is_none() {
+        if before != 1 || self.lock().is_none() || self.timer.swap(true, Ordering::AcqRel) {
+            // Another request runs (its end arms it again), the connection
+            // is a WebSocket, or the waiting timer will see the new deadline.
             return;
         }
         let watch = Arc::downgrade(self);
-        let timeout = self.timeout;
         actix_web::rt::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            if let Some(watch) = watch.upgrade() {
-                watch.expire(generation);
+            loop {
+                let Some(due) = watch.upgrade().map(|w| w.epoch + w.deadline()) else {
+                    return;
+                };
+                tokio::time::sleep_until(due.into()).await;
+                let Some(watch) = watch.upgrade() else {
+                    return;
+                };
+                if !watch.wait_more() {
+                    return;
+                }
             }
         });
     }
 
-    /// The timer armed at `generation` fired: close the connection if
-    /// nothing happened since.
-    fn expire(&self, generation: u64) {
-        if self.generation.load(Ordering::Acquire) != generation
-            || self.running.load(Ordering::Acquire) != 0
-        {
-            return;
+    fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms.load(Ordering::Acquire))
+    }
+
+    /// The timer woke: closes the connection if its deadline passed with no
+    /// request running; says whether the timer must wait on (a later
+    /// deadline was set since it went to sleep).
+    fn wait_more(&self) -> bool {
+        let overdue = |watch: &Self| watch.deadline_ms.load(Ordering::Acquire) <= watch.now_ms();
+        if !overdue(self) {
+            return true;
         }
-        if let Some(socket) = self.lock().as_ref() {
-            self.metrics.limit_refused("request_header_timeout");
-            let _ = socket.shutdown(Shutdown::Both);
+        if self.running.load(Ordering::Acquire) == 0 {
+            if let Some(socket) = self.lock().as_ref() {
+                self.metrics.limit_refused("request_header_timeout");
+                let _ = socket.shutdown(Shutdown::Both);
+            }
+            return false;
         }
+        // A request runs: the timer ends; its response's end arms a new one.
+        // That end may have come just now and seen this timer still waiting:
+        // then take the wait on again.
+        self.timer.store(false, Ordering::Release);
+        self.running.load(Ordering::Acquire) == 0
+            && !overdue(self)
+            && !self.timer.swap(true, Ordering::AcqRel)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<socket2::Socket>> {
@@ -223,6 +258,20 @@ mod tests {
             closed(&mut client),
             "no next head within the timeout: closed"
         );
+    }
+
+    #[actix_web::test]
+    async fn requests_in_time_keep_it_open_with_one_timer_then_idle_closes_it() {
+        let (mut client, server) = pair();
+        let watch = short_watch(&server);
+        for _ in 0..6 {
+            watch.request_started();
+            drop(watch.response_token());
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        assert!(!closed(&mut client), "each head came within 100 ms");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(closed(&mut client), "then none: closed");
     }
 
     #[actix_web::test]
