@@ -270,6 +270,40 @@ test('slowloris: unfinished requests are closed after request_header_timeout_ms,
   await waitFor(async () => (await metric(port, 'rusher_half_open_connections')) === 0, 3000, 20, 'no half-open left');
 });
 
+test('slowloris on a kept-alive connection: a next request head left unfinished is closed after the keep-alive wait plus request_header_timeout_ms; an idle one by keep-alive alone', T, async (t) => {
+  const { port } = await start(t, { limits: 'request_header_timeout_ms = 1000\nmax_half_open_per_ip = 2' });
+  // Each connection sends one whole request (then no longer half-open),
+  // reads its answer, and sends the first bytes of the next one.
+  const open = (partial) =>
+    new Promise((resolve, reject) => {
+      const socket = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.6' });
+      let received = '';
+      let sentAt = 0;
+      socket.on('error', () => {});
+      socket.on('close', () => sentAt || reject(new Error(`closed before its first answer: ${received}`)));
+      socket.on('connect', () => socket.write('GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'));
+      socket.on('data', (d) => {
+        received += d.toString();
+        if (!sentAt && received.includes('\r\n\r\n')) {
+          sentAt = Date.now();
+          if (partial) socket.write('GET /ready HTTP/1.1\r\nHost: 1');
+          resolve({ socket, closed: new Promise((done) => socket.on('close', () => done(Date.now() - sentAt))) });
+        }
+      });
+    });
+  // One after the other: each is half-open only until its first request.
+  const held = [];
+  for (let i = 0; i < 5; i += 1) held.push(await open(true));
+  const idle = await open(false);
+  t.after(() => [...held, idle].forEach((c) => c.socket.destroy()));
+  // More than max_half_open_per_ip from one address: each must still end.
+  const ends = await Promise.all(held.map((c) => withTimeout(c.closed, 9000, 'an unfinished next head is closed')));
+  for (const ms of ends) assert.ok(ms >= 5500 && ms < 7500, `closed ${ms} ms after its first answer (keep-alive 5 s + 1 s)`);
+  const idleEnd = await withTimeout(idle.closed, 2000, 'the idle connection is closed by keep-alive');
+  assert.ok(idleEnd >= 4500 && idleEnd < 6000, `idle closed after ${idleEnd} ms (keep-alive 5 s)`);
+  assert.equal(await refusals(port, 'request_header_timeout'), 5, 'counted as header timeouts; the idle close is not');
+});
+
 test('subscribe flood: 10,000 pusher:subscribe in one burst get 4301 once a second, bounded work, counted in /metrics; the connection stays usable', T, async (t) => {
   // Defaults: subscription_rate 200, max_channels_per_connection 100.
   const { port } = await start(t);

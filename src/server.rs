@@ -10,6 +10,7 @@
 //! and the node leaves the cluster, all within `server.shutdown_grace`.
 
 use crate::abuse::half_open::HalfOpen;
+use crate::abuse::next_head::{NextHead, Watched};
 use crate::abuse::{ConnectionRate, HalfOpenGate};
 use crate::adapter::local::LocalAdapter;
 use crate::adapter::redis::positions::RedisPositions;
@@ -41,6 +42,7 @@ use crate::webhooks::Webhooks;
 use crate::ws;
 use crate::xhr;
 use actix_web::dev::Service;
+use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpServer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -257,6 +259,8 @@ impl Server {
             limits.request_header_timeout(),
             hub.metrics().clone(),
         );
+        let header_timeout = limits.request_header_timeout();
+        let watch_metrics = hub.metrics().clone();
         let app_hub = hub.clone();
         let workers = match server_config.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -279,13 +283,21 @@ impl Server {
                 .app_data(web::Data::new(http_sessions.clone()))
                 .wrap_fn(move |req, service| {
                     // The connection has sent a whole request head: no
-                    // longer half-open (a no-op after its first request).
+                    // longer half-open (a no-op after its first request),
+                    // and its next-head deadline is off while it runs.
                     if let Some(half_open) = req.request().conn_data::<HalfOpen>() {
                         half_open.request_started();
+                    }
+                    let next_head = req.request().conn_data::<Arc<NextHead>>().cloned();
+                    if let Some(next_head) = &next_head {
+                        next_head.request_started();
                     }
                     let metrics = metrics.clone();
                     let response = service.call(req);
                     async move {
+                        // Dropped without a body on an error: the deadline
+                        // is armed then (the error answer is short).
+                        let end = next_head.as_ref().map(|watch| watch.response_token());
                         let response = response.await?;
                         let route = response
                             .request()
@@ -295,7 +307,16 @@ impl Server {
                             .http_requests
                             .with_label_values(&[&route, response.status().as_str()])
                             .inc();
-                        Ok(response)
+                        // A WebSocket has its own keep-alive; any other
+                        // response arms the deadline once sent in full.
+                        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                            if let Some(watch) = &next_head {
+                                watch.upgraded();
+                            }
+                        }
+                        Ok(response
+                            .map_into_boxed_body()
+                            .map_body(|_, body| Watched::new(body, end)))
                     }
                 })
                 .configure(ws::configure)
@@ -304,11 +325,29 @@ impl Server {
                 .configure(http::configure)
                 .default_service(web::to(http::not_found))
         })
-        .on_connect(move |io, data| half_open.on_connect(io, data))
+        .on_connect(move |io, data| {
+            if !half_open.on_connect(io, data) {
+                return;
+            }
+            let stream = crate::abuse::half_open::tcp_stream(io);
+            let watch = stream.and_then(|stream| {
+                NextHead::watch(
+                    socket2::SockRef::from(stream),
+                    header_timeout,
+                    watch_metrics.clone(),
+                )
+            });
+            if let Some(watch) = watch {
+                data.insert(watch);
+            }
+        })
         // Slowloris: a connection must send its request head in time
         // (actix answers 408 and closes; zero turns the limit off).
         .client_request_timeout(self.config.limits.request_header_timeout())
         .max_connections(self.config.limits.max_connections_per_worker)
+        // Idle between requests; then the next head has the header timeout
+        // too (abuse/next_head.rs), which actix does not enforce itself.
+        .keep_alive(crate::abuse::next_head::KEEP_ALIVE)
         .disable_signals()
         .shutdown_timeout(server_config.shutdown_grace)
         // Frames must leave at once, not wait for the client's ACK of the

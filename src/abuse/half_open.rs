@@ -86,17 +86,18 @@ impl HalfOpenGate {
 
     /// For `HttpServer::on_connect`: counts the accepted connection `io`
     /// (plain TCP, or TCP under TLS once its handshake is done), or shuts it
-    /// down when a cap is reached.
-    pub fn on_connect(self: &Arc<Self>, io: &dyn Any, data: &mut Extensions) {
+    /// down when a cap is reached. Returns whether the connection is served.
+    pub fn on_connect(self: &Arc<Self>, io: &dyn Any, data: &mut Extensions) -> bool {
         let Some(stream) = tcp_stream(io) else {
-            return;
+            return true;
         };
         let Ok(peer) = stream.peer_addr() else {
-            return;
+            return true;
         };
         match self.enter(peer.ip()) {
             Ok(guard) => {
                 data.insert(guard);
+                true
             }
             Err(refusal) => {
                 self.metrics.limit_refused(refusal.label());
@@ -106,6 +107,7 @@ impl HalfOpenGate {
                 // Closing here ends the connection before actix reads it:
                 // its dispatcher reads end-of-stream and drops it.
                 let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Both);
+                false
             }
         }
     }
@@ -206,7 +208,7 @@ impl Drop for HalfOpen {
 /// itself on a plain listener, the stream under rustls on a TLS one (called
 /// once its handshake is done: the handshake itself is bounded by
 /// `server.tls.handshake_timeout_ms` and `max_handshakes`).
-fn tcp_stream(io: &dyn Any) -> Option<&actix_web::rt::net::TcpStream> {
+pub fn tcp_stream(io: &dyn Any) -> Option<&actix_web::rt::net::TcpStream> {
     use actix_tls::accept::rustls_0_23::TlsStream;
     use actix_web::rt::net::TcpStream;
     io.downcast_ref::<TcpStream>().or_else(|| {

@@ -10,6 +10,8 @@
 //!   HTTP 429 and `Retry-After` before any upgrade or session exists.
 //! - [`half_open`]: connections accepted but without a complete request
 //!   head yet (slowloris), capped at accept time, globally and per peer.
+//! - [`next_head`]: the request header timeout for the next request of a
+//!   kept-alive connection (actix-web times only the first).
 //!
 //! Subscribe/unsubscribe frames per connection are limited in the session
 //! (`session/rate.rs`), with the same window as client events.
@@ -18,6 +20,7 @@ pub mod bucket;
 pub mod client_ip;
 pub mod connection_rate;
 pub mod half_open;
+pub mod next_head;
 pub mod settings;
 
 pub use connection_rate::ConnectionRate;
