@@ -462,9 +462,12 @@ pub struct AppConfig {
     #[serde(default = "d_connection_burst")]
     pub connection_burst: u32,
     /// `pusher:subscribe` and `pusher:unsubscribe` frames one connection
-    /// may send per second (over it: `pusher:error` 4301); 0 means unlimited.
-    #[serde(default = "d_subscription_rate")]
-    pub subscription_rate: u32,
+    /// may send per second (over it: `pusher:error` 4301); 0 means
+    /// unlimited. Unset: [`AppConfig::subscription_rate`]'s default, which
+    /// follows `max_channels_per_connection` (so raising that one alone
+    /// never makes a config invalid).
+    #[serde(default)]
+    pub subscription_rate: Option<u32>,
     /// Where this app's webhooks go.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
@@ -589,9 +592,8 @@ fn d_subscription_count_interval_ms() -> u64 {
 fn d_connection_burst() -> u32 {
     100
 }
-fn d_subscription_rate() -> u32 {
-    200
-}
+/// The least default `subscription_rate`.
+const DEFAULT_SUBSCRIPTION_RATE: u32 = 200;
 fn d_cache_ttl() -> u64 {
     30 * 60
 }
@@ -612,6 +614,16 @@ fn d_recovery_users() -> usize {
 }
 
 impl AppConfig {
+    /// `pusher:subscribe`/`pusher:unsubscribe` frames a connection may send
+    /// per second (0 = unlimited): `subscription_rate` when set, else the
+    /// larger of 200 and `max_channels_per_connection`.
+    pub fn subscription_rate(&self) -> u32 {
+        self.subscription_rate.unwrap_or_else(|| {
+            let channels = u32::try_from(self.max_channels_per_connection).unwrap_or(u32::MAX);
+            DEFAULT_SUBSCRIPTION_RATE.max(channels)
+        })
+    }
+
     /// An app with the given credentials and every default limit.
     pub fn with_credentials(id: &str, key: &str, secret: &str) -> Self {
         AppConfig {
@@ -638,7 +650,7 @@ impl AppConfig {
             max_api_requests_per_second: 0,
             connection_rate: 0,
             connection_burst: d_connection_burst(),
-            subscription_rate: d_subscription_rate(),
+            subscription_rate: None,
             webhooks: Vec::new(),
             history: false,
             history_channels: Vec::new(),
@@ -1075,8 +1087,9 @@ impl Config {
                     "must be at least 1 when connection_rate is set",
                 ));
             }
-            if app.subscription_rate > 0
-                && (app.subscription_rate as usize) < app.max_channels_per_connection
+            if app
+                .subscription_rate
+                .is_some_and(|rate| rate > 0 && (rate as usize) < app.max_channels_per_connection)
             {
                 return Err(invalid(
                     at("subscription_rate"),
@@ -1904,7 +1917,13 @@ mod tests {
         );
         let defaults = Config::from_toml(app).unwrap();
         assert_eq!(defaults.limits.connection_rate_per_ip, 0, "off by default");
-        assert_eq!(defaults.apps[0].subscription_rate, 200);
+        assert_eq!(defaults.apps[0].subscription_rate(), 200);
+        // Unset, it follows max_channels_per_connection: raising that alone
+        // keeps a config valid (pusher-js resubscribes everything at once).
+        let many =
+            Config::from_toml(&format!("{app}max_channels_per_connection = 1000\n")).unwrap();
+        assert!(many.validate().is_ok());
+        assert_eq!(many.apps[0].subscription_rate(), 1000);
     }
 
     #[test]

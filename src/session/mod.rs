@@ -356,7 +356,7 @@ impl<T: Transport> Session<T> {
     /// (the connection stays open, as for client events): a flood costs a
     /// parse and a counter per frame, and at most one reply a second.
     fn subscription_allowed(&mut self, ctx: &mut T::Context, channel: &str) -> bool {
-        let limit = self.app.subscription_rate;
+        let limit = self.app.subscription_rate();
         let Admission::Refused { first } = self.subscriptions.admit(limit, Instant::now()) else {
             return true;
         };
