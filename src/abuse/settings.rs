@@ -29,7 +29,8 @@ pub struct LimitsConfig {
     /// Connections accepted that have not completed a request head yet,
     /// on this node; over it a new connection is closed at once.
     pub max_half_open: usize,
-    /// The same, per peer IP (trusted proxies are exempt).
+    /// The same, per peer IP (trusted proxies are exempt); 0 = off (the
+    /// default: behind a proxy or NAT every client shares one address).
     pub max_half_open_per_ip: usize,
     /// Open connections (any transport, requests in flight included) one
     /// worker thread serves at once; at the cap it stops accepting and new
@@ -47,7 +48,7 @@ impl Default for LimitsConfig {
             max_tracked_ips: 100_000,
             request_header_timeout_ms: 5_000,
             max_half_open: 4_096,
-            max_half_open_per_ip: 128,
+            max_half_open_per_ip: 0,
             max_connections_per_worker: 25_000,
         }
     }
