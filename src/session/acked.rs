@@ -3,12 +3,12 @@
 //! on a timer, mirrored to a shared store for a signed-in user, parked on
 //! close and claimed by the user's next connection (`delivery/`).
 
-use super::rate::{Admission, RateWindow};
 use super::{Session, Transport};
 use crate::apps::App;
 use crate::delivery::pending::{Due, Entry, Expiry, Pending, Policy, Recorded};
 use crate::delivery::store::Claimed;
 use crate::delivery::MAX_MESSAGE_ID_LEN;
+use crate::hub::rate::{Admission, RateWindow};
 use crate::protocol::error::ErrorCode;
 use crate::protocol::frames;
 use crate::protocol::presence::SignedInUser;

@@ -12,13 +12,12 @@
 
 mod acked;
 mod probe;
-mod rate;
 mod transport;
 
+use crate::hub::rate::{Admission, RateWindow};
 use acked::AckedDelivery;
 pub use acked::ClaimedDeliveries;
 use probe::Probe;
-use rate::{Admission, RateWindow};
 
 pub use transport::{SessionSettings, Transport, TransportSettings};
 
