@@ -323,6 +323,7 @@ impl Server {
                 .configure(xhr::configure)
                 .configure(sse::configure)
                 .configure(http::configure)
+                .configure(ws::configure_pushi)
                 .default_service(web::to(http::not_found))
         })
         .on_connect(move |io, data| {

@@ -3,6 +3,7 @@
 
 use super::connection::{Connection, Delivery, SocketId};
 use crate::protocol::frames::presence_data;
+use crate::protocol::pushi::{self, Dialect};
 use bytestring::ByteString;
 use dashmap::DashMap;
 use serde_json::value::RawValue;
@@ -279,18 +280,32 @@ impl AppChannels {
         result
     }
 
-    /// Queues the same encoded frame to every subscriber but `except`.
+    /// Queues the same encoded frame to every subscriber but `except`;
+    /// pushi.js subscribers get its pushi form
+    /// ([`pushi::fan_out_frame`](crate::protocol::pushi::fan_out_frame)),
+    /// built at most once per call and only when one of them is there.
     pub fn deliver(&self, channel: &str, frame: &ByteString, except: Option<&str>) -> FanOut {
         let mut report = FanOut::default();
         let Some(state) = self.channels.get(channel) else {
             return report;
         };
+        // None until a pushi subscriber is met; then its frame (or the
+        // Pusher one, for frames pushi sends unchanged).
+        let mut pushi: Option<ByteString> = None;
         for (socket_id, subscriber) in state.subscribers.iter() {
             if except == Some(&**socket_id) {
                 continue;
             }
-            // Cloning a ByteString bumps a reference count: no copy, no JSON work.
-            match subscriber.connection.send(frame.clone()) {
+            let out = match subscriber.connection.dialect() {
+                // Cloning a ByteString bumps a reference count: no copy, no JSON work.
+                Dialect::Pusher => frame.clone(),
+                Dialect::Pushi => pushi
+                    .get_or_insert_with(|| {
+                        pushi::fan_out_frame(frame).unwrap_or_else(|| frame.clone())
+                    })
+                    .clone(),
+            };
+            match subscriber.connection.send(out) {
                 Delivery::Queued => report.queued += 1,
                 Delivery::Overflowed => report.overflowed += 1,
                 Delivery::Closed => {}

@@ -4,6 +4,7 @@
 //! The transport (ws/) owns the receiving ends; the hub never knows how frames
 //! reach the client.
 
+use crate::protocol::pushi::Dialect;
 use bytestring::ByteString;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub struct Connection {
     /// False while a connection of an app with `authorized_connections` has
     /// not signed in or subscribed to a signed channel (see [`Connection::authorize`]).
     authorized: AtomicBool,
+    /// Set once, before the connection subscribes, for a pushi.js client
+    /// (`/{key}`): the fan-out gives it pushi's frames.
+    pushi: AtomicBool,
 }
 
 /// How the transport is told to close; registered once it runs.
@@ -74,12 +78,29 @@ impl Connection {
             close_code: AtomicU16::new(0),
             closer: OnceLock::new(),
             authorized: AtomicBool::new(true),
+            pushi: AtomicBool::new(false),
         });
         let receiver = ConnectionReceiver {
             outgoing: rx,
             connection: connection.clone(),
         };
         (connection, receiver)
+    }
+
+    /// Marks the connection as speaking pushi's dialect (set by the
+    /// transport before its first subscription).
+    pub fn set_dialect(&self, dialect: Dialect) {
+        self.pushi
+            .store(dialect == Dialect::Pushi, Ordering::Relaxed);
+    }
+
+    /// The frames this connection speaks.
+    pub fn dialect(&self) -> Dialect {
+        if self.pushi.load(Ordering::Relaxed) {
+            Dialect::Pushi
+        } else {
+            Dialect::Pusher
+        }
     }
 
     /// Offers a frame without waiting. A full queue means the client cannot

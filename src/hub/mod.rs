@@ -33,6 +33,7 @@ pub mod history;
 pub mod history_store;
 pub mod idempotency;
 pub mod idempotent_publish;
+pub mod latest;
 pub mod node;
 pub mod peer;
 pub mod persistence;
@@ -1168,8 +1169,10 @@ impl Hub {
         }
     }
 
-    /// Relays a client event to the channel's other subscribers (and to the
-    /// app's `client_event` webhooks). The caller has checked the sender may.
+    /// Relays a client event to the channel's other subscribers, with `echo`
+    /// (pushi's flag) to the sender as well, and to the app's `client_event`
+    /// webhooks. The caller has checked the sender may.
+    #[allow(clippy::too_many_arguments)]
     pub fn client_event(
         self: &Arc<Self>,
         app_id: &str,
@@ -1178,6 +1181,7 @@ impl Hub {
         event: &str,
         data: &RawValue,
         user_id: Option<&str>,
+        echo: bool,
     ) {
         let hub = self.clone();
         let (app, target, name, sender) = (
@@ -1194,7 +1198,8 @@ impl Hub {
                 &name,
                 &payload,
                 user.as_deref(),
-                Some(&sender),
+                // pushi's `echo`: the sender gets it too.
+                (!echo).then_some(sender.as_str()),
             )
             .await;
         });

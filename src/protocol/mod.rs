@@ -5,9 +5,11 @@
 //! - [`auth`]: HMAC-SHA256 signatures for channels, users and HTTP requests.
 //! - [`error`]: the Pusher error codes and what each tells the client.
 //! - [`presence`]: presence `channel_data` and sign-in `user_data`.
+//! - [`pushi`]: pushi's WebSocket dialect (pushi.js clients at `/{key}`).
 
 pub mod auth;
 pub mod channel;
 pub mod error;
 pub mod frames;
 pub mod presence;
+pub mod pushi;

@@ -12,6 +12,7 @@
 
 mod acked;
 mod probe;
+mod pushi_frames;
 mod transport;
 
 use crate::hub::rate::{Admission, RateWindow};
@@ -31,6 +32,7 @@ use crate::protocol::channel::channel_type;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::frames::{self, ClientMessage, FrameError, SubscribeRequest};
 use crate::protocol::presence::SignedInUser;
+use crate::protocol::pushi::{self, Dialect};
 use crate::throttled_log::ThrottledLog;
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, SpawnHandle, StreamHandler,
@@ -77,6 +79,9 @@ pub struct Session<T: Transport> {
     span: Span,
     /// Frames written and read since the metrics last saw them.
     frames: FrameCounts,
+    /// Pusher's frames or pushi's (pushi.js at `/{key}`), as the transport
+    /// set on the connection.
+    dialect: Dialect,
 }
 
 /// Frames counted on the connection and added to
@@ -114,7 +119,6 @@ impl<T: Transport> Session<T> {
             transport,
             hub,
             app,
-            connection,
             receiver: Some(receiver),
             channels: HashMap::new(),
             history: HashMap::new(),
@@ -131,6 +135,8 @@ impl<T: Transport> Session<T> {
             authorization: None,
             span,
             frames: FrameCounts::default(),
+            dialect: connection.dialect(),
+            connection,
         }
     }
 
@@ -141,6 +147,17 @@ impl<T: Transport> Session<T> {
             self.flush_frame_counts();
         }
         self.transport.text(ctx, frame.into());
+    }
+
+    /// Hands a frame built for this connection alone (a subscription's
+    /// answer, a cache channel's last event) to the transport, in pushi's
+    /// form for a pushi.js client.
+    fn send_own(&mut self, ctx: &mut T::Context, frame: ByteString) {
+        let frame = match self.dialect {
+            Dialect::Pusher => frame,
+            Dialect::Pushi => pushi::session_frame(&frame).unwrap_or(frame),
+        };
+        self.send(ctx, frame);
     }
 
     /// Sends `pusher:error` with `code` (none for errors that keep the
@@ -250,8 +267,12 @@ impl<T: Transport> Session<T> {
         let idle = now.duration_since(self.last_seen);
         if idle >= self.settings.activity_timeout {
             // Only the Pusher-level ping, as hosted Pusher does: clients
-            // answer it with `pusher:pong`.
-            self.send(ctx, frames::ping_frame());
+            // answer it with `pusher:pong`. pushi.js does not: it gets the
+            // transport's ping, which its browser answers.
+            let below = self.dialect == Dialect::Pushi && self.transport.transport_ping(ctx);
+            if !below {
+                self.send(ctx, frames::ping_frame());
+            }
             self.ping_sent = Some(now);
             self.schedule_keepalive(ctx, self.settings.pong_timeout);
         } else {
@@ -262,6 +283,9 @@ impl<T: Transport> Session<T> {
     /// One frame from the client (a JSON text, as pusher-js sends it).
     pub fn receive_text(&mut self, ctx: &mut T::Context, text: &str) {
         self.frames.r#in += 1;
+        if self.dialect == Dialect::Pushi && self.receive_pushi(ctx, text) {
+            return;
+        }
         match frames::parse_client_frame(text) {
             Ok(ClientMessage::Ping) => self.send(ctx, frames::pong_frame()),
             Ok(ClientMessage::Pong) => {}
@@ -304,8 +328,14 @@ impl<T: Transport> Session<T> {
                     }
                     self.drop_pending(ctx, &channel);
                     let (hub, connection) = (self.hub.clone(), self.connection.clone());
+                    let answer = (self.dialect == Dialect::Pushi)
+                        .then(|| pushi::unsubscription_succeeded(&channel));
                     let leaving = async move { hub.unsubscribe(&connection, &channel).await };
-                    ctx.wait(leaving.into_actor(self));
+                    ctx.wait(leaving.into_actor(self).map(|(), session, ctx| {
+                        if let Some(answer) = answer {
+                            session.send(ctx, answer);
+                        }
+                    }));
                 }
             }
             Ok(ClientMessage::Signin { auth, user_data }) => self.sign_in(ctx, &auth, &user_data),
@@ -313,7 +343,7 @@ impl<T: Transport> Session<T> {
                 event,
                 channel,
                 data,
-            }) => self.client_event(ctx, &event, &channel, &data),
+            }) => self.client_event(ctx, &event, &channel, &data, false),
             Ok(ClientMessage::Ack { message_ids }) => self.ack(ctx, &message_ids),
             Err(FrameError::InvalidData {
                 event: "pusher:ack",
@@ -431,14 +461,14 @@ impl<T: Transport> Session<T> {
                     session
                         .transport
                         .subscribed(ctx, &request.channel, position);
-                    session.send(ctx, subscription.succeeded);
+                    session.send_own(ctx, subscription.succeeded);
                     if let Some(cached) = subscription.cached {
                         // A cache channel's last event may carry a message id.
                         session.record_delivery(ctx, &cached);
-                        session.send(ctx, cached);
+                        session.send_own(ctx, cached);
                     }
                     for frame in subscription.announcements {
-                        session.send(ctx, frame);
+                        session.send_own(ctx, frame);
                     }
                     if let Some(join) = subscription.history {
                         session
@@ -581,7 +611,16 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    fn client_event(&mut self, ctx: &mut T::Context, event: &str, channel: &str, data: &RawValue) {
+    /// Relays a client event under the app's client-event rules; `echo`
+    /// (pushi's flag) sends it back to the sender too.
+    fn client_event(
+        &mut self,
+        ctx: &mut T::Context,
+        event: &str,
+        channel: &str,
+        data: &RawValue,
+        echo: bool,
+    ) {
         if !self.app.client_events {
             return self.error(ctx, None, "Client events are not enabled for this app");
         }
@@ -623,6 +662,7 @@ impl<T: Transport> Session<T> {
             event,
             data,
             user_id.as_deref(),
+            echo,
         );
     }
 }
@@ -637,13 +677,14 @@ impl<T: Transport> Actor for Session<T> {
             .with_label_values(&[self.transport.name()])
             .inc();
         tracing::debug!(parent: &self.span, transport = self.transport.name(), "connected");
-        self.send(
-            ctx,
-            frames::connection_established(
+        let established = match self.dialect {
+            Dialect::Pusher => frames::connection_established(
                 &self.connection.socket_id,
                 self.settings.activity_timeout.as_secs(),
             ),
-        );
+            Dialect::Pushi => pushi::connection_established(&self.connection.socket_id),
+        };
+        self.send(ctx, established);
         if let Some(receiver) = self.receiver.take() {
             ctx.add_stream(ReceiverStream::new(receiver.outgoing));
         }

@@ -70,6 +70,14 @@ pub trait Transport: Sized + Unpin + 'static {
     /// that proof (a WebSocket pong echoing it, the next HTTP request).
     fn probe(&mut self, ctx: &mut Self::Context, id: u64);
 
+    /// Pings below the Pusher protocol, for a client that never answers
+    /// `pusher:ping` (pushi.js): a WebSocket ping frame, which browsers and
+    /// `ws` answer by themselves, its pong counting as activity. False when
+    /// the transport has no such ping (the session then sends `pusher:ping`).
+    fn transport_ping(&mut self, _ctx: &mut Self::Context) -> bool {
+        false
+    }
+
     /// Closes the connection with a Pusher close `code` (4000-4999) and
     /// its `reason`, after the session wrote the matching `pusher:error`.
     /// The session stops its actor right after.

@@ -1,4 +1,6 @@
 //! The WebSocket transport: `/app/{key}` handshake and one actor per connection.
+//! pushi.js clients connect to `/{key}` and get the same session speaking
+//! pushi's dialect (see [`crate::protocol::pushi`]).
 //!
 //! This is the only module that knows actix-web-actors.
 //!
@@ -17,14 +19,67 @@ pub mod transport;
 use crate::abuse::ConnectionRate;
 use crate::hub::Hub;
 use crate::protocol::error::ErrorCode;
+use crate::protocol::pushi::Dialect;
 use crate::session::{Session, SessionSettings, TransportSettings};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{guard, web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use std::sync::Arc;
 
 /// Registers the WebSocket routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/app/{key}", web::get().to(connect));
+}
+
+/// Registers pushi.js's `/{key}` (registered after every other route): it
+/// takes only a WebSocket upgrade whose last path segment is a known app
+/// key while the WebSocket transport is on, so every other request on a
+/// one-segment path (`/ready`, `/metrics`, a typo) goes on to its own route
+/// or the 404.
+pub fn configure_pushi(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/{key}")
+            .guard(guard::Get())
+            .guard(guard::fn_guard(is_pushi_upgrade))
+            .to(connect_pushi),
+    );
+}
+
+/// A WebSocket upgrade on `/{key}` for an app this server knows.
+fn is_pushi_upgrade(ctx: &guard::GuardContext<'_>) -> bool {
+    let upgrade = ctx
+        .head()
+        .headers()
+        .get(actix_web::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return false;
+    }
+    let on = ctx
+        .app_data::<web::Data<TransportSettings>>()
+        .is_some_and(|t| t.ws);
+    let key = ctx.head().uri.path().trim_start_matches('/');
+    on && ctx
+        .app_data::<web::Data<Arc<Hub>>>()
+        .is_some_and(|hub| hub.apps().by_key(key).is_some())
+}
+
+async fn connect_pushi(
+    req: HttpRequest,
+    stream: web::Payload,
+    key: web::Path<String>,
+    hub: web::Data<Arc<Hub>>,
+    settings: web::Data<SessionSettings>,
+    transports: web::Data<TransportSettings>,
+    rate: web::Data<Arc<ConnectionRate>>,
+) -> actix_web::Result<HttpResponse> {
+    let route = Route {
+        req,
+        stream,
+        key: key.into_inner(),
+        dialect: Dialect::Pushi,
+    };
+    open(route, hub, settings, transports, rate).await
 }
 
 fn start_rejected(
@@ -44,6 +99,37 @@ async fn connect(
     transports: web::Data<TransportSettings>,
     rate: web::Data<Arc<ConnectionRate>>,
 ) -> actix_web::Result<HttpResponse> {
+    let route = Route {
+        req,
+        stream,
+        key: key.into_inner(),
+        dialect: Dialect::Pusher,
+    };
+    open(route, hub, settings, transports, rate).await
+}
+
+/// The upgrade request and what its path says.
+struct Route {
+    req: HttpRequest,
+    stream: web::Payload,
+    key: String,
+    dialect: Dialect,
+}
+
+/// One admission for both dialects: the same checks, limits and metrics.
+async fn open(
+    route: Route,
+    hub: web::Data<Arc<Hub>>,
+    settings: web::Data<SessionSettings>,
+    transports: web::Data<TransportSettings>,
+    rate: web::Data<Arc<ConnectionRate>>,
+) -> actix_web::Result<HttpResponse> {
+    let Route {
+        req,
+        stream,
+        key,
+        dialect,
+    } = route;
     // Check the upgrade first: a connection is admitted (and counted) only
     // once the WebSocket handshake is sure to succeed.
     ws::handshake(&req)?;
@@ -58,8 +144,11 @@ async fn connect(
     let Some(app) = hub.apps().by_key(&key) else {
         return refuse(&hub, ErrorCode::AppNotFound, &req, stream);
     };
-    if let Err(code) = handshake::check_protocol(req.query_string()) {
-        return refuse(&hub, code, &req, stream);
+    // pushi.js names no protocol version (its URL is `{base}{key}`).
+    if dialect == Dialect::Pusher {
+        if let Err(code) = handshake::check_protocol(req.query_string()) {
+            return refuse(&hub, code, &req, stream);
+        }
     }
     if let Err(refused) = rate.admit_app(&app) {
         return Ok(refused.response(&req));
@@ -68,6 +157,7 @@ async fn connect(
         Ok(receiver) => receiver,
         Err(code) => return refuse(&hub, code, &req, stream),
     };
+    receiver.connection.set_dialect(dialect);
     let oversize = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let session = Session::new(
         transport::WebSocket::new(oversize.clone(), settings.max_frame_bytes),

@@ -108,6 +108,12 @@ impl Transport for WebSocket {
         ctx.ping(&id.to_be_bytes());
     }
 
+    fn transport_ping(&mut self, ctx: &mut Self::Context) -> bool {
+        // Empty: no probe id, so its pong only proves the client alive.
+        ctx.ping(b"");
+        true
+    }
+
     fn close(&mut self, ctx: &mut Self::Context, code: u16, reason: &str) {
         ctx.close(Some(ws::CloseReason {
             code: ws::CloseCode::Other(code),
