@@ -23,6 +23,7 @@ import {
   signIn,
   startJongodb,
   startRusher,
+  subscribeOk,
 } from './persistence-helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -224,6 +225,37 @@ describe('web callbacks', () => {
     await sdk.trigger(a, marker, {});
     await callbackFor(marker);
     assert.equal(receiver.requests.filter((r) => r.json?.event === stopped).length, 0);
+  });
+});
+
+describe('client events', () => {
+  test("routed like API events, never to the sender's own registrations", T, async (t) => {
+    const [sender, other] = [uniq('sender'), uniq('other')];
+    const channel = `presence-${uniq('chat')}`;
+    for (const user of [sender, other]) {
+      assert.equal((await papi.follow(user, channel)).status, 200);
+      assert.equal((await register({ user_id: user, url: `${receiver.url}/${user}` })).status, 200);
+    }
+    const client = await pusherOn(t, server, { presence: { user_id: sender, user_info: {} } });
+    const { channel: joined } = await subscribeOk(client, channel);
+    const event = uniq('client-msg');
+    joined.trigger(event, { text: 'hi' });
+    const got = await waitFor(
+      () => receiver.accepted().find((r) => r.json?.event === event),
+      5000,
+      20,
+      'the client event callback',
+    );
+    assert.equal(got.url, `/hook/${other}`);
+    assert.deepEqual([got.json.channel, got.json.user_id, got.json.data], [channel, other, '{"text":"hi"}']);
+    // An API event after it reaches the sender's URL: the client event would have first.
+    const marker = uniq('marker');
+    await sdk.trigger(channel, marker, {});
+    await waitFor(() => receiver.accepted().find((r) => r.json?.event === marker && r.url === `/hook/${sender}`), 5000, 20, 'marker');
+    assert.deepEqual(
+      receiver.requests.filter((r) => r.json?.event === event).map((r) => r.url),
+      [`/hook/${other}`],
+    );
   });
 });
 

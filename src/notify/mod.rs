@@ -274,7 +274,7 @@ impl Notifier {
             .await
             .map_err(RegisterError::Store)?;
         self.index.insert(app_id, registration);
-        Ok(created || !exists)
+        Ok(created)
     }
 
     /// Forgets a registration (idempotent); true when it existed.
