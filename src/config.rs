@@ -66,6 +66,9 @@ pub struct Config {
     /// Abuse limits: connection rate per client IP, unfinished requests.
     #[serde(default)]
     pub limits: crate::abuse::settings::LimitsConfig,
+    /// Notification handlers: queues, retries, limits, SMTP (`crate::notify`).
+    #[serde(default)]
+    pub notifications: crate::notify::settings::NotificationsConfig,
     /// The apps served; one built-in default app when empty.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -522,6 +525,10 @@ pub struct AppConfig {
     /// channel at least (changes in between are coalesced, the last one sent).
     #[serde(default = "d_subscription_count_interval_ms")]
     pub subscription_count_interval_ms: u64,
+    /// When each notification handler sends (`[apps.notifications]`,
+    /// README "Notifications"): `off`, `offline` or `always` per handler.
+    #[serde(default)]
+    pub notifications: crate::notify::settings::AppNotifications,
 }
 
 /// One webhook endpoint of an app.
@@ -664,6 +671,7 @@ impl AppConfig {
             delivery: Default::default(),
             subscription_count: false,
             subscription_count_interval_ms: d_subscription_count_interval_ms(),
+            notifications: Default::default(),
         }
     }
 
@@ -699,6 +707,7 @@ impl Default for Config {
             transports: TransportsConfig::default(),
             store: StoreConfig::default(),
             limits: Default::default(),
+            notifications: Default::default(),
             apps: vec![AppConfig {
                 // The PyPI SDK only accepts digits: the built-in app answers
                 // to `1` as well, so both official SDKs work without a config.
@@ -958,6 +967,9 @@ impl Config {
         self.limits
             .validate()
             .map_err(|(key, reason)| invalid(format!("limits.{key}"), reason))?;
+        self.notifications
+            .validate()
+            .map_err(|(key, reason)| invalid(format!("notifications.{key}"), reason))?;
         self.validate_redis()?;
         let st = &self.store;
         for (key, value) in [

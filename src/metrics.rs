@@ -77,6 +77,15 @@ pub struct Metrics {
     pub webhooks_failed: IntCounter,
     /// Webhook events dropped because the queue or backlog was full.
     pub webhooks_dropped: IntCounter,
+    /// Notifications a receiver accepted, by `handler` (`web`, `email`, `web_push`).
+    pub notifications_sent: IntCounterVec,
+    /// Notifications not delivered after their retries, by `handler`.
+    pub notifications_failed: IntCounterVec,
+    /// Notifications dropped because a queue was full, by `handler`
+    /// (`route`: events dropped before routing).
+    pub notifications_dropped: IntCounterVec,
+    /// Notifications waiting in a handler's queue, by `handler`.
+    pub notifications_queued: IntGaugeVec,
     /// Redis operations that failed or timed out (the node then answered alone).
     pub redis_errors: IntCounter,
     /// Bus messages to the other nodes dropped (Redis failed, or the outbox was full).
@@ -268,6 +277,26 @@ impl Metrics {
             webhooks_dropped: counter(
                 "rusher_webhooks_dropped_total",
                 "Webhook events dropped because the queue or backlog was full",
+            ),
+            notifications_sent: counter_vec(
+                "rusher_notifications_sent_total",
+                "Notifications a receiver accepted, by handler",
+                &["handler"],
+            ),
+            notifications_failed: counter_vec(
+                "rusher_notifications_failed_total",
+                "Notifications not delivered after their retries, by handler",
+                &["handler"],
+            ),
+            notifications_dropped: counter_vec(
+                "rusher_notifications_dropped_total",
+                "Notifications dropped because a queue was full, by handler",
+                &["handler"],
+            ),
+            notifications_queued: gauge_vec(
+                "rusher_notifications_queued",
+                "Notifications waiting in a handler's queue, by handler",
+                &["handler"],
             ),
             redis_errors: counter(
                 "rusher_redis_errors_total",
@@ -500,6 +529,17 @@ mod tests {
             .with_label_values(&["ws", "out"])
             .inc();
         metrics.tls_reloads.with_label_values(&["ok"]).inc();
+        for labelled in [
+            &metrics.notifications_sent,
+            &metrics.notifications_failed,
+            &metrics.notifications_dropped,
+        ] {
+            labelled.with_label_values(&["web"]).inc();
+        }
+        metrics
+            .notifications_queued
+            .with_label_values(&["web"])
+            .set(0);
         let exposed: Vec<String> = metrics
             .registry
             .gather()

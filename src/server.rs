@@ -30,6 +30,9 @@ use crate::hub::retention::LongHistory;
 use crate::hub::Hub;
 use crate::listen::{self, Scheme};
 use crate::metrics::Metrics;
+use crate::notify::email::EmailSender;
+use crate::notify::web::WebSender;
+use crate::notify::{Notifier, Senders};
 use crate::protocol::error::ErrorCode;
 use crate::session::{SessionSettings, TransportSettings};
 use crate::sse;
@@ -38,6 +41,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::mongo::MongoStore;
 use crate::store::{Retention, Store};
 use crate::tls::{self, reload::Reloader, CertResolver};
+use crate::webhooks::sender::RetryPolicy;
 use crate::webhooks::Webhooks;
 use crate::ws;
 use crate::xhr;
@@ -120,6 +124,9 @@ impl Server {
                 }
             }
         }
+        let notifier = self
+            .start_notifier(&apps, &persistence, &adapter, &metrics)
+            .await?;
         let hub = Hub::new(
             apps,
             node,
@@ -129,6 +136,7 @@ impl Server {
             Some(persistence),
             self.config.server.outgoing_queue,
         )
+        .with_notifier(notifier)
         .with_history_store(history_store)
         .with_position_store(position_store)
         .with_long_history(long_history);
@@ -136,6 +144,44 @@ impl Server {
             Some(store) => hub.with_parked_store(store),
             None => hub,
         }))
+    }
+
+    /// Starts the notification handlers over the store's registrations:
+    /// HTTP callbacks always, e-mail when `[notifications.smtp] host` is set.
+    async fn start_notifier(
+        &self,
+        apps: &Arc<AppRegistry>,
+        persistence: &Arc<Persistence>,
+        adapter: &Arc<dyn Adapter>,
+        metrics: &Metrics,
+    ) -> std::io::Result<Arc<Notifier>> {
+        let settings = &self.config.notifications;
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let policy = RetryPolicy {
+            max_attempts: settings.max_attempts,
+            backoff: Duration::from_millis(settings.backoff_ms),
+        };
+        let web = WebSender::new(timeout, policy).map_err(std::io::Error::other)?;
+        let mut senders = Senders {
+            web: Some(Arc::new(web)),
+            ..Senders::default()
+        };
+        if !settings.smtp.host.is_empty() {
+            let email =
+                EmailSender::new(&settings.smtp, timeout, policy).map_err(std::io::Error::other)?;
+            senders.email = Some(Arc::new(email));
+        }
+        Notifier::start(
+            persistence.store().clone(),
+            apps.clone(),
+            Some(persistence.clone()),
+            adapter.clone(),
+            senders,
+            settings.clone(),
+            metrics.clone(),
+        )
+        .await
+        .map_err(|e| std::io::Error::other(format!("cannot load notification registrations: {e}")))
     }
 
     /// Opens the configured store and loads the follow index; a store that

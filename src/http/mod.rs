@@ -6,6 +6,7 @@
 //! - [`history`]: a channel's kept events with serials, paged.
 //! - [`users`]: terminating a user's connections.
 //! - [`persistence`]: offline subscriptions and the messages kept for users.
+//! - [`notifications`]: registrations of the notification handlers.
 //! - [`error`]: refusals as status + JSON body, in one place.
 //!
 //! And what the HTTP transports (`xhr/`, `sse/`) share:
@@ -18,6 +19,7 @@ pub mod cors;
 pub mod error;
 pub mod events;
 pub mod history;
+pub mod notifications;
 pub mod persistence;
 pub mod sessions;
 pub mod signed;
@@ -80,7 +82,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get(
             "/apps/{app_id}/users/{user_id}/messages",
             persistence::messages,
-        ));
+        ))
+        .service(post(
+            "/apps/{app_id}/notifications/subscribe",
+            notifications::subscribe,
+        ))
+        .service(post(
+            "/apps/{app_id}/notifications/unsubscribe",
+            notifications::unsubscribe,
+        ))
+        .service(get("/apps/{app_id}/notifications", notifications::list));
 }
 
 /// `path` served by `handler` for GET and HEAD; any other method gets 405.

@@ -271,6 +271,7 @@ pub struct Hub {
     metrics: Metrics,
     webhooks: Webhooks,
     persistence: Option<Arc<Persistence>>,
+    notifier: Option<Arc<crate::notify::Notifier>>,
     api_rate: rate::ApiRateLimit,
     socket_ids: SocketIds,
     outgoing_queue: usize,
@@ -299,6 +300,7 @@ impl Hub {
             adapter,
             webhooks,
             persistence,
+            notifier: None,
             api_rate: rate::ApiRateLimit::default(),
             socket_ids: SocketIds::default(),
             outgoing_queue,
@@ -317,6 +319,17 @@ impl Hub {
     pub fn with_parked_store(mut self, shared: Arc<dyn delivery::store::ParkedStore>) -> Self {
         self.deliveries = self.deliveries.with_shared(shared);
         self
+    }
+
+    /// Sends events to the notification handlers' registrations too.
+    pub fn with_notifier(mut self, notifier: Arc<crate::notify::Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// The notification handlers, when started.
+    pub fn notifier(&self) -> Option<&Arc<crate::notify::Notifier>> {
+        self.notifier.as_ref()
     }
 
     /// Keeps channel histories in `store` (default: this node's memory).
@@ -1357,6 +1370,11 @@ impl Hub {
         };
         self.metrics.events_published.inc();
         report.record(&self.metrics);
+        // Only here, on the node the event entered: one notification per
+        // target in a cluster. Never waits (a bounded queue).
+        if let Some(notifier) = &self.notifier {
+            notifier.route(app_id, channel, event, data, user_id);
+        }
         if let Some(persistence) = &self.persistence {
             if persistence.is_followed(app_id, channel) {
                 // One sequence for the whole deployment where the adapter

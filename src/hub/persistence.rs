@@ -152,6 +152,11 @@ impl Persistence {
         result
     }
 
+    /// The store (shared with the notification registrations, `crate::notify`).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// Whether the last store operation succeeded (fail fast while it is down).
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)

@@ -1,6 +1,7 @@
 //! The in-memory store: the default for `cargo run`, not durable.
 
 use super::{now_ms, Follow, Retention, Store, StoreError, StoredMessage};
+use crate::notify::registration::{Kind, PushKeys, Registration};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -11,6 +12,8 @@ struct AppData {
     follows: BTreeMap<(String, String), u64>,
     messages: HashMap<String, VecDeque<StoredMessage>>,
     max_seq: u64,
+    /// (channel, kind, target) → Web Push keys
+    registrations: BTreeMap<(String, Kind, String), Option<PushKeys>>,
 }
 
 /// Follows and messages in process memory.
@@ -147,6 +150,51 @@ impl Store for MemoryStore {
             }
         });
         Ok(())
+    }
+
+    async fn register(
+        &self,
+        app_id: &str,
+        registration: &Registration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.with_app(app_id, |app| {
+            let key = (
+                registration.channel.clone(),
+                registration.kind,
+                registration.target.clone(),
+            );
+            app.registrations
+                .insert(key, registration.keys.clone())
+                .is_none()
+        }))
+    }
+
+    async fn unregister(
+        &self,
+        app_id: &str,
+        channel: &str,
+        kind: Kind,
+        target: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self.with_app(app_id, |app| {
+            app.registrations
+                .remove(&(channel.to_owned(), kind, target.to_owned()))
+                .is_some()
+        }))
+    }
+
+    async fn registrations(&self, app_id: &str) -> Result<Vec<Registration>, StoreError> {
+        Ok(self.with_app(app_id, |app| {
+            app.registrations
+                .iter()
+                .map(|((channel, kind, target), keys)| Registration {
+                    channel: channel.clone(),
+                    kind: *kind,
+                    target: target.clone(),
+                    keys: keys.clone(),
+                })
+                .collect()
+        }))
     }
 }
 

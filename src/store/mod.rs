@@ -1,5 +1,6 @@
-//! Persistence of offline subscriptions and of the messages published on
-//! followed channels, behind one trait.
+//! Persistence of offline subscriptions, of the messages published on
+//! followed channels, and of notification registrations
+//! ([`crate::notify`]), behind one trait.
 //!
 //! - [`memory`]: in-process maps; the default, lost on restart.
 //! - [`mongo`]: MongoDB (the official driver), durable.
@@ -11,6 +12,7 @@ pub mod memory;
 pub mod mongo;
 pub mod mongo_history;
 
+use crate::notify::registration::{Kind, Registration};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -87,6 +89,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Drops what retention no longer keeps (age and count per channel).
     async fn trim(&self, app_id: &str, channel: &str) -> Result<(), StoreError>;
+
+    /// Records a notification registration, identified by channel, kind
+    /// and target (idempotent; a Web Push registration's keys are replaced);
+    /// true when new.
+    async fn register(&self, app_id: &str, registration: &Registration)
+        -> Result<bool, StoreError>;
+
+    /// Forgets a notification registration (idempotent); true when it existed.
+    async fn unregister(
+        &self,
+        app_id: &str,
+        channel: &str,
+        kind: Kind,
+        target: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Every notification registration of an app (to build the index).
+    async fn registrations(&self, app_id: &str) -> Result<Vec<Registration>, StoreError>;
 }
 
 /// How long and how many messages are kept.

@@ -3,10 +3,13 @@
 //! Collections:
 //! - `subscriptions`: one document per app/user/channel (unique index);
 //! - `messages`: one document per stored event, indexed by app/channel/seq,
-//!   with a TTL index on `expires_at`. TTL monitors are coarse (a real
+//!   with a TTL index on `expires_at`.
+//! - `notifications`: one document per notification registration
+//!   (app/channel/kind/target unique; `p256dh`/`auth` for Web Push). TTL monitors are coarse (a real
 //!   MongoDB sweeps once a minute), so reads also filter on `expires_at`.
 
 use super::{now_ms, Follow, Retention, Store, StoreError, StoredMessage};
+use crate::notify::registration::{Kind, PushKeys, Registration};
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, DateTime, Document};
@@ -19,6 +22,7 @@ pub struct MongoStore {
     db: mongodb::Database,
     subscriptions: Collection<Document>,
     messages: Collection<Document>,
+    notifications: Collection<Document>,
     retention: Retention,
 }
 
@@ -60,6 +64,7 @@ impl MongoStore {
             db: db.clone(),
             subscriptions: db.collection("subscriptions"),
             messages: db.collection("messages"),
+            notifications: db.collection("notifications"),
             retention,
         };
         store.create_indexes().await?;
@@ -92,6 +97,13 @@ impl MongoStore {
             ])
             .await
             .map_err(unavailable)?;
+        self.notifications
+            .create_indexes([index(
+                doc! { "app_id": 1, "channel": 1, "kind": 1, "target": 1 },
+                Some(IndexOptions::builder().unique(true).build()),
+            )])
+            .await
+            .map_err(unavailable)?;
         self.messages
             .create_indexes([
                 index(doc! { "app_id": 1, "channel": 1, "seq": -1 }, None),
@@ -101,6 +113,24 @@ impl MongoStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// A registration document; `None` for an unknown kind (a newer
+    /// version's), which is skipped rather than failing the whole load.
+    fn registration_from(document: &Document) -> Option<Registration> {
+        let kind = Kind::ALL
+            .into_iter()
+            .find(|kind| document.get_str("kind").ok() == Some(kind.as_str()))?;
+        let keys = (kind == Kind::WebPush).then(|| PushKeys {
+            p256dh: get_str(document, "p256dh"),
+            auth: get_str(document, "auth"),
+        });
+        Some(Registration {
+            channel: get_str(document, "channel"),
+            kind,
+            target: get_str(document, "target"),
+            keys,
+        })
     }
 
     fn follow_from(document: &Document) -> Follow {
@@ -253,5 +283,66 @@ impl Store for MongoStore {
                 .map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    async fn register(
+        &self,
+        app_id: &str,
+        registration: &Registration,
+    ) -> Result<bool, StoreError> {
+        let (p256dh, auth) = registration
+            .keys
+            .as_ref()
+            .map_or(("", ""), |keys| (keys.p256dh.as_str(), keys.auth.as_str()));
+        let result = self
+            .notifications
+            .update_one(
+                doc! {
+                    "app_id": app_id,
+                    "channel": &registration.channel,
+                    "kind": registration.kind.as_str(),
+                    "target": &registration.target,
+                },
+                doc! {
+                    "$set": { "p256dh": p256dh, "auth": auth },
+                    "$setOnInsert": { "created_at": DateTime::now() },
+                },
+            )
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(result.upserted_id.is_some())
+    }
+
+    async fn unregister(
+        &self,
+        app_id: &str,
+        channel: &str,
+        kind: Kind,
+        target: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .notifications
+            .delete_one(doc! {
+                "app_id": app_id, "channel": channel, "kind": kind.as_str(), "target": target,
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(result.deleted_count > 0)
+    }
+
+    async fn registrations(&self, app_id: &str) -> Result<Vec<Registration>, StoreError> {
+        let documents: Vec<Document> = self
+            .notifications
+            .find(doc! { "app_id": app_id })
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        Ok(documents
+            .iter()
+            .filter_map(Self::registration_from)
+            .collect())
     }
 }
