@@ -77,6 +77,15 @@ pub struct Metrics {
     pub webhooks_failed: IntCounter,
     /// Webhook events dropped because the queue or backlog was full.
     pub webhooks_dropped: IntCounter,
+    /// Apps served, by `source` (`config`, `store`).
+    pub apps: IntGaugeVec,
+    /// Admin API requests by `result` (`ok`, `unauthorized`, `invalid`,
+    /// `not_found`, `conflict`, `unavailable`, `off`).
+    pub admin_requests: IntCounterVec,
+    /// Reads of the apps store that failed (the apps in use stay).
+    pub apps_store_errors: IntCounter,
+    /// Stored apps left out: not a valid app, or id or key taken by another.
+    pub apps_invalid: IntCounter,
     /// Redis operations that failed or timed out (the node then answered alone).
     pub redis_errors: IntCounter,
     /// Bus messages to the other nodes dropped (Redis failed, or the outbox was full).
@@ -268,6 +277,20 @@ impl Metrics {
             webhooks_dropped: counter(
                 "rusher_webhooks_dropped_total",
                 "Webhook events dropped because the queue or backlog was full",
+            ),
+            apps: gauge_vec("rusher_apps", "Apps served, by source", &["source"]),
+            admin_requests: counter_vec(
+                "rusher_admin_requests_total",
+                "Admin API requests by result",
+                &["result"],
+            ),
+            apps_store_errors: counter(
+                "rusher_apps_store_errors_total",
+                "Reads of the apps store that failed",
+            ),
+            apps_invalid: counter(
+                "rusher_apps_invalid_total",
+                "Stored apps left out: invalid, or their id or key is taken",
             ),
             redis_errors: counter(
                 "rusher_redis_errors_total",
@@ -500,6 +523,8 @@ mod tests {
             .with_label_values(&["ws", "out"])
             .inc();
         metrics.tls_reloads.with_label_values(&["ok"]).inc();
+        metrics.apps.with_label_values(&["config"]).set(1);
+        metrics.admin_requests.with_label_values(&["ok"]).inc();
         let exposed: Vec<String> = metrics
             .registry
             .gather()
