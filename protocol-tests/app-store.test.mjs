@@ -24,7 +24,7 @@ import {
   waitFor,
   withTimeout,
 } from './helpers.mjs';
-import { killAll as killMongo, startRusher, suiteMongo, RUN_ID } from './persistence-helpers.mjs';
+import { killAll as killMongo, persistenceApi, startRusher, suiteMongo, RUN_ID } from './persistence-helpers.mjs';
 import { killAll as killCluster, spawnNode, startRedis, writeConfig } from './cluster-helpers.mjs';
 import { startReceiver } from './webhook-helpers.mjs';
 
@@ -169,6 +169,23 @@ test('an app created through the admin API serves pusher-js and the Node SDK at 
   assert.ok(list.json.apps.some((a) => a.id === APPS.main.appId && a.source === 'config'));
   const shown = await admin(single, 'GET', `/admin/apps/${app.id}`);
   assert.equal(shown.json.secret, app.secret);
+});
+
+test('a new app gets limits, subscription counting and offline subscriptions like a configured one', T, async (t) => {
+  const app = await createApp(single, { max_connections: 1, subscription_count: true, subscription_count_interval_ms: 200 });
+  // max_connections: the second connection is refused with 4004.
+  const client = await pusher(t, single, app);
+  assert.deepEqual(await refusedWith(single, app.key), { close: 4004, error: 4004 });
+  // Subscription counting: pusher-js learns its channel's count.
+  const channel = await subscribeAndWait(client, `counted-${RUN_ID}`);
+  await waitFor(() => channel.subscriptionCount === 1, 3000, 20, 'subscriptionCount 1');
+  // Offline subscriptions (follow API): a follower's message is stored for it.
+  const papi = persistenceApi(single, { appId: app.id, key: app.key, secret: app.secret });
+  const followed = `news-${RUN_ID}`;
+  const res = await papi.follow('u1', followed);
+  assert.equal(res.status, 200, res.text);
+  await sdkFor(single, app).trigger(followed, 'article', { n: 7 });
+  await waitFor(async () => (await papi.messages('u1')).json?.messages?.length === 1, 3000, 50, 'stored message');
 });
 
 test('bad input is refused like a bad config file: 400 naming the option; config apps are not editable (409)', T, async () => {
