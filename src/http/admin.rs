@@ -36,13 +36,13 @@ impl AdminState {
     }
 
     /// The operations when the request carries the token; the refusal otherwise.
-    fn authorize(&self, req: &HttpRequest) -> Result<&AppsAdmin, HttpResponse> {
+    fn authorize(&self, req: &HttpRequest) -> Result<&AppsAdmin, Box<HttpResponse>> {
         let Some((admin, token)) = &self.admin else {
-            return Err(self.answer(
+            return Err(Box::new(self.answer(
                 "off",
                 StatusCode::NOT_FOUND,
                 "the admin API is off: set [admin] token (or RUSHER_ADMIN_TOKEN) to turn it on",
-            ));
+            )));
         };
         let given = req
             .headers()
@@ -59,11 +59,11 @@ impl AdminState {
                         .unwrap_or_default();
                     tracing::warn!(%peer, suppressed, "admin API request with a missing or wrong token refused");
                 }
-                Err(self.answer(
+                Err(Box::new(self.answer(
                     "unauthorized",
                     StatusCode::UNAUTHORIZED,
                     "missing or wrong admin token (Authorization: Bearer <[admin] token>)",
-                ))
+                )))
             }
         }
     }
@@ -139,7 +139,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn list(req: HttpRequest, state: web::Data<Arc<AdminState>>) -> HttpResponse {
     let admin = match state.authorize(&req) {
         Ok(admin) => admin,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let apps: Vec<Value> = admin
         .list()
@@ -156,7 +156,7 @@ async fn create(
 ) -> HttpResponse {
     let admin = match state.authorize(&req) {
         Ok(admin) => admin,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let created = match body(&bytes) {
         Ok(options) => admin.create(options).await,
@@ -175,7 +175,7 @@ async fn show(
 ) -> HttpResponse {
     let admin = match state.authorize(&req) {
         Ok(admin) => admin,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     match admin.show(&id) {
         Ok((app, source)) => state.ok(StatusCode::OK, shown(&app, source)),
@@ -191,7 +191,7 @@ async fn update(
 ) -> HttpResponse {
     let admin = match state.authorize(&req) {
         Ok(admin) => admin,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let updated = match body(&bytes) {
         Ok(changes) => admin.update(&id, changes).await,
@@ -210,7 +210,7 @@ async fn delete(
 ) -> HttpResponse {
     let admin = match state.authorize(&req) {
         Ok(admin) => admin,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     match admin.delete(&id).await {
         Ok(()) => state.ok(StatusCode::OK, json!({ "deleted": id.as_str() })),

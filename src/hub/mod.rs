@@ -1438,10 +1438,11 @@ impl Hub {
                     keep
                 });
                 for (app_id, gap) in wanted {
-                    if !tasks.contains_key(&app_id) {
-                        let task =
-                            tokio::spawn(hub.clone().count_subscriptions(app_id.clone(), gap));
-                        tasks.insert(app_id, (gap, task));
+                    if let std::collections::hash_map::Entry::Vacant(slot) =
+                        tasks.entry(app_id.clone())
+                    {
+                        let task = tokio::spawn(hub.clone().count_subscriptions(app_id, gap));
+                        slot.insert((gap, task));
                     }
                 }
                 if changes.changed().await.is_err() {
