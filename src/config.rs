@@ -1,7 +1,7 @@
 //! Typed configuration: a TOML file, environment overrides, and validation
 //! errors that name the offending key.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -72,6 +72,12 @@ pub struct Config {
     /// The apps served; one built-in default app when empty.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
+    /// Where apps beside the config file's come from (`[apps_store]`).
+    #[serde(default)]
+    pub apps_store: AppsStoreConfig,
+    /// The admin API (`[admin]`): off without a token.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// The keys an environment variable set, each with the variable
     /// (`server.port` → `RUSHER_PORT`), so that an error found later names
     /// what the user actually wrote; see [`Config::key_source`].
@@ -89,6 +95,60 @@ pub enum AdapterKind {
     /// Several nodes sharing state and messages through Redis.
     Redis,
 }
+
+/// Where the apps managed at runtime (admin API) are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppsBackend {
+    /// The config file's apps only; apps created through the admin API live
+    /// in this node's memory (lost on restart, unknown to other nodes).
+    #[default]
+    Config,
+    /// A MongoDB collection every node reads and watches.
+    Mongodb,
+}
+
+/// `[apps_store]`: apps managed at runtime, beside the config file's.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppsStoreConfig {
+    /// `config` (default) or `mongodb`.
+    pub backend: AppsBackend,
+    /// MongoDB connection string; unset = `store.url`.
+    pub url: Option<String>,
+    /// MongoDB database; unset = `store.database`.
+    pub database: Option<String>,
+    /// Collection of the apps (one document per app, the `[[apps]]` shape).
+    pub collection: String,
+    /// Milliseconds between two reads of the collection (how fast a change
+    /// made elsewhere reaches this node without change streams or Redis).
+    pub poll_interval_ms: u64,
+}
+
+impl Default for AppsStoreConfig {
+    fn default() -> Self {
+        AppsStoreConfig {
+            backend: AppsBackend::Config,
+            url: None,
+            database: None,
+            collection: "apps".into(),
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[admin]`: the server-wide admin API token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `Authorization: Bearer <token>` of the admin API (`/admin/apps`);
+    /// unset = the admin API is off (env `RUSHER_ADMIN_TOKEN`).
+    pub token: Option<String>,
+}
+
+/// Shortest admin token accepted, in bytes (a guessable token would open
+/// every app's secrets).
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
 /// Where offline subscriptions and messages are kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -384,8 +444,9 @@ impl Default for ServerConfig {
     }
 }
 
-/// One app: credentials and limits.
-#[derive(Debug, Clone, Deserialize)]
+/// One app: credentials and limits. Also the shape of an app stored in the
+/// apps store (`[apps_store]`, serialized as is).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     /// App id used in HTTP API paths.
@@ -395,6 +456,9 @@ pub struct AppConfig {
     /// are not all digits. Unique across every app's ids and aliases.
     #[serde(default)]
     pub id_aliases: Vec<String>,
+    /// A name for people (admin API listings); not used by the protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Public key used by clients in the WebSocket URL.
     pub key: String,
     /// Secret used to sign everything.
@@ -532,7 +596,7 @@ pub struct AppConfig {
 }
 
 /// One webhook endpoint of an app.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// The receiver's URL (http or https).
@@ -636,6 +700,7 @@ impl AppConfig {
         AppConfig {
             id: id.into(),
             id_aliases: Vec::new(),
+            name: None,
             key: key.into(),
             secret: secret.into(),
             enabled: true,
@@ -714,6 +779,8 @@ impl Default for Config {
                 id_aliases: vec!["1".into()],
                 ..AppConfig::with_credentials("app-id", "app-key", "app-secret")
             }],
+            apps_store: AppsStoreConfig::default(),
+            admin: AdminConfig::default(),
             env_overrides: BTreeMap::new(),
         }
     }
@@ -853,6 +920,11 @@ impl Config {
             self.redis.prefix = prefix;
             self.env_overrides
                 .insert("redis.prefix", "redis.prefix via RUSHER_REDIS_PREFIX");
+        }
+        if let Some(token) = env("RUSHER_ADMIN_TOKEN").filter(|t| !t.is_empty()) {
+            self.admin.token = Some(token);
+            self.env_overrides
+                .insert("admin.token", "admin.token via RUSHER_ADMIN_TOKEN");
         }
         // The credential overrides apply to the first (default) app.
         if let Some(app) = self.apps.first_mut() {
@@ -1037,94 +1109,153 @@ impl Config {
             if !keys.insert(app.key.as_str()) {
                 return Err(invalid(at("key"), format!("`{}` is used twice", app.key)));
             }
-            let limits = [
-                ("max_event_data_bytes", app.max_event_data_bytes),
-                ("max_event_name_length", app.max_event_name_length),
-                ("max_channels_per_event", app.max_channels_per_event),
-                ("max_channel_name_length", app.max_channel_name_length),
-                ("max_batch_events", app.max_batch_events),
-                (
-                    "max_channels_per_connection",
-                    app.max_channels_per_connection,
-                ),
-                ("max_presence_members", app.max_presence_members),
-                (
-                    "max_presence_user_info_bytes",
-                    app.max_presence_user_info_bytes,
-                ),
-                ("client_event_rate", app.client_event_rate as usize),
-                ("cache_ttl", app.cache_ttl as usize),
-                ("history_size", app.history_size),
-                ("history_ttl", app.history_ttl as usize),
-                ("idempotency_max_keys", app.idempotency_max_keys),
-                ("recovery_window", app.recovery_window.unwrap_or(1) as usize),
-                ("recovery_users", app.recovery_users),
-                (
-                    "subscription_count_interval_ms",
-                    app.subscription_count_interval_ms as usize,
-                ),
-            ];
-            for (field, value) in limits {
-                if value == 0 {
-                    return Err(invalid(at(field), "must be greater than 0"));
+            self.validate_app(app, &at)?;
+        }
+        self.validate_apps_store()?;
+        // Last: it reads the files.
+        self.validate_tls()
+    }
+
+    /// The checks of one app's options, except the uniqueness of ids and
+    /// keys: the same for an `[[apps]]` entry and for an app of the apps
+    /// store or the admin API. `at` names a field as the user wrote it.
+    pub fn validate_app(
+        &self,
+        app: &AppConfig,
+        at: &dyn Fn(&str) -> String,
+    ) -> Result<(), ConfigError> {
+        for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+            if value.trim().is_empty() {
+                return Err(invalid(at(field), "must not be empty"));
+            }
+        }
+        if app.id.contains('/') {
+            return Err(invalid(at("id"), "must not contain `/`"));
+        }
+        let limits = [
+            ("max_event_data_bytes", app.max_event_data_bytes),
+            ("max_event_name_length", app.max_event_name_length),
+            ("max_channels_per_event", app.max_channels_per_event),
+            ("max_channel_name_length", app.max_channel_name_length),
+            ("max_batch_events", app.max_batch_events),
+            (
+                "max_channels_per_connection",
+                app.max_channels_per_connection,
+            ),
+            ("max_presence_members", app.max_presence_members),
+            (
+                "max_presence_user_info_bytes",
+                app.max_presence_user_info_bytes,
+            ),
+            ("client_event_rate", app.client_event_rate as usize),
+            ("cache_ttl", app.cache_ttl as usize),
+            ("history_size", app.history_size),
+            ("history_ttl", app.history_ttl as usize),
+            ("idempotency_max_keys", app.idempotency_max_keys),
+            ("recovery_window", app.recovery_window.unwrap_or(1) as usize),
+            ("recovery_users", app.recovery_users),
+            (
+                "subscription_count_interval_ms",
+                app.subscription_count_interval_ms as usize,
+            ),
+        ];
+        for (field, value) in limits {
+            if value == 0 {
+                return Err(invalid(at(field), "must be greater than 0"));
+            }
+        }
+        for (w, webhook) in app.webhooks.iter().enumerate() {
+            let at = |field: &str| at(&format!("webhooks[{w}].{field}"));
+            if !(webhook.url.starts_with("http://") || webhook.url.starts_with("https://")) {
+                return Err(invalid(at("url"), "must be an http:// or https:// URL"));
+            }
+            for kind in &webhook.event_types {
+                if !WEBHOOK_EVENT_TYPES.contains(&kind.as_str()) {
+                    return Err(invalid(
+                        at("event_types"),
+                        format!(
+                            "unknown event type `{kind}`; known: {}",
+                            WEBHOOK_EVENT_TYPES.join(", ")
+                        ),
+                    ));
                 }
             }
-            for (w, webhook) in app.webhooks.iter().enumerate() {
-                let at = |field: &str| format!("apps[{i}].webhooks[{w}].{field}");
-                if !(webhook.url.starts_with("http://") || webhook.url.starts_with("https://")) {
-                    return Err(invalid(at("url"), "must be an http:// or https:// URL"));
-                }
-                for kind in &webhook.event_types {
-                    if !WEBHOOK_EVENT_TYPES.contains(&kind.as_str()) {
-                        return Err(invalid(
-                            at("event_types"),
-                            format!(
-                                "unknown event type `{kind}`; known: {}",
-                                WEBHOOK_EVENT_TYPES.join(", ")
-                            ),
-                        ));
-                    }
-                }
-            }
-            let timeout = app.authorization_timeout;
-            if !(timeout.is_finite() && timeout >= 0.001 && timeout <= MAX_DURATION_SECS as f64) {
+        }
+        let timeout = app.authorization_timeout;
+        if !(timeout.is_finite() && timeout >= 0.001 && timeout <= MAX_DURATION_SECS as f64) {
+            return Err(invalid(
+                at("authorization_timeout"),
+                "must be a number of seconds from 0.001 to 10 years",
+            ));
+        }
+        if app.connection_rate > 0 && app.connection_burst == 0 {
+            return Err(invalid(
+                at("connection_burst"),
+                "must be at least 1 when connection_rate is set",
+            ));
+        }
+        if app
+            .subscription_rate
+            .is_some_and(|rate| rate > 0 && (rate as usize) < app.max_channels_per_connection)
+        {
+            return Err(invalid(
+                at("subscription_rate"),
+                format!(
+                    "must be at least max_channels_per_connection ({}): pusher-js subscribes to all its channels at once when it reconnects",
+                    app.max_channels_per_connection
+                ),
+            ));
+        }
+        self.validate_history(app, at)?;
+        validate_durations(app, at)?;
+        app.delivery
+            .validate(self.adapter == AdapterKind::Redis)
+            .map_err(|(key, reason)| invalid(at(&format!("delivery.{key}")), reason))?;
+        if app.max_channel_name_length > crate::protocol::channel::MAX_CHANNEL_NAME_LENGTH {
+            return Err(invalid(
+                at("max_channel_name_length"),
+                "must be at most 164 (the protocol's limit)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[apps_store]` and `[admin]`.
+    fn validate_apps_store(&self) -> Result<(), ConfigError> {
+        let st = &self.apps_store;
+        if st.poll_interval_ms == 0 || st.poll_interval_ms > MAX_DURATION_SECS * 1000 {
+            return Err(invalid(
+                "apps_store.poll_interval_ms",
+                "must be from 1 to 10 years in milliseconds",
+            ));
+        }
+        if let Some(url) = &st.url {
+            if !(url.starts_with("mongodb://") || url.starts_with("mongodb+srv://")) {
                 return Err(invalid(
-                    at("authorization_timeout"),
-                    "must be a number of seconds from 0.001 to 10 years",
-                ));
-            }
-            if app.connection_rate > 0 && app.connection_burst == 0 {
-                return Err(invalid(
-                    at("connection_burst"),
-                    "must be at least 1 when connection_rate is set",
-                ));
-            }
-            if app
-                .subscription_rate
-                .is_some_and(|rate| rate > 0 && (rate as usize) < app.max_channels_per_connection)
-            {
-                return Err(invalid(
-                    at("subscription_rate"),
-                    format!(
-                        "must be at least max_channels_per_connection ({}): pusher-js subscribes to all its channels at once when it reconnects",
-                        app.max_channels_per_connection
-                    ),
-                ));
-            }
-            self.validate_history(i, app)?;
-            validate_durations(i, app)?;
-            app.delivery
-                .validate(self.adapter == AdapterKind::Redis)
-                .map_err(|(key, reason)| invalid(at(&format!("delivery.{key}")), reason))?;
-            if app.max_channel_name_length > crate::protocol::channel::MAX_CHANNEL_NAME_LENGTH {
-                return Err(invalid(
-                    at("max_channel_name_length"),
-                    "must be at most 164 (the protocol's limit)",
+                    "apps_store.url",
+                    "must start with mongodb:// or mongodb+srv://",
                 ));
             }
         }
-        // Last: it reads the files.
-        self.validate_tls()
+        if st.database.as_deref().is_some_and(|d| d.trim().is_empty()) {
+            return Err(invalid("apps_store.database", "must not be empty"));
+        }
+        if st.collection.trim().is_empty() {
+            return Err(invalid("apps_store.collection", "must not be empty"));
+        }
+        if let Some(token) = &self.admin.token {
+            let key = self.key_source("admin.token");
+            if token.len() < MIN_ADMIN_TOKEN_BYTES {
+                return Err(invalid(
+                    key,
+                    format!("must be at least {MIN_ADMIN_TOKEN_BYTES} bytes (it opens every app's secrets)"),
+                ));
+            }
+            if self.apps.iter().any(|app| app.secret == *token) {
+                return Err(invalid(key, "must not be an app secret"));
+            }
+        }
+        Ok(())
     }
 
     /// `[server.tls]`: both files or neither, sane limits, and the files
@@ -1188,8 +1319,11 @@ impl Config {
     }
 
     /// An app's history settings: sizes fit the outgoing queue.
-    fn validate_history(&self, i: usize, app: &AppConfig) -> Result<(), ConfigError> {
-        let at = |field: &str| format!("apps[{i}].{field}");
+    fn validate_history(
+        &self,
+        app: &AppConfig,
+        at: &dyn Fn(&str) -> String,
+    ) -> Result<(), ConfigError> {
         let most = self.server.outgoing_queue / 2;
         // Only with history on: the default size must not refuse a small
         // queue on an app that keeps no history.
@@ -1424,7 +1558,7 @@ impl Config {
 /// An app's times (seconds, or milliseconds where named) are at most
 /// [`MAX_DURATION_SECS`]: a value near `u64::MAX` would otherwise be
 /// accepted and panic the first publish that uses it.
-fn validate_durations(i: usize, app: &AppConfig) -> Result<(), ConfigError> {
+fn validate_durations(app: &AppConfig, at: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
     let most_ms = MAX_DURATION_SECS.saturating_mul(1000);
     let times = [
         ("history_ttl", app.history_ttl, MAX_DURATION_SECS),
@@ -1460,7 +1594,7 @@ fn validate_durations(i: usize, app: &AppConfig) -> Result<(), ConfigError> {
             most_ms,
         ),
     ];
-    first_too_long(times, |field| format!("apps[{i}].{field}"))
+    first_too_long(times, at)
 }
 
 #[cfg(test)]

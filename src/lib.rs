@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`config`]: typed configuration from a TOML file and the environment.
 //! - [`abuse`]: abuse limits: connection rate per IP and app, half-open connections.
-//! - [`apps`]: the apps served, found by id or key.
+//! - [`apps`]: the apps served, found by id or key; changed at runtime
+//!   through the admin API and the apps store.
 //! - [`protocol`]: the Pusher wire protocol as pure code (frames, channels, signatures, error codes).
 //! - [`hub`]: this node's state (channels → subscribers) and the facade ws/ and http/ call.
 //! - [`delivery`]: acknowledged delivery (message ids, `pusher:ack`, resends).

@@ -86,6 +86,16 @@ pub struct Metrics {
     pub notifications_dropped: IntCounterVec,
     /// Notifications waiting in a handler's queue, by `handler`.
     pub notifications_queued: IntGaugeVec,
+
+    /// Apps served, by `source` (`config`, `store`).
+    pub apps: IntGaugeVec,
+    /// Admin API requests by `result` (`ok`, `unauthorized`, `invalid`,
+    /// `not_found`, `conflict`, `unavailable`, `off`).
+    pub admin_requests: IntCounterVec,
+    /// Reads of the apps store that failed (the apps in use stay).
+    pub apps_store_errors: IntCounter,
+    /// Stored apps left out: not a valid app, or id or key taken by another.
+    pub apps_invalid: IntCounter,
     /// Redis operations that failed or timed out (the node then answered alone).
     pub redis_errors: IntCounter,
     /// Bus messages to the other nodes dropped (Redis failed, or the outbox was full).
@@ -297,6 +307,20 @@ impl Metrics {
                 "rusher_notifications_queued",
                 "Notifications waiting in a handler's queue, by handler",
                 &["handler"],
+            ),
+            apps: gauge_vec("rusher_apps", "Apps served, by source", &["source"]),
+            admin_requests: counter_vec(
+                "rusher_admin_requests_total",
+                "Admin API requests by result",
+                &["result"],
+            ),
+            apps_store_errors: counter(
+                "rusher_apps_store_errors_total",
+                "Reads of the apps store that failed",
+            ),
+            apps_invalid: counter(
+                "rusher_apps_invalid_total",
+                "Stored apps left out: invalid, or their id or key is taken",
             ),
             redis_errors: counter(
                 "rusher_redis_errors_total",
@@ -540,6 +564,9 @@ mod tests {
             .notifications_queued
             .with_label_values(&["web"])
             .set(0);
+
+        metrics.apps.with_label_values(&["config"]).set(1);
+        metrics.admin_requests.with_label_values(&["ok"]).inc();
         let exposed: Vec<String> = metrics
             .registry
             .gather()

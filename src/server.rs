@@ -16,8 +16,11 @@ use crate::adapter::local::LocalAdapter;
 use crate::adapter::redis::positions::RedisPositions;
 use crate::adapter::redis::RedisAdapter;
 use crate::adapter::Adapter;
+use crate::apps::admin::AppsAdmin;
+use crate::apps::store::{AppStore, MemoryAppStore, MongoAppStore};
+use crate::apps::sync::AppsSync;
 use crate::apps::AppRegistry;
-use crate::config::{AdapterKind, Config, StoreBackend};
+use crate::config::{AdapterKind, AppsBackend, Config, StoreBackend};
 use crate::delivery::store::ParkedStore;
 use crate::handover;
 use crate::http::sessions::HttpSessions;
@@ -64,11 +67,18 @@ impl Server {
 
     /// Builds the hub: apps, this node's state, the adapter, metrics, webhooks.
     /// Must run inside the runtime, which the webhook dispatcher joins.
-    async fn build_hub(&self) -> std::io::Result<Arc<Hub>> {
-        let apps = Arc::new(AppRegistry::new(self.config.apps.clone()));
-        let node = Arc::new(Node::new(&apps));
+    async fn build_hub(&self) -> std::io::Result<(Arc<Hub>, Arc<AppsSync>)> {
         let metrics = Metrics::new();
-        let webhooks = Webhooks::start(&apps, &self.config.server.webhooks, metrics.clone());
+        let (apps, sync) = self.start_apps(&metrics).await?;
+        let node = Arc::new(Node::new(&apps));
+        // Apps may come and go at runtime (admin API, apps store): the
+        // webhook routes then follow the registry.
+        let webhooks = Webhooks::start(
+            &apps,
+            &self.config.server.webhooks,
+            metrics.clone(),
+            self.apps_dynamic(),
+        );
         // Histories, recovery positions and acknowledged delivery's parked
         // messages (apps with store = "redis") live where the deployment
         // shares state: this node's memory alone, or Redis every node reads.
@@ -115,7 +125,7 @@ impl Server {
         if let (Some(long), None) = (&long_history, &redis_adapter) {
             for app in apps.all().filter(|app| app.history_retention > 0) {
                 if let Some(state) = node.app(&app.id) {
-                    long.raise_floor(app, &state.history).await.map_err(|e| {
+                    long.raise_floor(&app, &state.history).await.map_err(|e| {
                         std::io::Error::other(format!(
                             "cannot read the history serials of app `{}` from MongoDB (store.url): {e}",
                             app.id
@@ -140,10 +150,60 @@ impl Server {
         .with_history_store(history_store)
         .with_position_store(position_store)
         .with_long_history(long_history);
-        Ok(Arc::new(match parked_store {
+        let hub = Arc::new(match parked_store {
             Some(store) => hub.with_parked_store(store),
             None => hub,
-        }))
+        });
+        Ok((hub, sync))
+    }
+
+    /// Whether apps can be added or changed at runtime: an admin token is
+    /// set, or apps come from MongoDB.
+    fn apps_dynamic(&self) -> bool {
+        self.config.admin.token.is_some() || self.config.apps_store.backend == AppsBackend::Mongodb
+    }
+
+    /// The registry (config apps, then the stored ones, read once before
+    /// serving) and its sync with the apps store. A MongoDB apps store
+    /// that cannot be read at start stops the start, said clearly.
+    async fn start_apps(
+        &self,
+        metrics: &Metrics,
+    ) -> std::io::Result<(Arc<AppRegistry>, Arc<AppsSync>)> {
+        let apps = Arc::new(AppRegistry::new(self.config.apps.clone()));
+        let settings = &self.config.apps_store;
+        let (store, mongo): (Arc<dyn AppStore>, Option<Arc<MongoAppStore>>) = match settings.backend
+        {
+            AppsBackend::Config => (Arc::new(MemoryAppStore::default()), None),
+            AppsBackend::Mongodb => {
+                let url = settings.url.as_deref().unwrap_or(&self.config.store.url);
+                let database = settings
+                    .database
+                    .as_deref()
+                    .unwrap_or(&self.config.store.database);
+                let timeout = Duration::from_millis(self.config.store.timeout_ms);
+                let mongo = MongoAppStore::connect(url, database, &settings.collection, timeout)
+                    .await
+                    .map_err(|e| {
+                        std::io::Error::other(format!(
+                            "cannot use MongoDB at {url} (apps_store.url) for the apps store: {e}"
+                        ))
+                    })?;
+                let mongo = Arc::new(mongo);
+                (mongo.clone(), Some(mongo))
+            }
+        };
+        let sync = Arc::new(AppsSync::new(
+            store,
+            apps.clone(),
+            Arc::new(self.config.clone()),
+            metrics.clone(),
+        ));
+        sync.reload()
+            .await
+            .map_err(|e| std::io::Error::other(format!("cannot read the apps store: {e}")))?;
+        sync.start(mongo);
+        Ok((apps, sync))
     }
 
     /// Starts the notification handlers over the store's registrations:
@@ -188,7 +248,7 @@ impl Server {
     /// cannot be reached at start is a configuration error, said clearly.
     async fn start_persistence(
         &self,
-        apps: &AppRegistry,
+        apps: &Arc<AppRegistry>,
         metrics: &Metrics,
     ) -> std::io::Result<Arc<Persistence>> {
         let settings = &self.config.store;
@@ -211,7 +271,7 @@ impl Server {
                             ))
                         })?;
                 tracing::info!(database = %settings.database, "MongoDB store ready");
-                if apps.all().any(|app| app.history_retention > 0) {
+                if apps.all().any(|app| app.history_retention > 0) || self.apps_dynamic() {
                     let history = store.history().await.map_err(|e| {
                         std::io::Error::other(format!(
                             "cannot use MongoDB at {} (store.url) for history_retention: {e}",
@@ -271,7 +331,7 @@ impl Server {
         } else {
             None
         };
-        let hub = self.build_hub().await?;
+        let (hub, apps_sync) = self.build_hub().await?;
         let server_config = self.config.server.clone();
         let session_settings = SessionSettings {
             activity_timeout: Duration::from_secs(server_config.activity_timeout),
@@ -306,6 +366,12 @@ impl Server {
             hub.metrics().clone(),
         );
         let header_timeout = limits.request_header_timeout();
+        let admin_state = Arc::new(http::admin::AdminState::new(
+            AppsAdmin::new(apps_sync.clone()),
+            self.config.admin.token.clone(),
+            hub.metrics().clone(),
+        ));
+        let apps_rate = connection_rate.clone();
         let watch_metrics = hub.metrics().clone();
         let app_hub = hub.clone();
         let workers = match server_config.workers {
@@ -317,6 +383,7 @@ impl Server {
             let metrics = hub.metrics().clone();
             App::new()
                 .app_data(web::Data::new(hub.clone()))
+                .app_data(web::Data::new(admin_state.clone()))
                 .app_data(web::Data::new(session_settings))
                 .app_data(web::Data::new(http_settings))
                 .app_data(web::Data::new(transport_settings))
@@ -368,6 +435,7 @@ impl Server {
                 .configure(ws::configure)
                 .configure(xhr::configure)
                 .configure(sse::configure)
+                .configure(http::admin::configure)
                 .configure(http::configure)
                 .configure(ws::configure_pushi)
                 .default_service(web::to(http::not_found))
@@ -448,6 +516,16 @@ impl Server {
         }
 
         hub.start_subscription_counting();
+        // Apps added, changed or removed at runtime: disabled and removed
+        // apps' connections are closed (4003), removed apps' state dropped.
+        let apps_hub = hub.clone();
+        let mut app_changes = hub.apps().subscribe();
+        actix_web::rt::spawn(async move {
+            while app_changes.changed().await.is_ok() {
+                apps_hub.apps_changed();
+                apps_rate.retain_apps(apps_hub.apps());
+            }
+        });
 
         // Cache channels keep one event each; sweep the expired ones so
         // channels nobody reads again do not hold memory forever.

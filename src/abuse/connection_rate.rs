@@ -27,7 +27,6 @@ use crate::throttled_log::ThrottledLog;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 use dashmap::DashMap;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -98,7 +97,8 @@ pub struct ConnectionRate {
     per_ip: Option<IpBuckets>,
     /// Apps with a `connection_rate`, each with its bucket (one app's
     /// lock, held for a subtraction).
-    per_app: HashMap<String, Mutex<TokenBucket>>,
+    /// Created on an app's first connection (apps added at runtime too).
+    per_app: DashMap<String, Mutex<TokenBucket>>,
     metrics: Metrics,
     log: ThrottledLog,
 }
@@ -183,15 +183,30 @@ impl ConnectionRate {
         taken.map_err(|wait| self.refused(RateLimit::PerIp, wait, &ip.to_string()))
     }
 
+    /// Forgets the buckets of apps no longer in `apps` (removed at runtime).
+    pub fn retain_apps(&self, apps: &AppRegistry) {
+        let ids = apps.ids();
+        self.per_app.retain(|id, _| ids.contains(id));
+    }
+
     /// Counts a new connection to `app` (after [`Self::admit_ip`]).
     pub fn admit_app(&self, app: &App) -> Result<(), Refused> {
-        let Some(bucket) = self.per_app.get(&app.id) else {
+        if app.connection_rate == 0 {
             return Ok(());
+        }
+        let now = Instant::now();
+        let bucket = match self.per_app.get(&app.id) {
+            Some(bucket) => bucket,
+            None => self
+                .per_app
+                .entry(app.id.clone())
+                .or_insert_with(|| Mutex::new(TokenBucket::full(app.connection_burst, now)))
+                .downgrade(),
         };
         let taken = bucket
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take(app.connection_rate, app.connection_burst, Instant::now());
+            .take(app.connection_rate, app.connection_burst, now);
         taken.map_err(|wait| self.refused(RateLimit::PerApp, wait, &app.id))
     }
 

@@ -2,11 +2,11 @@
 //! retries are paced. Defaults follow the push gateway we learn from
 //! (30 s ack timeout, back-off ×2.0, 3 retries, 24 h message TTL).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Where pending deliveries of signed-in users are kept between connections.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStore {
     /// This node's memory: a user's reconnect to the same node gets them.
@@ -18,7 +18,7 @@ pub enum DeliveryStore {
 }
 
 /// One app's `[apps.delivery]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// Off by default: frames carry no `message_id` and acks are refused.

@@ -8,12 +8,14 @@
 //! - [`persistence`]: offline subscriptions and the messages kept for users.
 //! - [`notifications`]: registrations of the notification handlers.
 //! - [`error`]: refusals as status + JSON body, in one place.
+//! - [`admin`]: the admin API (`/admin/apps`), behind the `[admin] token`.
 //!
 //! And what the HTTP transports (`xhr/`, `sse/`) share:
 //! - [`streamed`]: a long response body written by an actor, bounded.
 //! - [`cors`]: cross-origin access for browser pages.
 //! - [`sessions`]: the node-wide cap on open HTTP sessions.
 
+pub mod admin;
 pub mod channels;
 pub mod cors;
 pub mod error;
@@ -182,7 +184,7 @@ mod tests {
         )]));
         let node = Arc::new(Node::new(&apps));
         let metrics = Metrics::new();
-        let webhooks = Webhooks::start(&apps, &WebhookSettings::default(), metrics.clone());
+        let webhooks = Webhooks::start(&apps, &WebhookSettings::default(), metrics.clone(), false);
         let adapter = Arc::new(LocalAdapter::new(node.clone()));
         Arc::new(Hub::new(apps, node, adapter, metrics, webhooks, None, 16))
     }

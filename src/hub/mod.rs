@@ -65,6 +65,7 @@ use persistence::Persistence;
 use recovery_store::PositionStore;
 use serde_json::value::RawValue;
 use socket_id::SocketIds;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -351,8 +352,8 @@ impl Hub {
         self
     }
 
-    /// The configured apps.
-    pub fn apps(&self) -> &AppRegistry {
+    /// The apps (config file and store).
+    pub fn apps(&self) -> &Arc<AppRegistry> {
         &self.apps
     }
 
@@ -377,7 +378,7 @@ impl Hub {
         self.accepting.load(Ordering::Acquire)
     }
 
-    fn state(&self, app_id: &str) -> Option<&Arc<AppState>> {
+    fn state(&self, app_id: &str) -> Option<Arc<AppState>> {
         self.node.app(app_id)
     }
 
@@ -402,6 +403,7 @@ impl Hub {
             return Err(ErrorCode::AppDisabled);
         }
         let state = self.state(&app.id).ok_or(ErrorCode::AppNotFound)?;
+        let state = &*state;
         let socket_id: Arc<str> = self.socket_ids.next().into();
         let (connection, receiver) =
             Connection::new(socket_id, app.id.as_str().into(), self.outgoing_queue);
@@ -439,6 +441,7 @@ impl Hub {
         let Some(state) = self.state(&app.id) else {
             return Ok(());
         };
+        let state = &*state;
         match state.channels.authorize(connection, app.max_connections) {
             Ok(true) => {
                 self.metrics.unauthorized_connections.dec();
@@ -464,6 +467,7 @@ impl Hub {
         let Some(state) = self.state(&connection.app_id) else {
             return;
         };
+        let state = &*state;
         if let Some(user) = user {
             state
                 .positions
@@ -515,6 +519,7 @@ impl Hub {
             message: "Unknown app".into(),
             status: 404,
         })?;
+        let state = &*state;
         let channel = request.channel.as_str();
         // Granted a channel only the app's backend could sign for (or one
         // the socket's sign-in or membership opened): authorized, before
@@ -629,7 +634,7 @@ impl Hub {
         if local.new_socket {
             self.occupancy_changed(&app.id, channel, &joined);
             if let Some(changes) = state.count_changes.as_ref() {
-                if counts_subscriptions(channel) {
+                if app.subscription_count && counts_subscriptions(channel) {
                     changes.changed(channel, true);
                 }
             }
@@ -952,6 +957,7 @@ impl Hub {
         let Some(state) = self.state(&app.id) else {
             return;
         };
+        let state = &*state;
         for (channel, join) in joins.iter_mut() {
             let live_after = join.live_after;
             let taken = if join.recovered {
@@ -1022,6 +1028,7 @@ impl Hub {
         let Some(state) = self.state(app_id) else {
             return Vec::new();
         };
+        let state = &*state;
         // `latest`, not `last_serial`: a mirror that has not seen the
         // channel on the bus yet has no serial to confirm.
         channels
@@ -1043,6 +1050,7 @@ impl Hub {
         let Some(state) = self.state(&app.id) else {
             return;
         };
+        let state = &*state;
         self.metrics.recovery_confirmations.inc();
         for (channel, serial) in snapshot {
             if state
@@ -1078,7 +1086,7 @@ impl Hub {
     /// Unsubscribes a connection; announces member_removed for a user's last socket.
     pub async fn unsubscribe(&self, connection: &Connection, channel: &str) {
         if let Some(state) = self.state(&connection.app_id) {
-            self.leave(state, connection, channel).await;
+            self.leave(&state, connection, channel).await;
         }
     }
 
@@ -1092,7 +1100,12 @@ impl Hub {
             self.end_peers(state, channel, user_id);
         }
         if let Some(changes) = state.count_changes.as_ref() {
-            if counts_subscriptions(channel) {
+            let counted = || {
+                self.apps
+                    .by_id(&connection.app_id)
+                    .is_some_and(|app| app.subscription_count)
+            };
+            if counts_subscriptions(channel) && counted() {
                 changes.changed(channel, false);
             }
         }
@@ -1251,6 +1264,7 @@ impl Hub {
         self.authorize_connection(app, connection)
             .map_err(|_| SignInRefused::OverConnectionQuota)?;
         let state = self.state(&app.id).ok_or(SignInRefused::Unauthorized)?;
+        let state = &*state;
         let user_channel = format!("#server-to-user-{}", user.id);
         // A user channel has no presence data and no member limit.
         state
@@ -1324,6 +1338,7 @@ impl Hub {
             .zip(self.state(app_id));
         let report = match (with_history, &self.history_store) {
             (Some((app, state)), HistoryStore::Memory) => {
+                let state = &*state;
                 if let Some(long) = &self.long_history {
                     long.seed(app, &state.history, channel).await;
                 }
@@ -1423,28 +1438,95 @@ impl Hub {
     }
 
     /// Starts subscription counting: one task per app with
-    /// `subscription_count = true` (see [`counts`]); none otherwise.
+    /// `subscription_count = true` (see [`counts`]); none otherwise. Apps
+    /// added, changed or removed at runtime get their task started,
+    /// restarted (new interval) or stopped.
     pub fn start_subscription_counting(self: &Arc<Self>) {
-        for app in self.apps.all().filter(|app| app.subscription_count) {
-            let hub = self.clone();
-            let app_id = app.id.clone();
-            let gap = Duration::from_millis(app.subscription_count_interval_ms);
-            tokio::spawn(async move {
-                let mut ticker = counts::CountTicker::new(gap);
-                let mut tick = tokio::time::interval(ticker.period());
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    hub.announce_subscription_counts(&app_id, &mut ticker).await;
+        let hub = self.clone();
+        let mut changes = self.apps.subscribe();
+        tokio::spawn(async move {
+            let mut tasks: HashMap<String, (u64, tokio::task::JoinHandle<()>)> = HashMap::new();
+            loop {
+                let wanted: HashMap<String, u64> = hub
+                    .apps
+                    .all()
+                    .filter(|app| app.subscription_count)
+                    .map(|app| (app.id.clone(), app.subscription_count_interval_ms))
+                    .collect();
+                tasks.retain(|id, (gap, task)| {
+                    let keep = wanted.get(id) == Some(gap);
+                    if !keep {
+                        task.abort();
+                    }
+                    keep
+                });
+                for (app_id, gap) in wanted {
+                    if let std::collections::hash_map::Entry::Vacant(slot) =
+                        tasks.entry(app_id.clone())
+                    {
+                        let task = tokio::spawn(hub.clone().count_subscriptions(app_id, gap));
+                        slot.insert((gap, task));
+                    }
                 }
-            });
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// One app's subscription counting loop, every tick of its interval.
+    async fn count_subscriptions(self: Arc<Self>, app_id: String, gap_ms: u64) {
+        let mut ticker = counts::CountTicker::new(Duration::from_millis(gap_ms));
+        let mut tick = tokio::time::interval(ticker.period());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.announce_subscription_counts(&app_id, &mut ticker)
+                .await;
+        }
+    }
+
+    /// Closes every open connection of an app with `code` (an app disabled
+    /// or deleted at runtime: 4003); returns how many.
+    pub fn close_app(&self, state: &AppState, code: ErrorCode) -> usize {
+        let mut closed = 0;
+        for connection in state.channels.connections() {
+            connection.request_close(code.code());
+            closed += 1;
+        }
+        closed
+    }
+
+    /// Applies a change of the registry to this node: closes the
+    /// connections of apps now disabled or gone (4003, as Pusher refuses a
+    /// disabled app), and drops the state of apps gone.
+    pub fn apps_changed(&self) {
+        for app in self.apps.all().filter(|app| !app.enabled) {
+            if let Some(state) = self.node.existing(&app.id) {
+                let closed = self.close_app(&state, ErrorCode::AppDisabled);
+                if closed > 0 {
+                    tracing::info!(app_id = %app.id, closed, "app disabled: its connections closed");
+                }
+            }
+        }
+        for state in self.node.retain_apps() {
+            let closed = self.close_app(&state, ErrorCode::AppDisabled);
+            tracing::info!(
+                closed,
+                "app removed: its connections closed and its state dropped"
+            );
         }
     }
 
     /// One tick of an app's subscription counting: the changed channels
     /// whose turn it is get their count.
     async fn announce_subscription_counts(&self, app_id: &str, ticker: &mut counts::CountTicker) {
-        let Some(changes) = self.state(app_id).and_then(|s| s.count_changes.as_ref()) else {
+        let Some(state) = self.state(app_id) else {
+            return;
+        };
+        let state = &*state;
+        let Some(changes) = state.count_changes.as_ref() else {
             return;
         };
         let due = ticker.due(changes, std::time::Instant::now());
@@ -1628,6 +1710,7 @@ impl Hub {
             });
         }
         let state = self.state(&app.id)?;
+        let state = &*state;
         let now = std::time::Instant::now();
         let covered = state.history.with_existing(channel, |h| {
             h.expire(now);
@@ -1682,6 +1765,7 @@ impl Hub {
     pub fn connection_count(&self) -> u64 {
         self.node
             .apps()
+            .iter()
             .map(|state| state.channels.connection_count())
             .sum()
     }

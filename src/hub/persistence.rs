@@ -32,8 +32,6 @@ enum Write {
 /// Long retention's side of the queue.
 struct Archive {
     store: Arc<dyn HistoryArchive>,
-    /// App id → `history_retention` in ms (apps with retention only).
-    retention_ms: HashMap<String, u64>,
     /// History writes ever queued, and (watched) ever finished: written or
     /// dropped. A reader waits until those queued before it are finished.
     queued: AtomicU64,
@@ -48,8 +46,11 @@ pub struct Persistence {
     store: Arc<dyn Store>,
     /// (app, channel) → users following it.
     followers: DashMap<AppChannel, HashSet<Arc<str>>>,
-    /// Next sequence per app.
-    sequences: HashMap<String, AtomicU64>,
+    /// Next sequence per app (an app added at runtime starts at 0: its id
+    /// is new, and with Redis the cluster-wide counter rules).
+    sequences: DashMap<String, AtomicU64>,
+    /// The apps: `history_retention` per app, and which apps exist.
+    apps: Arc<AppRegistry>,
     writes: mpsc::Sender<Write>,
     archive: Option<Archive>,
     settings: StoreConfig,
@@ -71,11 +72,11 @@ impl Persistence {
     pub async fn start(
         store: Arc<dyn Store>,
         archive: Option<Arc<dyn HistoryArchive>>,
-        apps: &AppRegistry,
+        apps: &Arc<AppRegistry>,
         settings: StoreConfig,
         metrics: Metrics,
     ) -> Result<Arc<Self>, StoreError> {
-        let mut sequences = HashMap::new();
+        let sequences = DashMap::new();
         for app in apps.all() {
             let max = store.max_seq(&app.id).await?;
             sequences.insert(app.id.clone(), AtomicU64::new(max));
@@ -83,11 +84,6 @@ impl Persistence {
         let (writes, queue) = mpsc::channel(settings.write_queue);
         let archive = archive.map(|store| Archive {
             store,
-            retention_ms: apps
-                .all()
-                .filter(|app| app.history_retention > 0)
-                .map(|app| (app.id.clone(), app.history_retention.saturating_mul(1000)))
-                .collect(),
             queued: AtomicU64::new(0),
             finished: watch::channel(0).0,
             dropped_any: AtomicBool::new(false),
@@ -97,6 +93,7 @@ impl Persistence {
             archive,
             followers: DashMap::new(),
             sequences,
+            apps: apps.clone(),
             writes,
             settings,
             metrics,
@@ -115,7 +112,8 @@ impl Persistence {
     /// Rebuilds the follow index from the store (other nodes may have
     /// changed follows).
     async fn reload_index(&self) -> Result<(), StoreError> {
-        for app_id in self.sequences.keys() {
+        for app_id in self.apps.ids() {
+            let app_id = &app_id;
             let follows = self.store.follows(app_id).await?;
             let mut fresh: HashMap<AppChannel, HashSet<Arc<str>>> = HashMap::new();
             for follow in follows {
@@ -188,7 +186,12 @@ impl Persistence {
         let Some(archive) = &self.archive else {
             return;
         };
-        let Some(retention_ms) = archive.retention_ms.get(app_id) else {
+        let Some(retention_ms) = self
+            .apps
+            .by_id(app_id)
+            .filter(|app| app.id == app_id && app.history_retention > 0)
+            .map(|app| app.history_retention.saturating_mul(1000))
+        else {
             return;
         };
         let time_ms = now_ms();
@@ -199,7 +202,7 @@ impl Persistence {
             frame: frame.clone(),
             socket_id: socket_id.map(Arc::from),
             time_ms,
-            expires_ms: time_ms.saturating_add(*retention_ms),
+            expires_ms: time_ms.saturating_add(retention_ms),
         };
         // It will wait for the store: counted as such.
         let waits = !self.is_healthy();
@@ -255,9 +258,14 @@ impl Persistence {
 
     /// The next sequence from this node's counter.
     pub fn next_seq(&self, app_id: &str) -> u64 {
-        self.sequences
-            .get(app_id)
-            .map_or(0, |seq| seq.fetch_add(1, Ordering::AcqRel) + 1)
+        if let Some(seq) = self.sequences.get(app_id) {
+            return seq.fetch_add(1, Ordering::AcqRel) + 1;
+        }
+        if self.apps.by_id(app_id).is_none_or(|app| app.id != app_id) {
+            return 0;
+        }
+        let seq = self.sequences.entry(app_id.to_owned()).or_default();
+        seq.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Raises this node's counter to a sequence handed out elsewhere (a
@@ -265,6 +273,11 @@ impl Persistence {
     pub fn observe_seq(&self, app_id: &str, seen: u64) {
         if let Some(seq) = self.sequences.get(app_id) {
             seq.fetch_max(seen, Ordering::AcqRel);
+        } else if self.apps.by_id(app_id).is_some_and(|app| app.id == app_id) {
+            self.sequences
+                .entry(app_id.to_owned())
+                .or_default()
+                .fetch_max(seen, Ordering::AcqRel);
         }
     }
 

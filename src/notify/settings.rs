@@ -2,10 +2,10 @@
 //! `[apps.notifications]` (per app: each handler's mode).
 
 use super::registration::Kind;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// When a handler sends an app's notifications.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Never: registrations are kept but nothing is sent.
@@ -19,7 +19,7 @@ pub enum Mode {
 }
 
 /// One app's `[apps.notifications]` table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AppNotifications {
     /// HTTP callbacks; default `always` (a server-side receiver wants every event).

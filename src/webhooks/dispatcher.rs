@@ -46,6 +46,8 @@ pub enum Command {
     Decided(Arc<str>, WebhookEvent),
     /// Flush everything now and answer when sent (or the deadline passed).
     Shutdown(Instant, oneshot::Sender<()>),
+    /// The apps changed at runtime: these are the routes from now on.
+    Routes(HashMap<String, Vec<Route>>),
 }
 
 /// An app's channel.
@@ -133,12 +135,13 @@ impl Dispatcher {
                 command = commands.recv() => match command {
                     Some(Command::Event(app_id, event)) => self.accept(app_id, event),
                     Some(Command::Decided(app_id, event)) => self.route(&app_id, event),
+                    Some(Command::Routes(routes)) => self.replace_routes(routes),
                     Some(Command::Shutdown(deadline, done)) => {
                         while let Ok(command) = commands.try_recv() {
                             match command {
                                 Command::Event(app_id, event) => self.accept(app_id, event),
                                 Command::Decided(app_id, event) => self.route(&app_id, event),
-                                Command::Shutdown(..) => {}
+                                Command::Shutdown(..) | Command::Routes(_) => {}
                             }
                         }
                         self.release_removals(None);
@@ -155,6 +158,15 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// New routes (apps added, changed or removed): the batches made so far
+    /// leave on the old routes, then every lane is closed (each finishes
+    /// what it holds) and the next batch opens a lane on the new routes.
+    fn replace_routes(&mut self, routes: HashMap<String, Vec<Route>>) {
+        self.flush_all();
+        self.lanes.clear();
+        self.routes = routes;
     }
 
     /// Takes an event in: held back, cancelled against a held one, or routed.

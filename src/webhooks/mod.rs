@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use dispatcher::{Command, Dispatcher, Route};
 use event::WebhookEvent;
 use sender::Endpoint;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -28,8 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Clone)]
 pub struct Webhooks {
     commands: Option<mpsc::Sender<Command>>,
-    /// Per app: the event types some endpoint wants (empty set = all).
-    wanted: Arc<HashMap<String, Option<HashSet<String>>>>,
+    /// The apps, whose `webhooks` say which events some endpoint wants
+    /// (read per event: an app changed at runtime takes effect at once).
+    apps: Arc<AppRegistry>,
     /// `member_removed_delay_ms` and `channel_vacated_delay_ms`.
     hold_back: HoldBack,
     metrics: Metrics,
@@ -51,47 +52,43 @@ impl Webhooks {
     pub fn disabled(metrics: Metrics) -> Self {
         Webhooks {
             commands: None,
-            wanted: Arc::default(),
+            apps: Arc::default(),
             hold_back: HoldBack::default(),
             metrics,
         }
     }
 
     /// Builds the routes from the apps' config and starts the dispatcher on
-    /// the current runtime. Returns a disabled handle when nothing is configured.
-    pub fn start(apps: &AppRegistry, settings: &WebhookSettings, metrics: Metrics) -> Self {
-        let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
-        let mut wanted = HashMap::new();
-        for app in apps.all().filter(|app| !app.webhooks.is_empty()) {
-            let mut types: Option<HashSet<String>> = Some(HashSet::new());
-            for webhook in &app.webhooks {
-                match (&mut types, webhook.event_types.is_empty()) {
-                    (_, true) => types = None,
-                    (Some(set), false) => set.extend(webhook.event_types.iter().cloned()),
-                    (None, false) => {}
-                }
-                routes.entry(app.id.clone()).or_default().push(Route {
-                    endpoint: Arc::new(Endpoint {
-                        url: webhook.url.clone(),
-                        headers: webhook.headers.clone(),
-                        app_key: app.key.clone(),
-                        app_secret: app.secret.clone(),
-                    }),
-                    event_types: webhook.event_types.iter().cloned().collect(),
-                    filter_prefix: webhook.filter_prefix.clone(),
-                });
-            }
-            wanted.insert(app.id.clone(), types);
-        }
-        if routes.is_empty() {
+    /// the current runtime. Returns a disabled handle when nothing is
+    /// configured and the apps cannot change (`dynamic` false); otherwise
+    /// the routes follow every change of the registry.
+    pub fn start(
+        apps: &Arc<AppRegistry>,
+        settings: &WebhookSettings,
+        metrics: Metrics,
+        dynamic: bool,
+    ) -> Self {
+        let initial = routes(apps);
+        if initial.is_empty() && !dynamic {
             return Self::disabled(metrics);
         }
         let (tx, rx) = mpsc::channel(settings.queue);
-        let dispatcher = Dispatcher::new(routes, settings.clone(), metrics.clone());
+        let dispatcher = Dispatcher::new(initial, settings.clone(), metrics.clone());
         tokio::spawn(dispatcher.run(rx));
+        if dynamic {
+            let (apps, commands) = (apps.clone(), tx.clone());
+            let mut changes = apps.subscribe();
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    if commands.send(Command::Routes(routes(&apps))).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         Webhooks {
             commands: Some(tx),
-            wanted: Arc::new(wanted),
+            apps: apps.clone(),
             hold_back: HoldBack {
                 member_removed: Duration::from_millis(settings.member_removed_delay_ms),
                 channel_vacated: Duration::from_millis(settings.channel_vacated_delay_ms),
@@ -127,11 +124,14 @@ impl Webhooks {
     /// Whether some endpoint of the app wants events of type `name`; lets
     /// the hub skip building events nobody receives.
     pub fn wants(&self, app_id: &str, name: &str) -> bool {
-        match self.wanted.get(app_id) {
-            Some(None) => true,
-            Some(Some(types)) => types.contains(name),
-            None => false,
-        }
+        self.apps
+            .by_id(app_id)
+            .filter(|app| app.id == app_id)
+            .is_some_and(|app| {
+                app.webhooks.iter().any(|webhook| {
+                    webhook.event_types.is_empty() || webhook.event_types.iter().any(|t| t == name)
+                })
+            })
     }
 
     /// Queues an event without waiting; a full queue drops and counts it.
@@ -164,4 +164,24 @@ impl Webhooks {
             let _ = tokio::time::timeout_at(deadline.into(), finished).await;
         }
     }
+}
+
+/// Every app's routes (its endpoints with their filters).
+fn routes(apps: &AppRegistry) -> HashMap<String, Vec<Route>> {
+    let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
+    for app in apps.all().filter(|app| !app.webhooks.is_empty()) {
+        for webhook in &app.webhooks {
+            routes.entry(app.id.clone()).or_default().push(Route {
+                endpoint: Arc::new(Endpoint {
+                    url: webhook.url.clone(),
+                    headers: webhook.headers.clone(),
+                    app_key: app.key.clone(),
+                    app_secret: app.secret.clone(),
+                }),
+                event_types: webhook.event_types.iter().cloned().collect(),
+                filter_prefix: webhook.filter_prefix.clone(),
+            });
+        }
+    }
+    routes
 }

@@ -81,23 +81,17 @@ pub fn parse_released(flat: &[String]) -> Vec<Released> {
     released
 }
 
-/// Sends the due leaves of every app with held webhooks, forever.
+/// Sends the due leaves of every app with held webhooks, forever (the
+/// apps are looked at every tick: webhooks may be set at runtime).
 pub async fn release(adapter: Arc<RedisAdapter>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let apps: Vec<String> = adapter
-        .node
-        .app_ids()
-        .filter(|app_id| adapter.webhooks.hold_back(app_id).is_some())
-        .map(str::to_owned)
-        .collect();
-    if apps.is_empty() {
-        return;
-    }
     loop {
         tick.tick().await;
-        for app_id in &apps {
-            adapter.release_held(app_id).await;
+        for app_id in adapter.node.app_ids() {
+            if adapter.webhooks.hold_back(&app_id).is_some() {
+                adapter.release_held(&app_id).await;
+            }
         }
     }
 }

@@ -319,6 +319,7 @@ impl RedisAdapter {
         let mut pipe = redis::pipe();
         pipe.zadd(keys.nodes(), &node, now_ms()).ignore();
         for app_id in self.node.app_ids() {
+            let app_id = app_id.as_str();
             let Some(channels) = self.node.channels(app_id) else {
                 continue;
             };
