@@ -15,6 +15,7 @@
 //! - [`http`]: the HTTP API the server SDKs call, health and metrics.
 //! - [`store`]: offline subscriptions and stored messages (memory or MongoDB).
 //! - [`webhooks`]: signed, batched, retried webhooks to the apps' backends.
+//! - [`notify`]: notifications to followers: Web Push (RFC 8291/8292).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`throttled_log`]: one log line per interval for failures that repeat at traffic rate.
 //! - [`logging`]: the log filter check and the subscriber (colour only on a terminal).
@@ -38,6 +39,7 @@ pub mod hub;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod server;
 pub mod session;
