@@ -593,6 +593,18 @@ pub struct AppConfig {
     /// README "Notifications"): `off`, `offline` or `always` per handler.
     #[serde(default)]
     pub notifications: crate::notify::settings::AppNotifications,
+    /// VAPID private key for Web Push (RFC 8292): PEM EC key or the raw
+    /// 32-byte P-256 scalar in base64url (as pushi's `vapid_key`). Without
+    /// it the app sends no Web Push.
+    #[serde(default)]
+    pub vapid_private_key: Option<String>,
+    /// VAPID `sub`: a `mailto:` or `https:` contact (a bare address gets
+    /// `mailto:`). Required with `vapid_private_key`.
+    #[serde(default)]
+    pub vapid_subject: Option<String>,
+    /// Seconds a push service keeps an undelivered Web Push message (`TTL`).
+    #[serde(default = "d_web_push_ttl_secs")]
+    pub web_push_ttl_secs: u32,
 }
 
 /// One webhook endpoint of an app.
@@ -625,6 +637,9 @@ pub const WEBHOOK_EVENT_TYPES: [&str; 7] = [
 
 fn yes() -> bool {
     true
+}
+fn d_web_push_ttl_secs() -> u32 {
+    crate::notify::web_push::DEFAULT_TTL_SECS
 }
 fn d_authorization_timeout() -> f64 {
     30.0
@@ -737,6 +752,9 @@ impl AppConfig {
             subscription_count: false,
             subscription_count_interval_ms: d_subscription_count_interval_ms(),
             notifications: Default::default(),
+            vapid_private_key: None,
+            vapid_subject: None,
+            web_push_ttl_secs: d_web_push_ttl_secs(),
         }
     }
 
@@ -1207,6 +1225,7 @@ impl Config {
             ));
         }
         self.validate_history(app, at)?;
+        validate_web_push(app, at)?;
         validate_durations(app, at)?;
         app.delivery
             .validate(self.adapter == AdapterKind::Redis)
@@ -1468,6 +1487,29 @@ impl Config {
             );
         }
         unused
+    }
+}
+
+/// An app's Web Push settings: a key that parses with a subject, a subject
+/// only with a key, a TTL push services keep.
+fn validate_web_push(app: &AppConfig, at: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    use crate::notify::vapid::{Vapid, VapidError};
+    if app.vapid_private_key.is_none() && app.vapid_subject.is_some() {
+        return Err(invalid(
+            at("vapid_subject"),
+            "is set without vapid_private_key (set both to send Web Push)",
+        ));
+    }
+    if app.web_push_ttl_secs > crate::notify::web_push::MAX_TTL_SECS {
+        return Err(invalid(
+            at("web_push_ttl_secs"),
+            "must be at most 2419200 (28 days, what push services keep)",
+        ));
+    }
+    match Vapid::from_app(app) {
+        Ok(_) => Ok(()),
+        Err(VapidError::BadKey(reason)) => Err(invalid(at("vapid_private_key"), reason)),
+        Err(VapidError::BadSubject(reason)) => Err(invalid(at("vapid_subject"), reason)),
     }
 }
 
@@ -1775,6 +1817,41 @@ mod tests {
         config.apps.push(second);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("apps[1].key"), "{err}");
+    }
+
+    #[test]
+    fn web_push_settings_are_checked_and_named() {
+        let app = "[[apps]]\nid='a'\nkey='b'\nsecret='c'\n";
+        let key = "yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw";
+        let check = |extra: &str| {
+            Config::from_toml(&format!("{app}{extra}"))
+                .and_then(|c| c.validate().map(|_| c).map_err(|e| e.to_string()))
+        };
+        let ok = check(&format!(
+            "vapid_private_key='{key}'\nvapid_subject='mailto:ops@example.com'\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.apps[0].web_push_ttl_secs, 86_400);
+        let cases = [
+            (
+                "vapid_private_key='nope'\nvapid_subject='mailto:a@b'\n",
+                "apps[0].vapid_private_key",
+            ),
+            (
+                &format!("vapid_private_key='{key}'\n"),
+                "apps[0].vapid_subject",
+            ),
+            (
+                &format!("vapid_private_key='{key}'\nvapid_subject='ops'\n"),
+                "apps[0].vapid_subject",
+            ),
+            ("vapid_subject='mailto:a@b'\n", "apps[0].vapid_subject"),
+            ("web_push_ttl_secs=99999999\n", "apps[0].web_push_ttl_secs"),
+        ];
+        for (extra, key) in cases {
+            let err = check(extra).unwrap_err();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
     }
 
     #[test]

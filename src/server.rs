@@ -34,6 +34,7 @@ use crate::hub::Hub;
 use crate::listen::{self, Scheme};
 use crate::metrics::Metrics;
 use crate::notify::email::EmailSender;
+use crate::notify::push::WebPushSender;
 use crate::notify::web::WebSender;
 use crate::notify::{Notifier, Senders};
 use crate::protocol::error::ErrorCode;
@@ -226,6 +227,8 @@ impl Server {
             web: Some(Arc::new(web)),
             ..Senders::default()
         };
+        let web_push = WebPushSender::new(policy).map_err(std::io::Error::other)?;
+        senders.web_push = Some(Arc::new(web_push));
         if !settings.smtp.host.is_empty() {
             let email =
                 EmailSender::new(&settings.smtp, timeout, policy).map_err(std::io::Error::other)?;

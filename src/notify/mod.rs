@@ -15,13 +15,19 @@
 //! - [`settings`]: `[notifications]` and `[apps.notifications]`.
 //! - [`index`]: the in-memory registrations, per app and channel.
 //! - [`web`], [`email`], [`template`]: the handlers.
+//! - [`web_push`] (with [`ece`], RFC 8291 / RFC 8188 `aes128gcm`, and
+//!   [`vapid`], RFC 8292): the Web Push sender; [`push`]: its handler.
 
+pub mod ece;
 pub mod email;
 pub mod index;
+pub mod push;
 pub mod registration;
 pub mod settings;
 pub mod template;
+pub mod vapid;
 pub mod web;
+pub mod web_push;
 
 use crate::adapter::Adapter;
 use crate::apps::{App, AppRegistry};

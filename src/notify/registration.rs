@@ -172,6 +172,17 @@ pub fn parse(
             }
             _ => None,
         };
+        if let Some(keys) = &keys {
+            // The key must also be a point on P-256, which only the
+            // sender's own check (the one it encrypts with) can say.
+            super::web_push::WebPushSubscription {
+                endpoint: endpoint.clone(),
+                p256dh: keys.p256dh.clone(),
+                auth: keys.auth.clone(),
+            }
+            .validate()
+            .map_err(|error| error.to_string())?;
+        }
         (Kind::WebPush, endpoint, keys)
     } else {
         return Err(EXPECTED.into());
@@ -234,7 +245,8 @@ mod tests {
         assert_eq!(email.channel, "personal-u1");
         assert_eq!(email.user_id(), Some("u1"));
         assert_eq!(email.target, "a@example.com");
-        let p256dh = URL_SAFE_NO_PAD.encode([4u8; 65]);
+        // RFC 8291 §5's user agent public key: a point on P-256.
+        let p256dh = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
         let auth = base64::engine::general_purpose::URL_SAFE.encode([1u8; 16]);
         let push = ok(&format!(
             r#"{{"user_id":7,"web_push":{{"endpoint":"https://push.example/x","p256dh":"{p256dh}","auth":"{auth}"}}}}"#
