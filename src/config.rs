@@ -66,6 +66,9 @@ pub struct Config {
     /// Abuse limits: connection rate per client IP, unfinished requests.
     #[serde(default)]
     pub limits: crate::abuse::settings::LimitsConfig,
+    /// pushi's HTTP API under `/pushi/` (sessions).
+    #[serde(default)]
+    pub pushi_api: crate::pushi_api::settings::PushiApiConfig,
     /// The apps served; one built-in default app when empty.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -699,6 +702,7 @@ impl Default for Config {
             transports: TransportsConfig::default(),
             store: StoreConfig::default(),
             limits: Default::default(),
+            pushi_api: Default::default(),
             apps: vec![AppConfig {
                 // The PyPI SDK only accepts digits: the built-in app answers
                 // to `1` as well, so both official SDKs work without a config.
@@ -959,6 +963,9 @@ impl Config {
             .validate()
             .map_err(|(key, reason)| invalid(format!("limits.{key}"), reason))?;
         self.validate_redis()?;
+        self.pushi_api
+            .validate()
+            .map_err(|(key, reason)| invalid(format!("pushi_api.{key}"), reason))?;
         let st = &self.store;
         for (key, value) in [
             ("store.message_ttl_secs", st.message_ttl_secs as usize),

@@ -31,6 +31,7 @@ use crate::hub::Hub;
 use crate::listen::{self, Scheme};
 use crate::metrics::Metrics;
 use crate::protocol::error::ErrorCode;
+use crate::pushi_api::{self, PushiApi};
 use crate::session::{SessionSettings, TransportSettings};
 use crate::sse;
 use crate::store::archive::HistoryArchive;
@@ -260,6 +261,7 @@ impl Server {
             hub.metrics().clone(),
         );
         let header_timeout = limits.request_header_timeout();
+        let pushi_api = web::Data::new(PushiApi::new(self.config.pushi_api.clone()));
         let watch_metrics = hub.metrics().clone();
         let app_hub = hub.clone();
         let workers = match server_config.workers {
@@ -323,6 +325,7 @@ impl Server {
                 .configure(xhr::configure)
                 .configure(sse::configure)
                 .configure(http::configure)
+                .configure(|cfg| pushi_api::configure(cfg, pushi_api.clone()))
                 .default_service(web::to(http::not_found))
         })
         .on_connect(move |io, data| {

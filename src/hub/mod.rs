@@ -1195,6 +1195,7 @@ impl Hub {
                 &payload,
                 user.as_deref(),
                 Some(&sender),
+                true,
             )
             .await;
         });
@@ -1282,7 +1283,10 @@ impl Hub {
 
     /// Publishes an event on a channel of an app: one encoding for every
     /// recipient, remembered on cache channels, stored and forwarded to the
-    /// personal channels of the channel's followers.
+    /// personal channels of the channel's followers. `persist` false (pushi's
+    /// `"persist": false`): live on the channel only, neither stored nor
+    /// forwarded to followers.
+    #[allow(clippy::too_many_arguments)]
     pub async fn publish_event(
         &self,
         app_id: &str,
@@ -1291,6 +1295,7 @@ impl Hub {
         data: &RawValue,
         user_id: Option<&str>,
         except: Option<&str>,
+        persist: bool,
     ) -> FanOut {
         let app = self.apps.by_id(app_id);
         // Acknowledged delivery: one id per publish, in the one encoding
@@ -1353,7 +1358,7 @@ impl Hub {
         self.metrics.events_published.inc();
         report.record(&self.metrics);
         if let Some(persistence) = &self.persistence {
-            if persistence.is_followed(app_id, channel) {
+            if persist && persistence.is_followed(app_id, channel) {
                 // One sequence for the whole deployment where the adapter
                 // shares one (Redis); this node's counter otherwise.
                 let floor = persistence.current_seq(app_id);
