@@ -69,6 +69,9 @@ pub struct Config {
     /// Notification handlers: queues, retries, limits, SMTP (`crate::notify`).
     #[serde(default)]
     pub notifications: crate::notify::settings::NotificationsConfig,
+    /// pushi's HTTP API under `/pushi/` (sessions).
+    #[serde(default)]
+    pub pushi_api: crate::pushi_api::settings::PushiApiConfig,
     /// The apps served; one built-in default app when empty.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -791,6 +794,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             limits: Default::default(),
             notifications: Default::default(),
+            pushi_api: Default::default(),
             apps: vec![AppConfig {
                 // The PyPI SDK only accepts digits: the built-in app answers
                 // to `1` as well, so both official SDKs work without a config.
@@ -1061,6 +1065,9 @@ impl Config {
             .validate()
             .map_err(|(key, reason)| invalid(format!("notifications.{key}"), reason))?;
         self.validate_redis()?;
+        self.pushi_api
+            .validate()
+            .map_err(|(key, reason)| invalid(format!("pushi_api.{key}"), reason))?;
         let st = &self.store;
         for (key, value) in [
             ("store.message_ttl_secs", st.message_ttl_secs as usize),

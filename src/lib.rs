@@ -14,6 +14,7 @@
 //! - [`xhr`]: pusher-js's HTTP fallback transports (`xhr_streaming`, `xhr_polling`).
 //! - [`sse`]: the Server-Sent Events transport of a session (receive only).
 //! - [`http`]: the HTTP API the server SDKs call, health and metrics.
+//! - [`pushi_api`]: pushi's HTTP API under `/pushi/`, for the PyPI `pushi` client.
 //! - [`store`]: offline subscriptions and stored messages (memory or MongoDB).
 //! - [`webhooks`]: signed, batched, retried webhooks to the apps' backends.
 //! - [`notify`]: notifications to followers: HTTP callbacks, e-mail, Web Push (pushi's handlers).
@@ -42,6 +43,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod protocol;
+pub mod pushi_api;
 pub mod server;
 pub mod session;
 pub mod sse;

@@ -38,6 +38,7 @@ use crate::notify::push::WebPushSender;
 use crate::notify::web::WebSender;
 use crate::notify::{Notifier, Senders};
 use crate::protocol::error::ErrorCode;
+use crate::pushi_api::{self, PushiApi};
 use crate::session::{SessionSettings, TransportSettings};
 use crate::sse;
 use crate::store::archive::HistoryArchive;
@@ -375,6 +376,7 @@ impl Server {
             hub.metrics().clone(),
         ));
         let apps_rate = connection_rate.clone();
+        let pushi_api = web::Data::new(PushiApi::new(self.config.pushi_api.clone()));
         let watch_metrics = hub.metrics().clone();
         let app_hub = hub.clone();
         let workers = match server_config.workers {
@@ -441,6 +443,7 @@ impl Server {
                 .configure(http::admin::configure)
                 .configure(http::configure)
                 .configure(ws::configure_pushi)
+                .configure(|cfg| pushi_api::configure(cfg, pushi_api.clone()))
                 .default_service(web::to(http::not_found))
         })
         .on_connect(move |io, data| {

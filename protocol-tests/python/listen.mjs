@@ -1,6 +1,7 @@
 // Tiny pusher-js listener for the Python suite.
 //   node listen.mjs <channel> <event> [app-key]
-// Prints one JSON line {"ready":true,"socket_id":..} once subscribed, then one
+// Prints one JSON line {"ready":true,"socket_id":..,"data":..} once subscribed
+// (data: what pusher:subscription_succeeded carried), then one
 // JSON line {"event":..,"data":..} when <event> arrives on <channel>, and exits 0.
 // Exits 2 if nothing arrives within LISTEN_TIMEOUT_MS (default 15000).
 //
@@ -69,8 +70,9 @@ const timer = setTimeout(() => {
 }, timeoutMs);
 
 const channel = pusher.subscribe(channelName);
-channel.bind('pusher:subscription_succeeded', () => {
-  process.stdout.write(`${JSON.stringify({ ready: true, socket_id: pusher.connection.socket_id })}\n`);
+channel.bind('pusher:subscription_succeeded', (data) => {
+  // `data`: the subscription's data (a personal channel's catch-up `{messages}`).
+  process.stdout.write(`${JSON.stringify({ ready: true, socket_id: pusher.connection.socket_id, data })}\n`);
 });
 channel.bind('pusher:subscription_error', (err) => {
   console.error(`listen.mjs: subscription_error ${JSON.stringify(err)}`);

@@ -46,6 +46,8 @@ struct ValidEvent {
     socket_id: Option<String>,
     info: Vec<String>,
     idempotency_key: Option<String>,
+    /// Stored for followers (always, but for pushi's `"persist": false`).
+    persist: bool,
 }
 
 fn valid_socket_id(socket_id: &str) -> bool {
@@ -127,6 +129,7 @@ fn validate(app: &App, event: EventRequest) -> Result<ValidEvent, ApiError> {
         socket_id: event.socket_id,
         info,
         idempotency_key,
+        persist: true,
     })
 }
 
@@ -161,6 +164,7 @@ async fn publish(hub: &Hub, app: &App, event: &ValidEvent) -> Map<String, Value>
             &data,
             None,
             event.socket_id.as_deref(),
+            event.persist,
         )
         .await;
         if !event.info.is_empty() {
@@ -182,6 +186,35 @@ async fn publish(hub: &Hub, app: &App, event: &ValidEvent) -> Map<String, Value>
         }
     }
     channels_info
+}
+
+/// One event from pushi's API (`POST /pushi/events`): checked against the
+/// app's limits exactly as `/events` checks it (400 / 413 with the same
+/// messages), then published on each channel; `persist` false publishes
+/// live only (see [`Hub::publish_event`]).
+pub(crate) async fn publish_pushi_event(
+    hub: &Hub,
+    app: &App,
+    name: String,
+    data: Value,
+    channels: Vec<String>,
+    persist: bool,
+) -> Result<(), ApiError> {
+    let request = EventRequest {
+        name: Some(name),
+        data: Some(data),
+        channels: Some(channels),
+        channel: None,
+        socket_id: None,
+        info: None,
+        idempotency_key: None,
+    };
+    let event = ValidEvent {
+        persist,
+        ..validate(app, request)?
+    };
+    publish(hub, app, &event).await;
+    Ok(())
 }
 
 /// Headers that carry an idempotency key: the sockudo SDKs send

@@ -1226,6 +1226,7 @@ impl Hub {
                 user.as_deref(),
                 // pushi's `echo`: the sender gets it too.
                 (!echo).then_some(sender.as_str()),
+                true,
             )
             .await;
         });
@@ -1314,7 +1315,10 @@ impl Hub {
 
     /// Publishes an event on a channel of an app: one encoding for every
     /// recipient, remembered on cache channels, stored and forwarded to the
-    /// personal channels of the channel's followers.
+    /// personal channels of the channel's followers. `persist` false (pushi's
+    /// `"persist": false`): live on the channel only, neither stored nor
+    /// forwarded to followers.
+    #[allow(clippy::too_many_arguments)]
     pub async fn publish_event(
         &self,
         app_id: &str,
@@ -1323,6 +1327,7 @@ impl Hub {
         data: &RawValue,
         user_id: Option<&str>,
         except: Option<&str>,
+        persist: bool,
     ) -> FanOut {
         let app = self.apps.by_id(app_id);
         // Acknowledged delivery: one id per publish, in the one encoding
@@ -1391,7 +1396,7 @@ impl Hub {
             notifier.route(app_id, channel, event, data, user_id);
         }
         if let Some(persistence) = &self.persistence {
-            if persistence.is_followed(app_id, channel) {
+            if persist && persistence.is_followed(app_id, channel) {
                 // One sequence for the whole deployment where the adapter
                 // shares one (Redis); this node's counter otherwise.
                 let floor = persistence.current_seq(app_id);

@@ -386,6 +386,45 @@ impl Persistence {
         Ok(follows.into_iter().map(|f| f.channel).collect())
     }
 
+    /// Every follow of the app, optionally only of `user_id` and/or of
+    /// `channel` (pushi's `GET /subscriptions?user_id=&event=`).
+    pub async fn follows(
+        &self,
+        app_id: &str,
+        user_id: Option<&str>,
+        channel: Option<&str>,
+    ) -> Result<Vec<Follow>, StoreError> {
+        let follows = match user_id {
+            Some(user_id) => self.store.subscriptions(app_id, user_id).await,
+            None => self.store.follows(app_id).await,
+        };
+        let mut follows = self.outcome(follows)?;
+        follows.retain(|f| channel.is_none_or(|channel| f.channel == channel));
+        Ok(follows)
+    }
+
+    /// The newest `limit` messages stored for the app (those of the channels
+    /// followed now), newest first, including every message this node queued
+    /// before the call (pushi's `GET /events?count=`).
+    pub async fn recent_messages(
+        &self,
+        app_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.messages_settled().await;
+        let follows = self.outcome(self.store.follows(app_id).await)?;
+        let channels: std::collections::BTreeSet<String> =
+            follows.into_iter().map(|f| f.channel).collect();
+        let mut messages = Vec::new();
+        for channel in channels {
+            let found = self.outcome(self.store.messages(app_id, &channel, 0, limit).await)?;
+            messages.extend(found);
+        }
+        messages.sort_by_key(|m| std::cmp::Reverse(m.seq));
+        messages.truncate(limit);
+        Ok(messages)
+    }
+
     /// Waits (at most the store's `timeout_ms`) until every message queued
     /// on this node before the call is written or dropped, so a read sees
     /// what was published before it (a backend that publishes, then reads
