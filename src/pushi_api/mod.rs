@@ -176,7 +176,7 @@ mod tests {
         ]));
         let node = Arc::new(Node::new(&apps));
         let metrics = Metrics::new();
-        let webhooks = Webhooks::start(&apps, &WebhookSettings::default(), metrics.clone());
+        let webhooks = Webhooks::start(&apps, &WebhookSettings::default(), metrics.clone(), false);
         let adapter = Arc::new(LocalAdapter::new(node.clone()));
         Arc::new(Hub::new(apps, node, adapter, metrics, webhooks, None, 16))
     }
