@@ -10,6 +10,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { APPS, alive, fixtureApps, freePort, hmacHex, stopChild, tomlString as q, waitFor } from './helpers.mjs';
@@ -310,6 +311,53 @@ describe('e-mail', () => {
     const mail = await mailFor(event, 10000);
     assert.deepEqual(mail.to, ['outage@example.com']);
     assert.equal(await metric('rusher_notifications_failed_total{handler="email"}'), 0);
+  });
+});
+
+describe('e-mail to an SMTP server that hangs', () => {
+  test('an exchange is bounded by timeout_ms: retried, then failed and counted, the slot freed', T, async () => {
+    // Accepts the TCP connection and never sends its greeting.
+    const sockets = [];
+    const hung = net.createServer((socket) => sockets.push(socket));
+    await new Promise((resolve) => hung.listen(0, '127.0.0.1', resolve));
+    const node = await startRusher(`[server]
+host = "127.0.0.1"
+port = 6001
+log_level = "info"
+
+[notifications]
+concurrency = 1
+timeout_ms = 300
+max_attempts = 2
+backoff_ms = 50
+
+[notifications.smtp]
+host = "127.0.0.1"
+port = ${hung.address().port}
+tls = "none"
+from = "rusher <rusher@example.com>"
+
+${fixtureApps()}`);
+    try {
+      const nodeSdk = sdkOn(node);
+      const channel = uniq('hung');
+      await nodeSdk.post({ path: '/notifications/subscribe', body: { channel, email: 'hung@example.com' } });
+      // Two events, one slot: the second is tried only once the first gave up.
+      await nodeSdk.trigger(channel, 'first', {});
+      await nodeSdk.trigger(channel, 'second', {});
+      const failed = async () => {
+        const text = await (await fetch(`http://${node.host}:${node.port}/metrics`)).text();
+        const line = text.split('\n').find((l) => l.startsWith('rusher_notifications_failed_total{handler="email"} '));
+        return line ? Number(line.split(' ').pop()) : 0;
+      };
+      await waitFor(async () => (await failed()) >= 2, 8000, 50, 'both e-mails failed after their timeouts');
+      assert.match(node.log.join(''), /did not answer within 300 ms/);
+      assert.ok(node.running);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      hung.close();
+      await node.stop();
+    }
   });
 });
 
