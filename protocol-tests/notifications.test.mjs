@@ -10,6 +10,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -190,6 +191,29 @@ describe('web callbacks', () => {
       await metricAtLeast('rusher_notifications_sent_total{handler="web"}', 1);
     } finally {
       await flaky.stop();
+    }
+  });
+
+  test('a redirect is the final answer: not followed (the POST would become a GET), counted as failed', T, async () => {
+    const hits = [];
+    const redirecting = http.createServer((req, res) => {
+      hits.push(`${req.method} ${req.url}`);
+      if (req.url === '/redir') res.writeHead(302, { location: '/ok' });
+      else res.writeHead(200);
+      res.end();
+    });
+    await new Promise((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+    try {
+      const channel = uniq('redirected');
+      const url = `http://127.0.0.1:${redirecting.address().port}/redir`;
+      assert.equal((await register({ channel, url })).status, 200);
+      const [sent, failed] = [await metric('rusher_notifications_sent_total{handler="web"}'), await metric('rusher_notifications_failed_total{handler="web"}')];
+      await sdk.trigger(channel, 'moved', {});
+      await metricAtLeast('rusher_notifications_failed_total{handler="web"}', failed + 1);
+      assert.deepEqual(hits, ['POST /redir']);
+      assert.equal(await metric('rusher_notifications_sent_total{handler="web"}'), sent);
+    } finally {
+      redirecting.close();
     }
   });
 
