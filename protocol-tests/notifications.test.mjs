@@ -399,6 +399,7 @@ describe('registration API', () => {
       [{ channel, web_push: { endpoint: 'https://push.example/x', p256dh: 'AAAA', auth: 'AAAAAAAAAAAAAAAAAAAAAA' } }, /decodes to 3 bytes, expected 65/],
       [{ channel, web_push: { endpoint: 'https://push.example/x' } }, /needs `endpoint`, `p256dh` and `auth`/],
       [{ channel, uri: receiver.url }, /unknown field `uri`/],
+      [{ channel, url: `${receiver.url}/${'a'.repeat(3000)}` }, /at most 2048/],
     ];
     for (const [body, message] of cases) {
       const res = await register(body);
