@@ -202,6 +202,20 @@ test('bad input is refused like a bad config file: 400 naming the option; config
   assert.equal((await admin(single, 'GET', '/admin/apps/nope')).status, 404);
 });
 
+test('concurrent PATCHes of one app each change their option: none is lost', T, async () => {
+  const changes = [{ max_connections: 7 }, { name: 'n7' }, { client_events: true }, { max_channels_per_connection: 77 }, { max_event_data_bytes: 777 }, { history: true }];
+  for (let round = 0; round < 40; round += 1) {
+    const app = await createApp(single);
+    const answers = await Promise.all(changes.map((body) => admin(single, 'PATCH', `/admin/apps/${app.id}`, { body })));
+    assert.deepEqual(answers.map((a) => a.status), changes.map(() => 200));
+    const shown = (await admin(single, 'GET', `/admin/apps/${app.id}`)).json;
+    for (const change of changes) {
+      for (const [option, value] of Object.entries(change)) assert.equal(shown[option], value, `round ${round}: ${option} lost`);
+    }
+    assert.equal((await admin(single, 'DELETE', `/admin/apps/${app.id}`)).status, 200);
+  }
+});
+
 test('a missing or wrong token, or an app secret as the token, is 401; without a token the admin API is off', T, async () => {
   const app = await createApp(single);
   for (const options of [{ token: null }, { token: 'wrong-token-wrong-token' }, { token: app.secret }, { token: APPS.main.secret }, { header: TOKEN }]) {

@@ -10,6 +10,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { APPS, alive, fixtureApps, freePort, hmacHex, stopChild, tomlString as q, waitFor } from './helpers.mjs';
@@ -192,6 +194,29 @@ describe('web callbacks', () => {
     }
   });
 
+  test('a redirect is the final answer: not followed (the POST would become a GET), counted as failed', T, async () => {
+    const hits = [];
+    const redirecting = http.createServer((req, res) => {
+      hits.push(`${req.method} ${req.url}`);
+      if (req.url === '/redir') res.writeHead(302, { location: '/ok' });
+      else res.writeHead(200);
+      res.end();
+    });
+    await new Promise((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+    try {
+      const channel = uniq('redirected');
+      const url = `http://127.0.0.1:${redirecting.address().port}/redir`;
+      assert.equal((await register({ channel, url })).status, 200);
+      const [sent, failed] = [await metric('rusher_notifications_sent_total{handler="web"}'), await metric('rusher_notifications_failed_total{handler="web"}')];
+      await sdk.trigger(channel, 'moved', {});
+      await metricAtLeast('rusher_notifications_failed_total{handler="web"}', failed + 1);
+      assert.deepEqual(hits, ['POST /redir']);
+      assert.equal(await metric('rusher_notifications_sent_total{handler="web"}'), sent);
+    } finally {
+      redirecting.close();
+    }
+  });
+
   test('a user_id registration gets every channel the user follows; unsubscribe stops it', T, async () => {
     const user = uniq('u');
     const [a, b] = [uniq('a'), uniq('b')];
@@ -313,6 +338,53 @@ describe('e-mail', () => {
   });
 });
 
+describe('e-mail to an SMTP server that hangs', () => {
+  test('an exchange is bounded by timeout_ms: retried, then failed and counted, the slot freed', T, async () => {
+    // Accepts the TCP connection and never sends its greeting.
+    const sockets = [];
+    const hung = net.createServer((socket) => sockets.push(socket));
+    await new Promise((resolve) => hung.listen(0, '127.0.0.1', resolve));
+    const node = await startRusher(`[server]
+host = "127.0.0.1"
+port = 6001
+log_level = "info"
+
+[notifications]
+concurrency = 1
+timeout_ms = 300
+max_attempts = 2
+backoff_ms = 50
+
+[notifications.smtp]
+host = "127.0.0.1"
+port = ${hung.address().port}
+tls = "none"
+from = "rusher <rusher@example.com>"
+
+${fixtureApps()}`);
+    try {
+      const nodeSdk = sdkOn(node);
+      const channel = uniq('hung');
+      await nodeSdk.post({ path: '/notifications/subscribe', body: { channel, email: 'hung@example.com' } });
+      // Two events, one slot: the second is tried only once the first gave up.
+      await nodeSdk.trigger(channel, 'first', {});
+      await nodeSdk.trigger(channel, 'second', {});
+      const failed = async () => {
+        const text = await (await fetch(`http://${node.host}:${node.port}/metrics`)).text();
+        const line = text.split('\n').find((l) => l.startsWith('rusher_notifications_failed_total{handler="email"} '));
+        return line ? Number(line.split(' ').pop()) : 0;
+      };
+      await waitFor(async () => (await failed()) >= 2, 8000, 50, 'both e-mails failed after their timeouts');
+      assert.match(node.log.join(''), /did not answer within 300 ms/);
+      assert.ok(node.running);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      hung.close();
+      await node.stop();
+    }
+  });
+});
+
 describe('registration API', () => {
   test('bad input is a 400 saying what is wrong; limits are counted', T, async () => {
     const channel = uniq('bad');
@@ -327,6 +399,7 @@ describe('registration API', () => {
       [{ channel, web_push: { endpoint: 'https://push.example/x', p256dh: 'AAAA', auth: 'AAAAAAAAAAAAAAAAAAAAAA' } }, /decodes to 3 bytes, expected 65/],
       [{ channel, web_push: { endpoint: 'https://push.example/x' } }, /needs `endpoint`, `p256dh` and `auth`/],
       [{ channel, uri: receiver.url }, /unknown field `uri`/],
+      [{ channel, url: `${receiver.url}/${'a'.repeat(3000)}` }, /at most 2048/],
     ];
     for (const [body, message] of cases) {
       const res = await register(body);

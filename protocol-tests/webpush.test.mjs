@@ -13,6 +13,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -65,6 +66,13 @@ async function messagesOf(id, count) {
     return state.messages.length >= count;
   }, 15000, 100, `${count} push message(s) for ${id}`);
   return state.messages;
+}
+
+/** A metric's value on /metrics (0 when absent). */
+async function metric(line) {
+  const text = await (await fetch(`http://${server.host}:${server.port}/metrics`)).text();
+  const found = text.split('\n').find((l) => l.startsWith(`${line} `));
+  return found ? Number(found.split(' ').pop()) : 0;
 }
 
 const register = (userId, sub) =>
@@ -154,6 +162,34 @@ describe('Web Push to followers', () => {
     assert.equal(first.status, 500);
     assert.equal(second.status, 201);
     assert.equal(second.plaintext, first.plaintext);
+  });
+
+  test('a redirect from the push service is not followed: failed, not retried, the registration kept', T, async () => {
+    const hits = [];
+    const redirecting = http.createServer((req, res) => {
+      hits.push(`${req.method} ${req.url}`);
+      if (req.url === '/redir') res.writeHead(302, { location: '/ok' });
+      else res.writeHead(200);
+      res.end();
+    });
+    await new Promise((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+    try {
+      const user = uniq('u');
+      const channel = uniq('news');
+      const keys = await newPushSubscription();
+      const sub = { ...keys, endpoint: `http://127.0.0.1:${redirecting.address().port}/redir` };
+      assert.equal((await register(user, sub)).status, 200);
+      await papi.follow(user, channel);
+      const failed = await metric('rusher_notifications_failed_total{handler="web_push"}');
+      const sent = await metric('rusher_notifications_sent_total{handler="web_push"}');
+      await sdk.trigger(channel, 'flash', 'moved');
+      await waitFor(async () => (await metric('rusher_notifications_failed_total{handler="web_push"}')) > failed, 10000, 50, 'counted as failed');
+      assert.deepEqual(hits, ['POST /redir']);
+      assert.equal(await metric('rusher_notifications_sent_total{handler="web_push"}'), sent);
+      assert.match((await registrations(user)).text, /redir/);
+    } finally {
+      redirecting.close();
+    }
   });
 
   test('a malformed subscription is refused with 400', T, async () => {

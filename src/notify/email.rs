@@ -2,7 +2,8 @@
 //! tokio + rustls), subject and body from `[notifications.smtp]` templates
 //! ([`super::template`]). A server that is down or answers a transient
 //! (4xx) error is retried with back-off, so an outage only delays mail, up
-//! to the attempts; a permanent (5xx) refusal is final.
+//! to the attempts; a permanent (5xx) refusal is final. Each exchange is
+//! bounded by `timeout_ms` (a server that hangs is retried like one down).
 
 use super::registration::Registration;
 use super::settings::{SmtpConfig, SmtpTls};
@@ -23,6 +24,10 @@ pub struct EmailSender {
     subject: String,
     body: String,
     policy: RetryPolicy,
+    /// One whole SMTP exchange: lettre's own timeout bounds only the TCP
+    /// connect, so a server that accepts and then never answers would hold
+    /// a `concurrency` slot for ever.
+    timeout: std::time::Duration,
 }
 
 impl EmailSender {
@@ -58,6 +63,7 @@ impl EmailSender {
             subject: config.subject.clone(),
             body: config.body.clone(),
             policy,
+            timeout,
         })
     }
 
@@ -105,10 +111,15 @@ impl Sender for EmailSender {
         let result = retry(
             self.policy,
             |_| async {
-                match self.transport.send(message.clone()).await {
-                    Ok(_) => Attempt::Done,
-                    Err(error) if error.is_permanent() => Attempt::GiveUp(error.to_string()),
-                    Err(error) => Attempt::Retry(error.to_string()),
+                let exchange = self.transport.send(message.clone());
+                match tokio::time::timeout(self.timeout, exchange).await {
+                    Ok(Ok(_)) => Attempt::Done,
+                    Ok(Err(error)) if error.is_permanent() => Attempt::GiveUp(error.to_string()),
+                    Ok(Err(error)) => Attempt::Retry(error.to_string()),
+                    Err(_) => Attempt::Retry(format!(
+                        "the SMTP server did not answer within {} ms",
+                        self.timeout.as_millis()
+                    )),
                 }
             },
             |attempt, reason| {

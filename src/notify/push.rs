@@ -49,7 +49,11 @@ impl WebPushSender {
     /// A sender retrying under `policy` (each request times out on its own
     /// after [`web_push::send`]'s limit).
     pub fn new(policy: RetryPolicy) -> Result<Self, String> {
+        // A push service answers for itself (RFC 8030): a redirect is an
+        // answer (failed), not a hop to follow (a 301/302 would turn the
+        // POST into a bodiless GET whose 200 would count as delivered).
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(WebPushSender {

@@ -98,6 +98,12 @@ pub struct WebPushRequest {
     pub auth: Option<String>,
 }
 
+/// Longest callback URL or push endpoint accepted (bytes): every
+/// registration is kept in memory and in the store, so its size is bounded
+/// like its number (`max_per_channel`, `max_per_app`); push services'
+/// endpoints are a few hundred bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+
 /// What to say when the request names no target.
 pub const EXPECTED: &str = "expected `channel` or `user_id`, and exactly one of `url`, `email` or `web_push` {endpoint, p256dh, auth}";
 
@@ -198,6 +204,12 @@ pub fn parse(
 /// An absolute http or https URL with a host, as given (trimmed).
 fn http_url(name: &str, value: &str) -> Result<String, String> {
     let value = value.trim();
+    if value.len() > MAX_URL_BYTES {
+        return Err(format!(
+            "`{name}` is {} bytes long, at most {MAX_URL_BYTES} allowed",
+            value.len()
+        ));
+    }
     let url = reqwest::Url::parse(value).map_err(|e| format!("`{name}` `{value}`: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!("`{name}` `{value}` must be an http or https URL"));

@@ -27,8 +27,12 @@ pub struct WebSender {
 impl WebSender {
     /// A sender whose requests time out after `timeout`.
     pub fn new(timeout: std::time::Duration, policy: RetryPolicy) -> Result<Self, String> {
+        // A redirect is the receiver's answer (final, failed), not a hop:
+        // following a 301/302 would drop the signed body (POST becomes GET)
+        // and count the redirect target's 200 as delivered.
         let client = reqwest::Client::builder()
             .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(WebSender { client, policy })
