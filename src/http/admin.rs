@@ -48,7 +48,7 @@ impl AdminState {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         match given {
             Some(given) if same_secret(given.trim(), token) => Ok(admin),
             _ => {
@@ -218,8 +218,24 @@ async fn delete(
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive (RFC 9110 §11.1, RFC 6750 §2.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(super::bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(super::bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(super::bearer_token("BEARER abc"), Some("abc"));
+        assert_eq!(super::bearer_token("Basic abc"), None);
+        assert_eq!(super::bearer_token("Bearerabc"), None);
+    }
+
     use super::*;
 
     #[test]
