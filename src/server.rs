@@ -376,7 +376,10 @@ impl Server {
             hub.metrics().clone(),
         ));
         let apps_rate = connection_rate.clone();
-        let pushi_api = web::Data::new(PushiApi::new(self.config.pushi_api.clone()));
+        let pushi_api = web::Data::new(
+            PushiApi::new(self.config.pushi_api.clone())
+                .with_apps(AppsAdmin::new(apps_sync.clone())),
+        );
         let watch_metrics = hub.metrics().clone();
         let app_hub = hub.clone();
         let workers = match server_config.workers {

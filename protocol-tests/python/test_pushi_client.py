@@ -11,7 +11,11 @@ pushi-service (see pushi_listen.mjs), so there a pushi.js-style raw
 WebSocket client takes the event.
 """
 
+import hashlib
+import hmac
+import http.server
 import os
+import queue
 import subprocess
 import threading
 import time
@@ -249,19 +253,204 @@ class PushiClientTest(unittest.TestCase):
     def test_routes_rusher_does_not_serve_answer_501_with_what_to_use(self):
         api = self.rusher.client()
         api.login()
-        for method, path in [
-            ("POST", "apps"),
-            ("PUT", "apps/424242"),
-            ("GET", "webs"),
-            ("POST", "smtps"),
-            ("GET", "web_pushes"),
-            ("GET", "vapid_key"),
-            ("GET", "apns"),
-            ("POST", "messaging/email"),
-        ]:
+        for method, path in [("GET", "apns"), ("POST", "apns"), ("POST", "messaging/email")]:
             status, answer = self.rusher.raw(method, path, {}, sid=api.token)
             self.assertEqual((status, answer["result"]), (501, "error"), (method, path, answer))
             self.assertIn("not", answer["message"])
+        # documented difference: pushi creates apps for anyone; rusher only
+        # through its admin API, and says so
+        status, answer = self.rusher.raw("POST", "apps", {"name": "x"}, sid=api.token)
+        self.assertEqual(status, 403, answer)
+        self.assertIn("/admin/apps", answer["message"])
+
+    def test_associations_see_the_same_answers_on_pushi_and_rusher(self):
+        channel, other = unique("news"), unique("sports")
+        url = "http://127.0.0.1:9/%s" % unique("hook")
+        email = unique("reader") + "@example.com"
+        endpoint = "https://push.example/%s" % unique("sub")
+
+        def by_event(answer):
+            return sorted(shape(answer["subscriptions"]), key=lambda s: s["event"])
+
+        def script(target):
+            seen = {}
+            api = target.client()
+            api.login()
+            # webs: the client's unsubscribe=True moves the URL to the new event
+            seen["web"] = shape(api.create_web(url, channel))
+            seen["web_keys"] = sorted(api.create_web(url, other))
+            status, answer = target.raw("GET", "webs", sid=api.token, url=url)
+            seen["webs_moved"] = (status, by_event(answer))
+            status, answer = target.raw("POST", "webs", {"url": url, "event": channel}, sid=api.token, unsubscribe=0)
+            seen["web_kept"] = (status, shape(answer))
+            status, answer = target.raw("GET", "webs", sid=api.token, url=url)
+            seen["webs_both"] = (status, by_event(answer))
+
+            # smtps
+            seen["smtp"] = shape(api.create_smtp(email, channel))
+            seen["smtps"] = by_event(api.list_smtps(email=email))
+            seen["smtp_deleted"] = shape(api.delete_smtp(email, channel))
+            with self.assertRaises(appier.exceptions.HTTPError) as missing:
+                api.delete_smtp(email, channel, force=True)
+            seen["smtp_forced"] = missing.exception.code
+            api.create_smtp(email, channel, unsubscribe=False)
+            api.create_smtp(email, other, unsubscribe=False)
+            seen["smtps_deleted"] = by_event(api.delete_smtps(email))
+            seen["smtps_after"] = api.list_smtps(email=email)
+
+            # web_pushes
+            seen["web_push"] = shape(api.create_web_push(endpoint, P256DH, AUTH, channel))
+            seen["web_pushes"] = by_event(api.list_web_pushes(endpoint=endpoint))
+            seen["web_push_deleted"] = shape(api.delete_web_push(endpoint, event=channel))
+            seen["web_push_again"] = api.delete_web_push(endpoint, event=channel)
+            api.create_web_push(endpoint, P256DH, AUTH, channel, unsubscribe=False)
+            api.create_web_push(endpoint, P256DH, AUTH, other, unsubscribe=False)
+            seen["web_pushes_deleted"] = by_event(api.delete_web_pushes(endpoint))
+            seen["web_pushes_after"] = api.list_web_pushes(endpoint=endpoint)
+            return seen
+
+        on_pushi, on_rusher = self.both(script)
+        self.assertEqual(on_pushi["webs_moved"], (200, [dict(on_pushi["web"], event=other)]))
+        self.assertEqual(len(on_pushi["webs_both"][1]), 2)
+        self.assertEqual(on_pushi["smtp_forced"], 404)
+        self.assertEqual(on_pushi["web_push"]["p256dh"], P256DH)
+        self.assertEqual(len(on_pushi["web_pushes_deleted"]), 2)
+        for step in on_pushi:
+            self.assertEqual(on_rusher[step], on_pushi[step], "step %r differs" % step)
+
+    def test_vapid_key_is_the_same_public_point_on_pushi_and_rusher(self):
+        def script(target):
+            api = target.client()
+            api.login()
+            if target is self.pushi:
+                # a new pushi app has no key: the same error class as rusher's keyless app
+                bare = self.oracle.create_app()
+                keyless = Target("pushi", target.base_url, bare, None).client()
+                # rusher's fixture app has the key in its config; pushi's gets it through update_app
+                api.update_app(vapid_key=VAPID_PRIVATE_KEY, vapid_email="mailto:ops@example.com")
+            else:
+                keyless = Target("rusher", target.base_url, OTHER_RUSHER_APP, None).client()
+            with self.assertRaises(appier.exceptions.HTTPError) as refused:
+                keyless.get_vapid_public_key()
+            return {"vapid": api.get_vapid_public_key(), "keyless": refused.exception.code}
+
+        on_pushi, on_rusher = self.both(script)
+        self.assertEqual(on_pushi["keyless"], 500)  # pushi's OperationalError
+        self.assertEqual(on_rusher, on_pushi)
+
+    def test_a_web_on_a_followers_personal_channel_gets_the_signed_post_on_rusher(self):
+        # rusher-only: pushi-service needs a reachable loop per request (netius) and
+        # signs nothing; rusher POSTs JSON signed like its webhooks.
+        channel, user = unique("feed"), unique("u")
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        api = self.rusher.client()
+        api.create_subscription(user, channel)
+        self.addCleanup(api.delete_subscription, user, channel)
+        personal = "personal-" + user
+        signature = hmac.new(
+            RUSHER_APP["secret"].encode(), ("%s:%s" % (receiver.url, personal)).encode(), hashlib.sha256
+        ).hexdigest()
+        bad = self.rusher.raw(
+            "POST", "webs", {"url": receiver.url, "event": personal}, sid=api.token, auth=RUSHER_APP["key"] + ":00"
+        )
+        self.assertEqual(bad[0], 403, bad)
+        created = api.create_web(receiver.url, personal, auth="%s:%s" % (RUSHER_APP["key"], signature))
+        self.assertEqual((created["url"], created["event"]), (receiver.url, personal))
+        api.trigger_event(channel, {"n": 1}, event="post")
+        body, headers = receiver.next()
+        self.assertEqual(headers.get("x-pusher-key"), RUSHER_APP["key"])
+        expected = hmac.new(RUSHER_APP["secret"].encode(), body, hashlib.sha256).hexdigest()
+        self.assertEqual(headers.get("x-pusher-signature"), expected)
+        self.assertIn(channel, body.decode())
+        self.assertIn('"post"', body.decode())
+        # the client's delete_web sends the URL unencoded: the last segment is the event
+        deleted = api.delete_web(receiver.url, personal)
+        self.assertEqual((deleted["url"], deleted["event"]), (receiver.url, personal))
+        status, answer = self.rusher.raw("GET", "webs", sid=api.token, url=receiver.url)
+        self.assertEqual((status, answer), (200, {"subscriptions": []}))
+
+    def test_a_web_push_registered_by_the_client_is_a_native_registration_on_rusher(self):
+        channel = unique("alerts")
+        endpoint = "https://push.example/%s" % unique("sub")
+        api = self.rusher.client()
+        api.create_web_push(endpoint, P256DH, AUTH, channel)
+        self.addCleanup(api.delete_web_pushes, endpoint)
+        status, listed = signed_get(RUSHER_APP, "/apps/%s/notifications" % RUSHER_APP["ident"], channel=channel)
+        self.assertEqual(status, 200, listed)
+        self.assertEqual(listed["notifications"], [{"channel": channel, "kind": "web_push", "endpoint": endpoint}])
+        # refused like the native route: the same validation
+        status, answer = self.rusher.raw(
+            "POST", "web_pushes", {"endpoint": endpoint, "p256dh": "AAAA", "auth": AUTH, "event": channel}, sid=api.token
+        )
+        self.assertEqual((status, answer["result"]), (400, "error"), answer)
+        self.assertIn("decodes to 3 bytes, expected 65", answer["message"])
+        api.delete_web_push(endpoint, event=channel)
+        status, listed = signed_get(RUSHER_APP, "/apps/%s/notifications" % RUSHER_APP["ident"], channel=channel)
+        self.assertEqual(listed["notifications"], [])
+
+    def test_an_app_changes_its_own_name_and_vapid_key_only(self):
+        api = self.rusher.client()
+        api.login()
+        status, shown = self.rusher.raw("GET", "apps/" + RUSHER_APP["ident"], sid=api.token)
+        self.assertEqual((status, shown["ident"], shown["key"]), (200, RUSHER_APP["ident"], RUSHER_APP["key"]))
+        self.assertEqual(shown["vapid_key"], "[redacted]")
+        status, listed = self.rusher.raw("GET", "apps", sid=api.token)
+        self.assertEqual([a["ident"] for a in listed["apps"]], [RUSHER_APP["ident"]])
+        status, answer = self.rusher.raw("PUT", "apps/app-id", {"name": "x"}, sid=api.token)
+        self.assertEqual(status, 404, answer)  # as pushi: another app is not found
+        status, answer = self.rusher.raw("PUT", "apps/" + RUSHER_APP["ident"], {"max_connections": 1}, sid=api.token)
+        self.assertEqual(status, 400, answer)
+        # a config-file app is changed in the file (runtime apps: see the unit tests)
+        status, answer = self.rusher.raw("PUT", "apps/" + RUSHER_APP["ident"], {"name": "x"}, sid=api.token)
+        self.assertEqual(status, 409, answer)
+        self.assertIn("config file", answer["message"])
+
+
+# A P-256 point (RFC 8291 section 5's user agent key) and a 16-byte auth secret.
+P256DH = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"
+AUTH = "AQEBAQEBAQEBAQEBAQEBAQ"
+# The vapid_private_key of the fixture app 424242 (fixtures/test-config.toml).
+VAPID_PRIVATE_KEY = "thZxbmgB46ISnWUJi2zJgEkCXpw5vxKpAFDr_l2VVeA"
+# A fixture app without a VAPID key.
+OTHER_RUSHER_APP = {"ident": "app-id", "key": "app-key", "secret": "app-secret"}
+
+
+def signed_get(app, path, **params):
+    """A signed GET on rusher's Pusher HTTP API (auth_version 1.0)."""
+    params = dict(params, auth_key=app["key"], auth_timestamp=str(int(time.time())), auth_version="1.0")
+    query = "&".join("%s=%s" % (k, params[k]) for k in sorted(params))
+    signature = hmac.new(app["secret"].encode(), ("GET\n%s\n%s" % (path, query)).encode(), hashlib.sha256)
+    url = "http://%s:%d%s?%s&auth_signature=%s" % (HOST, PORT, path, query, signature.hexdigest())
+    return request("GET", url)
+
+
+class Receiver:
+    """A local HTTP server that records each POST (body, lowercase headers)."""
+
+    def __init__(self):
+        received = self.received = queue.Queue()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                received.put((body, {k.lower(): v for k, v in self.headers.items()}))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/hook" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def next(self, timeout=10.0):
+        return self.received.get(timeout=timeout)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 if __name__ == "__main__":

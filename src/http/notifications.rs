@@ -18,7 +18,25 @@ use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
 use std::sync::Arc;
 
-fn unavailable(error: StoreError) -> ApiError {
+/// A refused registration as the API answers it (also pushi's `/pushi/webs`,
+/// `/smtps`, `/web_pushes`): a limit or a kind without a sender is a 400,
+/// a store failure a 503.
+pub fn register_error(error: RegisterError) -> ApiError {
+    match error {
+        RegisterError::Limit(message) => bad_request(message),
+        RegisterError::NotConfigured(Kind::Email) => bad_request(
+            "e-mail notifications are off on this server ([notifications.smtp] host is not set)",
+        ),
+        RegisterError::NotConfigured(kind) => bad_request(format!(
+            "`{}` notifications are off on this server",
+            kind.as_str()
+        )),
+        RegisterError::Store(error) => unavailable(error),
+    }
+}
+
+/// A store failure as a 503 saying loaded registrations keep working.
+pub fn unavailable(error: StoreError) -> ApiError {
     ApiError::Unavailable(format!(
         "{error}; registrations already loaded keep working, retry later"
     ))
@@ -85,17 +103,7 @@ pub async fn subscribe(
     let created = notifier(&hub)?
         .register(&app.id, registration)
         .await
-        .map_err(|error| match error {
-            RegisterError::Limit(message) => bad_request(message),
-            RegisterError::NotConfigured(Kind::Email) => bad_request(
-                "e-mail notifications are off on this server ([notifications.smtp] host is not set)",
-            ),
-            RegisterError::NotConfigured(kind) => bad_request(format!(
-                "`{}` notifications are off on this server",
-                kind.as_str()
-            )),
-            RegisterError::Store(error) => unavailable(error),
-        })?;
+        .map_err(register_error)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "subscribed": true, "created": created })))
 }
 

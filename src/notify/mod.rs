@@ -250,6 +250,12 @@ impl Notifier {
         self.index.on_channel(app_id, channel)
     }
 
+    /// Every registration of an app, from the store (what every node
+    /// shares), for listings and deletions by target (pushi's API).
+    pub async fn all(&self, app_id: &str) -> Result<Vec<Registration>, StoreError> {
+        self.store.registrations(app_id).await
+    }
+
     /// Stores and indexes a registration (idempotent); true when new.
     pub async fn register(
         &self,

@@ -71,6 +71,27 @@ impl PushiError {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
     }
 
+    /// 403: a request the session may not make (another app, or creating
+    /// an app, which needs the admin API).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "NotAllowed", message)
+    }
+
+    /// 409: the change conflicts with how the app is configured.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "Conflict", message)
+    }
+
+    /// 500 `OperationalError`, as pushi answers an app without the settings
+    /// a route needs (`GET /vapid_key` without a VAPID key).
+    pub fn operational(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "OperationalError",
+            message,
+        )
+    }
+
     /// 501: a pushi route rusher does not serve; `message` says what to use.
     pub fn not_implemented(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_IMPLEMENTED, "NotImplemented", message)

@@ -10,14 +10,19 @@
 //! - [`routes`]: `events` → the publish path of `POST /apps/{id}/events`
 //!   (same checks and limits) and the store; `subscriptions` → the follow
 //!   API ([`crate::hub::persistence`]);
+//! - [`associations`]: `webs`, `smtps`, `web_pushes` → the notification
+//!   registrations ([`crate::notify`]);
+//! - [`apps`]: `apps` (the session's own app; changes through the admin
+//!   operations) and `vapid_key`;
 //! - [`unsupported`]: the routes rusher does not serve (501 naming what to
 //!   use instead);
 //! - [`error`]: refusals in pushi's JSON shape;
 //! - [`settings`]: the `pushi_api` config section.
 //!
-//! Every route is one function in the table of [`configure`], so a route
-//! served later (webs, smtps, web_pushes, apps) is one line to change.
+//! Every route is one function in the table of [`configure`].
 
+pub mod apps;
+pub mod associations;
 pub mod auth;
 pub mod error;
 pub mod routes;
@@ -25,6 +30,7 @@ pub mod session;
 pub mod settings;
 pub mod unsupported;
 
+use crate::apps::admin::AppsAdmin;
 use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError};
 use error::PushiError;
 use session::Revoked;
@@ -33,22 +39,32 @@ use settings::PushiApiConfig;
 /// The prefix every pushi route is served under.
 pub const PREFIX: &str = "/pushi";
 
-/// What the pushi routes share across workers: the settings and the
-/// logged-out tokens of this node.
-#[derive(Debug)]
+/// What the pushi routes share across workers: the settings, the
+/// logged-out tokens of this node, and the app operations `PUT /apps` uses.
 pub struct PushiApi {
     /// `[pushi_api]`.
     pub settings: PushiApiConfig,
     /// Tokens ended by `logout` on this node.
     pub revoked: Revoked,
+    /// Changes an app (`PUT /apps/{ident}`); `None`: apps cannot change.
+    pub apps: Option<AppsAdmin>,
 }
 
 impl PushiApi {
-    /// The shared state for `settings`.
+    /// The shared state for `settings`, without app changes.
     pub fn new(settings: PushiApiConfig) -> Self {
         PushiApi {
             revoked: Revoked::new(settings.max_revoked_sessions),
             settings,
+            apps: None,
+        }
+    }
+
+    /// With `admin` for `PUT /apps/{ident}`.
+    pub fn with_apps(self, admin: AppsAdmin) -> Self {
+        PushiApi {
+            apps: Some(admin),
+            ..self
         }
     }
 }
@@ -87,29 +103,41 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: web::Data<PushiApi>) {
                 route("/subscriptions/{user_id}/{event}")
                     .route(delete().to(routes::delete_subscription)),
             )
-            // Not served (yet): 501 with what rusher offers instead.
             .service(
                 route("/apps")
-                    .route(get().to(unsupported::apps))
-                    .route(post().to(unsupported::apps)),
+                    .route(get().to(apps::list))
+                    .route(post().to(apps::create)),
             )
             .service(
                 route("/apps/{ident}")
-                    .route(get().to(unsupported::apps))
-                    .route(put().to(unsupported::apps)),
+                    .route(get().to(apps::show))
+                    .route(put().to(apps::update)),
             )
-            .service(association("/webs", unsupported::webs))
-            .service(association("/webs/{tail:.*}", unsupported::webs))
-            .service(association("/smtps", unsupported::smtps))
-            .service(association("/smtps/{tail:.*}", unsupported::smtps))
-            .service(association("/web_pushes", unsupported::web_pushes))
-            .service(association(
-                "/web_pushes/{tail:.*}",
-                unsupported::web_pushes,
-            ))
+            .service(
+                route("/webs")
+                    .route(get().to(associations::list_webs))
+                    .route(post().to(associations::create_web)),
+            )
+            .service(route("/webs/{tail:.*}").route(delete().to(associations::delete_web)))
+            .service(
+                route("/smtps")
+                    .route(get().to(associations::list_smtps))
+                    .route(post().to(associations::create_smtp)),
+            )
+            .service(route("/smtps/{email}").route(delete().to(associations::delete_smtps)))
+            .service(route("/smtps/{email}/{event}").route(delete().to(associations::delete_smtp)))
+            .service(
+                route("/web_pushes")
+                    .route(get().to(associations::list_web_pushes))
+                    .route(post().to(associations::create_web_push)),
+            )
+            .service(
+                route("/web_pushes/{tail:.*}").route(delete().to(associations::delete_web_push)),
+            )
+            .service(route("/vapid_key").route(get().to(apps::vapid_key)))
+            // Not served: 501 with what rusher offers instead.
             .service(association("/apns", unsupported::apns))
             .service(association("/apns/{tail:.*}", unsupported::apns))
-            .service(route("/vapid_key").route(get().to(unsupported::web_pushes)))
             .service(route("/messaging/{kind}").route(post().to(unsupported::messaging)))
             .default_service(web::to(not_found)),
     );
@@ -296,7 +324,7 @@ mod tests {
         );
         let unsupported = test::call_service(
             &app,
-            send(Method::GET, format!("/pushi/webs?sid={sid}"), ""),
+            send(Method::GET, format!("/pushi/apns?sid={sid}"), ""),
         )
         .await;
         assert_eq!(unsupported.status(), StatusCode::NOT_IMPLEMENTED);

@@ -10,44 +10,19 @@ fn not_served(message: &str) -> HttpResponse {
     PushiError::not_implemented(message).error_response()
 }
 
-/// `/apps`, `/apps/{ident}` (list, create, show, update).
-pub async fn apps() -> HttpResponse {
-    not_served(
-        "pushi's /apps routes are not served: rusher never creates an app without \
-         authentication; apps come from the config file's [[apps]] (or rusher's admin \
-         API, guarded by the server's admin token)",
-    )
-}
-
-/// `/webs` (per-user HTTP callbacks).
-pub async fn webs() -> HttpResponse {
-    not_served(
-        "pushi's /webs (HTTP callbacks per event) are not served by this API; \
-         app-wide signed webhooks are configured per app ([[apps.webhooks]])",
-    )
-}
-
-/// `/smtps` (e-mail per event).
-pub async fn smtps() -> HttpResponse {
-    not_served("pushi's /smtps (e-mail notifications) are not served by this API")
-}
-
-/// `/web_pushes` and `/vapid_key` (browser Web Push).
-pub async fn web_pushes() -> HttpResponse {
-    not_served(
-        "pushi's /web_pushes and /vapid_key (Web Push notifications) are not served by this API",
-    )
-}
-
 /// `/apns` (Apple push).
 pub async fn apns() -> HttpResponse {
-    not_served("Apple push (pushi's /apns) is not supported by rusher")
+    not_served(
+        "Apple push (pushi's /apns) is not supported by rusher: register a Web Push \
+         subscription (/pushi/web_pushes) or an HTTP callback (/pushi/webs) instead",
+    )
 }
 
 /// `/messaging/*` (send to adapters directly, without an event).
 pub async fn messaging() -> HttpResponse {
     not_served(
-        "pushi's /messaging routes are not served: trigger an event on a channel \
-         (POST /pushi/events); its followers get it on personal-{user_id}",
+        "pushi's /messaging routes are not served: register the target on a channel \
+         (/pushi/webs, /pushi/smtps, /pushi/web_pushes; personal-{user_id} for a user) \
+         and trigger an event on it (POST /pushi/events)",
     )
 }
