@@ -42,7 +42,8 @@ pub fn unavailable(error: StoreError) -> ApiError {
     ))
 }
 
-fn notifier(hub: &Hub) -> Result<&Arc<Notifier>, ApiError> {
+/// The hub's notifier, or 404 when it is off (also pushi's routes).
+pub(crate) fn notifier(hub: &Hub) -> Result<&Arc<Notifier>, ApiError> {
     hub.notifier()
         .ok_or_else(|| ApiError::NotFound("notifications are not enabled".into()))
 }

@@ -26,11 +26,13 @@ struct FollowRequest {
     event: Option<String>,
 }
 
-fn unavailable(error: StoreError) -> ApiError {
+/// The store failed: 503, live delivery goes on (also pushi's routes).
+pub(crate) fn unavailable(error: StoreError) -> ApiError {
     ApiError::Unavailable(format!("{error}; live delivery is unaffected, retry later"))
 }
 
-fn persistence(hub: &Hub) -> Result<&Arc<Persistence>, ApiError> {
+/// The hub's persistence, or 404 when it is off (also pushi's routes).
+pub(crate) fn persistence(hub: &Hub) -> Result<&Arc<Persistence>, ApiError> {
     hub.persistence()
         .ok_or_else(|| ApiError::NotFound("persistence is not enabled".into()))
 }

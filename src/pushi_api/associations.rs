@@ -19,7 +19,7 @@ use super::auth::{success, Session};
 use super::error::PushiError;
 use super::PREFIX;
 use crate::apps::App;
-use crate::http::notifications::{register_error, unavailable};
+use crate::http::notifications::{notifier, register_error, unavailable};
 use crate::http::signed::{query_param, read_body};
 use crate::http::HttpSettings;
 use crate::hub::Hub;
@@ -79,11 +79,6 @@ impl Association {
             Association::WebPush => "web_pushes",
         }
     }
-}
-
-fn notifier(hub: &Hub) -> Result<&Arc<Notifier>, PushiError> {
-    hub.notifier()
-        .ok_or_else(|| PushiError::not_found("notifications are not enabled"))
 }
 
 /// pushi's boolean query parameters (`unsubscribe`, `force`): absent,
@@ -169,10 +164,7 @@ async fn matching(
     target: Option<&str>,
     channel: Option<&str>,
 ) -> Result<Vec<Registration>, PushiError> {
-    let all = notifier
-        .all(&app.id)
-        .await
-        .map_err(|e| PushiError::from(unavailable(e)))?;
+    let all = notifier.all(&app.id).await.map_err(unavailable)?;
     Ok(all
         .into_iter()
         .filter(|r| r.kind == association.kind())
@@ -276,7 +268,7 @@ pub async fn create(
             notifier
                 .unregister(&app.id, other)
                 .await
-                .map_err(|e| PushiError::from(unavailable(e)))?;
+                .map_err(unavailable)?;
         }
     }
     let answer = map(association, app, &registration);
@@ -317,7 +309,7 @@ async fn delete_one(
     let removed = notifier
         .unregister(&app.id, &registration)
         .await
-        .map_err(|e| PushiError::from(unavailable(e)))?;
+        .map_err(unavailable)?;
     if removed {
         let shown = stored.first().unwrap_or(&registration);
         return Ok(HttpResponse::Ok().json(map(association, app, shown)));
@@ -354,7 +346,7 @@ async fn delete_all(
         notifier
             .unregister(&app.id, registration)
             .await
-            .map_err(|e| PushiError::from(unavailable(e)))?;
+            .map_err(unavailable)?;
     }
     let subscriptions: Vec<Value> = found.iter().map(|r| map(association, app, r)).collect();
     Ok(HttpResponse::Ok().json(json!({ "subscriptions": subscriptions })))

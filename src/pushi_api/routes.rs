@@ -6,14 +6,12 @@
 use super::auth::{success, Session};
 use super::error::PushiError;
 use crate::apps::App;
-use crate::http::error::ApiError;
 use crate::http::events::publish_pushi_event;
-use crate::http::persistence::parse_follow;
+use crate::http::persistence::{parse_follow, persistence, unavailable};
 use crate::http::signed::{query_param, read_body};
 use crate::http::HttpSettings;
-use crate::hub::persistence::Persistence;
 use crate::hub::Hub;
-use crate::store::{Follow, StoreError, StoredMessage};
+use crate::store::{Follow, StoredMessage};
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -21,15 +19,6 @@ use std::sync::Arc;
 
 /// Most events `GET /pushi/events` lists (pushi: no limit; default 10).
 const MAX_COUNT: usize = 1000;
-
-fn unavailable(error: StoreError) -> PushiError {
-    ApiError::Unavailable(format!("{error}; live delivery is unaffected, retry later")).into()
-}
-
-fn persistence(hub: &Hub) -> Result<&Arc<Persistence>, PushiError> {
-    hub.persistence()
-        .ok_or_else(|| PushiError::not_found("persistence is not enabled"))
-}
 
 /// pushi's truthiness (`if not value`), for `data` and `persist`.
 fn truthy(value: &Value) -> bool {
