@@ -1,12 +1,14 @@
 // Acknowledged delivery across a Redis cluster (README "Acknowledged
-// delivery", `store = "redis"`): a signed-in user's unacknowledged message
+// delivery", the default `store = "auto"`, which is Redis with
+// `adapter = "redis"`): a signed-in user's unacknowledged message
 // follows the user to a connection on another node, is claimed by exactly
 // one of two new connections, survives a `kill -9` of the node holding the
 // connection, and with Redis stopped delivery goes on (kept in the node's
 // memory, counted) without hanging a connection.
 //
 // Its own redis-server and nodes (N1, N2, and N3 for the kill -9) with an
-// app whose acknowledged delivery uses the redis store; every process is
+// app whose acknowledged delivery names no store (so the default must pick
+// Redis); every process is
 // killed at the end.
 
 import { after, before, test } from 'node:test';
@@ -56,7 +58,6 @@ ack_timeout_ms = 20000
 max_retries = 3
 message_ttl = 60
 max_pending = 10
-store = "redis"
 `;
 }
 

@@ -9,8 +9,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStore {
-    /// This node's memory: a user's reconnect to the same node gets them.
+    /// The default: `redis` when `adapter = "redis"` (several nodes behind
+    /// a load balancer: a reconnect may land on any of them), else `memory`.
     #[default]
+    Auto,
+    /// This node's memory: a user's reconnect to the same node gets them.
     Memory,
     /// Redis (needs `adapter = "redis"`): a reconnect to any node gets them,
     /// and they survive the death of the node holding the connection.
@@ -47,7 +50,7 @@ pub struct DeliveryConfig {
     /// is one frame); beyond it `pusher:error` 4301 and the frame is dropped.
     #[serde(default = "d_ack_rate")]
     pub ack_rate: u32,
-    /// `memory` or `redis`.
+    /// `auto` (default), `memory` or `redis`.
     #[serde(default)]
     pub store: DeliveryStore,
 }
@@ -82,7 +85,7 @@ impl Default for DeliveryConfig {
             message_ttl: d_message_ttl(),
             max_pending: d_max_pending(),
             ack_rate: d_ack_rate(),
-            store: DeliveryStore::Memory,
+            store: DeliveryStore::Auto,
         }
     }
 }
@@ -163,5 +166,16 @@ mod tests {
         assert_eq!(key("store = 'redis'", false), "store");
         assert!(config("store = 'redis'").validate(true).is_ok());
         assert!(config("").validate(false).is_ok());
+    }
+
+    #[test]
+    fn the_default_store_follows_the_adapter() {
+        // `auto` is valid with either adapter; the hub gives it the shared
+        // store only when there is one (adapter = "redis").
+        assert_eq!(config("").store, DeliveryStore::Auto);
+        assert_eq!(config("store = 'auto'").store, DeliveryStore::Auto);
+        assert!(config("store = 'auto'").validate(false).is_ok());
+        assert!(config("store = 'auto'").validate(true).is_ok());
+        assert_eq!(config("store = 'memory'").store, DeliveryStore::Memory);
     }
 }

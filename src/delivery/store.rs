@@ -142,7 +142,8 @@ impl Deliveries {
         }
     }
 
-    /// Uses `shared` for apps with `store = "redis"`.
+    /// Uses `shared` for apps with `store = "redis"` or `"auto"` (set only
+    /// with the Redis adapter).
     pub fn with_shared(mut self, shared: Arc<dyn ParkedStore>) -> Self {
         self.shared = Some(shared);
         self
@@ -151,7 +152,8 @@ impl Deliveries {
     /// The shared store, when the app uses one.
     fn shared(&self, app: &App) -> Option<&dyn ParkedStore> {
         match app.delivery.store {
-            DeliveryStore::Redis => self.shared.as_deref(),
+            // The shared store exists only with the Redis adapter.
+            DeliveryStore::Redis | DeliveryStore::Auto => self.shared.as_deref(),
             DeliveryStore::Memory => None,
         }
     }
