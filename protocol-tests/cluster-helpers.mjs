@@ -114,10 +114,11 @@ export const WEBHOOK_APP = { appId: 'cluster-wh', key: 'cluster-wh-key', secret:
 
 /**
  * The cluster config: adapter = "redis", the [redis] section, fast webhooks,
+ * (`cluster = true` when `cluster`: redisUrl is a Redis Cluster's seed node),
  * and the apps of fixtures/test-config.toml plus WEBHOOK_APP (whose webhooks go
  * to `webhookUrl`).
  */
-export function clusterConfig({ redisUrl, prefix, webhookUrl, allEventsUrl }) {
+export function clusterConfig({ redisUrl, prefix, webhookUrl, allEventsUrl, cluster = false }) {
   const apps = fixtureApps();
   return `adapter = "redis"
 
@@ -139,7 +140,7 @@ url = ${q(redisUrl)}
 prefix = ${q(prefix)}
 heartbeat_secs = 1
 node_timeout_secs = 3
-operation_timeout_ms = 500
+operation_timeout_ms = 500${cluster ? '\ncluster = true' : ''}
 
 ${apps}
 
@@ -174,6 +175,7 @@ export async function spawnNode(name, configPath) {
     'RUSHER_ADAPTER',
     'RUSHER_REDIS_URL',
     'RUSHER_REDIS_PREFIX',
+    'RUSHER_REDIS_CLUSTER',
     'RUSHER_APP_ID',
     'RUSHER_APP_KEY',
     'RUSHER_APP_SECRET',

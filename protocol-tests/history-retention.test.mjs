@@ -9,6 +9,7 @@
 // Its own MongoDB-wire server (jongodb, persistence-helpers) and its own
 // rusher processes; RUSHER_PORT's shared server is not used.
 
+import { channelKey } from './redis-cluster-helpers.mjs';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -257,7 +258,7 @@ describe('long retention with adapter = "redis"', () => {
 
     // The stream (MAXLEN ~ 10, trimmed by whole nodes of 100 entries) no
     // longer holds serial 6: the start of the replay is MongoDB's.
-    const xrange = spawnSync('redis-cli', ['-p', String(redis.port), 'XRANGE', `ret${RUN_ID}:history:{${APP.appId}:${channel}}`, '-', '+', 'COUNT', '1'], {
+    const xrange = spawnSync('redis-cli', ['-p', String(redis.port), 'XRANGE', channelKey(`ret${RUN_ID}`, 'history', APP.appId, channel), '-', '+', 'COUNT', '1'], {
       encoding: 'utf8',
     });
     const first = Number(xrange.stdout.split('\n')[0].split('-')[0]);
