@@ -112,6 +112,9 @@ export async function startRedis() {
 /** The app with webhooks used by the webhook test (added to the fixture apps). */
 export const WEBHOOK_APP = { appId: 'cluster-wh', key: 'cluster-wh-key', secret: 'cluster-wh-secret' };
 
+/** An app with channel history (added to the fixture apps). */
+export const HISTORY_APP = { appId: 'cluster-hist', key: 'cluster-hist-key', secret: 'cluster-hist-secret' };
+
 /**
  * The cluster config: adapter = "redis", the [redis] section, fast webhooks,
  * (`cluster = true` when `cluster`: redisUrl is a Redis Cluster's seed node),
@@ -154,6 +157,12 @@ subscription_count_interval_ms = 300
 [[apps.webhooks]]
 url = ${q(webhookUrl)}
 event_types = ["channel_occupied", "channel_vacated"]
+
+[[apps]]
+id = ${q(HISTORY_APP.appId)}
+key = ${q(HISTORY_APP.key)}
+secret = ${q(HISTORY_APP.secret)}
+history = true
 ${allEventsUrl ? `\n[[apps.webhooks]]\nurl = ${q(allEventsUrl)}\n` : ''}`;
 }
 

@@ -262,7 +262,7 @@ describe('long retention with adapter = "redis"', () => {
       encoding: 'utf8',
     });
     const first = Number(xrange.stdout.split('\n')[0].split('-')[0]);
-    assert.ok(first > 6, `stream starts at ${xrange.stdout.slice(0, 40)}`);
+    assert.ok(first > 6, `stream starts at ${xrange.stdout.slice(0, 40)} ${spawnSync('redis-cli', ['-p', String(redis.port), 'KEYS', '*'], { encoding: 'utf8' }).stdout}`);
     const conn = await rawOn(t, b, APP);
     await rawSubscribe(conn, channel, { since: 5 });
     const got = await events(conn, channel, 245);

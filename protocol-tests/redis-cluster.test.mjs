@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { APPS, sleep, waitFor } from './helpers.mjs';
-import { listen, pusherOn, sdkOn, subscribed } from './cluster-helpers.mjs';
+import { HISTORY_APP, listen, pusherOn, rawOn, sdkOn, subscribed } from './cluster-helpers.mjs';
 import { clusterSuite } from './cluster-cases.mjs';
 import { groupOf } from './redis-cluster-helpers.mjs';
 
@@ -76,4 +76,25 @@ test('one shard stopped: channels on the other shards keep cross-node delivery; 
   // And the healthy one never stopped.
   await sdkA.trigger(healthy, 'tick', 'after');
   await waitFor(() => sHealthy.events.some((e) => e.data === 'after'), 3000, 20, 'healthy channel after');
+});
+
+test('history on the cluster: serials in one order across nodes, and a recovery on the other node replays from the stream (scripts SPUBLISH on the channel\'s shard)', { timeout: 20000 }, async (t) => {
+  const { A, B } = suite.nodes;
+  const channel = suite.chan('hist');
+  const onB = await rawOn(t, B, HISTORY_APP);
+  await onB.subscribe(channel);
+  const sdkA = sdkOn(A, HISTORY_APP);
+  for (let i = 1; i <= 5; i += 1) await sdkA.trigger(channel, 'e', { i });
+  const live = () => onB.frames.filter((f) => f.channel === channel && f.event === 'e');
+  await waitFor(() => live().length === 5, 5000, 20, 'five events on B');
+  assert.deepEqual(live().map((f) => f.serial), [1, 2, 3, 4, 5]);
+  // A new socket on A recovers after serial 2 (the stream read, then the marker on the group's bus channel).
+  const again = await rawOn(t, A, HISTORY_APP);
+  const ok = await again.subscribe(channel, { since: 2 });
+  assert.equal(ok.event, 'pusher_internal:subscription_succeeded');
+  await waitFor(() => again.frames.filter((f) => f.channel === channel && f.event === 'e').length === 3, 5000, 20, 'replay on A');
+  assert.deepEqual(again.frames.filter((f) => f.channel === channel && f.event === 'e').map((f) => f.serial), [3, 4, 5]);
+  assert.ok(!again.frames.some((f) => f.event === 'pusher:recovery_failed'), 'no recovery_failed');
+  const page = await (await sdkOn(B, HISTORY_APP).get({ path: `/channels/${channel}/history`, params: { since: 0 } })).json();
+  assert.deepEqual(page.events.map((e) => e.serial), [1, 2, 3, 4, 5]);
 });

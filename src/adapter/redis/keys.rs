@@ -134,15 +134,16 @@ impl Keys {
     }
 
     /// STREAM of a history channel's events, entry id `serial-0`, fields
-    /// `f` (frame), `t` (unix ms), `x` (excluded socket, '' for none). The
-    /// `{app:channel}` hash tag keeps a channel's history keys in one slot.
+    /// `f` (frame), `t` (unix ms), `x` (excluded socket, '' for none). In
+    /// the channel's group, like its bus channel: the history script
+    /// publishes what it stores.
     pub fn history(&self, app_id: &str, channel: &str) -> String {
-        format!("{}:history:{{{app_id}:{channel}}}", self.prefix)
+        self.channel_key("history", app_id, channel)
     }
 
     /// STRING: a history channel's last serial (same slot as its stream).
     pub fn history_serial(&self, app_id: &str, channel: &str) -> String {
-        format!("{}:serial:{{{app_id}:{channel}}}", self.prefix)
+        self.channel_key("serial", app_id, channel)
     }
 
     /// STRING: an idempotency key's claim (`p` + token) or answer (`a` +
