@@ -157,13 +157,13 @@ subscription_count_interval_ms = 300
 [[apps.webhooks]]
 url = ${q(webhookUrl)}
 event_types = ["channel_occupied", "channel_vacated"]
-
+${allEventsUrl ? `\n[[apps.webhooks]]\nurl = ${q(allEventsUrl)}\n` : ''}
 [[apps]]
 id = ${q(HISTORY_APP.appId)}
 key = ${q(HISTORY_APP.key)}
 secret = ${q(HISTORY_APP.secret)}
 history = true
-${allEventsUrl ? `\n[[apps.webhooks]]\nurl = ${q(allEventsUrl)}\n` : ''}`;
+`;
 }
 
 /** Write a config to a temp dir; returns {dir, path}. */
