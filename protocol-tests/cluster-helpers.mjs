@@ -112,12 +112,16 @@ export async function startRedis() {
 /** The app with webhooks used by the webhook test (added to the fixture apps). */
 export const WEBHOOK_APP = { appId: 'cluster-wh', key: 'cluster-wh-key', secret: 'cluster-wh-secret' };
 
+/** An app with channel history (added to the fixture apps). */
+export const HISTORY_APP = { appId: 'cluster-hist', key: 'cluster-hist-key', secret: 'cluster-hist-secret' };
+
 /**
  * The cluster config: adapter = "redis", the [redis] section, fast webhooks,
+ * (`cluster = true` when `cluster`: redisUrl is a Redis Cluster's seed node),
  * and the apps of fixtures/test-config.toml plus WEBHOOK_APP (whose webhooks go
  * to `webhookUrl`).
  */
-export function clusterConfig({ redisUrl, prefix, webhookUrl, allEventsUrl }) {
+export function clusterConfig({ redisUrl, prefix, webhookUrl, allEventsUrl, cluster = false }) {
   const apps = fixtureApps();
   return `adapter = "redis"
 
@@ -139,7 +143,7 @@ url = ${q(redisUrl)}
 prefix = ${q(prefix)}
 heartbeat_secs = 1
 node_timeout_secs = 3
-operation_timeout_ms = 500
+operation_timeout_ms = 500${cluster ? '\ncluster = true' : ''}
 
 ${apps}
 
@@ -153,7 +157,13 @@ subscription_count_interval_ms = 300
 [[apps.webhooks]]
 url = ${q(webhookUrl)}
 event_types = ["channel_occupied", "channel_vacated"]
-${allEventsUrl ? `\n[[apps.webhooks]]\nurl = ${q(allEventsUrl)}\n` : ''}`;
+${allEventsUrl ? `\n[[apps.webhooks]]\nurl = ${q(allEventsUrl)}\n` : ''}
+[[apps]]
+id = ${q(HISTORY_APP.appId)}
+key = ${q(HISTORY_APP.key)}
+secret = ${q(HISTORY_APP.secret)}
+history = true
+`;
 }
 
 /** Write a config to a temp dir; returns {dir, path}. */
@@ -174,6 +184,7 @@ export async function spawnNode(name, configPath) {
     'RUSHER_ADAPTER',
     'RUSHER_REDIS_URL',
     'RUSHER_REDIS_PREFIX',
+    'RUSHER_REDIS_CLUSTER',
     'RUSHER_APP_ID',
     'RUSHER_APP_KEY',
     'RUSHER_APP_SECRET',

@@ -9,6 +9,7 @@
 // Its own MongoDB-wire server (jongodb, persistence-helpers) and its own
 // rusher processes; RUSHER_PORT's shared server is not used.
 
+import { channelKey } from './redis-cluster-helpers.mjs';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -257,11 +258,11 @@ describe('long retention with adapter = "redis"', () => {
 
     // The stream (MAXLEN ~ 10, trimmed by whole nodes of 100 entries) no
     // longer holds serial 6: the start of the replay is MongoDB's.
-    const xrange = spawnSync('redis-cli', ['-p', String(redis.port), 'XRANGE', `ret${RUN_ID}:history:{${APP.appId}:${channel}}`, '-', '+', 'COUNT', '1'], {
+    const xrange = spawnSync('redis-cli', ['-p', String(redis.port), 'XRANGE', channelKey(`ret${RUN_ID}`, 'history', APP.appId, channel), '-', '+', 'COUNT', '1'], {
       encoding: 'utf8',
     });
     const first = Number(xrange.stdout.split('\n')[0].split('-')[0]);
-    assert.ok(first > 6, `stream starts at ${xrange.stdout.slice(0, 40)}`);
+    assert.ok(first > 6, `stream starts at ${xrange.stdout.slice(0, 40)} ${spawnSync('redis-cli', ['-p', String(redis.port), 'KEYS', '*'], { encoding: 'utf8' }).stdout}`);
     const conn = await rawOn(t, b, APP);
     await rawSubscribe(conn, channel, { since: 5 });
     const got = await events(conn, channel, 245);

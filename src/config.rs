@@ -262,6 +262,53 @@ pub struct RedisConfig {
     /// History writes kept while Redis is unreachable, written when it is
     /// back; beyond it the oldest are dropped (counted).
     pub history_retry_queue: usize,
+    /// `false`: one redis-server at `url`; `true`: a Redis Cluster whose
+    /// seed node is `url`; a list of URLs: a Redis Cluster with these seeds.
+    pub cluster: RedisCluster,
+    /// Shard groups channels are spread over (hash tags, one bus channel
+    /// each; see `adapter::redis::keys`). Must be the same on every node.
+    pub shard_groups: u16,
+}
+
+/// `redis.cluster`: `true`/`false`, or the seed URLs of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RedisCluster {
+    /// `false`: a single Redis; `true`: a cluster seeded by `redis.url`.
+    Enabled(bool),
+    /// A cluster seeded by these URLs.
+    Seeds(Vec<String>),
+}
+
+impl Default for RedisCluster {
+    fn default() -> Self {
+        RedisCluster::Enabled(false)
+    }
+}
+
+impl RedisConfig {
+    /// The seed URLs when Redis is a cluster, `None` for a single Redis.
+    pub fn cluster_seeds(&self) -> Option<Vec<String>> {
+        match &self.cluster {
+            RedisCluster::Enabled(false) => None,
+            RedisCluster::Enabled(true) => Some(vec![self.url.clone()]),
+            RedisCluster::Seeds(seeds) => Some(seeds.clone()),
+        }
+    }
+}
+
+/// `RUSHER_REDIS_CLUSTER`: `true`, `false`, or comma-separated seed URLs.
+fn parse_redis_cluster(text: &str) -> RedisCluster {
+    match text.trim() {
+        "true" => RedisCluster::Enabled(true),
+        "false" | "" => RedisCluster::Enabled(false),
+        list => RedisCluster::Seeds(
+            list.split(',')
+                .map(|url| url.trim().to_owned())
+                .filter(|url| !url.is_empty())
+                .collect(),
+        ),
+    }
 }
 
 impl Default for RedisConfig {
@@ -273,6 +320,8 @@ impl Default for RedisConfig {
             node_timeout_secs: 10,
             operation_timeout_ms: 1000,
             history_retry_queue: 10_000,
+            cluster: RedisCluster::default(),
+            shard_groups: 16,
         }
     }
 }
@@ -943,6 +992,11 @@ impl Config {
             self.env_overrides
                 .insert("redis.prefix", "redis.prefix via RUSHER_REDIS_PREFIX");
         }
+        if let Some(cluster) = env("RUSHER_REDIS_CLUSTER") {
+            self.redis.cluster = parse_redis_cluster(&cluster);
+            self.env_overrides
+                .insert("redis.cluster", "redis.cluster via RUSHER_REDIS_CLUSTER");
+        }
         if let Some(token) = env("RUSHER_ADMIN_TOKEN").filter(|t| !t.is_empty()) {
             self.admin.token = Some(token);
             self.env_overrides
@@ -1406,6 +1460,33 @@ impl Config {
                 self.key_source("redis.prefix"),
                 "must not be empty",
             ));
+        }
+        // The prefix goes inside the `{...}` hash tags of the keys.
+        if r.prefix.contains(['{', '}']) {
+            return Err(invalid(
+                self.key_source("redis.prefix"),
+                "must not contain `{` or `}`",
+            ));
+        }
+        if let RedisCluster::Seeds(seeds) = &r.cluster {
+            if seeds.is_empty() {
+                return Err(invalid(
+                    self.key_source("redis.cluster"),
+                    "must be true, false or a non-empty list of seed URLs",
+                ));
+            }
+            if let Some(bad) = seeds
+                .iter()
+                .find(|url| !(url.starts_with("redis://") || url.starts_with("rediss://")))
+            {
+                return Err(invalid(
+                    self.key_source("redis.cluster"),
+                    format!("seed `{bad}` must start with redis:// or rediss://"),
+                ));
+            }
+        }
+        if !(1..=1024).contains(&r.shard_groups) {
+            return Err(invalid("redis.shard_groups", "must be between 1 and 1024"));
         }
         for (key, value) in [
             ("redis.heartbeat_secs", r.heartbeat_secs),
@@ -1914,6 +1995,44 @@ mod tests {
     }
 
     #[test]
+    fn redis_cluster_is_false_true_or_seed_urls_from_the_file_or_the_environment() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config.redis.cluster_seeds(), None);
+        assert_eq!(config.redis.shard_groups, 16);
+        let config = Config::from_toml("[redis]\nurl = 'redis://h:1'\ncluster = true\n").unwrap();
+        assert_eq!(
+            config.redis.cluster_seeds(),
+            Some(vec!["redis://h:1".into()])
+        );
+        let config =
+            Config::from_toml("[redis]\ncluster = ['redis://a:1', 'redis://b:2']\n").unwrap();
+        assert_eq!(
+            config.redis.cluster_seeds(),
+            Some(vec!["redis://a:1".into(), "redis://b:2".into()])
+        );
+        assert!(Config::from_toml("[redis]\ncluster = 'yes'\n").is_err());
+        let env = |name: &str| {
+            (name == "RUSHER_REDIS_CLUSTER").then(|| "redis://a:1, redis://b:2".to_string())
+        };
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(
+            config.redis.cluster_seeds(),
+            Some(vec!["redis://a:1".into(), "redis://b:2".into()])
+        );
+        let env = |name: &str| (name == "RUSHER_REDIS_CLUSTER").then(|| "true".to_string());
+        assert_eq!(
+            Config::load(None, env).unwrap().redis.cluster,
+            RedisCluster::Enabled(true)
+        );
+        let env = |name: &str| (name == "RUSHER_REDIS_CLUSTER").then(|| "maybe".to_string());
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(
+            err.contains("redis.cluster via RUSHER_REDIS_CLUSTER"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn redis_settings_are_checked_with_the_local_adapter_too() {
         for (text, key) in [
             ("[redis]\nheartbeat_secs = 0\n", "redis.heartbeat_secs"),
@@ -1924,6 +2043,10 @@ mod tests {
             ("[redis]\nheartbeat_secs = 20\n", "redis.node_timeout_secs"),
             ("[redis]\nurl = 'localhost:6379'\n", "redis.url"),
             ("[redis]\nprefix = ''\n", "redis.prefix"),
+            ("[redis]\nprefix = 'a{b}'\n", "redis.prefix"),
+            ("[redis]\ncluster = []\n", "redis.cluster"),
+            ("[redis]\ncluster = ['127.0.0.1:7000']\n", "redis.cluster"),
+            ("[redis]\nshard_groups = 0\n", "redis.shard_groups"),
         ] {
             let config = Config::from_toml(text).unwrap();
             assert_eq!(config.adapter, AdapterKind::Local);

@@ -16,7 +16,9 @@ use super::{failure, now_ms, RedisAdapter};
 use crate::adapter::local::announce_count_locally;
 use crate::adapter::CountSent;
 use crate::protocol::frames;
+use futures_util::future::join_all;
 use redis::Value;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Channels announced per round trip at most.
@@ -35,46 +37,69 @@ impl RedisAdapter {
         channels: &[(String, bool)],
         gap: Duration,
     ) -> Vec<CountSent> {
-        let mut answers = Vec::with_capacity(channels.len());
-        for chunk in channels.chunks(CHUNK) {
-            let pipe = self.announce_pipeline(app_id, chunk, gap);
+        // One pipeline per shard group (a pipeline stays in one slot on a
+        // Redis Cluster), all at once; answers go back in the callers' order.
+        let mut answers = vec![CountSent::Done; channels.len()];
+        let mut by_group: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (at, (channel, _)) in channels.iter().enumerate() {
+            by_group
+                .entry(self.keys.group(app_id, channel))
+                .or_default()
+                .push(at);
+        }
+        let mut chunks = Vec::new();
+        for (group, ats) in &by_group {
+            for chunk in ats.chunks(CHUNK) {
+                chunks.push((*group, chunk));
+            }
+        }
+        let sends = chunks.iter().map(|(group, ats)| async move {
+            let pipe = self.announce_pipeline(app_id, *group, channels, ats, gap);
             let sent = self
                 .run(|mut connection| async move {
                     failure::query_pipeline::<Vec<Value>>(&pipe, &mut connection).await
                 })
                 .await;
+            (ats, sent)
+        });
+        for (ats, sent) in join_all(sends).await {
             match sent {
                 // The first answer is SCRIPT LOAD's.
-                Some(values) if values.len() == chunk.len() + 1 => {
-                    answers.extend(values[1..].iter().map(|value| match value {
-                        Value::Int(-1) => CountSent::Later,
-                        Value::Int(n) if *n > 0 => CountSent::Sent,
-                        _ => CountSent::Done,
-                    }))
+                Some(values) if values.len() == ats.len() + 1 => {
+                    for (at, value) in ats.iter().zip(&values[1..]) {
+                        answers[*at] = match value {
+                            Value::Int(-1) => CountSent::Later,
+                            Value::Int(n) if *n > 0 => CountSent::Sent,
+                            _ => CountSent::Done,
+                        };
+                    }
                 }
-                _ => answers.extend(
-                    chunk
-                        .iter()
-                        .map(|(channel, _)| announce_count_locally(&self.node, app_id, channel)),
-                ),
+                _ => {
+                    for at in ats.iter() {
+                        answers[*at] = announce_count_locally(&self.node, app_id, &channels[*at].0);
+                    }
+                }
             }
         }
         answers
     }
 
-    /// `SCRIPT LOAD` then one `EVALSHA` per channel: one round trip, and
-    /// the script is known to Redis before its calls even after a restart.
+    /// `SCRIPT LOAD` then one `EVALSHA` per channel of one group: one round
+    /// trip, and the script is known to Redis (the group's shard) before
+    /// its calls even after a restart.
     fn announce_pipeline(
         &self,
         app_id: &str,
-        chunk: &[(String, bool)],
+        group: u16,
+        channels: &[(String, bool)],
+        ats: &[usize],
         gap: Duration,
     ) -> redis::Pipeline {
         let sha = redis::Script::new(ANNOUNCE_COUNT).get_hash().to_owned();
-        let (now, bus) = (now_ms(), self.keys.bus());
+        let (now, bus) = (now_ms(), self.keys.bus(group));
         let mut pipe = redis::pipe();
         pipe.cmd("SCRIPT").arg("LOAD").arg(ANNOUNCE_COUNT);
-        for (channel, force) in chunk {
+        for (channel, force) in ats.iter().map(|at| &channels[*at]) {
             let (frame_head, tail) = frames::subscription_count_parts(channel);
             // Addressed from no node: every node delivers it, this one too.
             let head = format!(
@@ -92,7 +117,8 @@ impl RedisAdapter {
                 .arg(&bus)
                 .arg(head)
                 .arg(tail)
-                .arg(STATE_TTL.max(gap * 2).as_millis() as u64);
+                .arg(STATE_TTL.max(gap * 2).as_millis() as u64)
+                .arg(self.publish_command);
         }
         pipe
     }

@@ -8,7 +8,7 @@
 //! is answered here with an empty reply instead of being sent, since the
 //! client library refuses to send it ("empty command").
 
-use redis::aio::ConnectionManager;
+use super::connection::Connection;
 use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind, Value};
 
 /// Whether `error` means Redis is unreachable or not serving as the primary
@@ -41,7 +41,7 @@ pub fn is_outage(error: &RedisError) -> bool {
 /// an empty array.
 pub async fn query_pipeline<T: FromRedisValue>(
     pipe: &redis::Pipeline,
-    connection: &mut ConnectionManager,
+    connection: &mut Connection,
 ) -> RedisResult<T> {
     if pipe.is_empty() {
         return Ok(T::from_redis_value(Value::Array(Vec::new()))?);

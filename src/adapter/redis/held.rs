@@ -6,7 +6,9 @@
 //! [`super::scripts::leave`]). A join on any node within the hold-back takes
 //! it out again and sends no `channel_occupied` (`member_added`) either
 //! ([`super::scripts::join`]): a page reload that lands on another node
-//! makes no webhook. Every node takes the due ones out of the ZSET
+//! makes no webhook (one ZSET per app and shard group: the leave's
+//! channel's group, so the scripts touch one slot). Every node takes the
+//! due ones out of the ZSETs
 //! atomically every [`TICK`] ([`super::scripts::release_held`]), so each is
 //! sent by exactly one node, also when the node that held it died.
 
@@ -97,12 +99,19 @@ pub async fn release(adapter: Arc<RedisAdapter>) {
 }
 
 impl RedisAdapter {
-    /// Takes the app's due leaves out of Redis and sends their webhooks.
+    /// Takes the app's due leaves out of Redis and sends their webhooks:
+    /// one `held` ZSET per shard group, all at once (a group whose shard is
+    /// down waits for it alone).
     async fn release_held(&self, app_id: &str) {
+        let groups = (0..self.keys.groups()).map(|group| self.release_held_in(app_id, group));
+        futures_util::future::join_all(groups).await;
+    }
+
+    async fn release_held_in(&self, app_id: &str, group: u16) {
         loop {
             let mut invocation = self.scripts.release_held.prepare_invoke();
             invocation
-                .key(self.keys.held(app_id))
+                .key(self.keys.held(app_id, group))
                 .arg(now_ms())
                 .arg(BATCH);
             let Some(flat) = self

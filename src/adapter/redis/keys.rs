@@ -1,10 +1,22 @@
 //! Key and channel names, all under the configured prefix so several
 //! clusters can share one Redis.
 
-/// Builds key names for one prefix and node.
+/// Builds key names for one prefix and number of shard groups.
+///
+/// Channels are spread over `groups` shard groups: a channel's group is a
+/// stable hash (32-bit FNV-1a) of `app SEP channel` modulo `groups`, the
+/// same on every node and every run. Every key about a channel, the
+/// per-group sets that list channels (an app's occupied channels, its
+/// held-back leaves, a node's shares) and the group's bus channel carry the
+/// hash tag `{prefix:g<group>}`: on a Redis Cluster they live in one slot,
+/// so each Lua script touches one slot and may `SPUBLISH` to its group's
+/// bus channel. The prefix is in the tag so two prefixes sharing a cluster
+/// spread independently. Per-user keys use `{app:user}`; node-wide keys
+/// (nodes, reaping lock, sequence, idempotency) are single-key commands.
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    groups: u16,
 }
 
 /// Separates fields inside keys and set members; channel names and JSON
@@ -12,21 +24,54 @@ pub struct Keys {
 pub const SEP: char = '\u{1f}';
 
 impl Keys {
-    /// Keys under `prefix`.
-    pub fn new(prefix: &str) -> Self {
+    /// Keys under `prefix`, channels spread over `groups` (at least 1).
+    pub fn new(prefix: &str, groups: u16) -> Self {
         Keys {
             prefix: prefix.to_owned(),
+            groups: groups.max(1),
         }
     }
 
-    /// The prefix itself (scripts build per-channel keys from it).
-    pub fn prefix(&self) -> &str {
-        &self.prefix
+    /// The number of shard groups.
+    pub fn groups(&self) -> u16 {
+        self.groups
     }
 
-    /// The pub/sub channel every node listens on.
-    pub fn bus(&self) -> String {
-        format!("{}:bus", self.prefix)
+    /// The shard group of a channel (32-bit FNV-1a of `app SEP channel`).
+    pub fn group(&self, app_id: &str, channel: &str) -> u16 {
+        let mut hash: u32 = 0x811c_9dc5;
+        let sep = [SEP as u8];
+        for byte in app_id
+            .as_bytes()
+            .iter()
+            .chain(&sep)
+            .chain(channel.as_bytes())
+        {
+            hash ^= u32::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        (hash % u32::from(self.groups)) as u16
+    }
+
+    /// The hash tag of a group: `{prefix:g<group>}`.
+    pub fn tag(&self, group: u16) -> String {
+        format!("{{{}:g{group}}}", self.prefix)
+    }
+
+    /// The pub/sub channel of a group (SSUBSCRIBE'd on a Redis Cluster).
+    pub fn bus(&self, group: u16) -> String {
+        format!("{}:bus", self.tag(group))
+    }
+
+    /// The bus channel of a channel's group.
+    pub fn channel_bus(&self, app_id: &str, channel: &str) -> String {
+        self.bus(self.group(app_id, channel))
+    }
+
+    /// A per-channel key: `{prefix:g<group>}:app:kind:channel`.
+    fn channel_key(&self, kind: &str, app_id: &str, channel: &str) -> String {
+        let tag = self.tag(self.group(app_id, channel));
+        format!("{tag}:{app_id}:{kind}:{channel}")
     }
 
     /// ZSET of live nodes scored by last heartbeat (unix ms).
@@ -34,9 +79,9 @@ impl Keys {
         format!("{}:nodes", self.prefix)
     }
 
-    /// SET of `app SEP channel` a node has a share in.
-    pub fn node_channels(&self, node: &str) -> String {
-        format!("{}:node:{node}:channels", self.prefix)
+    /// SET of `app SEP channel` of a group a node has a share in.
+    pub fn node_channels(&self, node: &str, group: u16) -> String {
+        format!("{}:node:{node}:channels", self.tag(group))
     }
 
     /// The id of a channel inside a node's set.
@@ -46,40 +91,41 @@ impl Keys {
 
     /// HASH node → subscribed sockets.
     pub fn subs(&self, app_id: &str, channel: &str) -> String {
-        format!("{}:{app_id}:subs:{channel}", self.prefix)
+        self.channel_key("subs", app_id, channel)
     }
 
     /// HASH `node SEP user` → 1.
     pub fn members(&self, app_id: &str, channel: &str) -> String {
-        format!("{}:{app_id}:members:{channel}", self.prefix)
+        self.channel_key("members", app_id, channel)
     }
 
     /// HASH user → user_info JSON.
     pub fn info(&self, app_id: &str, channel: &str) -> String {
-        format!("{}:{app_id}:info:{channel}", self.prefix)
+        self.channel_key("info", app_id, channel)
     }
 
-    /// SET of an app's occupied channels.
-    pub fn app_channels(&self, app_id: &str) -> String {
-        format!("{}:{app_id}:channels", self.prefix)
+    /// SET of an app's occupied channels of a group.
+    pub fn app_channels(&self, app_id: &str, group: u16) -> String {
+        format!("{}:{app_id}:channels", self.tag(group))
     }
 
     /// ZSET of an app's held-back leave webhooks, scored by when they are
     /// due (unix ms): `v SEP channel` (channel_vacated) and
     /// `r SEP channel SEP user` (member_removed). See [`super::held`].
-    pub fn held(&self, app_id: &str) -> String {
-        format!("{}:{app_id}:held", self.prefix)
+    /// One ZSET per group.
+    pub fn held(&self, app_id: &str, group: u16) -> String {
+        format!("{}:{app_id}:held", self.tag(group))
     }
 
     /// HASH of the last `pusher_internal:subscription_count` sent for a
     /// channel: `n` (the count), `at` (unix ms). See [`super::counts`].
     pub fn count(&self, app_id: &str, channel: &str) -> String {
-        format!("{}:{app_id}:count:{channel}", self.prefix)
+        self.channel_key("count", app_id, channel)
     }
 
     /// STRING: last event of a cache channel.
     pub fn cache(&self, app_id: &str, channel: &str) -> String {
-        format!("{}:{app_id}:cache:{channel}", self.prefix)
+        self.channel_key("cache", app_id, channel)
     }
 
     /// STRING: the app's stored-message sequence.
@@ -88,15 +134,16 @@ impl Keys {
     }
 
     /// STREAM of a history channel's events, entry id `serial-0`, fields
-    /// `f` (frame), `t` (unix ms), `x` (excluded socket, '' for none). The
-    /// `{app:channel}` hash tag keeps a channel's history keys in one slot.
+    /// `f` (frame), `t` (unix ms), `x` (excluded socket, '' for none). In
+    /// the channel's group, like its bus channel: the history script
+    /// publishes what it stores.
     pub fn history(&self, app_id: &str, channel: &str) -> String {
-        format!("{}:history:{{{app_id}:{channel}}}", self.prefix)
+        self.channel_key("history", app_id, channel)
     }
 
     /// STRING: a history channel's last serial (same slot as its stream).
     pub fn history_serial(&self, app_id: &str, channel: &str) -> String {
-        format!("{}:serial:{{{app_id}:{channel}}}", self.prefix)
+        self.channel_key("serial", app_id, channel)
     }
 
     /// STRING: an idempotency key's claim (`p` + token) or answer (`a` +
@@ -130,22 +177,63 @@ impl Keys {
 mod tests {
     use super::*;
 
-    #[test]
-    fn keys_match_what_the_reap_script_rebuilds() {
-        let keys = Keys::new("p");
-        // reap() rebuilds these from prefix, app and channel.
-        assert_eq!(keys.subs("a", "c"), "p:a:subs:c");
-        assert_eq!(keys.members("a", "c"), "p:a:members:c");
-        assert_eq!(keys.info("a", "c"), "p:a:info:c");
-        assert_eq!(keys.app_channels("a"), "p:a:channels");
-        assert_eq!(Keys::node_channel_id("a", "c"), "a\u{1f}c");
+    /// The hash tag Redis Cluster hashes: the text inside the first `{...}`.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').expect("a tag");
+        let close = open + key[open..].find('}').expect("a closed tag");
+        &key[open + 1..close]
     }
 
     #[test]
-    fn a_channels_history_keys_share_one_hash_tag() {
-        let keys = Keys::new("p");
-        assert_eq!(keys.history("a", "c-1"), "p:history:{a:c-1}");
-        assert_eq!(keys.history_serial("a", "c-1"), "p:serial:{a:c-1}");
+    fn every_key_a_channel_script_touches_shares_the_channels_group_tag() {
+        let keys = Keys::new("p", 16);
+        for channel in ["c", "presence-room-1", "private-x", "#server-to-user-u"] {
+            let g = keys.group("a", channel);
+            let tag = format!("p:g{g}");
+            for key in [
+                keys.subs("a", channel),
+                keys.members("a", channel),
+                keys.info("a", channel),
+                keys.count("a", channel),
+                keys.cache("a", channel),
+                keys.history("a", channel),
+                keys.history_serial("a", channel),
+                keys.node_channels("n1", g),
+                keys.app_channels("a", g),
+                keys.held("a", g),
+                keys.channel_bus("a", channel),
+            ] {
+                assert_eq!(hash_tag(&key), tag, "{key}");
+            }
+        }
+        assert_eq!(
+            keys.subs("a", "c"),
+            format!("{{p:g{}}}:a:subs:c", keys.group("a", "c"))
+        );
+        assert_eq!(Keys::node_channel_id("a", "c"), "a\u{1f}c");
+        // Two prefixes never share a tag.
+        assert_ne!(hash_tag(&Keys::new("q", 16).bus(0)), hash_tag(&keys.bus(0)));
+    }
+
+    #[test]
+    fn groups_are_stable_and_spread() {
+        let keys = Keys::new("p", 16);
+        // FNV-1a of "a\x1fc": the same on every node and every run (the
+        // protocol tests compute it too: redis-cluster-helpers.mjs).
+        assert_eq!(keys.group("a", "c"), 14);
+        assert_eq!(keys.group("b", "c"), 7);
+        assert_eq!(Keys::new("other", 16).group("a", "c"), keys.group("a", "c"));
+        let used: std::collections::BTreeSet<u16> = (0..200)
+            .map(|i| keys.group("a", &format!("room-{i}")))
+            .collect();
+        assert_eq!(used.len(), 16, "200 channels use every group");
+        assert_eq!(Keys::new("p", 1).group("a", "c"), 0);
+        assert_eq!(Keys::new("p", 0).groups(), 1);
+    }
+
+    #[test]
+    fn per_user_keys_keep_their_user_tag() {
+        let keys = Keys::new("p", 16);
         assert_eq!(keys.positions("a", "u-1"), "p:positions:{a:u-1}");
         assert_eq!(keys.delivery("a", "u-1"), "p:delivery:{a:u-1}");
     }

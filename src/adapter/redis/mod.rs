@@ -27,8 +27,14 @@
 //!   positions, one hash per user, read by whichever node the user comes back to.
 //! - Acknowledged delivery's shared store ([`delivery`]): signed-in users'
 //!   unacknowledged messages, claimed by exactly one connection.
+//! - Redis Cluster ([`connection`], [`keys`]): channels are spread over
+//!   shard groups, each one hash tag (one slot) with its own bus channel;
+//!   every script touches one group, and what spans groups (resync, reaping,
+//!   listing an app's channels) is one call per group, so one shard down
+//!   only fails the operations of its own groups.
 
 pub mod bus;
+pub mod connection;
 pub mod counts;
 pub mod delivery;
 pub mod failure;
@@ -54,16 +60,20 @@ use crate::webhooks::Webhooks;
 use async_trait::async_trait;
 use bus::BusMessage;
 use bytestring::ByteString;
+use connection::{BoundedPushSender, Client, Connection};
+use futures_util::future::join_all;
 use keys::{Keys, SEP};
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, RedisResult, Value};
+use redis::{AsyncCommands, PushInfo, RedisResult, Value};
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::OnceCell;
+use tokio::sync::{mpsc, OnceCell};
+
+/// Channels reaped per script call (each brings 4 keys).
+const REAP_BATCH: usize = 256;
 
 /// The Lua scripts, hashed once.
 struct Scripts {
@@ -84,8 +94,12 @@ pub struct RedisAdapter {
     node_id: String,
     node: Arc<Node>,
     keys: Keys,
-    client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    client: Client,
+    connection: OnceCell<Connection>,
+    /// The cluster's pushes (sharded bus), taken by the listener.
+    pushes: Mutex<Option<mpsc::Receiver<PushInfo>>>,
+    /// `PUBLISH`, or `SPUBLISH` on a Redis Cluster (also passed to scripts).
+    publish_command: &'static str,
     outbox: outbox::Outbox,
     settings: RedisConfig,
     scripts: Scripts,
@@ -108,14 +122,29 @@ impl RedisAdapter {
         webhooks: Webhooks,
         metrics: Metrics,
     ) -> Result<Arc<Self>, redis::RedisError> {
-        let client = redis::Client::open(settings.url.as_str())?;
+        let (push_sender, pushes) =
+            BoundedPushSender::new(connection::PUSH_CAPACITY, metrics.clone());
+        let timeout = Duration::from_millis(settings.operation_timeout_ms);
+        let client = Client::open(
+            &settings.url,
+            settings.cluster_seeds(),
+            push_sender,
+            timeout,
+        )?;
+        let publish_command = if client.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
         let (outbox, outgoing) = outbox::Outbox::new();
         let adapter = Arc::new(RedisAdapter {
             node_id: format!("{:016x}", rand::random::<u64>()),
             node,
-            keys: Keys::new(&settings.prefix),
+            keys: Keys::new(&settings.prefix, settings.shard_groups),
             client,
             connection: OnceCell::new(),
+            pushes: Mutex::new(Some(pushes)),
+            publish_command,
             outbox,
             settings: settings.clone(),
             scripts: Scripts {
@@ -137,7 +166,13 @@ impl RedisAdapter {
             needs_resync: AtomicBool::new(true),
             history: history::State::new(settings.history_retry_queue),
         });
-        tracing::info!(node_id = %adapter.node_id, url = %redact(&settings.url), "redis adapter starting");
+        tracing::info!(
+            node_id = %adapter.node_id,
+            url = %redact(&settings.url),
+            cluster = adapter.client.is_cluster(),
+            shard_groups = adapter.keys.groups(),
+            "redis adapter starting"
+        );
         tokio::spawn(liveness::listen(adapter.clone()));
         tokio::spawn(liveness::heartbeat(adapter.clone()));
         tokio::spawn(outbox::run(adapter.clone(), outgoing));
@@ -156,9 +191,9 @@ impl RedisAdapter {
 
     /// The command connection, created on first success and then kept
     /// (it reconnects by itself).
-    async fn connection(&self) -> Option<ConnectionManager> {
+    async fn connection(&self) -> Option<Connection> {
         let connect = async {
-            let connecting = ConnectionManager::new(self.client.clone());
+            let connecting = self.client.connect();
             match tokio::time::timeout(self.timeout(), connecting).await {
                 Ok(Ok(connection)) => Ok(connection),
                 Ok(Err(error)) => Err(error.to_string()),
@@ -180,7 +215,7 @@ impl RedisAdapter {
     /// operation (see [`failure::is_outage`]).
     async fn run<T, F, Fut>(&self, op: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let connection = self.connection().await?;
@@ -206,9 +241,10 @@ impl RedisAdapter {
         }
     }
 
-    /// Queues a message for the other nodes (see [`outbox`]).
-    fn tell_other_nodes(&self, message: &BusMessage) {
-        if !self.outbox.send(message.encode()) {
+    /// Queues a message for the other nodes on a group's bus channel (see
+    /// [`outbox`]): a channel's own group keeps its messages in order.
+    fn tell_other_nodes(&self, group: u16, message: &BusMessage) {
+        if !self.outbox.send(group, message.encode()) {
             self.metrics.redis_bus_dropped.inc();
         }
     }
@@ -241,14 +277,15 @@ impl RedisAdapter {
         channel: &str,
     ) -> redis::ScriptInvocation<'s> {
         let keys = &self.keys;
+        let group = keys.group(app_id, channel);
         let mut invocation = script.prepare_invoke();
         invocation
             .key(keys.subs(app_id, channel))
             .key(keys.members(app_id, channel))
             .key(keys.info(app_id, channel))
-            .key(keys.node_channels(&self.node_id))
-            .key(keys.app_channels(app_id))
-            .key(keys.held(app_id))
+            .key(keys.node_channels(&self.node_id, group))
+            .key(keys.app_channels(app_id, group))
+            .key(keys.held(app_id, group))
             .arg(&self.node_id)
             .arg(Keys::node_channel_id(app_id, channel))
             .arg(channel);
@@ -312,12 +349,13 @@ impl RedisAdapter {
 
     /// Removes every share this node had and records its current state
     /// again: after an outage (or being reaped as dead), Redis matches this
-    /// node's clients once more. Returns whether it succeeded.
+    /// node's clients once more. One step per shard group, all at once: a
+    /// group whose shard is down fails alone (the whole is retried by the
+    /// heartbeat). Returns whether every group succeeded.
     pub async fn resync(&self) -> bool {
         let keys = &self.keys;
         let node = self.node_id.clone();
-        let mut pipe = redis::pipe();
-        pipe.zadd(keys.nodes(), &node, now_ms()).ignore();
+        let mut pipes: BTreeMap<u16, redis::Pipeline> = BTreeMap::new();
         for app_id in self.node.app_ids() {
             let app_id = app_id.as_str();
             let Some(channels) = self.node.channels(app_id) else {
@@ -325,14 +363,16 @@ impl RedisAdapter {
             };
             for share in channels.snapshot() {
                 let channel = &share.channel;
+                let group = keys.group(app_id, channel);
+                let pipe = pipes.entry(group).or_insert_with(redis::pipe);
                 pipe.hset(keys.subs(app_id, channel), &node, share.subscribers)
                     .ignore()
                     .sadd(
-                        keys.node_channels(&node),
+                        keys.node_channels(&node, group),
                         Keys::node_channel_id(app_id, channel),
                     )
                     .ignore()
-                    .sadd(keys.app_channels(app_id), channel)
+                    .sadd(keys.app_channels(app_id, group), channel)
                     .ignore();
                 for (user_id, info) in &share.members {
                     pipe.hset(
@@ -350,72 +390,118 @@ impl RedisAdapter {
                 }
             }
         }
-        let reap = self.scripts.reap.clone();
-        let (own_channels, nodes, prefix) = (
-            keys.node_channels(&node),
-            keys.nodes(),
-            keys.prefix().to_owned(),
-        );
-        let done = self
-            .run(|mut connection| async move {
-                // Forget the old share (no events: nothing changed for clients)...
-                let _: Value = reap
-                    .key(own_channels)
-                    .key(nodes)
-                    .arg(prefix)
-                    .arg(&node)
-                    .invoke_async(&mut connection)
-                    .await?;
-                // ...and record the present one.
-                failure::query_pipeline::<()>(&pipe, &mut connection).await
+        let (nodes, now) = (keys.nodes(), now_ms());
+        let listed = self
+            .run(|mut connection| {
+                let node = node.clone();
+                async move { connection.zadd::<_, _, _, ()>(nodes, node, now).await }
             })
-            .await;
-        if done.is_some() {
+            .await
+            .is_some();
+        let groups = (0..keys.groups()).map(|group| {
+            let pipe = pipes.remove(&group).unwrap_or_else(redis::pipe);
+            let node = node.as_str();
+            async move {
+                self.run(|mut connection| async move {
+                    // Forget the old share (no events: nothing changed for clients)...
+                    self.reap_group(&mut connection, node, group).await?;
+                    // ...and record the present one.
+                    failure::query_pipeline::<()>(&pipe, &mut connection).await
+                })
+                .await
+                .is_some()
+            }
+        });
+        let done = listed && join_all(groups).await.into_iter().all(|ok| ok);
+        if done {
             tracing::info!("node state re-announced to redis");
         }
-        done.is_some()
+        done
     }
 
-    /// Reaps a dead node: removes its shares and announces what that means.
+    /// Removes `node`'s shares in one shard group: its set of the group,
+    /// then the reap script on those channels, a batch at a time (each
+    /// call one slot). Returns the script's flat `kind, app, channel, user`
+    /// list (see [`scripts::reap`]).
+    async fn reap_group(
+        &self,
+        connection: &mut Connection,
+        node: &str,
+        group: u16,
+    ) -> RedisResult<Vec<String>> {
+        let keys = &self.keys;
+        let own = keys.node_channels(node, group);
+        let ids: Vec<String> = connection.smembers(&own).await?;
+        let mut events = Vec::new();
+        for batch in ids.chunks(REAP_BATCH) {
+            let mut invocation = self.scripts.reap.prepare_invoke();
+            invocation.key(&own).arg(node);
+            for id in batch {
+                let Some((app_id, channel)) = id.split_once(SEP) else {
+                    continue;
+                };
+                invocation
+                    .key(keys.subs(app_id, channel))
+                    .key(keys.members(app_id, channel))
+                    .key(keys.info(app_id, channel))
+                    .key(keys.app_channels(app_id, group))
+                    .arg(app_id)
+                    .arg(channel);
+            }
+            let out: Vec<String> = invocation.invoke_async(connection).await?;
+            events.extend(out);
+        }
+        Ok(events)
+    }
+
+    /// Reaps a dead node: removes its shares, group by group, and announces
+    /// what that means. The node leaves the nodes ZSET only once every
+    /// group is done: a group whose shard is down is reaped on a later try
+    /// (the lock expires after `node_timeout_secs`).
     async fn reap(&self, dead: &str) {
         let keys = &self.keys;
-        let reap = self.scripts.reap.clone();
-        let (lock, dead_channels, nodes, prefix) = (
-            keys.reaping(dead),
-            keys.node_channels(dead),
-            keys.nodes(),
-            keys.prefix().to_owned(),
-        );
+        let lock = keys.reaping(dead);
         let lock_ms = self.settings.node_timeout_secs * 1000;
-        let dead_id = dead.to_owned();
-        let events = self
+        let locked = self
             .run(|mut connection| async move {
-                let locked: Option<String> = redis::cmd("SET")
+                redis::cmd("SET")
                     .arg(lock)
                     .arg(1)
                     .arg("NX")
                     .arg("PX")
                     .arg(lock_ms)
-                    .query_async(&mut connection)
-                    .await?;
-                if locked.is_none() {
-                    return Ok(Vec::new());
-                }
-                reap.key(dead_channels)
-                    .key(nodes)
-                    .arg(prefix)
-                    .arg(dead_id)
-                    .invoke_async::<Vec<String>>(&mut connection)
+                    .query_async::<Option<String>>(&mut connection)
                     .await
             })
             .await
-            .unwrap_or_default();
+            .flatten()
+            .is_some();
+        if !locked {
+            return;
+        }
+        let groups = (0..keys.groups()).map(|group| async move {
+            self.run(
+                |mut connection| async move { self.reap_group(&mut connection, dead, group).await },
+            )
+            .await
+        });
+        let results = join_all(groups).await;
+        let complete = results.iter().all(Option::is_some);
+        let events: Vec<String> = results.into_iter().flatten().flatten().collect();
+        if complete {
+            let nodes = keys.nodes();
+            self.run(
+                |mut connection| async move { connection.zrem::<_, _, ()>(nodes, dead).await },
+            )
+            .await;
+        }
         if events.is_empty() {
             return;
         }
         tracing::warn!(
             node_id = dead,
             changes = events.len() / 4,
+            complete,
             "reaped a dead node"
         );
         for event in events.chunks_exact(4) {
@@ -489,6 +575,41 @@ fn presence_data_from(flat: &[Value]) -> String {
     )
 }
 
+impl RedisAdapter {
+    /// An app's occupied channels of one shard group with their counts;
+    /// `None` when Redis did not answer.
+    async fn occupied_in_group(&self, app_id: &str, group: u16) -> Option<Vec<ChannelStats>> {
+        let keys = &self.keys;
+        self.run(|mut connection| async move {
+            let names: Vec<String> = connection
+                .smembers(keys.app_channels(app_id, group))
+                .await?;
+            let mut pipe = redis::pipe();
+            for name in &names {
+                pipe.hvals(keys.subs(app_id, name))
+                    .hkeys(keys.members(app_id, name));
+            }
+            // No channel: no pipeline is sent, the list is empty.
+            let counts: Vec<Vec<String>> = failure::query_pipeline(&pipe, &mut connection).await?;
+            Ok(names
+                .into_iter()
+                .zip(counts.chunks_exact(2))
+                .map(|(name, pair)| ChannelStats {
+                    subscription_count: pair[0]
+                        .iter()
+                        .filter_map(|n| n.parse::<i64>().ok())
+                        .sum::<i64>()
+                        .max(0) as usize,
+                    user_count: users_of(&pair[1]).len(),
+                    name,
+                })
+                .filter(|stats| stats.subscription_count > 0)
+                .collect::<Vec<_>>())
+        })
+        .await
+    }
+}
+
 /// Distinct users from `node SEP user` fields.
 fn users_of(fields: &[String]) -> BTreeSet<&str> {
     fields
@@ -507,13 +628,16 @@ impl Adapter for RedisAdapter {
         except: Option<&str>,
     ) -> FanOut {
         let report = self.node.deliver(app_id, channel, &frame, except);
-        self.tell_other_nodes(&BusMessage::Publish {
-            node: &self.node_id,
-            app_id,
-            channel,
-            except: except.unwrap_or_default(),
-            frame: &frame,
-        });
+        self.tell_other_nodes(
+            self.keys.group(app_id, channel),
+            &BusMessage::Publish {
+                node: &self.node_id,
+                app_id,
+                channel,
+                except: except.unwrap_or_default(),
+                frame: &frame,
+            },
+        );
         report
     }
 
@@ -647,11 +771,16 @@ impl Adapter for RedisAdapter {
 
     async fn terminate_user(&self, app_id: &str, user_id: &str) {
         close_user_sockets(&self.node, app_id, user_id);
-        self.tell_other_nodes(&BusMessage::Terminate {
-            node: &self.node_id,
-            app_id,
-            user_id,
-        });
+        // Node-wide: any group reaches every node; the user's own keeps a
+        // user's terminations in order.
+        self.tell_other_nodes(
+            self.keys.group(app_id, user_id),
+            &BusMessage::Terminate {
+                node: &self.node_id,
+                app_id,
+                user_id,
+            },
+        );
     }
 
     async fn subscription_count(&self, app_id: &str, channel: &str) -> usize {
@@ -687,43 +816,33 @@ impl Adapter for RedisAdapter {
     }
 
     async fn occupied_channels(&self, app_id: &str) -> Vec<ChannelStats> {
-        let keys = self.keys.clone();
-        let app = app_id.to_owned();
-        let stats = self
-            .run(|mut connection| async move {
-                let names: Vec<String> = connection.smembers(keys.app_channels(&app)).await?;
-                let mut pipe = redis::pipe();
-                for name in &names {
-                    pipe.hvals(keys.subs(&app, name))
-                        .hkeys(keys.members(&app, name));
+        // One read per shard group (each one slot), all at once; a group
+        // Redis cannot answer is answered from this node's view.
+        let groups = (0..self.keys.groups()).map(|group| async move {
+            let stats = self.occupied_in_group(app_id, group).await;
+            (group, stats)
+        });
+        let mut stats = Vec::new();
+        let mut failed = BTreeSet::new();
+        for (group, found) in join_all(groups).await {
+            match found {
+                Some(found) => stats.extend(found),
+                None => {
+                    failed.insert(group);
                 }
-                // No channel: no pipeline is sent, the list is empty.
-                let counts: Vec<Vec<String>> =
-                    failure::query_pipeline(&pipe, &mut connection).await?;
-                Ok(names
-                    .into_iter()
-                    .zip(counts.chunks_exact(2))
-                    .map(|(name, pair)| ChannelStats {
-                        subscription_count: pair[0]
-                            .iter()
-                            .filter_map(|n| n.parse::<i64>().ok())
-                            .sum::<i64>()
-                            .max(0) as usize,
-                        user_count: users_of(&pair[1]).len(),
-                        name,
-                    })
-                    .filter(|stats| stats.subscription_count > 0)
-                    .collect::<Vec<_>>())
-            })
-            .await;
-        match stats {
-            Some(stats) => stats,
-            None => {
-                super::local::LocalAdapter::new(self.node.clone())
-                    .occupied_channels(app_id)
-                    .await
             }
         }
+        if !failed.is_empty() {
+            let local = super::local::LocalAdapter::new(self.node.clone())
+                .occupied_channels(app_id)
+                .await;
+            stats.extend(
+                local
+                    .into_iter()
+                    .filter(|s| failed.contains(&self.keys.group(app_id, &s.name))),
+            );
+        }
+        stats
     }
 
     async fn next_sequence(&self, app_id: &str, floor: u64) -> Option<u64> {

@@ -21,6 +21,8 @@
 
 use super::history::HistoryWrite;
 use super::RedisAdapter;
+use futures_util::future::join_all;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,7 +33,8 @@ const CAPACITY: usize = 65_536;
 const MAX_BATCH: usize = 512;
 
 enum Outgoing {
-    Message(String),
+    /// An encoded message for a shard group's bus channel.
+    Message(u16, String),
     History(HistoryWrite),
     /// Answered once everything queued before it was sent (or dropped).
     Flush(oneshot::Sender<()>),
@@ -52,9 +55,12 @@ impl Outbox {
         (Outbox { queue }, OutboxReceiver(pending))
     }
 
-    /// Queues an encoded bus message; `false` when it had to be dropped.
-    pub fn send(&self, message: String) -> bool {
-        self.queue.try_send(Outgoing::Message(message)).is_ok()
+    /// Queues an encoded bus message for a shard group's bus channel;
+    /// `false` when it had to be dropped.
+    pub fn send(&self, group: u16, message: String) -> bool {
+        self.queue
+            .try_send(Outgoing::Message(group, message))
+            .is_ok()
     }
 
     /// Queues a history write; gives it back when the queue is full.
@@ -77,8 +83,12 @@ impl Outbox {
 }
 
 /// Sends the queued messages, in order, for as long as the adapter lives.
+///
+/// On a Redis Cluster a batch is one pipeline per shard group (a pipeline
+/// stays in one slot), sent at once: a group's messages keep their order,
+/// and a group whose shard is down drops only its own messages.
 pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): OutboxReceiver) {
-    let bus = adapter.keys.bus();
+    let cluster = adapter.client.is_cluster();
     let mut batch: Vec<Outgoing> = Vec::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = pending.recv().await {
@@ -93,30 +103,60 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
             }
         }
         if !batch.is_empty() {
-            let mut pipeline = redis::pipe();
-            if batch
-                .iter()
-                .any(|item| matches!(item, Outgoing::History(_)))
-            {
-                // Redis forgets scripts when it restarts: load it (a no-op
-                // when it is known) once per batch rather than per event.
-                adapter.history_script_load(&mut pipeline);
-            }
-            for item in &batch {
-                match item {
-                    Outgoing::Message(message) => {
-                        pipeline.publish(&bus, message).ignore();
+            // bucket → (pipeline, whose history script is loaded, items).
+            let mut pipelines: BTreeMap<u16, (redis::Pipeline, bool, Vec<Outgoing>)> =
+                BTreeMap::new();
+            for item in batch.drain(..) {
+                let group = match &item {
+                    Outgoing::Message(group, _) => *group,
+                    Outgoing::History(write) => write.group,
+                    Outgoing::Flush(_) => continue,
+                };
+                let bucket = if cluster { group } else { 0 };
+                let (pipeline, loaded, items) = pipelines
+                    .entry(bucket)
+                    .or_insert_with(|| (redis::pipe(), false, Vec::new()));
+                match &item {
+                    Outgoing::Message(group, message) => {
+                        pipeline
+                            .cmd(adapter.publish_command)
+                            .arg(adapter.keys.bus(*group))
+                            .arg(message)
+                            .ignore();
                     }
-                    Outgoing::History(write) => adapter.history_script_call(&mut pipeline, write),
+                    Outgoing::History(write) => {
+                        if !*loaded {
+                            // Redis forgets scripts when it restarts: load
+                            // it (a no-op when it is known) once per batch
+                            // and shard rather than per event.
+                            adapter.history_script_load(pipeline);
+                            *loaded = true;
+                        }
+                        adapter.history_script_call(pipeline, write);
+                    }
                     Outgoing::Flush(_) => {}
                 }
+                items.push(item);
             }
-            let sent = adapter
-                .run(|mut connection| async move {
-                    super::failure::query_pipeline::<()>(&pipeline, &mut connection).await
-                })
-                .await;
-            if sent.is_none() {
+            let sends = pipelines.into_values().map(|(pipeline, _, items)| {
+                let adapter = &adapter;
+                async move {
+                    let sent = adapter
+                        .run(|mut connection| async move {
+                            super::failure::query_pipeline::<()>(&pipeline, &mut connection).await
+                        })
+                        .await;
+                    (sent.is_some(), items)
+                }
+            });
+            let results = join_all(sends).await;
+            let all_failed = results.iter().all(|(sent, _)| !sent);
+            let mut failed: Vec<Outgoing> = results
+                .into_iter()
+                .filter(|(sent, _)| !sent)
+                .flat_map(|(_, items)| items)
+                .collect();
+            if all_failed && !failed.is_empty() {
                 // Redis is down: what queued up while this batch waited for
                 // its timeout would only reach the other nodes late, in a
                 // flood once Redis is back. Drop it with the batch (history
@@ -124,22 +164,23 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
                 while let Ok(item) = pending.try_recv() {
                     match item {
                         Outgoing::Flush(done) => flushes.push(done),
-                        item => batch.push(item),
+                        item => failed.push(item),
                     }
                 }
-                let mut dropped = 0;
-                let mut unsent = Vec::new();
-                for item in batch.drain(..) {
-                    match item {
-                        Outgoing::Message(_) => dropped += 1,
-                        Outgoing::History(write) => unsent.push(write),
-                        Outgoing::Flush(_) => {}
-                    }
-                }
-                adapter.metrics.redis_bus_dropped.inc_by(dropped);
-                adapter.history_unsent(unsent);
             }
-            batch.clear();
+            let mut dropped = 0;
+            let mut unsent = Vec::new();
+            for item in failed {
+                match item {
+                    Outgoing::Message(..) => dropped += 1,
+                    Outgoing::History(write) => unsent.push(write),
+                    Outgoing::Flush(_) => {}
+                }
+            }
+            if dropped > 0 {
+                adapter.metrics.redis_bus_dropped.inc_by(dropped);
+            }
+            adapter.history_unsent(unsent);
         }
         for done in flushes.drain(..) {
             let _ = done.send(());

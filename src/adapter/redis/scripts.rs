@@ -126,32 +126,36 @@ return {total, removed, held}
     )
 }
 
-/// Removes every share of a node (dead, or about to re-announce itself).
+/// Removes a node's shares in some channels of one shard group (dead, or
+/// about to re-announce itself). Rust lists the channels (`SMEMBERS` of the
+/// node's set of the group) and passes every key, so the script touches
+/// one slot and builds no key name.
 ///
-/// KEYS: node_channels of the node, the nodes ZSET.
-/// ARGV: prefix, node.
+/// KEYS: the node's channels of the group, then per channel: subs,
+/// members, info, the app's channels of the group.
+/// ARGV: node, then per channel: app, channel.
 /// Returns a flat list of `kind, app, channel, user` where kind is
 /// `vacated` (user '') or `removed`.
 pub fn reap() -> Script {
     Script::new(
         r#"
-local prefix = ARGV[1]
-local node = ARGV[2]
+local node = ARGV[1]
 local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local at = string.find(id, '\31', 1, true)
-  local app = string.sub(id, 1, at - 1)
-  local channel = string.sub(id, at + 1)
-  local base = prefix .. ':' .. app
-  local subs = base .. ':subs:' .. channel
-  local members = base .. ':members:' .. channel
-  local info = base .. ':info:' .. channel
+local n = (#ARGV - 1) / 2
+for i = 1, n do
+  local app = ARGV[2 * i]
+  local channel = ARGV[2 * i + 1]
+  local subs = KEYS[4 * i - 2]
+  local members = KEYS[4 * i - 1]
+  local info = KEYS[4 * i]
+  local channels = KEYS[4 * i + 1]
+  redis.call('SREM', KEYS[1], app .. '\31' .. channel)
   redis.call('HDEL', subs, node)
   local total = 0
   for _, v in ipairs(redis.call('HVALS', subs)) do total = total + tonumber(v) end
   if total <= 0 then
     redis.call('DEL', subs)
-    redis.call('SREM', base .. ':channels', channel)
+    redis.call('SREM', channels, channel)
     table.insert(out, 'vacated'); table.insert(out, app); table.insert(out, channel); table.insert(out, '')
   end
   local fields = redis.call('HKEYS', members)
@@ -175,8 +179,6 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
   end
 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], node)
 return out
 "#,
     )
@@ -203,8 +205,9 @@ return due
 /// `gap` per channel for the whole cluster, and not again for an unchanged
 /// count unless `force` (a new subscriber must learn it).
 ///
-/// KEYS: subs, count. ARGV: now (unix ms), gap ms, force (0/1), bus,
-/// message head, message tail, state ttl ms.
+/// KEYS: subs, count. ARGV: now (unix ms), gap ms, force (0/1), bus
+/// channel of the channel's group, message head, message tail, state ttl
+/// ms, publish command (`PUBLISH`, or `SPUBLISH` on a Redis Cluster).
 /// Returns the count sent, 0 (empty channel: nothing sent), -1 (another
 /// send within `gap`: try later) or -2 (unchanged: nothing to send).
 ///
@@ -226,7 +229,7 @@ if ARGV[3] ~= '1' and last[1] and tonumber(last[1]) == total then
 end
 redis.call('HSET', KEYS[2], 'n', total, 'at', ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
-redis.call('PUBLISH', ARGV[4], ARGV[5] .. total .. ARGV[6])
+redis.call(ARGV[8], ARGV[4], ARGV[5] .. total .. ARGV[6])
 return total
 "#;
 

@@ -11,7 +11,8 @@
 //!   recovery's read publishes a marker on the bus and waits (at most the
 //!   operation timeout) until the marker comes back: every event the read
 //!   saw has then reached this node's mirror, so joining the two leaves no
-//!   gap and no duplicate.
+//!   gap and no duplicate. The marker goes on the channel's group's bus
+//!   channel, the one its events take (one shard's order on a cluster).
 //! - Redis unreachable: the event is delivered at once on this node, without
 //!   a serial, and its write waits in a bounded [`retry::RetryQueue`]; once
 //!   Redis answers again the heartbeat writes it (mirrored by every node,
@@ -59,6 +60,8 @@ const RETRY_BATCH: usize = 512;
 /// An event waiting to be stored: its frame up to the serial, encoded once.
 #[derive(Debug)]
 pub struct HistoryWrite {
+    /// The channel's shard group (its bus channel and keys).
+    pub(super) group: u16,
     app_id: String,
     channel: String,
     /// Excluded socket ('' for none).
@@ -187,11 +190,12 @@ impl RedisAdapter {
             .arg(write.size)
             .arg(write.ttl_ms)
             .arg(serial_ttl_ms)
-            .arg(self.keys.bus())
+            .arg(self.keys.channel_bus(app_id, channel))
             .arg(bus_head)
             .arg(&write.head)
             .arg("}")
             .arg(&write.except)
+            .arg(self.publish_command)
             .ignore();
     }
 
@@ -295,8 +299,9 @@ impl RedisAdapter {
             .arg(limit)
             .arg(app.history_ttl.saturating_mul(1000))
             .arg(app.history_size)
-            .arg(self.keys.bus())
-            .arg(marker);
+            .arg(self.keys.channel_bus(&app.id, channel))
+            .arg(marker)
+            .arg(self.publish_command);
         self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await
     }
@@ -313,6 +318,7 @@ impl SharedHistory for RedisAdapter {
             event.user_id,
         );
         let write = HistoryWrite {
+            group: self.keys.group(&app.id, event.channel),
             app_id: app.id.clone(),
             channel: event.channel.to_owned(),
             except: event.except.unwrap_or_default().to_owned(),

@@ -2,7 +2,7 @@
 //! publish gets, its place in the stream and its place on the bus are one
 //! order, the same on every node.
 //!
-//! Per channel (one hash tag, so one slot): `serial` (STRING, the last
+//! Per channel (the group's hash tag, so one slot with the group's bus channel): `serial` (STRING, the last
 //! serial) and `history` (STREAM, entry id `serial-0`, fields `f` frame,
 //! `t` unix ms, `x` excluded socket).
 
@@ -29,7 +29,7 @@ local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local frame = ARGV[6] .. serial .. ARGV[7]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], serial .. '-0', 'f', frame, 't', ms, 'x', ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', ARGV[4], ARGV[5] .. serial .. '\31' .. frame)
+redis.call(ARGV[9], ARGV[4], ARGV[5] .. serial .. '\31' .. frame)
 return serial
 "#;
 
@@ -38,7 +38,8 @@ return serial
 /// KEYS: serial, history.
 /// ARGV: history_size, history_ttl ms, serial ttl ms, bus channel, bus
 /// message head (up to the serial), frame head (up to the serial), frame
-/// tail, excluded socket ('' for none).
+/// tail, excluded socket ('' for none), publish command (`PUBLISH`, or
+/// `SPUBLISH` on a Redis Cluster: the bus channel is in the keys' slot).
 /// Returns the serial.
 pub fn publish() -> Script {
     Script::new(PUBLISH)
@@ -47,8 +48,11 @@ pub fn publish() -> Script {
 /// Reads a channel's history after a serial.
 ///
 /// KEYS: serial, history.
-/// ARGV: since, limit, history_ttl ms, history_size, bus channel, marker
-/// (published after the read when not '', see [`super::super::bus::BusMessage::Marker`]).
+/// ARGV: since, limit, history_ttl ms, history_size, bus channel of the
+/// channel's group, marker (published after the read when not '', see
+/// [`super::super::bus::BusMessage::Marker`]: on the group's channel, so it
+/// comes back after every event of this channel published before it),
+/// publish command (`PUBLISH` or `SPUBLISH`).
 /// Returns `{latest, oldest, serial, frame, time ms, excluded socket, ...}`
 /// (latest 0 and oldest -1 for none) with at most `limit` events after
 /// `since` that are within `history_size` of the latest and younger than
@@ -93,7 +97,7 @@ if oldest >= 0 and start <= latest then
   end
 end
 if ARGV[6] ~= '' then
-  redis.call('PUBLISH', ARGV[5], ARGV[6])
+  redis.call(ARGV[7], ARGV[5], ARGV[6])
 end
 return out
 "#,
