@@ -32,6 +32,32 @@ pub fn local_joined(local: &Subscribed) -> Joined {
         member_added_webhook: local.member_added,
         subscription_count: local.subscribers,
         presence_data: local.presence_data.clone(),
+        peers: None,
+    }
+}
+
+/// Sends `pusher_internal:watchlist_events` (`online` or `offline` for
+/// `user_id`) to this node's watchers of the user.
+pub fn announce_watchlist_locally(node: &Node, app_id: &str, user_id: &str, online: bool) {
+    let Some(state) = node.app(app_id) else {
+        return;
+    };
+    let watchers = state.users.watchers_of(user_id);
+    if watchers.is_empty() {
+        return;
+    }
+    let name = if online { "online" } else { "offline" };
+    let frame = frames::watchlist_event(name, &[user_id]);
+    for watcher in watchers {
+        watcher.send(frame.clone());
+    }
+}
+
+/// Tells this node's peer members of `channel` that the peer member
+/// `user_id` joined or left (see [`crate::hub::peer::tell_local_peers`]).
+pub fn tell_peers_locally(node: &Node, app_id: &str, channel: &str, user_id: &str, added: bool) {
+    if let Some(state) = node.app(app_id) {
+        crate::hub::peer::tell_local_peers(&state.channels, channel, user_id, added);
     }
 }
 
@@ -154,6 +180,20 @@ impl Adapter for LocalAdapter {
             .iter()
             .map(|(channel, _)| announce_count_locally(&self.node, app_id, channel))
             .collect()
+    }
+
+    fn sign_in_changed(&self, app_id: &str, user_id: &str, online: bool) {
+        announce_watchlist_locally(&self.node, app_id, user_id, online);
+    }
+
+    fn peer_changed(&self, app_id: &str, channel: &str, user_id: &str, added: bool) {
+        tell_peers_locally(&self.node, app_id, channel, user_id, added);
+    }
+
+    async fn is_peer_member(&self, app_id: &str, channel: &str, user_id: &str) -> bool {
+        self.node
+            .app(app_id)
+            .is_some_and(|state| state.channels.is_peer_member(channel, user_id))
     }
 
     fn may_have_subscribers(&self, app_id: &str, channel: &str) -> bool {

@@ -39,6 +39,8 @@ pub struct MemberJoin<'a> {
     pub user_info: Option<&'a RawValue>,
     /// Most members the channel may hold deployment-wide.
     pub max_members: usize,
+    /// The member asked for peer channels (`"peer": true`).
+    pub peer: bool,
 }
 
 /// What a subscription on this node means for the deployment.
@@ -58,6 +60,10 @@ pub struct Joined {
     pub subscription_count: usize,
     /// Presence: the `subscription_succeeded` data with every member.
     pub presence_data: Option<String>,
+    /// A peer member's join: the user ids of the channel's peer members
+    /// deployment-wide (the joiner among them); `None` when only this
+    /// node's are known (the local adapter, or Redis unreachable).
+    pub peers: Option<Vec<String>>,
 }
 
 /// What leaving a channel on this node means for the deployment.
@@ -170,6 +176,30 @@ pub trait Adapter: Send + Sync + 'static {
         channels: &[(String, bool)],
         gap: Duration,
     ) -> Vec<CountSent>;
+
+    /// A user's sign-in on this node changed: `online` when their first
+    /// socket here signed in, not when their last one here closed. Watchers
+    /// of the user on every node get `pusher_internal:watchlist_events`
+    /// when the user's deployment-wide state changes (first signed-in socket
+    /// anywhere: `online`; last anywhere: `offline`), once. Does not wait.
+    fn sign_in_changed(&self, app_id: &str, user_id: &str, online: bool);
+
+    /// Those of `user_ids` signed in on another node and not on this one
+    /// (empty with one node, or when the cluster cannot answer).
+    async fn signed_in_elsewhere(&self, _app_id: &str, _user_ids: Vec<String>) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// A peer member (`"peer": true`) of a presence channel joined it
+    /// (`added`: their first socket anywhere) or left it (their last
+    /// anywhere): every node sends its own peer members of the channel
+    /// `pusher:peer_added` / `pusher:peer_removed` for their peer channel
+    /// with the user (and, on removal, ends that channel). Does not wait.
+    fn peer_changed(&self, app_id: &str, channel: &str, user_id: &str, added: bool);
+
+    /// Whether `user_id` is a peer member of the presence `channel`
+    /// anywhere in the deployment.
+    async fn is_peer_member(&self, app_id: &str, channel: &str, user_id: &str) -> bool;
 
     /// Whether a frame published on `channel` could reach anyone; `false`
     /// lets the hub skip encoding it. Cluster adapters cannot tell cheaply.

@@ -98,6 +98,8 @@ pub struct ChannelSnapshot {
     pub subscribers: usize,
     /// Presence members: user id and user info JSON.
     pub members: Vec<(String, Option<String>)>,
+    /// The presence members that asked for peer channels.
+    pub peers: Vec<String>,
 }
 
 /// The presence member limit was reached.
@@ -409,6 +411,13 @@ impl AppChannels {
                     .members
                     .iter()
                     .map(|(id, m)| (id.to_string(), m.info.as_ref().map(|i| i.get().to_owned())))
+                    .collect(),
+                peers: entry
+                    .value()
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.peer)
+                    .map(|(id, _)| id.to_string())
                     .collect(),
             })
             .collect()

@@ -479,10 +479,9 @@ impl Hub {
             }
             state.users.unwatch(&user.watchlist, &connection.socket_id);
             if state.users.sign_out(&user.id, &connection.socket_id) {
-                let offline = frames::watchlist_event("offline", &[&user.id]);
-                for watcher in state.users.watchers_of(&user.id) {
-                    watcher.send(offline.clone());
-                }
+                // Offline for watchers once the user's last socket anywhere went.
+                self.adapter
+                    .sign_in_changed(&connection.app_id, &user.id, false);
             }
         }
         for channel in channels {
@@ -540,7 +539,14 @@ impl Hub {
                 None
             }
             Grant::PeerByMembership => {
-                peer::check_membership(&state.channels, channel, &connection.socket_id)?;
+                let (presence, other) =
+                    peer::check_membership(&state.channels, channel, &connection.socket_id)?;
+                // The other user may be a peer member on another node.
+                if !state.channels.is_peer_member(&presence, other)
+                    && !self.adapter.is_peer_member(&app.id, &presence, other).await
+                {
+                    return Err(peer::not_both_peers());
+                }
                 None
             }
         };
@@ -610,6 +616,7 @@ impl Hub {
             user_id,
             user_info: user_info.as_deref(),
             max_members: app.max_presence_members,
+            peer: wants_peers,
         });
         let joined = match self
             .adapter
@@ -658,8 +665,14 @@ impl Hub {
             None
         };
         let mut announcements = Vec::new();
-        if let (true, true, Some(user_id)) = (wants_peers, local.member_added, &user_id) {
-            announcements = self.announce_peers(state, channel, user_id);
+        if let (true, Some(user_id)) = (wants_peers, &user_id) {
+            if local.member_added {
+                announcements = Self::peers_offered(state, channel, user_id, &joined);
+            }
+            if joined.member_added {
+                // The other peer members, on every node, hear of the newcomer.
+                self.adapter.peer_changed(&app.id, channel, user_id, true);
+            }
         }
         Ok(Subscription {
             succeeded: frames::subscription_succeeded(channel, data),
@@ -1096,9 +1109,6 @@ impl Hub {
         if !local.removed {
             return;
         }
-        if let (Some(user_id), true) = (&local.member_removed, was_peer) {
-            self.end_peers(state, channel, user_id);
-        }
         if let Some(changes) = state.count_changes.as_ref() {
             let counted = || {
                 self.apps
@@ -1115,6 +1125,10 @@ impl Hub {
             .left(app_id, channel, &local, local.member_removed.as_deref())
             .await;
         if let (true, Some(user_id)) = (left.member_removed, &local.member_removed) {
+            if was_peer {
+                // Its peer channels end on every node.
+                self.adapter.peer_changed(app_id, channel, user_id, false);
+            }
             let frame = frames::member_removed(channel, user_id);
             self.spawn_publish(app_id, channel, frame, None);
             if left.member_removed_webhook {
@@ -1141,40 +1155,35 @@ impl Hub {
         }
     }
 
-    /// Offers a peer channel between a new peer member and every other peer
-    /// member: the others hear at once, the newcomer's frames are returned.
-    fn announce_peers(&self, state: &AppState, channel: &str, user_id: &str) -> Vec<ByteString> {
-        let mut own = Vec::new();
-        for other in state.channels.peer_members(channel, user_id) {
-            let Some(peer) = peer::peer_channel(channel, user_id, &other) else {
-                continue;
-            };
-            own.push(frames::peer_frame(
-                "pusher:peer_added",
-                channel,
-                &peer,
-                &other,
-            ));
-            let frame = frames::peer_frame("pusher:peer_added", channel, &peer, user_id);
-            for socket in state.channels.user_sockets(channel, &other) {
-                socket.send(frame.clone());
-            }
-        }
-        own
-    }
-
-    /// A peer member left: its peer channels end for everyone.
-    fn end_peers(&self, state: &AppState, channel: &str, user_id: &str) {
-        for other in state.channels.peer_members(channel, user_id) {
-            let Some(peer) = peer::peer_channel(channel, user_id, &other) else {
-                continue;
-            };
-            state.channels.close_channel(&peer);
-            let frame = frames::peer_frame("pusher:peer_removed", channel, &peer, user_id);
-            for socket in state.channels.user_sockets(channel, &other) {
-                socket.send(frame.clone());
-            }
-        }
+    /// The `pusher:peer_added` frames a new peer member's socket gets: one
+    /// per other peer member of the channel, deployment-wide when the
+    /// adapter knows them, else on this node.
+    fn peers_offered(
+        state: &AppState,
+        channel: &str,
+        user_id: &str,
+        joined: &Joined,
+    ) -> Vec<ByteString> {
+        let others: Vec<String> = match &joined.peers {
+            Some(peers) => peers
+                .iter()
+                .filter(|p| p.as_str() != user_id)
+                .cloned()
+                .collect(),
+            None => state.channels.peer_members(channel, user_id),
+        };
+        others
+            .iter()
+            .filter_map(|other| {
+                let peer = peer::peer_channel(channel, user_id, other)?;
+                Some(frames::peer_frame(
+                    "pusher:peer_added",
+                    channel,
+                    &peer,
+                    other,
+                ))
+            })
+            .collect()
     }
 
     /// Webhooks for a new subscriber: occupied and subscription_count.
@@ -1273,26 +1282,40 @@ impl Hub {
             .subscribe(&user_channel, connection, None)
             .map_err(|_| SignInRefused::Unauthorized)?;
         if state.users.sign_in(&user.id, connection) {
-            let online = frames::watchlist_event("online", &[&user.id]);
-            for watcher in state.users.watchers_of(&user.id) {
-                watcher.send(online.clone());
-            }
+            // Online for watchers if it is the user's first socket anywhere.
+            self.adapter.sign_in_changed(&app.id, &user.id, true);
         }
         state.users.watch(&user.watchlist, connection);
-        let online: Vec<&str> = user
+        let (online, elsewhere): (Vec<&String>, Vec<&String>) = user
             .watchlist
             .iter()
-            .filter(|id| state.users.is_online(id))
-            .map(String::as_str)
-            .collect();
+            .partition(|id| state.users.is_online(id));
+        let online: Vec<&str> = online.into_iter().map(String::as_str).collect();
         let watchlist_online =
             (!online.is_empty()).then(|| frames::watchlist_event("online", &online));
+        if !elsewhere.is_empty() {
+            self.watched_elsewhere(app, connection, elsewhere.into_iter().cloned().collect());
+        }
         Ok(SignIn {
             success: frames::signin_success(user_data),
             user_channel,
             watchlist_online,
             user,
         })
+    }
+
+    /// Sends the watcher one `online` event for the watched users signed in
+    /// on other nodes only (asked without blocking the sign-in: it follows
+    /// `pusher:signin_success` and the `online` of this node's users).
+    fn watched_elsewhere(&self, app: &App, watcher: &Arc<Connection>, user_ids: Vec<String>) {
+        let (adapter, app_id, watcher) = (self.adapter.clone(), app.id.clone(), watcher.clone());
+        tokio::spawn(async move {
+            let online = adapter.signed_in_elsewhere(&app_id, user_ids).await;
+            if !online.is_empty() {
+                let ids: Vec<&str> = online.iter().map(String::as_str).collect();
+                watcher.send(frames::watchlist_event("online", &ids));
+            }
+        });
     }
 
     /// Closes with 4009, on every node, every socket of the app signed in as

@@ -45,6 +45,12 @@ impl Users {
         self.sockets.contains_key(user_id)
     }
 
+    /// Every user with a signed-in socket on this node (a cluster adapter
+    /// re-announces them after an outage).
+    pub fn signed_in(&self) -> Vec<String> {
+        self.sockets.iter().map(|e| e.key().to_string()).collect()
+    }
+
     /// The user's sockets on this node.
     pub fn connections_of(&self, user_id: &str) -> Vec<Arc<Connection>> {
         self.sockets
@@ -88,6 +94,7 @@ mod tests {
         assert_eq!(users.connections_of("u1").len(), 2);
         assert!(!users.sign_out("u1", "1.1"));
         assert!(users.is_online("u1"));
+        assert_eq!(users.signed_in(), vec!["u1".to_string()]);
         assert!(users.sign_out("u1", "1.2"));
         assert!(!users.is_online("u1"));
         assert!(!users.sign_out("u1", "1.2"));

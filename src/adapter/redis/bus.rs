@@ -61,6 +61,32 @@ pub enum BusMessage<'a> {
         /// The user.
         user_id: &'a str,
     },
+    /// A watched user's deployment-wide sign-in changed (decided once by
+    /// the sender, see `signins`): each node tells its own watchers.
+    Watchlist {
+        /// Sending node (it told its own watchers already).
+        node: &'a str,
+        /// App id.
+        app_id: &'a str,
+        /// `online` (first signed-in socket anywhere) or `offline` (last).
+        online: bool,
+        /// The user (last on the wire: it may hold any character).
+        user_id: &'a str,
+    },
+    /// A peer member joined or left a presence channel deployment-wide:
+    /// each node tells its own peer members of the channel.
+    Peer {
+        /// Sending node (it told its own peer members already).
+        node: &'a str,
+        /// App id.
+        app_id: &'a str,
+        /// `pusher:peer_added` (true) or `pusher:peer_removed`.
+        added: bool,
+        /// The presence channel.
+        channel: &'a str,
+        /// The peer member (last on the wire: it may hold any character).
+        user_id: &'a str,
+    },
 }
 
 impl<'a> BusMessage<'a> {
@@ -96,6 +122,25 @@ impl<'a> BusMessage<'a> {
                 Self::history_head(node, app_id, channel, except, *live)
             ),
             BusMessage::Marker { node, token } => format!("M{SEP}{node}{SEP}{token}"),
+            BusMessage::Watchlist {
+                node,
+                app_id,
+                online,
+                user_id,
+            } => {
+                let online = u8::from(*online);
+                format!("W{SEP}{node}{SEP}{app_id}{SEP}{online}{SEP}{user_id}")
+            }
+            BusMessage::Peer {
+                node,
+                app_id,
+                added,
+                channel,
+                user_id,
+            } => {
+                let added = u8::from(*added);
+                format!("Q{SEP}{node}{SEP}{app_id}{SEP}{added}{SEP}{channel}{SEP}{user_id}")
+            }
         }
     }
 
@@ -160,8 +205,36 @@ impl<'a> BusMessage<'a> {
                     user_id: parts.next()?,
                 })
             }
+            "W" => {
+                let mut parts = rest.splitn(4, SEP);
+                Some(BusMessage::Watchlist {
+                    node: parts.next()?,
+                    app_id: parts.next()?,
+                    online: flag(parts.next()?)?,
+                    user_id: parts.next()?,
+                })
+            }
+            "Q" => {
+                let mut parts = rest.splitn(5, SEP);
+                Some(BusMessage::Peer {
+                    node: parts.next()?,
+                    app_id: parts.next()?,
+                    added: flag(parts.next()?)?,
+                    channel: parts.next()?,
+                    user_id: parts.next()?,
+                })
+            }
             _ => None,
         }
+    }
+}
+
+/// A `0`/`1` field.
+fn flag(text: &str) -> Option<bool> {
+    match text {
+        "1" => Some(true),
+        "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -205,5 +278,24 @@ mod tests {
             token: 7,
         };
         assert_eq!(BusMessage::decode(&marker.encode()), Some(marker));
+        for online in [true, false] {
+            // A user id may hold the separator: it comes last.
+            let watchlist = BusMessage::Watchlist {
+                node: "n1",
+                app_id: "a",
+                online,
+                user_id: "u\u{1f}1",
+            };
+            assert_eq!(BusMessage::decode(&watchlist.encode()), Some(watchlist));
+            let peer = BusMessage::Peer {
+                node: "n1",
+                app_id: "a",
+                added: online,
+                channel: "presence-room",
+                user_id: "u\u{1f}2",
+            };
+            assert_eq!(BusMessage::decode(&peer.encode()), Some(peer));
+        }
+        assert_eq!(BusMessage::decode("W\u{1f}n1\u{1f}a\u{1f}x\u{1f}u"), None);
     }
 }

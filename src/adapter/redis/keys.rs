@@ -167,6 +167,18 @@ impl Keys {
         format!("{}:delivery:{{{app_id}:{user_id}}}", self.prefix)
     }
 
+    /// HASH node → 1 for every node where a user has a signed-in socket
+    /// (see `adapter::redis::signins`). The `{app:user}` hash tag keeps a
+    /// user in one slot.
+    pub fn signins(&self, app_id: &str, user_id: &str) -> String {
+        format!("{}:signins:{{{app_id}:{user_id}}}", self.prefix)
+    }
+
+    /// SET of `app SEP user` signed in on a node: what reaping it must undo.
+    pub fn node_signins(&self, node: &str) -> String {
+        format!("{}:node:{node}:signins", self.prefix)
+    }
+
     /// Lock held while one node reaps a dead one.
     pub fn reaping(&self, node: &str) -> String {
         format!("{}:reaping:{node}", self.prefix)
@@ -236,5 +248,6 @@ mod tests {
         let keys = Keys::new("p", 16);
         assert_eq!(keys.positions("a", "u-1"), "p:positions:{a:u-1}");
         assert_eq!(keys.delivery("a", "u-1"), "p:delivery:{a:u-1}");
+        assert_eq!(keys.signins("a", "u-1"), "p:signins:{a:u-1}");
     }
 }

@@ -32,6 +32,9 @@
 //!   every script touches one group, and what spans groups (resync, reaping,
 //!   listing an app's channels) is one call per group, so one shard down
 //!   only fails the operations of its own groups.
+//! - Sign-ins ([`signins`]): where each user is signed in, so watchlist
+//!   `online`/`offline` is decided once for the cluster. Peer members carry
+//!   their flag in the presence members hash (see [`scripts::join`]).
 
 pub mod bus;
 pub mod connection;
@@ -46,8 +49,11 @@ pub mod liveness;
 pub mod outbox;
 pub mod positions;
 pub mod scripts;
+pub mod signins;
 
-use super::local::{close_user_sockets, local_joined, local_left};
+use super::local::{
+    announce_watchlist_locally, close_user_sockets, local_joined, local_left, tell_peers_locally,
+};
 use super::{Adapter, ChannelStats, CountSent, Joined, KeyClaim, Left, MemberJoin, MemberLimit};
 use crate::config::RedisConfig;
 use crate::hub::channels::{FanOut, Subscribed, Unsubscribed};
@@ -111,6 +117,8 @@ pub struct RedisAdapter {
     needs_resync: AtomicBool,
     /// Channel histories in Redis Streams (see [`history`]).
     history: history::State,
+    /// Sign-in changes waiting to be written (see [`signins`]).
+    sign_ins: tokio::sync::mpsc::Sender<signins::Change>,
 }
 
 impl RedisAdapter {
@@ -137,6 +145,7 @@ impl RedisAdapter {
             "PUBLISH"
         };
         let (outbox, outgoing) = outbox::Outbox::new();
+        let (sign_ins, sign_in_changes) = signins::queue();
         let adapter = Arc::new(RedisAdapter {
             node_id: format!("{:016x}", rand::random::<u64>()),
             node,
@@ -165,6 +174,7 @@ impl RedisAdapter {
             refusal_log: ThrottledLog::new(10_000),
             needs_resync: AtomicBool::new(true),
             history: history::State::new(settings.history_retry_queue),
+            sign_ins,
         });
         tracing::info!(
             node_id = %adapter.node_id,
@@ -177,6 +187,7 @@ impl RedisAdapter {
         tokio::spawn(liveness::heartbeat(adapter.clone()));
         tokio::spawn(outbox::run(adapter.clone(), outgoing));
         tokio::spawn(held::release(adapter.clone()));
+        tokio::spawn(signins::run(adapter.clone(), sign_in_changes));
         Ok(adapter)
     }
 
@@ -334,6 +345,23 @@ impl RedisAdapter {
             }) if node != self.node_id => {
                 close_user_sockets(&self.node, app_id, user_id);
             }
+            Some(BusMessage::Watchlist {
+                node,
+                app_id,
+                online,
+                user_id,
+            }) if node != self.node_id => {
+                announce_watchlist_locally(&self.node, app_id, user_id, online);
+            }
+            Some(BusMessage::Peer {
+                node,
+                app_id,
+                added,
+                channel,
+                user_id,
+            }) if node != self.node_id => {
+                tell_peers_locally(&self.node, app_id, channel, user_id, added);
+            }
             Some(_) => {}
             None => tracing::warn!("unreadable message on the redis bus"),
         }
@@ -375,10 +403,12 @@ impl RedisAdapter {
                     .sadd(keys.app_channels(app_id, group), channel)
                     .ignore();
                 for (user_id, info) in &share.members {
+                    // 2: a peer member (see scripts::join).
+                    let member = if share.peers.contains(user_id) { 2 } else { 1 };
                     pipe.hset(
                         keys.members(app_id, channel),
                         format!("{node}{SEP}{user_id}"),
-                        1,
+                        member,
                     )
                     .ignore()
                     .hset(
@@ -413,6 +443,9 @@ impl RedisAdapter {
             }
         });
         let done = listed && join_all(groups).await.into_iter().all(|ok| ok);
+        // Sign-ins after channels: a watcher hearing `online` finds the
+        // user's channels there already.
+        let done = done && self.resync_sign_ins().await;
         if done {
             tracing::info!("node state re-announced to redis");
         }
@@ -472,6 +505,7 @@ impl RedisAdapter {
                     .arg(lock_ms)
                     .query_async::<Option<String>>(&mut connection)
                     .await
+                    .map(Some)
             })
             .await
             .flatten()
@@ -495,6 +529,7 @@ impl RedisAdapter {
             )
             .await;
         }
+        self.reap_sign_ins(dead).await;
         if events.is_empty() {
             return;
         }
@@ -515,6 +550,8 @@ impl RedisAdapter {
                         crate::webhooks::event::WebhookEvent::member_removed(channel, user_id),
                     );
                 }
+                // After its "removed": a peer member whose last socket was there.
+                "peer" => self.peer_changed(app_id, channel, user_id, false),
                 "vacated" if !channel.starts_with("#server-to-user-") => {
                     self.webhooks.emit(
                         app_id,
@@ -659,7 +696,8 @@ impl Adapter for RedisAdapter {
             )
             .arg(member.map_or(0, |m| m.max_members))
             .arg(u8::from(local.member_added))
-            .arg(u8::from(self.webhooks.hold_back(app_id).is_some()));
+            .arg(u8::from(self.webhooks.hold_back(app_id).is_some()))
+            .arg(u8::from(member.is_some_and(|m| m.peer)));
         let result = self
             .run(|mut connection| async move {
                 invocation.invoke_async::<Vec<Value>>(&mut connection).await
@@ -679,7 +717,15 @@ impl Adapter for RedisAdapter {
         let member_added = result.get(1).map_or(0, int) == 1;
         let reoccupied = result.get(2).map_or(0, int) == 1;
         let readded = result.get(3).map_or(0, int) == 1;
+        let peers = match (member, result.get(5)) {
+            (Some(m), Some(Value::Array(peers))) if m.peer => {
+                let peers: BTreeSet<String> = peers.iter().filter_map(text).collect();
+                Some(peers.into_iter().collect())
+            }
+            _ => None,
+        };
         Ok(Joined {
+            peers,
             occupied: local.new_socket && total == 1 && !reoccupied,
             member_added,
             member_added_webhook: member_added && !readded,
@@ -766,6 +812,46 @@ impl Adapter for RedisAdapter {
             )),
             Some((None, _)) => None,
             None => self.node.app(app_id)?.cache.get(channel),
+        }
+    }
+
+    fn sign_in_changed(&self, app_id: &str, user_id: &str, online: bool) {
+        self.queue_sign_in(app_id, user_id, online);
+    }
+
+    async fn signed_in_elsewhere(&self, app_id: &str, user_ids: Vec<String>) -> Vec<String> {
+        self.sign_ins_elsewhere(app_id, user_ids).await
+    }
+
+    fn peer_changed(&self, app_id: &str, channel: &str, user_id: &str, added: bool) {
+        tell_peers_locally(&self.node, app_id, channel, user_id, added);
+        self.tell_other_nodes(&BusMessage::Peer {
+            node: &self.node_id,
+            app_id,
+            added,
+            channel,
+            user_id,
+        });
+    }
+
+    async fn is_peer_member(&self, app_id: &str, channel: &str, user_id: &str) -> bool {
+        let key = self.keys.members(app_id, channel);
+        let members = self
+            .run(|mut connection| async move {
+                connection.hgetall::<_, Vec<(String, String)>>(key).await
+            })
+            .await;
+        match members {
+            Some(members) => members.iter().any(|(field, member)| {
+                member == "2"
+                    && field
+                        .split_once(SEP)
+                        .is_some_and(|(_, user)| user == user_id)
+            }),
+            None => self
+                .node
+                .app(app_id)
+                .is_some_and(|state| state.channels.is_peer_member(channel, user_id)),
         }
     }
 
@@ -879,6 +965,9 @@ impl Adapter for RedisAdapter {
     }
 
     async fn close(&self) {
+        // Every socket is gone: its users' `offline`s are due before the
+        // node leaves (nobody reaps a node that left cleanly).
+        self.resync_sign_ins().await;
         // What this node published last must still reach the others.
         self.outbox.flush().await;
         let (nodes, node) = (self.keys.nodes(), self.node_id.clone());

@@ -16,11 +16,13 @@ use redis::Script;
 /// KEYS: subs, members, info, node_channels, app_channels, held.
 /// ARGV: node, node_channel_id, channel, new_socket (0/1), user ('' if none),
 /// user_info, max_members, new_member_on_node (0/1), hold (0/1: the app's
-/// leave webhooks are held back in `held`).
+/// leave webhooks are held back in `held`), peer (0/1: the member asked for
+/// peer channels; its `members` field is then 2, not 1).
 /// Returns `{total, added, reoccupied, readded}` or `{-1}` when the member
 /// limit is reached, then the flat `user, info, ...` list of members for
-/// presence. `reoccupied`: the first subscriber cancelled the channel's held
-/// vacated; `readded`: the member cancelled its held removal.
+/// presence, then (presence) the peer members' ids when `peer` is 1 (empty
+/// otherwise). `reoccupied`: the first subscriber cancelled the channel's
+/// held vacated; `readded`: the member cancelled its held removal.
 pub fn join() -> Script {
     Script::new(
         r#"
@@ -47,7 +49,9 @@ if user ~= '' and ARGV[8] == '1' then
     end
     added = 1
   end
-  redis.call('HSET', KEYS[2], node .. '\31' .. user, 1)
+  local member = 1
+  if ARGV[10] == '1' then member = 2 end
+  redis.call('HSET', KEYS[2], node .. '\31' .. user, member)
   redis.call('HSET', KEYS[3], user, ARGV[6])
 end
 if ARGV[4] == '1' then
@@ -68,7 +72,14 @@ if ARGV[9] == '1' then
   end
 end
 if user ~= '' then
-  return {total, added, reoccupied, readded, redis.call('HGETALL', KEYS[3])}
+  local peers = {}
+  if ARGV[10] == '1' then
+    local flat = redis.call('HGETALL', KEYS[2])
+    for i = 1, #flat, 2 do
+      if flat[i + 1] == '2' then table.insert(peers, user_of(flat[i])) end
+    end
+  end
+  return {total, added, reoccupied, readded, redis.call('HGETALL', KEYS[3]), peers}
 end
 return {total, added, reoccupied, readded}
 "#,
@@ -135,7 +146,8 @@ return {total, removed, held}
 /// members, info, the app's channels of the group.
 /// ARGV: node, then per channel: app, channel.
 /// Returns a flat list of `kind, app, channel, user` where kind is
-/// `vacated` (user '') or `removed`.
+/// `vacated` (user '') or `removed`, followed by `peer` for a removed
+/// member that was a peer member (its `members` field 2).
 pub fn reap() -> Script {
     Script::new(
         r#"
@@ -158,16 +170,19 @@ for i = 1, n do
     redis.call('SREM', channels, channel)
     table.insert(out, 'vacated'); table.insert(out, app); table.insert(out, channel); table.insert(out, '')
   end
-  local fields = redis.call('HKEYS', members)
+  local flat = redis.call('HGETALL', members)
   local gone = {}
   local others = {}
-  for _, field in ipairs(fields) do
+  local peers = {}
+  for i = 1, #flat, 2 do
+    local field = flat[i]
     local sep = string.find(field, '\31', 1, true)
     local owner = string.sub(field, 1, sep - 1)
     local user = string.sub(field, sep + 1)
     if owner == node then
       redis.call('HDEL', members, field)
       gone[user] = true
+      if flat[i + 1] == '2' then peers[user] = true end
     else
       others[user] = true
     end
@@ -176,6 +191,9 @@ for i = 1, n do
     if not others[user] then
       redis.call('HDEL', info, user)
       table.insert(out, 'removed'); table.insert(out, app); table.insert(out, channel); table.insert(out, user)
+      if peers[user] then
+        table.insert(out, 'peer'); table.insert(out, app); table.insert(out, channel); table.insert(out, user)
+      end
     end
   end
 end
