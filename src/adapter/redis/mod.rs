@@ -825,13 +825,17 @@ impl Adapter for RedisAdapter {
 
     fn peer_changed(&self, app_id: &str, channel: &str, user_id: &str, added: bool) {
         tell_peers_locally(&self.node, app_id, channel, user_id, added);
-        self.tell_other_nodes(&BusMessage::Peer {
-            node: &self.node_id,
-            app_id,
-            added,
-            channel,
-            user_id,
-        });
+        // The presence channel's group: after its member frames.
+        self.tell_other_nodes(
+            self.keys.group(app_id, channel),
+            &BusMessage::Peer {
+                node: &self.node_id,
+                app_id,
+                added,
+                channel,
+                user_id,
+            },
+        );
     }
 
     async fn is_peer_member(&self, app_id: &str, channel: &str, user_id: &str) -> bool {

@@ -113,12 +113,16 @@ impl RedisAdapter {
     /// Tells this node's watchers of the user and every other node's.
     fn announce_watchlist(&self, app_id: &str, user_id: &str, online: bool) {
         announce_watchlist_locally(&self.node, app_id, user_id, online);
-        self.tell_other_nodes(&BusMessage::Watchlist {
-            node: &self.node_id,
-            app_id,
-            online,
-            user_id,
-        });
+        // The user's group (as terminate_user): a user's changes in order.
+        self.tell_other_nodes(
+            self.keys.group(app_id, user_id),
+            &BusMessage::Watchlist {
+                node: &self.node_id,
+                app_id,
+                online,
+                user_id,
+            },
+        );
     }
 
     /// Writes whether each user is signed in on this node now, and
