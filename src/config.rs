@@ -262,6 +262,10 @@ pub struct RedisConfig {
     /// History writes kept while Redis is unreachable, written when it is
     /// back; beyond it the oldest are dropped (counted).
     pub history_retry_queue: usize,
+    /// Milliseconds between a node's usage reports to the others (open
+    /// connections and admissions, so app and abuse limits hold for the
+    /// deployment; see `usage/`). Sent only when something changed.
+    pub usage_interval_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -273,6 +277,7 @@ impl Default for RedisConfig {
             node_timeout_secs: 10,
             operation_timeout_ms: 1000,
             history_retry_queue: 10_000,
+            usage_interval_ms: 100,
         }
     }
 }
@@ -1410,6 +1415,7 @@ impl Config {
         for (key, value) in [
             ("redis.heartbeat_secs", r.heartbeat_secs),
             ("redis.operation_timeout_ms", r.operation_timeout_ms),
+            ("redis.usage_interval_ms", r.usage_interval_ms),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
@@ -1599,6 +1605,7 @@ impl Config {
                 self.redis.operation_timeout_ms,
                 ms,
             ),
+            ("redis.usage_interval_ms", self.redis.usage_interval_ms, ms),
         ];
         first_too_long(times, |key| self.key_source(key).to_owned())
     }
@@ -1917,6 +1924,10 @@ mod tests {
     fn redis_settings_are_checked_with_the_local_adapter_too() {
         for (text, key) in [
             ("[redis]\nheartbeat_secs = 0\n", "redis.heartbeat_secs"),
+            (
+                "[redis]\nusage_interval_ms = 0\n",
+                "redis.usage_interval_ms",
+            ),
             (
                 "[redis]\noperation_timeout_ms = 0\n",
                 "redis.operation_timeout_ms",

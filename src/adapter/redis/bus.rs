@@ -61,6 +61,14 @@ pub enum BusMessage<'a> {
         /// The user.
         user_id: &'a str,
     },
+    /// A node's usage report (see `crate::usage`): its open connections and
+    /// admissions, counted by the others against their limits.
+    Usage {
+        /// Sending node.
+        node: &'a str,
+        /// The report's wire form (`crate::usage::report::Report`).
+        report: &'a str,
+    },
 }
 
 impl<'a> BusMessage<'a> {
@@ -96,6 +104,7 @@ impl<'a> BusMessage<'a> {
                 Self::history_head(node, app_id, channel, except, *live)
             ),
             BusMessage::Marker { node, token } => format!("M{SEP}{node}{SEP}{token}"),
+            BusMessage::Usage { node, report } => format!("U{SEP}{node}{SEP}{report}"),
         }
     }
 
@@ -160,6 +169,10 @@ impl<'a> BusMessage<'a> {
                     user_id: parts.next()?,
                 })
             }
+            "U" => {
+                let (node, report) = rest.split_once(SEP)?;
+                Some(BusMessage::Usage { node, report })
+            }
             _ => None,
         }
     }
@@ -205,5 +218,11 @@ mod tests {
             token: 7,
         };
         assert_eq!(BusMessage::decode(&marker.encode()), Some(marker));
+        let usage = BusMessage::Usage {
+            node: "n1",
+            report: r#"{"a":[["app",1,0,0,0]],"i":[],"d":0}"#,
+        };
+        assert_eq!(BusMessage::decode(&usage.encode()), Some(usage));
+        assert_eq!(BusMessage::decode("U\u{1f}n1"), None, "no report");
     }
 }

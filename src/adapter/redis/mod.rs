@@ -27,6 +27,8 @@
 //!   positions, one hash per user, read by whichever node the user comes back to.
 //! - Acknowledged delivery's shared store ([`delivery`]): signed-in users'
 //!   unacknowledged messages, claimed by exactly one connection.
+//! - Usage reports ([`usage`]): open connections and admissions shared over
+//!   the bus, so app and abuse limits hold for the deployment.
 
 pub mod bus;
 pub mod counts;
@@ -40,6 +42,7 @@ pub mod liveness;
 pub mod outbox;
 pub mod positions;
 pub mod scripts;
+pub mod usage;
 
 use super::local::{close_user_sockets, local_joined, local_left};
 use super::{Adapter, ChannelStats, CountSent, Joined, KeyClaim, Left, MemberJoin, MemberLimit};
@@ -97,6 +100,8 @@ pub struct RedisAdapter {
     needs_resync: AtomicBool,
     /// Channel histories in Redis Streams (see [`history`]).
     history: history::State,
+    /// Usage shared with the other nodes, once [`RedisAdapter::share_usage`].
+    usage: std::sync::OnceLock<Arc<crate::usage::ClusterUsage>>,
 }
 
 impl RedisAdapter {
@@ -136,6 +141,7 @@ impl RedisAdapter {
             refusal_log: ThrottledLog::new(10_000),
             needs_resync: AtomicBool::new(true),
             history: history::State::new(settings.history_retry_queue),
+            usage: std::sync::OnceLock::new(),
         });
         tracing::info!(node_id = %adapter.node_id, url = %redact(&settings.url), "redis adapter starting");
         tokio::spawn(liveness::listen(adapter.clone()));
@@ -143,6 +149,14 @@ impl RedisAdapter {
         tokio::spawn(outbox::run(adapter.clone(), outgoing));
         tokio::spawn(held::release(adapter.clone()));
         Ok(adapter)
+    }
+
+    /// Shares this node's usage with the others and counts theirs in
+    /// `usage` (see [`crate::usage`]): starts the report task. Once.
+    pub fn share_usage(self: &Arc<Self>, usage: Arc<crate::usage::ClusterUsage>) {
+        if self.usage.set(usage.clone()).is_ok() {
+            tokio::spawn(usage::report(self.clone(), usage));
+        }
     }
 
     /// This node's id in the cluster.
@@ -297,6 +311,11 @@ impl RedisAdapter {
             }) if node != self.node_id => {
                 close_user_sockets(&self.node, app_id, user_id);
             }
+            Some(BusMessage::Usage { node, report }) if node != self.node_id => {
+                if let Some(usage) = self.usage.get() {
+                    usage.apply(node, report, std::time::Instant::now());
+                }
+            }
             Some(_) => {}
             None => tracing::warn!("unreadable message on the redis bus"),
         }
@@ -378,6 +397,10 @@ impl RedisAdapter {
 
     /// Reaps a dead node: removes its shares and announces what that means.
     async fn reap(&self, dead: &str) {
+        // Its connections no longer count against the limits.
+        if let Some(usage) = self.usage.get() {
+            usage.forget(dead);
+        }
         let keys = &self.keys;
         let reap = self.scripts.reap.clone();
         let (lock, dead_channels, nodes, prefix) = (
