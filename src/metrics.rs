@@ -610,6 +610,10 @@ mod tests {
 
         metrics.apps.with_label_values(&["config"]).set(1);
         metrics.admin_requests.with_label_values(&["ok"]).inc();
+        metrics
+            .usage_remote_admitted
+            .with_label_values(&["connections"])
+            .inc();
         let exposed: Vec<String> = metrics
             .registry
             .gather()

@@ -85,7 +85,7 @@ impl Report {
     /// are counted in `ips_dropped`.
     pub fn keep_busiest_ips(&mut self) {
         if self.ips.len() > MAX_IPS {
-            self.ips.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+            self.ips.sort_unstable_by_key(|ip| std::cmp::Reverse(ip.1));
             let extra = self.ips.len() - MAX_IPS;
             self.ips.truncate(MAX_IPS);
             self.ips_dropped = self.ips_dropped.saturating_add(extra as u64);
