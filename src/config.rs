@@ -268,6 +268,10 @@ pub struct RedisConfig {
     /// Shard groups channels are spread over (hash tags, one bus channel
     /// each; see `adapter::redis::keys`). Must be the same on every node.
     pub shard_groups: u16,
+    /// Milliseconds between a node's usage reports to the others (open
+    /// connections and admissions, so app and abuse limits hold for the
+    /// deployment; see `usage/`). Sent only when something changed.
+    pub usage_interval_ms: u64,
 }
 
 /// `redis.cluster`: `true`/`false`, or the seed URLs of a Redis Cluster.
@@ -322,6 +326,7 @@ impl Default for RedisConfig {
             history_retry_queue: 10_000,
             cluster: RedisCluster::default(),
             shard_groups: 16,
+            usage_interval_ms: 100,
         }
     }
 }
@@ -1491,6 +1496,7 @@ impl Config {
         for (key, value) in [
             ("redis.heartbeat_secs", r.heartbeat_secs),
             ("redis.operation_timeout_ms", r.operation_timeout_ms),
+            ("redis.usage_interval_ms", r.usage_interval_ms),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
@@ -1680,6 +1686,7 @@ impl Config {
                 self.redis.operation_timeout_ms,
                 ms,
             ),
+            ("redis.usage_interval_ms", self.redis.usage_interval_ms, ms),
         ];
         first_too_long(times, |key| self.key_source(key).to_owned())
     }
@@ -2036,6 +2043,10 @@ mod tests {
     fn redis_settings_are_checked_with_the_local_adapter_too() {
         for (text, key) in [
             ("[redis]\nheartbeat_secs = 0\n", "redis.heartbeat_secs"),
+            (
+                "[redis]\nusage_interval_ms = 0\n",
+                "redis.usage_interval_ms",
+            ),
             (
                 "[redis]\noperation_timeout_ms = 0\n",
                 "redis.operation_timeout_ms",

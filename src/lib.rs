@@ -8,6 +8,7 @@
 //! - [`protocol`]: the Pusher wire protocol as pure code (frames, channels, signatures, error codes).
 //! - [`hub`]: this node's state (channels → subscribers) and the facade ws/ and http/ call.
 //! - [`delivery`]: acknowledged delivery (message ids, `pusher:ack`, resends).
+//! - [`usage`]: app and abuse limits for the whole deployment: usage shared between nodes (Redis).
 //! - [`adapter`]: how published frames reach subscribers and how shared state is kept (in process, or Redis).
 //! - [`session`]: one actor per connection: the Pusher protocol, whatever the transport.
 //! - [`ws`]: the WebSocket transport of a session.
@@ -50,6 +51,7 @@ pub mod sse;
 pub mod store;
 pub mod throttled_log;
 pub mod tls;
+pub mod usage;
 pub mod webhooks;
 pub mod ws;
 pub mod xhr;

@@ -100,6 +100,24 @@ pub struct Metrics {
     pub redis_errors: IntCounter,
     /// Bus messages to the other nodes dropped (Redis failed, or the outbox was full).
     pub redis_bus_dropped: IntCounter,
+    /// Usage reports this node sent to the others (`adapter = "redis"`,
+    /// see `usage/`).
+    pub usage_reports_sent: IntCounter,
+    /// Usage reports of other nodes this node counted.
+    pub usage_reports_received: IntCounter,
+    /// Usage reports of other nodes that could not be read (ignored).
+    pub usage_reports_invalid: IntCounter,
+    /// Client addresses left out of this node's usage reports (beyond the
+    /// busiest 1000 of a report, or its table of them full): the other
+    /// nodes do not count those connections against the per-IP rate.
+    pub usage_ips_dropped: IntCounter,
+    /// What other nodes admitted and this node counted against its own
+    /// limits, by `kind`: `connections` (an app's `connection_rate`),
+    /// `ip_connections` (`limits.connection_rate_per_ip`), `api_requests`.
+    pub usage_remote_admitted: IntCounterVec,
+    /// Other nodes whose open connections count against this node's
+    /// `max_connections` (reported within `redis.node_timeout_secs`).
+    pub usage_nodes: IntGauge,
     /// Store operations that failed.
     pub store_errors: IntCounter,
     /// Messages not stored because the write queue was full.
@@ -329,6 +347,31 @@ impl Metrics {
             redis_bus_dropped: counter(
                 "rusher_redis_bus_dropped_total",
                 "Bus messages to the other nodes dropped because Redis failed or the outbox was full",
+            ),
+            usage_reports_sent: counter(
+                "rusher_usage_reports_sent_total",
+                "Usage reports this node sent to the other nodes",
+            ),
+            usage_reports_received: counter(
+                "rusher_usage_reports_received_total",
+                "Usage reports of other nodes counted by this node",
+            ),
+            usage_reports_invalid: counter(
+                "rusher_usage_reports_invalid_total",
+                "Usage reports of other nodes that could not be read",
+            ),
+            usage_ips_dropped: counter(
+                "rusher_usage_ips_dropped_total",
+                "Client addresses left out of this node's usage reports",
+            ),
+            usage_remote_admitted: counter_vec(
+                "rusher_usage_remote_admitted_total",
+                "Connections and API requests other nodes admitted, counted against this node's limits, by kind",
+                &["kind"],
+            ),
+            usage_nodes: gauge(
+                "rusher_usage_nodes",
+                "Other nodes whose open connections count against this node's limits",
             ),
             store_errors: counter("rusher_store_errors_total", "Store operations that failed"),
             store_dropped: counter(
@@ -567,6 +610,10 @@ mod tests {
 
         metrics.apps.with_label_values(&["config"]).set(1);
         metrics.admin_requests.with_label_values(&["ok"]).inc();
+        metrics
+            .usage_remote_admitted
+            .with_label_values(&["connections"])
+            .inc();
         let exposed: Vec<String> = metrics
             .registry
             .gather()

@@ -46,6 +46,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::mongo::MongoStore;
 use crate::store::{Retention, Store};
 use crate::tls::{self, reload::Reloader, CertResolver};
+use crate::usage::ClusterUsage;
 use crate::webhooks::sender::RetryPolicy;
 use crate::webhooks::Webhooks;
 use crate::ws;
@@ -85,6 +86,7 @@ impl Server {
         // messages (apps with store = "redis") live where the deployment
         // shares state: this node's memory alone, or Redis every node reads.
         let mut redis_adapter = None;
+        let mut usage = None;
         type Stores = (
             Arc<dyn Adapter>,
             HistoryStore,
@@ -108,6 +110,14 @@ impl Server {
                     )
                     .map_err(|e| std::io::Error::other(format!("invalid redis.url: {e}")))?;
                     let positions = Arc::new(RedisPositions::new(redis.clone()));
+                    // App and abuse limits count the whole deployment.
+                    let shared = Arc::new(ClusterUsage::new(
+                        apps.clone(),
+                        Duration::from_secs(self.config.redis.node_timeout_secs),
+                        metrics.clone(),
+                    ));
+                    redis.share_usage(shared.clone());
+                    usage = Some(shared);
                     redis_adapter = Some(redis.clone());
                     (
                         redis.clone(),
@@ -152,6 +162,10 @@ impl Server {
         .with_history_store(history_store)
         .with_position_store(position_store)
         .with_long_history(long_history);
+        let hub = match usage {
+            Some(usage) => hub.with_usage(usage),
+            None => hub,
+        };
         let hub = Arc::new(match parked_store {
             Some(store) => hub.with_parked_store(store),
             None => hub,
@@ -356,12 +370,13 @@ impl Server {
         // connection start, half-open connections at accept.
         let limits = &self.config.limits;
         let proxies = limits.trusted_proxies().map_err(std::io::Error::other)?;
-        let connection_rate = Arc::new(ConnectionRate::new(
-            limits,
-            proxies.clone(),
-            hub.apps(),
-            hub.metrics().clone(),
-        ));
+        let connection_rate = Arc::new(
+            ConnectionRate::new(limits, proxies.clone(), hub.apps(), hub.metrics().clone())
+                .with_usage(hub.usage().cloned()),
+        );
+        if let Some(usage) = hub.usage() {
+            usage.attach_connection_rate(&connection_rate);
+        }
         let half_open = HalfOpenGate::new(
             limits.max_half_open,
             limits.max_half_open_per_ip,

@@ -1,6 +1,10 @@
 //! A token bucket: `rate` tokens a second flow into a bucket holding at most
 //! `burst`; each admitted event takes one. A burst of `burst` events passes
 //! at once, then `rate` a second. Pure: the caller gives the time.
+//!
+//! With the Redis adapter a bucket is also debited by what the other nodes
+//! admitted ([`TokenBucket::debit`]): it may then hold down to `-burst`
+//! tokens, so the deployment as a whole admits `burst` then `rate` a second.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +45,15 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `n` tokens another node used (see [`crate::usage`]), down to
+    /// `-burst` at most: the bucket refills from there at `rate`, so a
+    /// deployment flooded through every node still gets `rate` a second,
+    /// while a debt is never larger than one burst.
+    pub fn debit(&mut self, n: u64, rate: u32, burst: u32, now: Instant) {
+        self.refill(rate, burst, now);
+        self.tokens = (self.tokens - n as f64).max(-f64::from(burst));
+    }
+
     /// Whether the bucket has refilled to `burst` by `now`: it then says no
     /// more than a new one would, and can be forgotten.
     pub fn is_full(&self, rate: u32, burst: u32, now: Instant) -> bool {
@@ -68,6 +81,24 @@ mod tests {
         assert!(bucket.take(2, 3, later).is_err());
         assert!(!bucket.is_full(2, 3, later));
         assert!(bucket.is_full(2, 3, later + Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn a_debit_stops_at_minus_the_burst_and_the_wait_grows() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::full(4, start);
+        bucket.debit(3, 1, 4, start);
+        assert!(bucket.take(1, 4, start).is_ok(), "one token left");
+        bucket.debit(1_000, 1, 4, start);
+        // -4 tokens: five seconds until one is whole again.
+        assert_eq!(
+            bucket.take(1, 4, start).unwrap_err(),
+            Duration::from_secs(5)
+        );
+        let later = start + Duration::from_secs(5);
+        assert!(bucket.take(1, 4, later).is_ok());
+        assert!(bucket.take(1, 4, later).is_err());
+        assert!(!bucket.is_full(1, 4, later));
     }
 
     #[test]

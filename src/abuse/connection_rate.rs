@@ -16,6 +16,10 @@
 //! [`SWEEP_EVERY`]; at `max_tracked_ips` a new address is let through
 //! untracked (counted in `rusher_limit_untracked_ips_total`) rather than
 //! refused, so a flood of spoofed addresses cannot lock everyone out.
+//!
+//! With the Redis adapter both caps hold for the deployment: admissions are
+//! reported to the other nodes and theirs are debited here (see
+//! [`crate::usage`]); admission itself stays local.
 
 use super::bucket::TokenBucket;
 use super::client_ip::{limit_key, TrustedProxies};
@@ -24,12 +28,13 @@ use crate::apps::{App, AppRegistry};
 use crate::http::cors;
 use crate::metrics::Metrics;
 use crate::throttled_log::ThrottledLog;
+use crate::usage::ClusterUsage;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 use dashmap::DashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often idle per-IP buckets are swept out.
@@ -101,6 +106,8 @@ pub struct ConnectionRate {
     per_app: DashMap<String, Mutex<TokenBucket>>,
     metrics: Metrics,
     log: ThrottledLog,
+    /// Where admissions are recorded for the other nodes (Redis adapter).
+    usage: Option<Arc<ClusterUsage>>,
 }
 
 impl ConnectionRate {
@@ -136,7 +143,14 @@ impl ConnectionRate {
             per_app,
             metrics,
             log: ThrottledLog::new(10_000),
+            usage: None,
         }
+    }
+
+    /// Records admissions in `usage` for the other nodes (Redis adapter).
+    pub fn with_usage(mut self, usage: Option<Arc<ClusterUsage>>) -> Self {
+        self.usage = usage;
+        self
     }
 
     /// The client address of `req` (see [`TrustedProxies::client_ip`]).
@@ -180,7 +194,64 @@ impl ConnectionRate {
                 .or_insert_with(|| TokenBucket::full(table.burst, now))
                 .take(table.rate, table.burst, now),
         };
+        if taken.is_ok() {
+            if let Some(usage) = &self.usage {
+                usage.admitted_ip(key);
+            }
+        }
         taken.map_err(|wait| self.refused(RateLimit::PerIp, wait, &ip.to_string()))
+    }
+
+    /// Takes `n` connections another node admitted from `ip` (a rate limit
+    /// key) out of its bucket; an untracked address gets a bucket only
+    /// while `max_tracked_ips` are not reached. Whether a bucket was debited.
+    pub fn debit_ip(&self, ip: IpAddr, n: u64) -> bool {
+        let Some(table) = &self.per_ip else {
+            return false;
+        };
+        let now = Instant::now();
+        let (rate, burst) = (table.rate, table.burst);
+        match table.buckets.get_mut(&ip) {
+            Some(mut bucket) => bucket.debit(n, rate, burst, now),
+            None if table.buckets.len() >= table.max => return false,
+            None => table
+                .buckets
+                .entry(ip)
+                .or_insert_with(|| TokenBucket::full(burst, now))
+                .debit(n, rate, burst, now),
+        }
+        true
+    }
+
+    /// Takes `n` connections another node admitted to `app` out of its
+    /// bucket; false when the app has no `connection_rate`.
+    pub fn debit_app(&self, app: &App, n: u64) -> bool {
+        if app.connection_rate == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        let bucket = self.app_bucket(app, now);
+        bucket
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .debit(n, app.connection_rate, app.connection_burst, now);
+        true
+    }
+
+    /// The bucket of an app with a `connection_rate`, created full.
+    fn app_bucket(
+        &self,
+        app: &App,
+        now: Instant,
+    ) -> dashmap::mapref::one::Ref<'_, String, Mutex<TokenBucket>> {
+        match self.per_app.get(&app.id) {
+            Some(bucket) => bucket,
+            None => self
+                .per_app
+                .entry(app.id.clone())
+                .or_insert_with(|| Mutex::new(TokenBucket::full(app.connection_burst, now)))
+                .downgrade(),
+        }
     }
 
     /// Forgets the buckets of apps no longer in `apps` (removed at runtime).
@@ -195,18 +266,16 @@ impl ConnectionRate {
             return Ok(());
         }
         let now = Instant::now();
-        let bucket = match self.per_app.get(&app.id) {
-            Some(bucket) => bucket,
-            None => self
-                .per_app
-                .entry(app.id.clone())
-                .or_insert_with(|| Mutex::new(TokenBucket::full(app.connection_burst, now)))
-                .downgrade(),
-        };
-        let taken = bucket
+        let taken = self
+            .app_bucket(app, now)
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take(app.connection_rate, app.connection_burst, now);
+        if taken.is_ok() {
+            if let Some(usage) = &self.usage {
+                usage.admitted_connection(&app.id);
+            }
+        }
         taken.map_err(|wait| self.refused(RateLimit::PerApp, wait, &app.id))
     }
 
@@ -318,6 +387,30 @@ mod tests {
         assert_eq!(metrics.untracked_ips.get(), 2);
         // The tracked ones are still limited.
         assert!(rate.admit_ip(&from("1.0.0.1")).is_err());
+    }
+
+    #[test]
+    fn other_nodes_admissions_are_debited_and_untracked_ips_stay_bounded() {
+        let mut app = AppConfig::with_credentials("a", "ka", "sa");
+        app.connection_rate = 1;
+        app.connection_burst = 4;
+        let apps = AppRegistry::new([app.clone()]);
+        let app = apps.by_id("a").unwrap();
+        let rate = ConnectionRate::new(
+            &limits(1, 4, 2),
+            TrustedProxies::default(),
+            &apps,
+            Metrics::new(),
+        );
+        assert!(rate.debit_app(&app, 3));
+        assert!(rate.admit_app(&app).is_ok());
+        assert!(rate.admit_app(&app).is_err(), "4 of 4 taken across nodes");
+        let ip: IpAddr = "1.1.1.1".parse().unwrap();
+        assert!(rate.debit_ip(ip, 4));
+        assert!(rate.admit_ip(&from("1.1.1.1")).is_err());
+        assert!(rate.debit_ip("2.2.2.2".parse().unwrap(), 1));
+        assert!(!rate.debit_ip("3.3.3.3".parse().unwrap(), 1), "table full");
+        assert_eq!(rate.tracked(), 2);
     }
 
     #[test]

@@ -273,7 +273,10 @@ pub struct Hub {
     webhooks: Webhooks,
     persistence: Option<Arc<Persistence>>,
     notifier: Option<Arc<crate::notify::Notifier>>,
-    api_rate: rate::ApiRateLimit,
+    api_rate: Arc<rate::ApiRateLimit>,
+    /// Usage shared with the other nodes (Redis adapter): limits count the
+    /// whole deployment.
+    usage: Option<Arc<crate::usage::ClusterUsage>>,
     socket_ids: SocketIds,
     outgoing_queue: usize,
     accepting: AtomicBool,
@@ -302,7 +305,8 @@ impl Hub {
             webhooks,
             persistence,
             notifier: None,
-            api_rate: rate::ApiRateLimit::default(),
+            api_rate: Arc::default(),
+            usage: None,
             socket_ids: SocketIds::default(),
             outgoing_queue,
             accepting: AtomicBool::new(true),
@@ -320,6 +324,19 @@ impl Hub {
     pub fn with_parked_store(mut self, shared: Arc<dyn delivery::store::ParkedStore>) -> Self {
         self.deliveries = self.deliveries.with_shared(shared);
         self
+    }
+
+    /// Counts the other nodes' usage against this node's limits, and
+    /// records this node's for them (see [`crate::usage`]).
+    pub fn with_usage(mut self, usage: Arc<crate::usage::ClusterUsage>) -> Self {
+        usage.attach_api_rate(&self.api_rate);
+        self.usage = Some(usage);
+        self
+    }
+
+    /// The usage shared with the other nodes (Redis adapter only).
+    pub fn usage(&self) -> Option<&Arc<crate::usage::ClusterUsage>> {
+        self.usage.as_ref()
     }
 
     /// Sends events to the notification handlers' registrations too.
@@ -364,8 +381,21 @@ impl Hub {
 
     /// Counts an HTTP API request of `app`; false when over its rate limit.
     pub fn allow_api_request(&self, app: &App) -> bool {
-        self.api_rate
-            .allow(&app.id, app.max_api_requests_per_second)
+        let allowed = self
+            .api_rate
+            .allow(&app.id, app.max_api_requests_per_second);
+        if let (true, Some(usage)) = (allowed && app.max_api_requests_per_second > 0, &self.usage) {
+            usage.admitted_api_request(&app.id);
+        }
+        allowed
+    }
+
+    /// Connections of `app_id` open on the other nodes (none without Redis).
+    fn remote_open(&self, app_id: &str) -> crate::usage::remote::OpenConnections {
+        self.usage
+            .as_ref()
+            .map(|usage| usage.remote_open(app_id))
+            .unwrap_or_default()
     }
 
     /// The webhook sender.
@@ -407,11 +437,25 @@ impl Hub {
         let socket_id: Arc<str> = self.socket_ids.next().into();
         let (connection, receiver) =
             Connection::new(socket_id, app.id.as_str().into(), self.outgoing_queue);
-        let (max, refusal) = if app.authorized_connections && !authorized {
+        // The caps hold for the deployment: what the other nodes reported
+        // open takes places too (see crate::usage).
+        let elsewhere = self.remote_open(&app.id);
+        let (max, refusal, elsewhere) = if app.authorized_connections && !authorized {
             connection.set_unauthorized();
-            (app.unauthorized_cap(), ErrorCode::OverCapacity)
+            (
+                app.unauthorized_cap(),
+                ErrorCode::OverCapacity,
+                elsewhere.unauthorized,
+            )
         } else {
-            (app.max_connections, ErrorCode::OverConnectionQuota)
+            (
+                app.max_connections,
+                ErrorCode::OverConnectionQuota,
+                elsewhere.authorized,
+            )
+        };
+        let Some(max) = crate::usage::remote::room(max, elsewhere) else {
+            return Err(refusal);
         };
         if !state.channels.add_connection(connection.clone(), max) {
             return Err(refusal);
@@ -442,7 +486,12 @@ impl Hub {
             return Ok(());
         };
         let state = &*state;
-        match state.channels.authorize(connection, app.max_connections) {
+        let elsewhere = self.remote_open(&app.id).authorized;
+        let authorized = match crate::usage::remote::room(app.max_connections, elsewhere) {
+            Some(max) => state.channels.authorize(connection, max),
+            None => Err(channels::OverQuota),
+        };
+        match authorized {
             Ok(true) => {
                 self.metrics.unauthorized_connections.dec();
                 Ok(())

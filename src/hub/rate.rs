@@ -1,7 +1,9 @@
 //! Fixed one-second rate windows, as Pusher limits client events (10 a
 //! second): [`RateWindow`] counts one kind of frame of one connection (client
 //! events, acks, `pusher:subscribe`/`pusher:unsubscribe`), and
-//! [`ApiRateLimit`] keeps one per app for HTTP API requests.
+//! [`ApiRateLimit`] keeps one per app for HTTP API requests; with the
+//! Redis adapter the other nodes' requests are added to it (see
+//! [`crate::usage`]), so the limit holds for the deployment.
 
 use dashmap::DashMap;
 use std::time::{Duration, Instant};
@@ -53,6 +55,16 @@ impl RateWindow {
         self.count += 1;
         Admission::Allowed
     }
+
+    /// Adds `n` events counted elsewhere (another node's) at `now`.
+    pub fn add(&mut self, n: u64, now: Instant) {
+        if now.duration_since(self.started) >= Duration::from_secs(1) {
+            *self = RateWindow::new(now);
+        }
+        self.count = self
+            .count
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
 }
 
 /// Counts HTTP API requests per app in one-second windows.
@@ -75,6 +87,20 @@ impl ApiRateLimit {
             .or_insert_with(|| RateWindow::new(now));
         window.admit(limit, now) == Admission::Allowed
     }
+
+    /// Adds `n` requests another node admitted for `app_id` to its current
+    /// window; false (nothing kept) when `limit` is 0 (unlimited).
+    pub fn add_remote(&self, app_id: &str, limit: u32, n: u64) -> bool {
+        if limit == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        self.windows
+            .entry(app_id.to_owned())
+            .or_insert_with(|| RateWindow::new(now))
+            .add(n, now);
+        true
+    }
 }
 
 #[cfg(test)]
@@ -91,6 +117,25 @@ mod tests {
         for _ in 0..100 {
             assert!(limits.allow("c", 0));
         }
+    }
+
+    #[test]
+    fn other_nodes_requests_fill_the_window() {
+        let limits = ApiRateLimit::default();
+        assert!(!limits.add_remote("a", 0, 5), "unlimited: not kept");
+        assert!(limits.add_remote("a", 3, 2));
+        assert!(limits.allow("a", 3));
+        assert!(!limits.allow("a", 3));
+        let start = Instant::now();
+        let mut window = RateWindow::new(start);
+        window.add(u64::MAX, start);
+        assert_eq!(window.admit(5, start), Admission::Refused { first: true });
+        window.add(1, start + Duration::from_secs(1));
+        assert_eq!(
+            window.admit(2, start + Duration::from_secs(1)),
+            Admission::Allowed
+        );
+        assert!(window.admit(2, start + Duration::from_secs(1)) != Admission::Allowed);
     }
 
     #[test]

@@ -87,6 +87,14 @@ pub enum BusMessage<'a> {
         /// The peer member (last on the wire: it may hold any character).
         user_id: &'a str,
     },
+    /// A node's usage report (see `crate::usage`): its open connections and
+    /// admissions, counted by the others against their limits.
+    Usage {
+        /// Sending node.
+        node: &'a str,
+        /// The report's wire form (`crate::usage::report::Report`).
+        report: &'a str,
+    },
 }
 
 impl<'a> BusMessage<'a> {
@@ -141,6 +149,7 @@ impl<'a> BusMessage<'a> {
                 let added = u8::from(*added);
                 format!("Q{SEP}{node}{SEP}{app_id}{SEP}{added}{SEP}{channel}{SEP}{user_id}")
             }
+            BusMessage::Usage { node, report } => format!("U{SEP}{node}{SEP}{report}"),
         }
     }
 
@@ -224,6 +233,10 @@ impl<'a> BusMessage<'a> {
                     user_id: parts.next()?,
                 })
             }
+            "U" => {
+                let (node, report) = rest.split_once(SEP)?;
+                Some(BusMessage::Usage { node, report })
+            }
             _ => None,
         }
     }
@@ -297,5 +310,11 @@ mod tests {
             assert_eq!(BusMessage::decode(&peer.encode()), Some(peer));
         }
         assert_eq!(BusMessage::decode("W\u{1f}n1\u{1f}a\u{1f}x\u{1f}u"), None);
+        let usage = BusMessage::Usage {
+            node: "n1",
+            report: r#"{"a":[["app",1,0,0,0]],"i":[],"d":0}"#,
+        };
+        assert_eq!(BusMessage::decode(&usage.encode()), Some(usage));
+        assert_eq!(BusMessage::decode("U\u{1f}n1"), None, "no report");
     }
 }

@@ -35,6 +35,8 @@
 //! - Sign-ins ([`signins`]): where each user is signed in, so watchlist
 //!   `online`/`offline` is decided once for the cluster. Peer members carry
 //!   their flag in the presence members hash (see [`scripts::join`]).
+//! - Usage reports ([`usage`]): open connections and admissions shared over
+//!   the bus, so app and abuse limits hold for the deployment.
 
 pub mod bus;
 pub mod connection;
@@ -50,6 +52,7 @@ pub mod outbox;
 pub mod positions;
 pub mod scripts;
 pub mod signins;
+pub mod usage;
 
 use super::local::{
     announce_watchlist_locally, close_user_sockets, local_joined, local_left, tell_peers_locally,
@@ -119,6 +122,8 @@ pub struct RedisAdapter {
     history: history::State,
     /// Sign-in changes waiting to be written (see [`signins`]).
     sign_ins: tokio::sync::mpsc::Sender<signins::Change>,
+    /// Usage shared with the other nodes, once [`RedisAdapter::share_usage`].
+    usage: std::sync::OnceLock<Arc<crate::usage::ClusterUsage>>,
 }
 
 impl RedisAdapter {
@@ -175,6 +180,7 @@ impl RedisAdapter {
             needs_resync: AtomicBool::new(true),
             history: history::State::new(settings.history_retry_queue),
             sign_ins,
+            usage: std::sync::OnceLock::new(),
         });
         tracing::info!(
             node_id = %adapter.node_id,
@@ -189,6 +195,14 @@ impl RedisAdapter {
         tokio::spawn(held::release(adapter.clone()));
         tokio::spawn(signins::run(adapter.clone(), sign_in_changes));
         Ok(adapter)
+    }
+
+    /// Shares this node's usage with the others and counts theirs in
+    /// `usage` (see [`crate::usage`]): starts the report task. Once.
+    pub fn share_usage(self: &Arc<Self>, usage: Arc<crate::usage::ClusterUsage>) {
+        if self.usage.set(usage.clone()).is_ok() {
+            tokio::spawn(usage::report(self.clone(), usage));
+        }
     }
 
     /// This node's id in the cluster.
@@ -362,6 +376,11 @@ impl RedisAdapter {
             }) if node != self.node_id => {
                 tell_peers_locally(&self.node, app_id, channel, user_id, added);
             }
+            Some(BusMessage::Usage { node, report }) if node != self.node_id => {
+                if let Some(usage) = self.usage.get() {
+                    usage.apply(node, report, std::time::Instant::now());
+                }
+            }
             Some(_) => {}
             None => tracing::warn!("unreadable message on the redis bus"),
         }
@@ -492,6 +511,10 @@ impl RedisAdapter {
     /// group is done: a group whose shard is down is reaped on a later try
     /// (the lock expires after `node_timeout_secs`).
     async fn reap(&self, dead: &str) {
+        // Its connections no longer count against the limits.
+        if let Some(usage) = self.usage.get() {
+            usage.forget(dead);
+        }
         let keys = &self.keys;
         let lock = keys.reaping(dead);
         let lock_ms = self.settings.node_timeout_secs * 1000;
