@@ -100,6 +100,10 @@ pub struct Metrics {
     pub redis_errors: IntCounter,
     /// Bus messages to the other nodes dropped (Redis failed, or the outbox was full).
     pub redis_bus_dropped: IntCounter,
+    /// HTTP session requests relayed between nodes, by kind: `send`/`attach`
+    /// (relayed from here and answered), `served_send`/`served_attach`
+    /// (relayed here), `timeout` (no owner answered), `busy` (over the cap).
+    pub xhr_relayed: IntCounterVec,
     /// Store operations that failed.
     pub store_errors: IntCounter,
     /// Messages not stored because the write queue was full.
@@ -329,6 +333,11 @@ impl Metrics {
             redis_bus_dropped: counter(
                 "rusher_redis_bus_dropped_total",
                 "Bus messages to the other nodes dropped because Redis failed or the outbox was full",
+            ),
+            xhr_relayed: counter_vec(
+                "rusher_xhr_relayed_total",
+                "HTTP session requests relayed between nodes, by kind",
+                &["kind"],
             ),
             store_errors: counter("rusher_store_errors_total", "Store operations that failed"),
             store_dropped: counter(

@@ -24,6 +24,12 @@ impl Keys {
         &self.prefix
     }
 
+    /// STRING: the node holding HTTP session `id` (`{key}/{server}/{session}`),
+    /// with a time to live (see `xhr_relay`).
+    pub fn xhr_session(&self, id: &str) -> String {
+        format!("{}:xhr:{id}", self.prefix)
+    }
+
     /// The pub/sub channel every node listens on.
     pub fn bus(&self) -> String {
         format!("{}:bus", self.prefix)

@@ -27,6 +27,8 @@
 //!   positions, one hash per user, read by whichever node the user comes back to.
 //! - Acknowledged delivery's shared store ([`delivery`]): signed-in users'
 //!   unacknowledged messages, claimed by exactly one connection.
+//! - HTTP fallback sessions through any node ([`xhr_relay`]): a request for
+//!   a session another node holds is relayed to it over the bus.
 
 pub mod bus;
 pub mod counts;
@@ -40,6 +42,7 @@ pub mod liveness;
 pub mod outbox;
 pub mod positions;
 pub mod scripts;
+pub mod xhr_relay;
 
 use super::local::{close_user_sockets, local_joined, local_left};
 use super::{Adapter, ChannelStats, CountSent, Joined, KeyClaim, Left, MemberJoin, MemberLimit};
@@ -97,6 +100,8 @@ pub struct RedisAdapter {
     needs_resync: AtomicBool,
     /// Channel histories in Redis Streams (see [`history`]).
     history: history::State,
+    /// HTTP sessions relayed between nodes (see [`xhr_relay`]).
+    xhr: xhr_relay::State,
 }
 
 impl RedisAdapter {
@@ -136,6 +141,7 @@ impl RedisAdapter {
             refusal_log: ThrottledLog::new(10_000),
             needs_resync: AtomicBool::new(true),
             history: history::State::new(settings.history_retry_queue),
+            xhr: xhr_relay::State::new(),
         });
         tracing::info!(node_id = %adapter.node_id, url = %redact(&settings.url), "redis adapter starting");
         tokio::spawn(liveness::listen(adapter.clone()));
@@ -256,7 +262,7 @@ impl RedisAdapter {
     }
 
     /// Handles a message another node sent on the bus.
-    fn on_bus_message(&self, text: &str) {
+    fn on_bus_message(self: &Arc<Self>, text: &str) {
         match BusMessage::decode(text) {
             Some(BusMessage::Publish {
                 node,
@@ -297,6 +303,14 @@ impl RedisAdapter {
             }) if node != self.node_id => {
                 close_user_sockets(&self.node, app_id, user_id);
             }
+            Some(
+                message @ (BusMessage::XhrSend { .. }
+                | BusMessage::XhrAttach { .. }
+                | BusMessage::XhrReply { .. }
+                | BusMessage::XhrLine { .. }
+                | BusMessage::XhrEnd { .. }
+                | BusMessage::XhrGone { .. }),
+            ) => self.on_xhr_message(message),
             Some(_) => {}
             None => tracing::warn!("unreadable message on the redis bus"),
         }
