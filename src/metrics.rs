@@ -576,6 +576,7 @@ mod tests {
 
         metrics.apps.with_label_values(&["config"]).set(1);
         metrics.admin_requests.with_label_values(&["ok"]).inc();
+        metrics.xhr_relayed.with_label_values(&["send"]).inc();
         let exposed: Vec<String> = metrics
             .registry
             .gather()
