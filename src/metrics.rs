@@ -118,6 +118,10 @@ pub struct Metrics {
     /// Other nodes whose open connections count against this node's
     /// `max_connections` (reported within `redis.node_timeout_secs`).
     pub usage_nodes: IntGauge,
+    /// HTTP session requests relayed between nodes, by kind: `send`/`attach`
+    /// (relayed from here and answered), `served_send`/`served_attach`
+    /// (relayed here), `timeout` (no owner answered), `busy` (over the cap).
+    pub xhr_relayed: IntCounterVec,
     /// Store operations that failed.
     pub store_errors: IntCounter,
     /// Messages not stored because the write queue was full.
@@ -373,6 +377,11 @@ impl Metrics {
                 "rusher_usage_nodes",
                 "Other nodes whose open connections count against this node's limits",
             ),
+            xhr_relayed: counter_vec(
+                "rusher_xhr_relayed_total",
+                "HTTP session requests relayed between nodes, by kind",
+                &["kind"],
+            ),
             store_errors: counter("rusher_store_errors_total", "Store operations that failed"),
             store_dropped: counter(
                 "rusher_store_dropped_total",
@@ -614,6 +623,7 @@ mod tests {
             .usage_remote_admitted
             .with_label_values(&["connections"])
             .inc();
+        metrics.xhr_relayed.with_label_values(&["send"]).inc();
         let exposed: Vec<String> = metrics
             .registry
             .gather()

@@ -14,6 +14,7 @@ use crate::abuse::next_head::{NextHead, Watched};
 use crate::abuse::{ConnectionRate, HalfOpenGate};
 use crate::adapter::local::LocalAdapter;
 use crate::adapter::redis::positions::RedisPositions;
+use crate::adapter::redis::xhr_relay::RedisXhrRelay;
 use crate::adapter::redis::RedisAdapter;
 use crate::adapter::Adapter;
 use crate::apps::admin::AppsAdmin;
@@ -51,6 +52,7 @@ use crate::webhooks::sender::RetryPolicy;
 use crate::webhooks::Webhooks;
 use crate::ws;
 use crate::xhr;
+use crate::xhr::relay::{NoRelay, XhrRelay};
 use actix_web::dev::Service;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpServer};
@@ -70,7 +72,8 @@ impl Server {
 
     /// Builds the hub: apps, this node's state, the adapter, metrics, webhooks.
     /// Must run inside the runtime, which the webhook dispatcher joins.
-    async fn build_hub(&self) -> std::io::Result<(Arc<Hub>, Arc<AppsSync>)> {
+    /// Also gives the relay of HTTP sessions other nodes hold.
+    async fn build_hub(&self) -> std::io::Result<(Arc<Hub>, Arc<AppsSync>, Arc<dyn XhrRelay>)> {
         let metrics = Metrics::new();
         let (apps, sync) = self.start_apps(&metrics).await?;
         let node = Arc::new(Node::new(&apps));
@@ -127,6 +130,10 @@ impl Server {
                     )
                 }
             };
+        let xhr_relay: Arc<dyn XhrRelay> = match &redis_adapter {
+            Some(redis) => Arc::new(RedisXhrRelay(redis.clone())),
+            None => Arc::new(NoRelay),
+        };
         let persistence = self.start_persistence(&apps, &metrics).await?;
         let timeout = Duration::from_millis(self.config.store.timeout_ms);
         let long_history = LongHistory::new(persistence.clone(), timeout);
@@ -170,7 +177,7 @@ impl Server {
             Some(store) => hub.with_parked_store(store),
             None => hub,
         });
-        Ok((hub, sync))
+        Ok((hub, sync, xhr_relay))
     }
 
     /// Whether apps can be added or changed at runtime: an admin token is
@@ -349,7 +356,7 @@ impl Server {
         } else {
             None
         };
-        let (hub, apps_sync) = self.build_hub().await?;
+        let (hub, apps_sync, xhr_relay) = self.build_hub().await?;
         let server_config = self.config.server.clone();
         let session_settings = SessionSettings {
             activity_timeout: Duration::from_secs(server_config.activity_timeout),
@@ -366,6 +373,13 @@ impl Server {
         // One cap for the whole node, shared by every worker.
         let http_sessions = HttpSessions::new(transport_settings.max_sessions);
         let xhr_registry = Arc::new(xhr::registry::Registry::default());
+        xhr_relay.serve(Arc::new(xhr::relay::Host::new(
+            xhr_registry.clone(),
+            hub.outgoing_queue(),
+            session_settings.activity_timeout,
+            transport_settings.heartbeat,
+            transport_settings.long_poll_timeout,
+        )));
         // Abuse limits (see abuse/): connection rate at each transport's
         // connection start, half-open connections at accept.
         let limits = &self.config.limits;
@@ -414,6 +428,7 @@ impl Server {
                     registry: xhr_registry.clone(),
                     cap: http_sessions.clone(),
                     rate: connection_rate.clone(),
+                    relay: xhr_relay.clone(),
                 }))
                 .app_data(web::Data::new(connection_rate.clone()))
                 .app_data(web::Data::new(http_sessions.clone()))

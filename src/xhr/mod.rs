@@ -12,12 +12,14 @@
 //! Each session is one [`Session`] like a WebSocket's (same socket_id
 //! rules, hub path, auth, limits and close codes); only its outgoing side
 //! differs ([`transport::Xhr`]). Lines are framed as in [`framing`];
-//! sessions are found by id in [`registry`]. Every answer carries CORS
-//! headers, and preflights are answered, so a page on another origin can
-//! use them.
+//! sessions are found by id in [`registry`]; a request for a session
+//! another node of the cluster holds goes through the [`relay`]. Every
+//! answer carries CORS headers, and preflights are answered, so a page on
+//! another origin can use them.
 
 pub mod framing;
 pub mod registry;
+pub mod relay;
 pub mod transport;
 
 use crate::abuse::ConnectionRate;
@@ -34,6 +36,7 @@ use crate::ws::handshake;
 use actix::AsyncContext;
 use actix_web::{web, HttpRequest, HttpResponse};
 use registry::{Entry, Registry};
+use relay::{AttachAnswer, Relayed, SendAnswer, XhrRelay};
 use std::sync::Arc;
 use transport::{Attach, ClientFrames, Kind, Xhr};
 
@@ -45,11 +48,22 @@ pub struct XhrState {
     pub cap: Arc<HttpSessions>,
     /// The connection-rate caps, counted when a session opens (not per request).
     pub rate: Arc<ConnectionRate>,
+    /// The sessions other nodes hold ([`relay::NoRelay`] on a single node).
+    pub relay: Arc<dyn XhrRelay>,
 }
 
 /// Chunks a poll response can hold before the session counts its client
 /// as slow: a poll carries one line, then ends.
 const POLL_BODY_CHUNKS: usize = 4;
+
+/// Chunks a response of `kind` holds before its client counts as slow:
+/// `stream_capacity` (the connection queue size) for a stream, a few for a poll.
+pub fn body_capacity(kind: Kind, stream_capacity: usize) -> usize {
+    match kind {
+        Kind::Streaming => stream_capacity,
+        Kind::Polling => POLL_BODY_CHUNKS,
+    }
+}
 
 /// Registers the routes under `/pusher/app/{key}/{server}/{session}/`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -147,38 +161,61 @@ async fn receive(
     let Some(id) = session_id(&path) else {
         return cors::refuse(&req, ApiError::NotFound("unknown session path".into()));
     };
+    let capacity = body_capacity(kind, hub.outgoing_queue());
     let session = match state.registry.get(&id) {
-        Some(Entry::Open(session)) => session,
+        Some(Entry::Open(session)) => {
+            state.relay.held(&id);
+            session
+        }
         // Closed lately: the client learns how (its close code), once more.
         Some(Entry::Closed(line, _)) => return lines(&req, line),
-        None => match open(
-            &req,
-            &path.0,
-            id,
-            &hub,
-            &state,
-            &settings,
-            &transports,
-            kind,
-        ) {
-            Ok(session) => session,
-            Err(response) => return *response,
-        },
-    };
-    let capacity = match kind {
-        Kind::Streaming => hub.outgoing_queue(),
-        Kind::Polling => POLL_BODY_CHUNKS,
+        None => {
+            // Another node may hold it (no sticky routing): the request is
+            // attached there and its lines come through this response.
+            let (writer, body) = streamed::body(capacity);
+            match state.relay.attach(&id, kind, writer).await {
+                Relayed::Answer(AttachAnswer::Attached) => {
+                    return streamed::response(&req, LINES).streaming(body)
+                }
+                Relayed::Answer(AttachAnswer::OtherKind) => return other_kind(&req, kind),
+                Relayed::Answer(AttachAnswer::Closed(line)) => return lines(&req, line),
+                Relayed::Busy => return relay_busy(&req),
+                Relayed::NoOwner | Relayed::Answer(AttachAnswer::Unknown) => {}
+            }
+            match open(
+                &req,
+                &path.0,
+                id,
+                &hub,
+                &state,
+                &settings,
+                &transports,
+                kind,
+            ) {
+                Ok(session) => session,
+                Err(response) => return *response,
+            }
+        }
     };
     let (writer, body) = streamed::body(capacity);
     match session.send(Attach { writer, kind }).await {
         Ok(true) => streamed::response(&req, LINES).streaming(body),
-        Ok(false) => {
-            let message = format!("this session does not use {}", kind.name());
-            cors::refuse(&req, ApiError::BadRequest(message))
-        }
+        Ok(false) => other_kind(&req, kind),
         // Stopped between the lookup and now: as if closed.
         Err(_) => lines(&req, framing::close(1006, "Session closed")),
     }
+}
+
+/// A receive request of `kind` for a session of the other kind: a 400.
+fn other_kind(req: &HttpRequest, kind: Kind) -> HttpResponse {
+    let message = format!("this session does not use {}", kind.name());
+    cors::refuse(req, ApiError::BadRequest(message))
+}
+
+/// Too many requests relayed to other nodes wait on this node: a 503.
+fn relay_busy(req: &HttpRequest) -> HttpResponse {
+    let message = "too many requests relayed to other nodes are waiting; retry later".into();
+    cors::refuse(req, ApiError::Unavailable(message))
 }
 
 /// Admits a new session: the same checks as a WebSocket handshake, then
@@ -262,12 +299,23 @@ async fn send(
     http: web::Data<HttpSettings>,
     settings: web::Data<SessionSettings>,
 ) -> HttpResponse {
-    let Some(Entry::Open(session)) = session_id(&path).and_then(|id| state.registry.get(&id))
-    else {
-        return cors::refuse(
+    let unknown = || {
+        cors::refuse(
             &req,
             ApiError::NotFound("no such session (closed or never opened)".into()),
-        );
+        )
+    };
+    let Some(id) = session_id(&path) else {
+        return unknown();
+    };
+    // Here, or on another node (no sticky routing), or nowhere.
+    let held = match state.registry.get(&id) {
+        Some(Entry::Open(session)) => Ok(session),
+        Some(Entry::Closed(..)) => return unknown(),
+        None => match state.relay.locate(&id).await {
+            Some(owner) => Err(owner),
+            None => return unknown(),
+        },
     };
     let body =
         match crate::http::signed::read_body(payload.into_inner(), http.max_request_bytes).await {
@@ -283,14 +331,30 @@ async fn send(
         let message = format!("a frame is larger than the server accepts ({most} bytes)");
         return cors::refuse(&req, ApiError::PayloadTooLarge(message));
     }
-    // Waits for the session to take them (bounded mailbox): frames of one
-    // send keep their order, and a flood of sends is slowed, not queued.
-    match session.send(ClientFrames(frames)).await {
-        Ok(()) => {
+    let answer = match held {
+        Ok(session) => {
+            state.relay.held(&id);
+            // Waits for the session to take them (bounded mailbox): frames
+            // of one send keep their order, and a flood of sends is slowed,
+            // not queued.
+            match session.send(ClientFrames(frames)).await {
+                Ok(()) => SendAnswer::Taken,
+                Err(_) => SendAnswer::Closed,
+            }
+        }
+        Err(owner) => match state.relay.send(&owner, &id, &frames).await {
+            Relayed::Answer(answer) => answer,
+            Relayed::NoOwner => SendAnswer::Unknown,
+            Relayed::Busy => return relay_busy(&req),
+        },
+    };
+    match answer {
+        SendAnswer::Taken => {
             let mut response = HttpResponse::NoContent();
             cors::allow(&req, &mut response);
             response.finish()
         }
-        Err(_) => cors::refuse(&req, ApiError::NotFound("the session closed".into())),
+        SendAnswer::Closed => cors::refuse(&req, ApiError::NotFound("the session closed".into())),
+        SendAnswer::Unknown => unknown(),
     }
 }

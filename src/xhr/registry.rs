@@ -4,9 +4,9 @@
 //! client's next request learns the close code instead of opening a new
 //! session silently (SockJS does the same).
 //!
-//! Sessions live on one node: behind a load balancer, route
-//! `/pusher/app/{key}/{server}/...` by its `{server}` part (sticky), as
-//! SockJS deployments do.
+//! A session lives on the node that opened it; with the Redis adapter,
+//! requests for it that land on another node are relayed ([`super::relay`]),
+//! so a load balancer needs no sticky routing.
 
 use super::transport::Xhr;
 use crate::session::Session;

@@ -432,6 +432,23 @@ fn tick(session: &mut Session<Xhr>, ctx: &mut actix::Context<Session<Xhr>>) {
     }
 }
 
+/// A receive request relayed from another node could not be written there
+/// as fast as the session wrote it (its response filled up): the client is
+/// slow, and the session closes with 4100 as for a full local response.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct SlowRemote;
+
+impl Handler<SlowRemote> for Session<Xhr> {
+    type Result = ();
+
+    fn handle(&mut self, _: SlowRemote, ctx: &mut Self::Context) {
+        let transport = self.transport();
+        transport.detach(ctx);
+        transport.slow_client(ctx);
+    }
+}
+
 /// Frames the client sent on `xhr_send`, in order (none: a heartbeat).
 #[derive(actix::Message)]
 #[rtype(result = "()")]

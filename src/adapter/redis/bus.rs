@@ -95,6 +95,75 @@ pub enum BusMessage<'a> {
         /// The report's wire form (`crate::usage::report::Report`).
         report: &'a str,
     },
+    /// An HTTP session's `xhr_send` relayed to the node holding the session
+    /// (see [`super::xhr_relay`]); only node `to` acts, and answers with an
+    /// [`BusMessage::XhrReply`].
+    XhrSend {
+        /// The node holding the session.
+        to: &'a str,
+        /// The relaying node, waiting for the reply.
+        from: &'a str,
+        /// The relaying node's id for this request.
+        request: u64,
+        /// The session id (`{key}/{server}/{session}`).
+        session: &'a str,
+        /// The client's frames: the JSON array of strings it sent.
+        frames: &'a str,
+    },
+    /// A receive request (`xhr_streaming` stream or `xhr` poll) relayed to
+    /// the node holding the session: answered with an
+    /// [`BusMessage::XhrReply`], then, once attached, the lines of the
+    /// response ([`BusMessage::XhrLine`]) and its end ([`BusMessage::XhrEnd`]).
+    XhrAttach {
+        /// The node holding the session.
+        to: &'a str,
+        /// The relaying node, which writes the lines to its HTTP response.
+        from: &'a str,
+        /// The relaying node's id for this request.
+        request: u64,
+        /// The session id.
+        session: &'a str,
+        /// Whether the request is a stream (`true`) or a poll.
+        streaming: bool,
+    },
+    /// The owner's answer to a relayed request.
+    XhrReply {
+        /// The relaying node.
+        to: &'a str,
+        /// The request answered.
+        request: u64,
+        /// The answer, in [`super::xhr_relay`]'s words.
+        answer: &'a str,
+    },
+    /// Lines the owner wrote to a relayed receive request, in order.
+    XhrLine {
+        /// The relaying node.
+        to: &'a str,
+        /// The request.
+        request: u64,
+        /// The text written (whole lines, as the response carries them).
+        line: &'a str,
+    },
+    /// The owner ended a relayed receive request (a poll answered, a newer
+    /// request attached, the session closed).
+    XhrEnd {
+        /// The relaying node.
+        to: &'a str,
+        /// The request.
+        request: u64,
+    },
+    /// The relaying node's client is gone (it dropped its request) or reads
+    /// too slowly (`slow`): the owner detaches it as it would a local one.
+    XhrGone {
+        /// The node holding the session.
+        to: &'a str,
+        /// The relaying node.
+        from: &'a str,
+        /// The request.
+        request: u64,
+        /// The relaying node's response filled up: a slow client.
+        slow: bool,
+    },
 }
 
 impl<'a> BusMessage<'a> {
@@ -150,6 +219,41 @@ impl<'a> BusMessage<'a> {
                 format!("Q{SEP}{node}{SEP}{app_id}{SEP}{added}{SEP}{channel}{SEP}{user_id}")
             }
             BusMessage::Usage { node, report } => format!("U{SEP}{node}{SEP}{report}"),
+            BusMessage::XhrSend {
+                to,
+                from,
+                request,
+                session,
+                frames,
+            } => format!("XS{SEP}{to}{SEP}{from}{SEP}{request}{SEP}{session}{SEP}{frames}"),
+            BusMessage::XhrAttach {
+                to,
+                from,
+                request,
+                session,
+                streaming,
+            } => {
+                let streaming = u8::from(*streaming);
+                format!("XA{SEP}{to}{SEP}{from}{SEP}{request}{SEP}{streaming}{SEP}{session}")
+            }
+            BusMessage::XhrReply {
+                to,
+                request,
+                answer,
+            } => format!("XR{SEP}{to}{SEP}{request}{SEP}{answer}"),
+            BusMessage::XhrLine { to, request, line } => {
+                format!("XL{SEP}{to}{SEP}{request}{SEP}{line}")
+            }
+            BusMessage::XhrEnd { to, request } => format!("XE{SEP}{to}{SEP}{request}"),
+            BusMessage::XhrGone {
+                to,
+                from,
+                request,
+                slow,
+            } => {
+                let slow = u8::from(*slow);
+                format!("XG{SEP}{to}{SEP}{from}{SEP}{request}{SEP}{slow}")
+            }
         }
     }
 
@@ -237,6 +341,58 @@ impl<'a> BusMessage<'a> {
                 let (node, report) = rest.split_once(SEP)?;
                 Some(BusMessage::Usage { node, report })
             }
+            "XS" => {
+                let mut parts = rest.splitn(5, SEP);
+                Some(BusMessage::XhrSend {
+                    to: parts.next()?,
+                    from: parts.next()?,
+                    request: parts.next()?.parse().ok()?,
+                    session: parts.next()?,
+                    frames: parts.next()?,
+                })
+            }
+            "XA" => {
+                let mut parts = rest.splitn(5, SEP);
+                Some(BusMessage::XhrAttach {
+                    to: parts.next()?,
+                    from: parts.next()?,
+                    request: parts.next()?.parse().ok()?,
+                    streaming: parts.next()? == "1",
+                    session: parts.next()?,
+                })
+            }
+            "XR" => {
+                let mut parts = rest.splitn(3, SEP);
+                Some(BusMessage::XhrReply {
+                    to: parts.next()?,
+                    request: parts.next()?.parse().ok()?,
+                    answer: parts.next()?,
+                })
+            }
+            "XL" => {
+                let mut parts = rest.splitn(3, SEP);
+                Some(BusMessage::XhrLine {
+                    to: parts.next()?,
+                    request: parts.next()?.parse().ok()?,
+                    line: parts.next()?,
+                })
+            }
+            "XE" => {
+                let (to, request) = rest.split_once(SEP)?;
+                Some(BusMessage::XhrEnd {
+                    to,
+                    request: request.parse().ok()?,
+                })
+            }
+            "XG" => {
+                let mut parts = rest.splitn(4, SEP);
+                Some(BusMessage::XhrGone {
+                    to: parts.next()?,
+                    from: parts.next()?,
+                    request: parts.next()?.parse().ok()?,
+                    slow: parts.next()? == "1",
+                })
+            }
             _ => None,
         }
     }
@@ -316,5 +472,67 @@ mod tests {
         };
         assert_eq!(BusMessage::decode(&usage.encode()), Some(usage));
         assert_eq!(BusMessage::decode("U\u{1f}n1"), None, "no report");
+    }
+
+    #[test]
+    fn xhr_relay_messages_round_trip() {
+        let frames = r#"["{\"event\":\"pusher:ping\",\"data\":\"a\u001fb\"}"]"#;
+        let messages = [
+            BusMessage::XhrSend {
+                to: "n1",
+                from: "n2",
+                request: 7,
+                session: "app-key/12/abcd1234",
+                frames,
+            },
+            BusMessage::XhrAttach {
+                to: "n1",
+                from: "n2",
+                request: 8,
+                session: "app-key/12/abcd1234",
+                streaming: true,
+            },
+            BusMessage::XhrAttach {
+                to: "n1",
+                from: "n2",
+                request: 9,
+                session: "k/1/s",
+                streaming: false,
+            },
+            BusMessage::XhrReply {
+                to: "n2",
+                request: 8,
+                answer: "closed:c[4009,\"x\u{1f}y\"]\n",
+            },
+            BusMessage::XhrLine {
+                to: "n2",
+                request: 8,
+                line: "o\na[\"{}\"]\n",
+            },
+            BusMessage::XhrEnd {
+                to: "n2",
+                request: 8,
+            },
+            BusMessage::XhrGone {
+                to: "n1",
+                from: "n2",
+                request: 8,
+                slow: true,
+            },
+            BusMessage::XhrGone {
+                to: "n1",
+                from: "n2",
+                request: 9,
+                slow: false,
+            },
+        ];
+        for message in messages {
+            let wire = message.encode();
+            assert_eq!(BusMessage::decode(&wire), Some(message));
+        }
+        assert_eq!(
+            BusMessage::decode("XR\u{1f}n2\u{1f}notanumber\u{1f}x"),
+            None
+        );
     }
 }

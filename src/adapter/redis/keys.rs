@@ -37,6 +37,12 @@ impl Keys {
         self.groups
     }
 
+    /// STRING: the node holding HTTP session `id` (`{key}/{server}/{session}`),
+    /// with a time to live (see `xhr_relay`).
+    pub fn xhr_session(&self, id: &str) -> String {
+        format!("{}:xhr:{id}", self.prefix)
+    }
+
     /// The shard group of a channel (32-bit FNV-1a of `app SEP channel`).
     pub fn group(&self, app_id: &str, channel: &str) -> u16 {
         let mut hash: u32 = 0x811c_9dc5;

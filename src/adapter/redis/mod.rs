@@ -37,6 +37,8 @@
 //!   their flag in the presence members hash (see [`scripts::join`]).
 //! - Usage reports ([`usage`]): open connections and admissions shared over
 //!   the bus, so app and abuse limits hold for the deployment.
+//! - HTTP fallback sessions through any node ([`xhr_relay`]): a request for
+//!   a session another node holds is relayed to it over the bus.
 
 pub mod bus;
 pub mod connection;
@@ -53,6 +55,7 @@ pub mod positions;
 pub mod scripts;
 pub mod signins;
 pub mod usage;
+pub mod xhr_relay;
 
 use super::local::{
     announce_watchlist_locally, close_user_sockets, local_joined, local_left, tell_peers_locally,
@@ -124,6 +127,8 @@ pub struct RedisAdapter {
     sign_ins: tokio::sync::mpsc::Sender<signins::Change>,
     /// Usage shared with the other nodes, once [`RedisAdapter::share_usage`].
     usage: std::sync::OnceLock<Arc<crate::usage::ClusterUsage>>,
+    /// HTTP sessions relayed between nodes (see [`xhr_relay`]).
+    xhr: xhr_relay::State,
 }
 
 impl RedisAdapter {
@@ -181,6 +186,7 @@ impl RedisAdapter {
             history: history::State::new(settings.history_retry_queue),
             sign_ins,
             usage: std::sync::OnceLock::new(),
+            xhr: xhr_relay::State::new(),
         });
         tracing::info!(
             node_id = %adapter.node_id,
@@ -318,7 +324,7 @@ impl RedisAdapter {
     }
 
     /// Handles a message another node sent on the bus.
-    fn on_bus_message(&self, text: &str) {
+    fn on_bus_message(self: &Arc<Self>, text: &str) {
         match BusMessage::decode(text) {
             Some(BusMessage::Publish {
                 node,
@@ -381,6 +387,14 @@ impl RedisAdapter {
                     usage.apply(node, report, std::time::Instant::now());
                 }
             }
+            Some(
+                message @ (BusMessage::XhrSend { .. }
+                | BusMessage::XhrAttach { .. }
+                | BusMessage::XhrReply { .. }
+                | BusMessage::XhrLine { .. }
+                | BusMessage::XhrEnd { .. }
+                | BusMessage::XhrGone { .. }),
+            ) => self.on_xhr_message(message),
             Some(_) => {}
             None => tracing::warn!("unreadable message on the redis bus"),
         }
