@@ -142,6 +142,13 @@ enum Claim {
 }
 
 impl RedisAdapter {
+    /// Sends a relay message addressed to node `to` on that node's shard
+    /// group: every message to one node (a response's lines, then its end)
+    /// keeps its order, and nodes spread over the shards.
+    fn tell_node(&self, to: &str, message: &BusMessage) {
+        self.tell_other_nodes(self.keys.group("", to), message);
+    }
+
     fn xhr_host(&self) -> Option<Arc<Host>> {
         self.xhr.host.get().cloned()
     }
@@ -246,7 +253,7 @@ impl RedisAdapter {
         };
         // A Vec<String> always serializes.
         let frames = serde_json::to_string(frames).unwrap_or_else(|_| "[]".to_owned());
-        self.tell_other_nodes(&BusMessage::XhrSend {
+        self.tell_node(&owner.0, &BusMessage::XhrSend {
             to: &owner.0,
             from: &self.node_id,
             request,
@@ -293,7 +300,7 @@ impl RedisAdapter {
                 last: Instant::now(),
             },
         );
-        self.tell_other_nodes(&BusMessage::XhrAttach {
+        self.tell_node(&owner, &BusMessage::XhrAttach {
             to: &owner,
             from: &self.node_id,
             request,
@@ -334,7 +341,7 @@ impl RedisAdapter {
     /// Ends relayed response `request` on this node, telling its owner why.
     fn xhr_give_up(&self, request: u64, slow: bool) {
         if let Some((_, relaying)) = self.xhr.relaying.remove(&request) {
-            self.tell_other_nodes(&BusMessage::XhrGone {
+            self.tell_node(&relaying.owner, &BusMessage::XhrGone {
                 to: &relaying.owner,
                 from: &self.node_id,
                 request,
@@ -417,7 +424,7 @@ impl RedisAdapter {
         // Checked by the relaying node; a body that does not parse here
         // finds no session.
         let Ok(frames) = framing::parse_send(frames.as_bytes()) else {
-            return self.tell_other_nodes(&BusMessage::XhrReply {
+            return self.tell_node(&from, &BusMessage::XhrReply {
                 to: &from,
                 request,
                 answer: answer::UNKNOWN,
@@ -430,7 +437,7 @@ impl RedisAdapter {
         let adapter = self.clone();
         tokio::spawn(async move {
             let answer = send_answer(taken.await);
-            adapter.tell_other_nodes(&BusMessage::XhrReply {
+            adapter.tell_node(&from, &BusMessage::XhrReply {
                 to: &from,
                 request,
                 answer,
@@ -448,7 +455,7 @@ impl RedisAdapter {
         let from = from.to_owned();
         if self.xhr.served.len() >= MAX_SERVED {
             self.xhr_relayed("busy");
-            return self.tell_other_nodes(&BusMessage::XhrReply {
+            return self.tell_node(&from, &BusMessage::XhrReply {
                 to: &from,
                 request,
                 answer: answer::BUSY,
@@ -462,7 +469,7 @@ impl RedisAdapter {
             let (attached, remote) = attaching.await;
             let Some(remote) = remote else {
                 let answer = attach_answer(&attached);
-                return adapter.tell_other_nodes(&BusMessage::XhrReply {
+                return adapter.tell_node(&from, &BusMessage::XhrReply {
                     to: &from,
                     request,
                     answer: &answer,
@@ -471,7 +478,7 @@ impl RedisAdapter {
             let key = (from.clone(), request);
             let (stop, mut stopped) = oneshot::channel();
             adapter.xhr.served.insert(key.clone(), stop);
-            adapter.tell_other_nodes(&BusMessage::XhrReply {
+            adapter.tell_node(&from, &BusMessage::XhrReply {
                 to: &from,
                 request,
                 answer: answer::ATTACHED,
@@ -480,14 +487,14 @@ impl RedisAdapter {
             loop {
                 tokio::select! {
                     chunk = body.next() => match chunk {
-                        Some(Ok(chunk)) => adapter.tell_other_nodes(&BusMessage::XhrLine {
+                        Some(Ok(chunk)) => adapter.tell_node(&from, &BusMessage::XhrLine {
                             to: &from,
                             request,
                             line: &String::from_utf8_lossy(&chunk),
                         }),
                         Some(Err(never)) => match never {},
                         None => {
-                            adapter.tell_other_nodes(&BusMessage::XhrEnd { to: &from, request });
+                            adapter.tell_node(&from, &BusMessage::XhrEnd { to: &from, request });
                             break;
                         }
                     },
