@@ -1,5 +1,6 @@
 //! Messages between nodes over one Redis pub/sub channel: a published frame
-//! (encoded once, sent once per publish) or a command.
+//! (encoded once, sent once per publish), a command, or an invalidation (a
+//! change to the store other nodes cache, [`crate::hub::invalidation`]).
 //!
 //! A message borrows its fields: encoding writes them straight into the
 //! wire form, and decoding points into the received text, so neither side
@@ -61,6 +62,36 @@ pub enum BusMessage<'a> {
         /// The user.
         user_id: &'a str,
     },
+    /// A user's follow of a channel changed in the store: reload it
+    /// ([`crate::hub::invalidation`]).
+    Follow {
+        /// Sending node.
+        node: &'a str,
+        /// App id.
+        app_id: &'a str,
+        /// The channel followed or no longer.
+        channel: &'a str,
+        /// The follower (last: a user id may hold anything).
+        user_id: &'a str,
+    },
+    /// A channel's notification registrations changed in the store: reload them.
+    Registrations {
+        /// Sending node.
+        node: &'a str,
+        /// App id.
+        app_id: &'a str,
+        /// The registrations' channel.
+        channel: &'a str,
+    },
+    /// A pushi session token was logged out: refuse it until `expiry`.
+    Logout {
+        /// Sending node.
+        node: &'a str,
+        /// The token's expiry (Unix seconds).
+        expiry: u64,
+        /// The token's nonce.
+        nonce: &'a str,
+    },
 }
 
 impl<'a> BusMessage<'a> {
@@ -96,6 +127,22 @@ impl<'a> BusMessage<'a> {
                 Self::history_head(node, app_id, channel, except, *live)
             ),
             BusMessage::Marker { node, token } => format!("M{SEP}{node}{SEP}{token}"),
+            BusMessage::Follow {
+                node,
+                app_id,
+                channel,
+                user_id,
+            } => format!("F{SEP}{node}{SEP}{app_id}{SEP}{channel}{SEP}{user_id}"),
+            BusMessage::Registrations {
+                node,
+                app_id,
+                channel,
+            } => format!("R{SEP}{node}{SEP}{app_id}{SEP}{channel}"),
+            BusMessage::Logout {
+                node,
+                expiry,
+                nonce,
+            } => format!("L{SEP}{node}{SEP}{expiry}{SEP}{nonce}"),
         }
     }
 
@@ -160,6 +207,31 @@ impl<'a> BusMessage<'a> {
                     user_id: parts.next()?,
                 })
             }
+            "F" => {
+                let mut parts = rest.splitn(4, SEP);
+                Some(BusMessage::Follow {
+                    node: parts.next()?,
+                    app_id: parts.next()?,
+                    channel: parts.next()?,
+                    user_id: parts.next()?,
+                })
+            }
+            "R" => {
+                let mut parts = rest.splitn(3, SEP);
+                Some(BusMessage::Registrations {
+                    node: parts.next()?,
+                    app_id: parts.next()?,
+                    channel: parts.next()?,
+                })
+            }
+            "L" => {
+                let mut parts = rest.splitn(3, SEP);
+                Some(BusMessage::Logout {
+                    node: parts.next()?,
+                    expiry: parts.next()?.parse().ok()?,
+                    nonce: parts.next()?,
+                })
+            }
             _ => None,
         }
     }
@@ -205,5 +277,33 @@ mod tests {
             token: 7,
         };
         assert_eq!(BusMessage::decode(&marker.encode()), Some(marker));
+    }
+
+    #[test]
+    fn invalidations_round_trip() {
+        let follow = BusMessage::Follow {
+            node: "n1",
+            app_id: "a",
+            channel: "news",
+            user_id: "odd\u{1f}user",
+        };
+        assert_eq!(BusMessage::decode(&follow.encode()), Some(follow));
+        let registrations = BusMessage::Registrations {
+            node: "n1",
+            app_id: "a",
+            channel: "personal-u",
+        };
+        assert_eq!(
+            BusMessage::decode(&registrations.encode()),
+            Some(registrations)
+        );
+        let logout = BusMessage::Logout {
+            node: "n1",
+            expiry: 1_700_000_000,
+            nonce: "00ff",
+        };
+        assert_eq!(BusMessage::decode(&logout.encode()), Some(logout));
+        assert_eq!(BusMessage::decode("L\u{1f}n1\u{1f}soon\u{1f}00ff"), None);
+        assert_eq!(BusMessage::decode("F\u{1f}n1\u{1f}a\u{1f}news"), None);
     }
 }

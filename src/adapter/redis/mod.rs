@@ -27,6 +27,8 @@
 //!   positions, one hash per user, read by whichever node the user comes back to.
 //! - Acknowledged delivery's shared store ([`delivery`]): signed-in users'
 //!   unacknowledged messages, claimed by exactly one connection.
+//! - Invalidations ([`invalidate`]): follows, notification registrations and
+//!   pushi logouts made through one node take effect on every node at once.
 
 pub mod bus;
 pub mod counts;
@@ -35,6 +37,7 @@ pub mod failure;
 pub mod held;
 pub mod history;
 pub mod idempotency;
+pub mod invalidate;
 pub mod keys;
 pub mod liveness;
 pub mod outbox;
@@ -97,6 +100,8 @@ pub struct RedisAdapter {
     needs_resync: AtomicBool,
     /// Channel histories in Redis Streams (see [`history`]).
     history: history::State,
+    /// This node's cached-state invalidations (see [`invalidate`]).
+    invalidations: std::sync::OnceLock<Arc<crate::hub::invalidation::Invalidations>>,
 }
 
 impl RedisAdapter {
@@ -136,6 +141,7 @@ impl RedisAdapter {
             refusal_log: ThrottledLog::new(10_000),
             needs_resync: AtomicBool::new(true),
             history: history::State::new(settings.history_retry_queue),
+            invalidations: std::sync::OnceLock::new(),
         });
         tracing::info!(node_id = %adapter.node_id, url = %redact(&settings.url), "redis adapter starting");
         tokio::spawn(liveness::listen(adapter.clone()));
@@ -297,6 +303,11 @@ impl RedisAdapter {
             }) if node != self.node_id => {
                 close_user_sockets(&self.node, app_id, user_id);
             }
+            Some(
+                message @ (BusMessage::Follow { .. }
+                | BusMessage::Registrations { .. }
+                | BusMessage::Logout { .. }),
+            ) => self.on_invalidation(&message),
             Some(_) => {}
             None => tracing::warn!("unreadable message on the redis bus"),
         }
