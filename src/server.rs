@@ -27,6 +27,7 @@ use crate::handover;
 use crate::http::sessions::HttpSessions;
 use crate::http::{self, HttpSettings};
 use crate::hub::history_store::HistoryStore;
+use crate::hub::invalidation::Invalidations;
 use crate::hub::node::Node;
 use crate::hub::persistence::Persistence;
 use crate::hub::recovery_store::PositionStore;
@@ -77,6 +78,9 @@ impl Server {
         let metrics = Metrics::new();
         let (apps, sync) = self.start_apps(&metrics).await?;
         let node = Arc::new(Node::new(&apps));
+        // Changes to what nodes cache from the store (follows, notification
+        // registrations, pushi logouts), shared through Redis when clustered.
+        let invalidations = Arc::new(Invalidations::default());
         // Apps may come and go at runtime (admin API, apps store): the
         // webhook routes then follow the registry.
         let webhooks = Webhooks::start(
@@ -121,6 +125,7 @@ impl Server {
                     ));
                     redis.share_usage(shared.clone());
                     usage = Some(shared);
+                    redis.share_invalidations(invalidations.clone());
                     redis_adapter = Some(redis.clone());
                     (
                         redis.clone(),
@@ -134,7 +139,9 @@ impl Server {
             Some(redis) => Arc::new(RedisXhrRelay(redis.clone())),
             None => Arc::new(NoRelay),
         };
-        let persistence = self.start_persistence(&apps, &metrics).await?;
+        let persistence = self
+            .start_persistence(&apps, &metrics, &invalidations)
+            .await?;
         let timeout = Duration::from_millis(self.config.store.timeout_ms);
         let long_history = LongHistory::new(persistence.clone(), timeout);
         if let (Some(redis), Some(_)) = (&redis_adapter, &long_history) {
@@ -154,7 +161,7 @@ impl Server {
             }
         }
         let notifier = self
-            .start_notifier(&apps, &persistence, &adapter, &metrics)
+            .start_notifier(&apps, &persistence, &adapter, &metrics, &invalidations)
             .await?;
         let hub = Hub::new(
             apps,
@@ -166,6 +173,7 @@ impl Server {
             self.config.server.outgoing_queue,
         )
         .with_notifier(notifier)
+        .with_invalidations(invalidations)
         .with_history_store(history_store)
         .with_position_store(position_store)
         .with_long_history(long_history);
@@ -237,6 +245,7 @@ impl Server {
         persistence: &Arc<Persistence>,
         adapter: &Arc<dyn Adapter>,
         metrics: &Metrics,
+        invalidations: &Arc<Invalidations>,
     ) -> std::io::Result<Arc<Notifier>> {
         let settings = &self.config.notifications;
         let timeout = Duration::from_millis(settings.timeout_ms);
@@ -264,6 +273,7 @@ impl Server {
             senders,
             settings.clone(),
             metrics.clone(),
+            invalidations.clone(),
         )
         .await
         .map_err(|e| std::io::Error::other(format!("cannot load notification registrations: {e}")))
@@ -275,6 +285,7 @@ impl Server {
         &self,
         apps: &Arc<AppRegistry>,
         metrics: &Metrics,
+        invalidations: &Arc<Invalidations>,
     ) -> std::io::Result<Arc<Persistence>> {
         let settings = &self.config.store;
         let retention = Retention {
@@ -308,9 +319,16 @@ impl Server {
                 Arc::new(store)
             }
         };
-        Persistence::start(store, archive, apps, settings.clone(), metrics.clone())
-            .await
-            .map_err(|e| std::io::Error::other(format!("cannot load offline subscriptions: {e}")))
+        Persistence::start(
+            store,
+            archive,
+            apps,
+            settings.clone(),
+            metrics.clone(),
+            invalidations.clone(),
+        )
+        .await
+        .map_err(|e| std::io::Error::other(format!("cannot load offline subscriptions: {e}")))
     }
 
     /// Serves until SIGINT or SIGTERM, then closes every socket with 4200.
@@ -407,7 +425,8 @@ impl Server {
         let apps_rate = connection_rate.clone();
         let pushi_api = web::Data::new(
             PushiApi::new(self.config.pushi_api.clone())
-                .with_apps(AppsAdmin::new(apps_sync.clone())),
+                .with_apps(AppsAdmin::new(apps_sync.clone()))
+                .with_invalidations(hub.invalidations()),
         );
         let watch_metrics = hub.metrics().clone();
         let app_hub = hub.clone();

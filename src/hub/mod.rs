@@ -16,6 +16,7 @@
 //! - [`retention`]: long retention of histories in MongoDB (seeding, reads).
 //! - [`node`]: every app's state on this node.
 //! - [`persistence`]: offline subscriptions, stored messages, personal channels.
+//! - [`invalidation`]: changes to state nodes cache from the store, announced to every node.
 //! - [`peer`]: peer channels between peer members of a presence channel.
 //! - [`rate`]: the per-app HTTP API rate limit.
 //! - [`socket_id`]: unique socket ids.
@@ -33,6 +34,7 @@ pub mod history;
 pub mod history_store;
 pub mod idempotency;
 pub mod idempotent_publish;
+pub mod invalidation;
 pub mod latest;
 pub mod node;
 pub mod peer;
@@ -285,6 +287,7 @@ pub struct Hub {
     long_history: Option<retention::LongHistory>,
     message_ids: delivery::MessageIds,
     deliveries: delivery::store::Deliveries,
+    invalidations: Arc<invalidation::Invalidations>,
 }
 
 impl Hub {
@@ -316,7 +319,20 @@ impl Hub {
             message_ids: delivery::MessageIds::default(),
             deliveries: delivery::store::Deliveries::new(metrics.clone()),
             metrics,
+            invalidations: Arc::default(),
         }
+    }
+
+    /// Shares changes to cached state with the other nodes through
+    /// `invalidations` (default: this node's own, one node).
+    pub fn with_invalidations(mut self, invalidations: Arc<invalidation::Invalidations>) -> Self {
+        self.invalidations = invalidations;
+        self
+    }
+
+    /// Where changes to cached state are announced ([`invalidation`]).
+    pub fn invalidations(&self) -> &Arc<invalidation::Invalidations> {
+        &self.invalidations
     }
 
     /// Parks signed-in users' unacknowledged messages of apps with

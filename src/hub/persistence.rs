@@ -4,7 +4,14 @@
 //! catch-up for `personal-{user_id}` channels. The same queue and writer
 //! carry the events of channels with long retention (`history_retention`,
 //! [`crate::store::archive`]), with the same outage behaviour.
+//!
+//! The follow index is the store's, cached: a follow or unfollow is
+//! announced ([`super::invalidation`]) once stored, and every node (this one
+//! too) reloads that user's follow of that channel from the store; a full
+//! reload every 10 s is the safety net. One task applies both, in order, so
+//! a slow full reload never overwrites a newer change with an older read.
 
+use super::invalidation::{Change, Invalidations, Kind, Received, Subscription};
 use crate::apps::AppRegistry;
 use crate::config::StoreConfig;
 use crate::metrics::Metrics;
@@ -63,18 +70,22 @@ pub struct Persistence {
     messages_queued: AtomicU64,
     messages_finished: watch::Sender<u64>,
     drop_log: ThrottledLog,
+    /// Where follows and unfollows are announced to every node.
+    invalidations: Arc<Invalidations>,
 }
 
 impl Persistence {
     /// Loads the follow index and the sequences, then starts the writer and
     /// the index refresher on the current runtime. `archive` keeps the
-    /// history events of apps with `history_retention` (MongoDB only).
+    /// history events of apps with `history_retention` (MongoDB only);
+    /// follows made anywhere arrive through `invalidations`.
     pub async fn start(
         store: Arc<dyn Store>,
         archive: Option<Arc<dyn HistoryArchive>>,
         apps: &Arc<AppRegistry>,
         settings: StoreConfig,
         metrics: Metrics,
+        invalidations: Arc<Invalidations>,
     ) -> Result<Arc<Self>, StoreError> {
         let sequences = DashMap::new();
         for app in apps.all() {
@@ -102,10 +113,14 @@ impl Persistence {
             messages_queued: AtomicU64::new(0),
             messages_finished: watch::channel(0).0,
             drop_log: ThrottledLog::new(1000),
+            invalidations: invalidations.clone(),
         });
+        // Subscribed before the first load: a change stored meanwhile is
+        // applied after it.
+        let changes = invalidations.subscribe(Kind::Follows);
         persistence.reload_index().await?;
         tokio::spawn(writer(persistence.clone(), queue));
-        tokio::spawn(refresher(persistence.clone()));
+        tokio::spawn(refresher(persistence.clone(), changes));
         Ok(persistence)
     }
 
@@ -129,6 +144,42 @@ impl Persistence {
             }
         }
         Ok(())
+    }
+
+    /// Reloads whether `user_id` follows `channel` from the store (a follow
+    /// or unfollow made on some node).
+    async fn reload_follow(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        channel: &str,
+    ) -> Result<(), StoreError> {
+        if self.apps.by_id(app_id).is_none_or(|app| app.id != app_id) {
+            return Ok(());
+        }
+        let follows = self.store.subscriptions(app_id, user_id).await?;
+        let key = (app_id.to_owned(), channel.to_owned());
+        if follows.iter().any(|follow| follow.channel == channel) {
+            self.followers
+                .entry(key)
+                .or_default()
+                .insert(user_id.into());
+        } else {
+            self.followers.remove_if_mut(&key, |_, users| {
+                users.remove(user_id);
+                users.is_empty()
+            });
+        }
+        Ok(())
+    }
+
+    /// Tells every node (this one too) that a follow changed in the store.
+    fn announce_follow(&self, app_id: &str, user_id: &str, channel: &str) {
+        self.invalidations.announce(Change::Follow {
+            app_id: app_id.to_owned(),
+            user_id: user_id.to_owned(),
+            channel: channel.to_owned(),
+        });
     }
 
     /// Notes how a store operation went: counts failures, flips (and logs)
@@ -357,6 +408,7 @@ impl Persistence {
             .entry((app_id.to_owned(), channel.to_owned()))
             .or_default()
             .insert(user_id.into());
+        self.announce_follow(app_id, user_id, channel);
         Ok(created)
     }
 
@@ -373,6 +425,7 @@ impl Persistence {
             users.remove(user_id);
             users.is_empty()
         });
+        self.announce_follow(app_id, user_id, channel);
         Ok(removed)
     }
 
@@ -579,13 +632,110 @@ async fn write_history(
     }
 }
 
-/// Reloads the follow index now and then, for follows made on other nodes.
-async fn refresher(persistence: Arc<Persistence>) {
+/// Keeps the follow index the store's: applies each announced change (the
+/// follows of other nodes and this node's own, in order), and reloads the
+/// whole index every 10 s and after changes were missed. One task, so a
+/// reload never overwrites a newer change with an older read.
+async fn refresher(persistence: Arc<Persistence>, mut changes: Subscription) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.tick().await;
     loop {
-        tick.tick().await;
-        let result = persistence.reload_index().await;
+        let result = tokio::select! {
+            _ = tick.tick() => persistence.reload_index().await,
+            received = changes.next() => match received {
+                Received::Change(Change::Follow { app_id, user_id, channel }) => {
+                    persistence.reload_follow(&app_id, &user_id, &channel).await
+                }
+                Received::Change(_) => Ok(()),
+                Received::Missed => {
+                    tracing::warn!("follow changes came faster than they were applied: reloading every follow");
+                    persistence.reload_index().await
+                }
+            },
+        };
         let _ = persistence.outcome(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AppConfig;
+    use crate::store::memory::MemoryStore;
+    use crate::store::Retention;
+
+    /// Two nodes sharing one store; each node's changes are handed to the
+    /// other as the bus would (`forward`).
+    async fn two_nodes() -> (Arc<Persistence>, Arc<Persistence>, [Arc<Invalidations>; 2]) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Retention {
+            ttl_ms: 60_000,
+            max_per_channel: 10,
+        }));
+        let apps = Arc::new(AppRegistry::new([AppConfig::with_credentials(
+            "a", "key", "secret",
+        )]));
+        let invalidations = [Arc::default(), Arc::default()];
+        let mut nodes = Vec::new();
+        for own in &invalidations {
+            let node = Persistence::start(
+                store.clone(),
+                None,
+                &apps,
+                StoreConfig::default(),
+                Metrics::new(),
+                Arc::clone(own),
+            )
+            .await
+            .unwrap();
+            nodes.push(node);
+        }
+        let b = nodes.pop().unwrap();
+        let a = nodes.pop().unwrap();
+        (a, b, invalidations)
+    }
+
+    async fn settles(node: &Persistence, followed: bool) {
+        for _ in 0..200 {
+            if node.is_followed("a", "news") == followed {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the follow index did not become {followed}");
+    }
+
+    fn change(user: &str) -> Change {
+        Change::Follow {
+            app_id: "a".into(),
+            user_id: user.into(),
+            channel: "news".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follow_announced_by_one_node_holds_on_the_other_and_an_unfollow_likewise() {
+        let (a, b, [_, to_b]) = two_nodes().await;
+        a.follow("a", "u", "news").await.unwrap();
+        assert!(!b.is_followed("a", "news"), "not before the announcement");
+        to_b.received(change("u"));
+        settles(&b, true).await;
+        assert_eq!(b.followers_of("a", "news"), vec![Arc::<str>::from("u")]);
+        a.unfollow("a", "u", "news").await.unwrap();
+        to_b.received(change("u"));
+        settles(&b, false).await;
+    }
+
+    #[tokio::test]
+    async fn a_follow_and_an_unfollow_at_once_on_two_nodes_end_as_the_store_says_in_any_order() {
+        let (a, b, [to_a, to_b]) = two_nodes().await;
+        // a follows, then b unfollows: a's own immediate update says
+        // followed, but every reload (of its own change and of b's) reads
+        // the store, which says unfollowed.
+        a.follow("a", "u", "news").await.unwrap();
+        b.unfollow("a", "u", "news").await.unwrap();
+        to_a.received(change("u"));
+        to_b.received(change("u"));
+        settles(&a, false).await;
+        settles(&b, false).await;
     }
 }

@@ -56,6 +56,22 @@ impl Index {
         self.apps.insert(app_id.to_owned(), fresh);
     }
 
+    /// Replaces the registrations of one channel of an app (a reload of
+    /// that channel from the store).
+    pub fn replace_channel(&self, app_id: &str, channel: &str, registrations: Vec<Registration>) {
+        let mut app = self.apps.entry(app_id.to_owned()).or_default();
+        if let Some(old) = app.channels.remove(channel) {
+            let personal = old.iter().filter(|r| r.user_id().is_some()).count();
+            app.total -= old.len();
+            app.personal -= personal;
+        }
+        for registration in registrations {
+            if registration.channel == channel {
+                app.add(registration);
+            }
+        }
+    }
+
     /// Adds (or updates) one registration.
     pub fn insert(&self, app_id: &str, registration: Registration) {
         self.apps
@@ -155,5 +171,25 @@ mod tests {
         assert_eq!(index.interest("a", "news"), (true, false));
         index.replace("a", vec![]);
         assert_eq!(index.counts("a", "news"), (0, 0));
+    }
+
+    #[test]
+    fn replacing_one_channel_keeps_the_others_and_the_counts_right() {
+        let index = Index::default();
+        index.insert("a", web("news", "http://x"));
+        index.insert("a", web("personal-u", "http://y"));
+        index.replace_channel(
+            "a",
+            "personal-u",
+            vec![web("personal-u", "http://y"), web("personal-u", "http://z")],
+        );
+        assert_eq!(index.counts("a", "personal-u"), (2, 3));
+        assert_eq!(index.interest("a", "news"), (true, true));
+        index.replace_channel("a", "personal-u", vec![]);
+        assert_eq!(index.counts("a", "personal-u"), (0, 1));
+        assert_eq!(index.interest("a", "news"), (true, false));
+        assert!(index.contains("a", &web("news", "http://x")));
+        index.replace_channel("b", "news", vec![web("news", "http://w")]);
+        assert_eq!(index.counts("b", "news"), (1, 1));
     }
 }

@@ -11,6 +11,11 @@
 //! senders each. A handler is a [`Sender`]: [`web`] and [`email`] here,
 //! Web Push plugs in as a third.
 //!
+//! Registrations are the store's, cached in the [`index`]: a registration
+//! or removal is announced ([`crate::hub::invalidation`]) once stored, and
+//! every node (this one too) reloads that channel's registrations from the
+//! store; a full reload every 10 s is the safety net.
+//!
 //! - [`registration`]: what a registration is; the API's validation.
 //! - [`settings`]: `[notifications]` and `[apps.notifications]`.
 //! - [`index`]: the in-memory registrations, per app and channel.
@@ -31,6 +36,7 @@ pub mod web_push;
 
 use crate::adapter::Adapter;
 use crate::apps::{App, AppRegistry};
+use crate::hub::invalidation::{Change, Invalidations, Kind as ChangeKind, Received, Subscription};
 use crate::hub::persistence::Persistence;
 use crate::metrics::Metrics;
 use crate::store::{now_ms, Store, StoreError};
@@ -146,11 +152,15 @@ pub struct Notifier {
     metrics: Metrics,
     routes: mpsc::Sender<Routed>,
     lanes: Vec<(Kind, mpsc::Sender<Job>)>,
+    /// Where registrations and removals are announced to every node.
+    invalidations: Arc<Invalidations>,
 }
 
 impl Notifier {
     /// Loads every app's registrations, then starts the router, one lane per
-    /// kind with a sender, and the index refresher on the current runtime.
+    /// kind with a sender, and the index refresher on the current runtime;
+    /// registrations made anywhere arrive through `invalidations`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         store: Arc<dyn Store>,
         apps: Arc<AppRegistry>,
@@ -159,6 +169,7 @@ impl Notifier {
         senders: Senders,
         settings: NotificationsConfig,
         metrics: Metrics,
+        invalidations: Arc<Invalidations>,
     ) -> Result<Arc<Self>, StoreError> {
         let (routes, routed) = mpsc::channel(settings.queue);
         let mut lanes = Vec::new();
@@ -181,13 +192,17 @@ impl Notifier {
             metrics,
             routes,
             lanes,
+            invalidations: invalidations.clone(),
         });
+        // Subscribed before the first load: a change stored meanwhile is
+        // applied after it.
+        let changes = invalidations.subscribe(ChangeKind::Registrations);
         notifier.reload().await?;
         tokio::spawn(router(notifier.clone(), routed));
         for (kind, sender, queue) in receivers {
             tokio::spawn(lane(notifier.clone(), kind, sender, queue));
         }
-        tokio::spawn(refresher(notifier.clone()));
+        tokio::spawn(refresher(notifier.clone(), changes));
         Ok(notifier)
     }
 
@@ -199,6 +214,25 @@ impl Notifier {
             self.index.replace(&app.id, registrations);
         }
         Ok(())
+    }
+
+    /// Reloads one channel's registrations from the store (a registration
+    /// or removal made on some node).
+    async fn reload_channel(&self, app_id: &str, channel: &str) -> Result<(), StoreError> {
+        if self.apps.by_id(app_id).is_none_or(|app| app.id != app_id) {
+            return Ok(());
+        }
+        let registrations = self.store.registrations_on(app_id, channel).await?;
+        self.index.replace_channel(app_id, channel, registrations);
+        Ok(())
+    }
+
+    /// Tells every node (this one too) that a channel's registrations changed.
+    fn announce(&self, app_id: &str, channel: &str) {
+        self.invalidations.announce(Change::Registrations {
+            app_id: app_id.to_owned(),
+            channel: channel.to_owned(),
+        });
     }
 
     /// Called on the publish path of the node where the event entered (an
@@ -285,7 +319,9 @@ impl Notifier {
             .register(app_id, &registration)
             .await
             .map_err(RegisterError::Store)?;
+        let channel = registration.channel.clone();
         self.index.insert(app_id, registration);
+        self.announce(app_id, &channel);
         Ok(created)
     }
 
@@ -305,6 +341,7 @@ impl Notifier {
             )
             .await?;
         let indexed = self.index.remove(app_id, registration);
+        self.announce(app_id, &registration.channel);
         Ok(removed || indexed)
     }
 
@@ -459,14 +496,28 @@ async fn lane(
     }
 }
 
-/// Reloads the index every 10 s, so registrations made on other nodes
-/// (MongoDB) are routed here too.
-async fn refresher(notifier: Arc<Notifier>) {
+/// Keeps the index the store's: applies each announced change (those of
+/// other nodes and this node's own, in order), and reloads every
+/// registration every 10 s and after changes were missed. One task, so a
+/// reload never overwrites a newer change with an older read.
+async fn refresher(notifier: Arc<Notifier>, mut changes: Subscription) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.tick().await;
     loop {
-        tick.tick().await;
-        if let Err(error) = notifier.reload().await {
+        let result = tokio::select! {
+            _ = tick.tick() => notifier.reload().await,
+            received = changes.next() => match received {
+                Received::Change(Change::Registrations { app_id, channel }) => {
+                    notifier.reload_channel(&app_id, &channel).await
+                }
+                Received::Change(_) => Ok(()),
+                Received::Missed => {
+                    tracing::warn!("registration changes came faster than they were applied: reloading every registration");
+                    notifier.reload().await
+                }
+            },
+        };
+        if let Err(error) = result {
             tracing::warn!(%error, "cannot reload notification registrations; the loaded ones stay in use");
         }
     }

@@ -8,6 +8,7 @@ use super::PushiApi;
 use crate::apps::App;
 use crate::http::error::ApiError;
 use crate::http::signed::query_param;
+use crate::hub::invalidation::Change;
 use crate::hub::Hub;
 use actix_web::dev::Payload;
 use actix_web::web::Data;
@@ -121,11 +122,14 @@ pub async fn login(req: HttpRequest) -> Result<HttpResponse, PushiError> {
 }
 
 /// `GET /pushi/logout?sid=` → `{"result": "success"}`; the token is
-/// refused from then on (on this node; see [`super::session`]).
+/// refused from then on, by this node at once and by the others as soon as
+/// the announcement reaches them ([`crate::hub::invalidation`]).
 pub async fn logout(req: HttpRequest, session: Session) -> Result<HttpResponse, PushiError> {
-    let (_, api) = shared(&req)?;
-    api.revoked
-        .revoke(&session.token.nonce, session.token.expiry, now());
+    let (hub, api) = shared(&req)?;
+    let TokenParts { nonce, expiry, .. } = session.token;
+    api.revoked.revoke(&nonce, expiry, now());
+    hub.invalidations()
+        .announce(Change::Logout { nonce, expiry });
     Ok(success())
 }
 

@@ -31,10 +31,12 @@ pub mod settings;
 pub mod unsupported;
 
 use crate::apps::admin::AppsAdmin;
+use crate::hub::invalidation::{Change, Invalidations, Kind, Received};
 use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError};
 use error::PushiError;
 use session::Revoked;
 use settings::PushiApiConfig;
+use std::sync::Arc;
 
 /// The prefix every pushi route is served under.
 pub const PREFIX: &str = "/pushi";
@@ -44,8 +46,8 @@ pub const PREFIX: &str = "/pushi";
 pub struct PushiApi {
     /// `[pushi_api]`.
     pub settings: PushiApiConfig,
-    /// Tokens ended by `logout` on this node.
-    pub revoked: Revoked,
+    /// Tokens ended by `logout` (on any node, see [`Self::with_invalidations`]).
+    pub revoked: Arc<Revoked>,
     /// Changes an app (`PUT /apps/{ident}`); `None`: apps cannot change.
     pub apps: Option<AppsAdmin>,
 }
@@ -54,10 +56,31 @@ impl PushiApi {
     /// The shared state for `settings`, without app changes.
     pub fn new(settings: PushiApiConfig) -> Self {
         PushiApi {
-            revoked: Revoked::new(settings.max_revoked_sessions),
+            revoked: Arc::new(Revoked::new(settings.max_revoked_sessions)),
             settings,
             apps: None,
         }
+    }
+
+    /// Refuses the tokens logged out through other nodes too, as they
+    /// announce them on `invalidations` (starts a task on the current runtime).
+    pub fn with_invalidations(self, invalidations: &Invalidations) -> Self {
+        let revoked = self.revoked.clone();
+        let mut logouts = invalidations.subscribe(Kind::Logouts);
+        tokio::spawn(async move {
+            loop {
+                match logouts.next().await {
+                    Received::Change(Change::Logout { nonce, expiry }) => {
+                        revoked.revoke(&nonce, expiry, crate::store::now_ms() / 1000);
+                    }
+                    Received::Change(_) => {}
+                    Received::Missed => tracing::warn!(
+                        "pushi logouts came faster than they were applied: some tokens logged out on other nodes stay valid here until they expire"
+                    ),
+                }
+            }
+        });
+        self
     }
 
     /// With `admin` for `PUT /apps/{ident}`.

@@ -9,10 +9,11 @@
 //! app's secret invalidates its tokens. Every character is URL-safe, as the
 //! client sends it in the query string (`?sid=`).
 //!
-//! `logout` revokes a token on the node that serves it: the nonce is kept
-//! (bounded, see [`Revoked`]) until the token would expire anyway. Another
-//! node of a cluster still accepts it until its expiry (documented in the
-//! README).
+//! `logout` revokes a token: the nonce is kept (bounded, see [`Revoked`])
+//! until the token would expire anyway, on the node that serves it at once
+//! and on the other nodes of a Redis cluster as the announcement reaches
+//! them ([`crate::hub::invalidation`]). A node cut off from Redis then, or
+//! started after, still accepts the token until its expiry (README).
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;

@@ -107,6 +107,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every notification registration of an app (to build the index).
     async fn registrations(&self, app_id: &str) -> Result<Vec<Registration>, StoreError>;
+
+    /// The notification registrations of one channel of an app (to reload
+    /// it after another node changed it). Default: filtered from
+    /// [`Store::registrations`].
+    async fn registrations_on(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<Vec<Registration>, StoreError> {
+        let mut registrations = self.registrations(app_id).await?;
+        registrations.retain(|registration| registration.channel == channel);
+        Ok(registrations)
+    }
 }
 
 /// How long and how many messages are kept.

@@ -332,9 +332,25 @@ impl Store for MongoStore {
     }
 
     async fn registrations(&self, app_id: &str) -> Result<Vec<Registration>, StoreError> {
+        self.find_registrations(doc! { "app_id": app_id }).await
+    }
+
+    async fn registrations_on(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<Vec<Registration>, StoreError> {
+        self.find_registrations(doc! { "app_id": app_id, "channel": channel })
+            .await
+    }
+}
+
+impl MongoStore {
+    /// The registrations matching `filter`.
+    async fn find_registrations(&self, filter: Document) -> Result<Vec<Registration>, StoreError> {
         let documents: Vec<Document> = self
             .notifications
-            .find(doc! { "app_id": app_id })
+            .find(filter)
             .await
             .map_err(unavailable)?
             .try_collect()

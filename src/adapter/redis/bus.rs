@@ -1,5 +1,6 @@
 //! Messages between nodes over one Redis pub/sub channel: a published frame
-//! (encoded once, sent once per publish) or a command.
+//! (encoded once, sent once per publish), a command, or an invalidation (a
+//! change to the store other nodes cache, [`crate::hub::invalidation`]).
 //!
 //! A message borrows its fields: encoding writes them straight into the
 //! wire form, and decoding points into the received text, so neither side
@@ -164,6 +165,36 @@ pub enum BusMessage<'a> {
         /// The relaying node's response filled up: a slow client.
         slow: bool,
     },
+    /// A user's follow of a channel changed in the store: reload it
+    /// ([`crate::hub::invalidation`]).
+    Follow {
+        /// Sending node.
+        node: &'a str,
+        /// App id.
+        app_id: &'a str,
+        /// The channel followed or no longer.
+        channel: &'a str,
+        /// The follower (last: a user id may hold anything).
+        user_id: &'a str,
+    },
+    /// A channel's notification registrations changed in the store: reload them.
+    Registrations {
+        /// Sending node.
+        node: &'a str,
+        /// App id.
+        app_id: &'a str,
+        /// The registrations' channel.
+        channel: &'a str,
+    },
+    /// A pushi session token was logged out: refuse it until `expiry`.
+    Logout {
+        /// Sending node.
+        node: &'a str,
+        /// The token's expiry (Unix seconds).
+        expiry: u64,
+        /// The token's nonce.
+        nonce: &'a str,
+    },
 }
 
 impl<'a> BusMessage<'a> {
@@ -254,6 +285,22 @@ impl<'a> BusMessage<'a> {
                 let slow = u8::from(*slow);
                 format!("XG{SEP}{to}{SEP}{from}{SEP}{request}{SEP}{slow}")
             }
+            BusMessage::Follow {
+                node,
+                app_id,
+                channel,
+                user_id,
+            } => format!("F{SEP}{node}{SEP}{app_id}{SEP}{channel}{SEP}{user_id}"),
+            BusMessage::Registrations {
+                node,
+                app_id,
+                channel,
+            } => format!("R{SEP}{node}{SEP}{app_id}{SEP}{channel}"),
+            BusMessage::Logout {
+                node,
+                expiry,
+                nonce,
+            } => format!("L{SEP}{node}{SEP}{expiry}{SEP}{nonce}"),
         }
     }
 
@@ -337,6 +384,15 @@ impl<'a> BusMessage<'a> {
                     user_id: parts.next()?,
                 })
             }
+            "F" => {
+                let mut parts = rest.splitn(4, SEP);
+                Some(BusMessage::Follow {
+                    node: parts.next()?,
+                    app_id: parts.next()?,
+                    channel: parts.next()?,
+                    user_id: parts.next()?,
+                })
+            }
             "U" => {
                 let (node, report) = rest.split_once(SEP)?;
                 Some(BusMessage::Usage { node, report })
@@ -391,6 +447,22 @@ impl<'a> BusMessage<'a> {
                     from: parts.next()?,
                     request: parts.next()?.parse().ok()?,
                     slow: parts.next()? == "1",
+                })
+            }
+            "R" => {
+                let mut parts = rest.splitn(3, SEP);
+                Some(BusMessage::Registrations {
+                    node: parts.next()?,
+                    app_id: parts.next()?,
+                    channel: parts.next()?,
+                })
+            }
+            "L" => {
+                let mut parts = rest.splitn(3, SEP);
+                Some(BusMessage::Logout {
+                    node: parts.next()?,
+                    expiry: parts.next()?.parse().ok()?,
+                    nonce: parts.next()?,
                 })
             }
             _ => None,
@@ -534,5 +606,33 @@ mod tests {
             BusMessage::decode("XR\u{1f}n2\u{1f}notanumber\u{1f}x"),
             None
         );
+    }
+
+    #[test]
+    fn invalidations_round_trip() {
+        let follow = BusMessage::Follow {
+            node: "n1",
+            app_id: "a",
+            channel: "news",
+            user_id: "odd\u{1f}user",
+        };
+        assert_eq!(BusMessage::decode(&follow.encode()), Some(follow));
+        let registrations = BusMessage::Registrations {
+            node: "n1",
+            app_id: "a",
+            channel: "personal-u",
+        };
+        assert_eq!(
+            BusMessage::decode(&registrations.encode()),
+            Some(registrations)
+        );
+        let logout = BusMessage::Logout {
+            node: "n1",
+            expiry: 1_700_000_000,
+            nonce: "00ff",
+        };
+        assert_eq!(BusMessage::decode(&logout.encode()), Some(logout));
+        assert_eq!(BusMessage::decode("L\u{1f}n1\u{1f}soon\u{1f}00ff"), None);
+        assert_eq!(BusMessage::decode("F\u{1f}n1\u{1f}a\u{1f}news"), None);
     }
 }

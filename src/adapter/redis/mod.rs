@@ -39,6 +39,8 @@
 //!   the bus, so app and abuse limits hold for the deployment.
 //! - HTTP fallback sessions through any node ([`xhr_relay`]): a request for
 //!   a session another node holds is relayed to it over the bus.
+//! - Invalidations ([`invalidate`]): follows, notification registrations and
+//!   pushi logouts made through one node take effect on every node at once.
 
 pub mod bus;
 pub mod connection;
@@ -48,6 +50,7 @@ pub mod failure;
 pub mod held;
 pub mod history;
 pub mod idempotency;
+pub mod invalidate;
 pub mod keys;
 pub mod liveness;
 pub mod outbox;
@@ -129,6 +132,8 @@ pub struct RedisAdapter {
     usage: std::sync::OnceLock<Arc<crate::usage::ClusterUsage>>,
     /// HTTP sessions relayed between nodes (see [`xhr_relay`]).
     xhr: xhr_relay::State,
+    /// This node's cached-state invalidations (see [`invalidate`]).
+    invalidations: std::sync::OnceLock<Arc<crate::hub::invalidation::Invalidations>>,
 }
 
 impl RedisAdapter {
@@ -187,6 +192,7 @@ impl RedisAdapter {
             sign_ins,
             usage: std::sync::OnceLock::new(),
             xhr: xhr_relay::State::new(),
+            invalidations: std::sync::OnceLock::new(),
         });
         tracing::info!(
             node_id = %adapter.node_id,
@@ -395,6 +401,11 @@ impl RedisAdapter {
                 | BusMessage::XhrEnd { .. }
                 | BusMessage::XhrGone { .. }),
             ) => self.on_xhr_message(message),
+            Some(
+                message @ (BusMessage::Follow { .. }
+                | BusMessage::Registrations { .. }
+                | BusMessage::Logout { .. }),
+            ) => self.on_invalidation(&message),
             Some(_) => {}
             None => tracing::warn!("unreadable message on the redis bus"),
         }
