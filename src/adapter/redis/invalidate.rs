@@ -16,7 +16,10 @@ impl RedisAdapter {
         let adapter = Arc::downgrade(self);
         invalidations.connect(move |change| {
             if let Some(adapter) = adapter.upgrade() {
-                adapter.tell_other_nodes(&outgoing(&adapter.node_id, change));
+                // The sender's group (any group reaches every node): a
+                // node's changes stay in order.
+                let group = adapter.keys.group("", &adapter.node_id);
+                adapter.tell_other_nodes(group, &outgoing(&adapter.node_id, change));
             }
         });
         if self.invalidations.set(invalidations).is_err() {
