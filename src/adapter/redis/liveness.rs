@@ -1,7 +1,7 @@
 //! The background tasks of a node: listening on the bus (re-subscribing
 //! after Redis comes back), heartbeats, and reaping dead nodes.
 
-use super::{now_ms, RedisAdapter};
+use super::{bus, now_ms, RedisAdapter};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use std::sync::Arc;
@@ -29,7 +29,15 @@ pub async fn listen(adapter: Arc<RedisAdapter>) {
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
                         match message.get_payload::<String>() {
-                            Ok(text) => adapter.on_bus_message(&text),
+                            // A batch's members, in order, as if each came alone.
+                            Ok(text) => match bus::batch_members(&text) {
+                                Some(members) => {
+                                    for member in members {
+                                        adapter.on_bus_message(member);
+                                    }
+                                }
+                                None => tracing::warn!("malformed batch on the redis bus"),
+                            },
                             Err(error) => tracing::warn!(%error, "unreadable bus payload"),
                         }
                     }

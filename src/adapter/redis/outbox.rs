@@ -13,12 +13,20 @@
 //! would have before, instead of getting them late); when the queue is full,
 //! new messages are dropped. Both are counted.
 //!
+//! What the pipeline publishes is packed: the messages queued meanwhile
+//! travel several to a Redis message ([`BusBatch`]), one batch per bus
+//! channel at a time, in queue order. Only what is already queued is packed,
+//! so a lone message leaves at once, as is; under load, one PUBLISH (one
+//! message for Redis to fan out, one wake-up per receiving node) carries up
+//! to [`super::bus::MAX_BATCH_MESSAGES`].
+//!
 //! History writes ([`HistoryWrite`]) ride in the same queue and pipeline, in
 //! order with the messages: each is one script that stores the event and
 //! publishes it on the bus. They are never dropped silently: one that fails
 //! is handed back to the history side ([`RedisAdapter::history_unsent`]),
 //! which delivers it on this node and queues it for a retry.
 
+use super::bus::BusBatch;
 use super::history::HistoryWrite;
 use super::RedisAdapter;
 use std::sync::Arc;
@@ -102,15 +110,27 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
                 // when it is known) once per batch rather than per event.
                 adapter.history_script_load(&mut pipeline);
             }
-            for item in &batch {
+            // Messages go out packed several to a PUBLISH, per channel, in
+            // order; a history write (its script publishes too) sends what
+            // was packed before it first, so the bus keeps the queue's order.
+            let mut packer = Packer::default();
+            let mut messages = 0;
+            let mut writes = Vec::new();
+            for item in batch.drain(..) {
                 match item {
                     Outgoing::Message(message) => {
-                        pipeline.publish(&bus, message).ignore();
+                        messages += 1;
+                        packer.push(&mut pipeline, &bus, message);
                     }
-                    Outgoing::History(write) => adapter.history_script_call(&mut pipeline, write),
+                    Outgoing::History(write) => {
+                        packer.send_all(&mut pipeline);
+                        adapter.history_script_call(&mut pipeline, &write);
+                        writes.push(write);
+                    }
                     Outgoing::Flush(_) => {}
                 }
             }
+            packer.send_all(&mut pipeline);
             let sent = adapter
                 .run(|mut connection| async move {
                     super::failure::query_pipeline::<()>(&pipeline, &mut connection).await
@@ -124,25 +144,113 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
                 while let Ok(item) = pending.try_recv() {
                     match item {
                         Outgoing::Flush(done) => flushes.push(done),
-                        item => batch.push(item),
+                        Outgoing::Message(_) => messages += 1,
+                        Outgoing::History(write) => writes.push(write),
                     }
                 }
-                let mut dropped = 0;
-                let mut unsent = Vec::new();
-                for item in batch.drain(..) {
-                    match item {
-                        Outgoing::Message(_) => dropped += 1,
-                        Outgoing::History(write) => unsent.push(write),
-                        Outgoing::Flush(_) => {}
-                    }
-                }
-                adapter.metrics.redis_bus_dropped.inc_by(dropped);
-                adapter.history_unsent(unsent);
+                adapter.metrics.redis_bus_dropped.inc_by(messages);
+                adapter.history_unsent(writes);
             }
-            batch.clear();
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
+    }
+}
+
+/// Packs messages into one [`BusBatch`] per bus channel, adding a PUBLISH to
+/// the pipeline whenever a batch is full, and for every batch left on
+/// [`Packer::send_all`]. Within a channel, messages keep their order.
+#[derive(Default)]
+struct Packer {
+    /// Channel and its open batch, in the order the channels came.
+    open: Vec<(String, BusBatch)>,
+}
+
+impl Packer {
+    /// Adds `message` for `channel`.
+    fn push(&mut self, pipeline: &mut redis::Pipeline, channel: &str, message: String) {
+        let index = match self.open.iter().position(|(open, _)| open == channel) {
+            Some(index) => index,
+            None => {
+                self.open.push((channel.to_owned(), BusBatch::new()));
+                self.open.len() - 1
+            }
+        };
+        let (channel, batch) = &mut self.open[index];
+        if let Err(message) = batch.push(message) {
+            if let Some(full) = batch.take() {
+                pipeline.publish(channel.as_str(), full).ignore();
+            }
+            // An empty batch takes any message.
+            let _ = batch.push(message);
+        }
+    }
+
+    /// Publishes every open batch, in the order their channels came.
+    fn send_all(&mut self, pipeline: &mut redis::Pipeline) {
+        for (channel, mut batch) in self.open.drain(..) {
+            if let Some(wire) = batch.take() {
+                pipeline.publish(channel, wire).ignore();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bus::{batch_members, MAX_BATCH_MESSAGES};
+    use super::*;
+
+    /// The (channel, payload) PUBLISH commands of a pipeline, in order.
+    fn published(pipeline: &redis::Pipeline) -> Vec<(String, String)> {
+        pipeline
+            .cmd_iter()
+            .map(|cmd| {
+                let args: Vec<String> = cmd
+                    .args_iter()
+                    .map(|arg| match arg {
+                        redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                        redis::Arg::Cursor => String::new(),
+                    })
+                    .collect();
+                assert_eq!(args[0], "PUBLISH");
+                (args[1].clone(), args[2].clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn messages_are_packed_per_channel_in_order() {
+        let mut pipeline = redis::pipe();
+        let mut packer = Packer::default();
+        packer.push(&mut pipeline, "bus", "m1".to_owned());
+        packer.push(&mut pipeline, "other", "o1".to_owned());
+        packer.push(&mut pipeline, "bus", "m2".to_owned());
+        packer.send_all(&mut pipeline);
+        packer.push(&mut pipeline, "bus", "m3".to_owned());
+        packer.send_all(&mut pipeline);
+        let sent = published(&pipeline);
+        assert_eq!(sent.len(), 3);
+        assert_eq!(sent[0].0, "bus");
+        assert_eq!(batch_members(&sent[0].1), Some(vec!["m1", "m2"]));
+        assert_eq!(sent[1], ("other".to_owned(), "o1".to_owned()));
+        assert_eq!(sent[2], ("bus".to_owned(), "m3".to_owned()));
+    }
+
+    #[test]
+    fn a_full_batch_is_sent_and_the_next_one_started() {
+        let mut pipeline = redis::pipe();
+        let mut packer = Packer::default();
+        for n in 0..=MAX_BATCH_MESSAGES {
+            packer.push(&mut pipeline, "bus", format!("m{n}"));
+        }
+        packer.send_all(&mut pipeline);
+        let sent = published(&pipeline);
+        assert_eq!(sent.len(), 2);
+        let first = batch_members(&sent[0].1).unwrap_or_default();
+        assert_eq!(first.len(), MAX_BATCH_MESSAGES);
+        assert_eq!(first[0], "m0");
+        assert_eq!(sent[1].1, format!("m{MAX_BATCH_MESSAGES}"));
     }
 }
