@@ -175,6 +175,7 @@ test('a burst of triggers through A reaches B and C whole and in order, several 
   const carrying = spy.messages.filter((m) => busMembers(m.payload).some((x) => x.includes(name)));
   const published = carrying.flatMap((m) => busMembers(m.payload)).filter((x) => x.startsWith('P\x1f') && x.includes(name));
   assert.equal(published.length, REQUESTS * PER);
+  t.diagnostic(`${REQUESTS * PER} events in ${carrying.length} Redis messages`);
   assert.ok(
     carrying.some((m) => m.payload[0] === 0x42) && carrying.length < REQUESTS * PER,
     `${REQUESTS * PER} events in ${carrying.length} Redis messages, none of them a batch`,

@@ -357,14 +357,20 @@ mod tests {
         }
         assert_eq!(batch.push(publish("{}")), Err(publish("{}")));
         let wire = batch.take().unwrap_or_default();
-        assert_eq!(batch_members(&wire).map(|m| m.len()), Some(MAX_BATCH_MESSAGES));
+        assert_eq!(
+            batch_members(&wire).map(|m| m.len()),
+            Some(MAX_BATCH_MESSAGES)
+        );
 
         let big = publish(&format!(r#"{{"data":"{}"}}"#, "x".repeat(MAX_BATCH_BYTES)));
         // Alone, any size goes; with it, nothing else fits.
         assert_eq!(batch.push(big.clone()), Ok(()));
         assert_eq!(batch.push(publish("{}")), Err(publish("{}")));
         assert_eq!(batch.take(), Some(big));
-        let half = publish(&format!(r#"{{"data":"{}"}}"#, "x".repeat(MAX_BATCH_BYTES / 2)));
+        let half = publish(&format!(
+            r#"{{"data":"{}"}}"#,
+            "x".repeat(MAX_BATCH_BYTES / 2)
+        ));
         assert_eq!(batch.push(half.clone()), Ok(()));
         assert_eq!(batch.push(half.clone()), Err(half));
         let mut filled = BusBatch::new();
@@ -381,14 +387,14 @@ mod tests {
         let good = format!("B\u{1f}{}\u{1f}{member}", member.len());
         assert_eq!(batch_members(&good), Some(vec![member.as_str()]));
         for bad in [
-            "B\u{1f}".to_owned(),                                  // empty
+            "B\u{1f}".to_owned(),                                 // empty
             format!("B\u{1f}{}\u{1f}{member}", member.len() + 1), // overlong
-            format!("B\u{1f}{}\u{1f}{member}x", member.len()),     // trailing junk
+            format!("B\u{1f}{}\u{1f}{member}x", member.len()),    // trailing junk
             format!("B\u{1f}+{}\u{1f}{member}", member.len()),    // sign
-            format!("B\u{1f}{}", member.len()),                    // no SEP
+            format!("B\u{1f}{}", member.len()),                   // no SEP
             format!("B\u{1f}x\u{1f}{member}"),                    // not a number
-            "B\u{1f}99999999999999999999\u{1f}x".to_owned(),        // huge
-            "B\u{1f}1\u{1f}é".to_owned(),                           // splits a character
+            "B\u{1f}99999999999999999999\u{1f}x".to_owned(),      // huge
+            "B\u{1f}1\u{1f}é".to_owned(),                         // splits a character
             format!("B\u{1f}{}\u{1f}{good}", good.len()),         // nested
         ] {
             assert_eq!(batch_members(&bad), None, "{bad:?}");

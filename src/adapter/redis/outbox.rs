@@ -211,7 +211,7 @@ mod tests {
                     .args_iter()
                     .map(|arg| match arg {
                         redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                        redis::Arg::Cursor => String::new(),
+                        _ => String::new(),
                     })
                     .collect();
                 assert_eq!(args[0], "PUBLISH");
