@@ -1,31 +1,53 @@
 #!/usr/bin/env bash
-# Two-node fan-out: rusher as a two-node cluster (adapter = "redis") against
-# one rusher node, and against sockudo x2 with its Redis adapter (and one
-# sockudo node) when it runs.
+# Two-node fan-out: rusher as a two-node cluster (adapter = "redis") on one
+# Redis and on a Redis Cluster, against one rusher node, and against sockudo
+# x2 with its Redis adapter (and one sockudo node) when it runs; with the CPU
+# time every process used, for the deliveries per CPU-second of the nodes.
 #
-# Starts a redis-server on a free port, then for each setup in turn the
-# server(s) on free 127.0.0.1 ports with the same app (app-id / app-key /
-# app-secret) and raised limits as compare.sh, and runs the `fanout` scenario:
-# subscribers spread round-robin over the nodes (`--ports a,b`), events
-# published over the HTTP API of the first node, so half of the deliveries
-# cross the Redis bus ("remote") and half do not ("local"). The single-node
-# setups run the same scenario on one port for reference. Prints a markdown
-# table with ratios (two nodes vs one, rusher vs sockudo), also written to
-# bench/results/cluster.md. About 3 minutes with the default sizes.
+# Starts a redis-server on a free port (and a 3-master Redis Cluster for
+# rusher-2c), then, CLUSTER_ROUNDS times, each setup in turn (the order
+# reversed every other round, so no setup always runs on a warmer or quieter
+# machine): the server(s) on free 127.0.0.1 ports with the same app
+# (app-id / app-key / app-secret) and raised limits as compare.sh, and the
+# `fanout` scenario: subscribers spread round-robin over the nodes
+# (`--ports a,b`), events published over the HTTP API of the first node, so
+# half of the deliveries cross the Redis bus ("remote") and half do not
+# ("local"). The single-node setups run the same scenario on one port for
+# reference. Writes a markdown summary (min / median / max over the rounds of
+# deliveries/s and of deliveries per CPU-second of the server processes, the
+# latter against one node's) and the detailed table of the last round to
+# bench/results/cluster.md. About 3 minutes per round with the default sizes.
+#
+# CPU: the generator reads utime + stime (/proc/PID/stat) of every node and
+# of redis-server(s) (`--cpu-pid`) at the first measured publish and at the
+# end of the drain, so connection set-up is left out.
+#
+# Pinning (BENCH_PIN=1, the default, when taskset works): node 1 on cpu 0,
+# node 2 on cpu 1 (a single node on cpu 0), so one node has one core and two
+# nodes two. With 4 cores or more the generator gets cpu 2 and Redis the
+# rest (cpu 3 and up); with 2 or 3 they are left unpinned and share the
+# machine with the nodes. BENCH_PIN=0: nothing is pinned.
 #
 # Usage: bench/compare-cluster.sh [--quick] [--setups "..."] [--skip-build] [--out DIR]
-#   --quick       tiny sizes: checks that everything runs
-#   --setups      which setups, default "rusher-2 rusher-1 sockudo-2 sockudo-1"
+#   --quick       tiny sizes, one round: checks that everything runs
+#   --setups      which setups, default "rusher-1 rusher-2 rusher-2c sockudo-1 sockudo-2":
+#                 NAME-N runs N nodes (N > 1: through one Redis), NAME-Nc N nodes on a
+#                 3-master Redis Cluster (`cluster = true`; skipped with a message when
+#                 the binary refuses it). NAME: rusher, sockudo, or base (rusher from
+#                 BASE_BIN, e.g. an earlier build: --setups "rusher-1 rusher-2 base-1 base-2")
 #   --skip-build  use the binaries already in target/release
 #   --out DIR     where JSON results and logs go (default: a temp dir)
 #
 # Sizes (defaults in brackets)
+#   CLUSTER_ROUNDS [3]             rounds (each runs every setup once)
 #   CLUSTER_SUBS [6000]            subscribers in all (3000 per node with two)
 #   CLUSTER_DELIVERIES [60000]     deliveries/s of the fixed-rate run (rate = this / subscribers)
 #   CLUSTER_SECS [10]              length of the fixed-rate run
 #   CLUSTER_MAX_RUNS ["4:200 32:600"]  max-rate runs as WINDOW:EVENTS pairs (events not yet
 #                                  fully delivered; 4 = round-trip bound, 32 = saturated)
 #   PAYLOAD [100]
+#   BENCH_PIN [1]                  pin processes with taskset (see above)
+#   BASE_BIN                       the rusher binary of the base-N setups
 #   REDIS_SERVER [redis-server]    the redis-server binary
 #   SOCKUDO_BIN                    sockudo binary (else /work/tools/sockudo/bin/sockudo, else PATH)
 set -uo pipefail
@@ -34,13 +56,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_TAG=cluster
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
-SETUPS="rusher-2 rusher-1 sockudo-2 sockudo-1"
+SETUPS="rusher-1 rusher-2 rusher-2c sockudo-1 sockudo-2"
 parse_compare_args --setups SETUPS "$@"
 if [ "$QUICK" = 1 ]; then
   : "${CLUSTER_SUBS:=200}" "${CLUSTER_DELIVERIES:=10000}" "${CLUSTER_SECS:=2}" "${CLUSTER_MAX_RUNS:=4:50 32:100}"
+  : "${CLUSTER_ROUNDS:=1}"
 fi
 : "${CLUSTER_SUBS:=6000}" "${CLUSTER_DELIVERIES:=60000}" "${CLUSTER_SECS:=10}" "${CLUSTER_MAX_RUNS:=4:200 32:600}"
-: "${PAYLOAD:=100}" "${REDIS_SERVER:=redis-server}"
+: "${CLUSTER_ROUNDS:=3}" "${PAYLOAD:=100}" "${REDIS_SERVER:=redis-server}" "${BENCH_PIN:=1}"
 
 APP_ID=app-id APP_KEY=app-key APP_SECRET=app-secret
 init_out rusher-cluster
@@ -55,13 +78,45 @@ trap stop_all_pids EXIT
 # --- Redis --------------------------------------------------------------------
 REDIS_PORT=""
 REDIS_PID=""
-if [[ "$SETUPS" == *-2* ]]; then
+# setup_nodes SETUP / setup_mode SETUP: its node count; local, redis or rcluster.
+setup_nodes() { local tail=${1##*-}; echo "${tail%c}"; }
+setup_mode() {
+  case "${1##*-}" in
+    *c) echo rcluster ;;
+    1) echo local ;;
+    *) echo redis ;;
+  esac
+}
+NEEDS_REDIS=0 NEEDS_RCLUSTER=0
+for setup in $SETUPS; do
+  case $(setup_mode "$setup") in
+    redis) NEEDS_REDIS=1 ;;
+    rcluster) NEEDS_RCLUSTER=1 ;;
+  esac
+done
+
+# --- Pinning ------------------------------------------------------------------
+CORES=$(nproc)
+NODE_CPUS=("" "") GEN_CPUS="" REDIS_CPUS=""
+if [ "$BENCH_PIN" = 1 ] && [ "$CORES" -ge 2 ] && taskset -c 0 true 2>/dev/null; then
+  NODE_CPUS=(0 1)
+  if [ "$CORES" -ge 4 ]; then GEN_CPUS=2 REDIS_CPUS="3-$((CORES - 1))"; fi
+  LAYOUT="node 1 (or the single node) on cpu 0, node 2 on cpu 1, generator on ${GEN_CPUS:+cpu }${GEN_CPUS:-any cpu}, redis-server(s) on ${REDIS_CPUS:+cpus }${REDIS_CPUS:-any cpu} (taskset; $CORES cores)"
+else
+  LAYOUT="nothing pinned ($CORES cores; BENCH_PIN=$BENCH_PIN)"
+fi
+say "layout: $LAYOUT"
+GEN_PIN=()
+[ -n "$GEN_CPUS" ] && GEN_PIN=(taskset -c "$GEN_CPUS")
+
+if [ "$NEEDS_REDIS" = 1 ]; then
   if command -v "$REDIS_SERVER" >/dev/null 2>&1; then
     REDIS_PORT=$(free_port)
     "$REDIS_SERVER" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
       --protected-mode no >"$OUT/redis.log" 2>&1 &
     REDIS_PID=$!
     PIDS+=("$REDIS_PID")
+    pin_pid "$REDIS_PID" "$REDIS_CPUS"
     for _ in $(seq 1 100); do
       redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
       sleep 0.1
@@ -76,23 +131,38 @@ if [[ "$SETUPS" == *-2* ]]; then
   fi
 fi
 
-# Starts node $2 (0, 1) of server $1 (rusher|sockudo) on port $3, clustered
-# through Redis when $4 = redis; sets NODE_PID.
+RC_PORTS=()
+if [ "$NEEDS_RCLUSTER" = 1 ]; then
+  if command -v "$REDIS_SERVER" >/dev/null 2>&1 && start_redis_cluster 3 "$WORK/redis-cluster"; then
+    say "Redis Cluster on 127.0.0.1:${RC_PORTS[*]}"
+    for pid in "${RC_PIDS[@]}"; do pin_pid "$pid" "$REDIS_CPUS"; done
+  else
+    say "no Redis Cluster: the setups on one are skipped"; RC_PORTS=()
+  fi
+fi
+
+# Starts node $2 (0, 1) of server $1 (rusher|base|sockudo) on port $3:
+# alone ($4 = local), clustered through Redis ($4 = redis) or a Redis
+# Cluster ($4 = rcluster); pins it; sets NODE_PID, and NOT_CLUSTERED when
+# the server cannot cluster that way.
 start_node() {
   local server=$1 node=$2 port=$3 mode=$4 log="$OUT/$1-$4-node$2.log"
   case "$server" in
-    rusher)
-      local conf="$WORK/rusher-$mode-$node.toml"
+    rusher|base)
+      local conf="$WORK/$server-$mode-$node.toml" bin="$ROOT/target/release/rusher"
+      [ "$server" = base ] && bin=$BASE_BIN
       {
-        if [ "$mode" = redis ]; then echo 'adapter = "redis"'; fi
+        if [ "$mode" != local ]; then echo 'adapter = "redis"'; fi
         rusher_server_toml "$port"
         if [ "$mode" = redis ]; then
           printf '\n[redis]\nurl = "redis://127.0.0.1:%s"\nprefix = "bench-%s"\n' "$REDIS_PORT" "$RUN_ID"
+        elif [ "$mode" = rcluster ]; then
+          printf '\n[redis]\nurl = "redis://127.0.0.1:%s"\ncluster = true\nprefix = "bench-%s"\n' "${RC_PORTS[0]}" "$RUN_ID"
         fi
         echo
         rusher_app_toml
       } >"$conf"
-      "$ROOT/target/release/rusher" --config "$conf" >"$log" 2>&1 &
+      "$bin" --config "$conf" >"$log" 2>&1 &
       NODE_PID=$! ;;
     sockudo)
       local dir="$WORK/sockudo-$mode-$node" adapter=local
@@ -111,9 +181,15 @@ start_node() {
       NODE_PID=$! ;;
   esac
   PIDS+=("$NODE_PID")
-  wait_http "$NODE_PID" "$server node $node" "$port" "$log" || return 1
+  if ! wait_http "$NODE_PID" "$server node $node" "$port" "$log"; then
+    if [ "$mode" = rcluster ] && grep -q 'cluster' "$log"; then
+      NOT_CLUSTERED="this rusher refuses \`cluster = true\` in [redis] (Redis Cluster support not in this build): $( (grep -m1 'unknown field `cluster`' "$log" || grep -m1 -i 'cluster' "$log") | cut -c1-200)"
+    fi
+    return 1
+  fi
+  pin_pid "$NODE_PID" "${NODE_CPUS[$node]}"
   # A sockudo built without its redis feature says so and runs alone.
-  if [ "$server" = sockudo ] && [ "$mode" = redis ] && grep -q 'not compiled in' "$log"; then
+  if [ "$server" = sockudo ] && [ "$mode" != local ] && grep -q 'not compiled in' "$log"; then
     NOT_CLUSTERED="this sockudo build has no Redis adapter: it logs \"$(grep -o "adapter requested but not compiled in[^[:cntrl:]]*" "$log" | head -1 | sed "s/ *$//")\"; install one built with its redis feature (SOCKUDO_BIN=...)"
     return 1
   fi
@@ -134,52 +210,75 @@ done
 LOAD_BEFORE=$(load_average)
 STARTED=$(date +%s)
 SKIPPED=()
-for setup in $SETUPS; do
-  server=${setup%-*}; nodes=${setup##*-}
-  mode=local; [ "$nodes" -gt 1 ] && mode=redis
-  if [ "$server" = sockudo ] && [ -z "$SOCKUDO" ]; then
-    SKIPPED+=("$setup: sockudo not installed"); say "SKIPPING $setup: sockudo not installed"; continue
+skip() {  # remembers (once) and says why setup $1 is skipped
+  [[ " ${SKIPPED[*]+"${SKIPPED[*]}"} " == *" $1:"* ]] || SKIPPED+=("$1: $2")
+  say "SKIPPING $1: $2"
+}
+ORDER=($SETUPS)
+for round in $(seq 1 "$CLUSTER_ROUNDS"); do
+  dir="$OUT/round-$round"; mkdir -p "$dir"
+  # Every other round the other way round: no setup always goes first.
+  setups=("${ORDER[@]}")
+  if [ $((round % 2)) = 0 ]; then
+    setups=(); for ((k = ${#ORDER[@]} - 1; k >= 0; k--)); do setups+=("${ORDER[$k]}"); done
   fi
-  if [ "$mode" = redis ] && [ -z "$REDIS_PORT" ]; then
-    SKIPPED+=("$setup: no redis-server"); say "SKIPPING $setup: no redis-server"; continue
-  fi
-  RUN_ID="$setup-$$"; NOT_CLUSTERED=""
-  ports=(); pids=(); started=1
-  for node in $(seq 0 $((nodes - 1))); do
-    port=$(free_port)
-    if ! start_node "$server" "$node" "$port" "$mode"; then started=0; break; fi
-    ports+=("$port"); pids+=("$NODE_PID")
-  done
-  if [ "$started" = 0 ]; then
-    why=${NOT_CLUSTERED:-a node did not start (logs in $OUT)}
-    SKIPPED+=("$setup: $why")
-    say "SKIPPING $setup: $why"
-    for p in "${pids[@]}" "$NODE_PID"; do stop_pid "$p"; done
-    continue
-  fi
-  ports_csv=$(IFS=,; echo "${ports[*]}")
-  say "== $setup on 127.0.0.1:$ports_csv"
-  sleep 1  # let clustered nodes see each other (heartbeats)
-  for run in "${RUNS[@]}"; do
-    label=${run%%|*}; args=${run#*|}
-    if [ "$nodes" -gt 1 ]; then where="--ports $ports_csv"; else where="--port ${ports[0]}"; fi
-    say "$setup: $label ($args $where)"
-    # shellcheck disable=SC2086
-    "$BENCH" $args $where --app-id "$APP_ID" --app-key "$APP_KEY" --app-secret "$APP_SECRET" \
-      --server-pid "${pids[0]}" --json "$OUT/$setup-$label.json" >/dev/null 2>"$OUT/$setup-$label.log"
-    rc=$?
-    show_problems "$OUT/$setup-$label.log"
-    [ $rc -le 1 ] || say "  the generator failed (exit $rc), see $OUT/$setup-$label.log"
-    for i in "${!pids[@]}"; do
-      kill -0 "${pids[$i]}" 2>/dev/null || say "$setup node $i died during $label (log $OUT/$server-$mode-node$i.log)"
+  for setup in "${setups[@]}"; do
+    server=${setup%-*}; nodes=$(setup_nodes "$setup"); mode=$(setup_mode "$setup")
+    case "$server" in
+      rusher) ;;
+      base) [ -n "${BASE_BIN:-}" ] && [ -x "$BASE_BIN" ] || { skip "$setup" "BASE_BIN is not set to a rusher binary"; continue; } ;;
+      sockudo)
+        [ -n "$SOCKUDO" ] || { skip "$setup" "sockudo not installed"; continue; }
+        [ "$mode" != rcluster ] || { skip "$setup" "this script runs sockudo on one Redis only"; continue; } ;;
+      *) skip "$setup" "unknown server $server (rusher, base, sockudo)"; continue ;;
+    esac
+    if [ "$mode" = redis ] && [ -z "$REDIS_PORT" ]; then skip "$setup" "no redis-server"; continue; fi
+    if [ "$mode" = rcluster ] && [ ${#RC_PORTS[@]} = 0 ]; then skip "$setup" "no Redis Cluster"; continue; fi
+    RUN_ID="$setup-$$-$round"; NOT_CLUSTERED=""
+    ports=(); pids=(); started=1; NODE_PID=""
+    for node in $(seq 0 $((nodes - 1))); do
+      port=$(free_port)
+      if ! start_node "$server" "$node" "$port" "$mode"; then started=0; break; fi
+      ports+=("$port"); pids+=("$NODE_PID")
     done
+    if [ "$started" = 0 ]; then
+      skip "$setup" "${NOT_CLUSTERED:-a node did not start (logs in $OUT)}"
+      for p in "${pids[@]+"${pids[@]}"}" $NODE_PID; do stop_pid "$p"; done
+      continue
+    fi
+    ports_csv=$(IFS=,; echo "${ports[*]}")
+    say "== round $round: $setup on 127.0.0.1:$ports_csv"
+    sleep 1  # let clustered nodes see each other (heartbeats)
+    # Whose CPU time the generator reads: the nodes, and Redis when used.
+    cpu_args=()
+    for i in "${!pids[@]}"; do cpu_args+=(--cpu-pid "node$i=${pids[$i]}"); done
+    case "$mode" in
+      redis) cpu_args+=(--cpu-pid "redis=$REDIS_PID") ;;
+      rcluster) for i in "${!RC_PIDS[@]}"; do cpu_args+=(--cpu-pid "redis$i=${RC_PIDS[$i]}"); done ;;
+    esac
+    for run in "${RUNS[@]}"; do
+      label=${run%%|*}; args=${run#*|}
+      if [ "$nodes" -gt 1 ]; then where="--ports $ports_csv"; else where="--port ${ports[0]}"; fi
+      say "round $round, $setup: $label ($args $where)"
+      # shellcheck disable=SC2086
+      "${GEN_PIN[@]+"${GEN_PIN[@]}"}" "$BENCH" $args $where --app-id "$APP_ID" --app-key "$APP_KEY" \
+        --app-secret "$APP_SECRET" --server-pid "${pids[0]}" "${cpu_args[@]}" \
+        --json "$dir/$setup-$label.json" >/dev/null 2>"$dir/$setup-$label.log"
+      rc=$?
+      show_problems "$dir/$setup-$label.log"
+      [ $rc -le 1 ] || say "  the generator failed (exit $rc), see $dir/$setup-$label.log"
+      for i in "${!pids[@]}"; do
+        kill -0 "${pids[$i]}" 2>/dev/null || say "$setup node $i died during $label (log $OUT/$server-$mode-node$i.log)"
+      done
+    done
+    # Errors the nodes logged (warn level and above), for the report.
+    for i in "${!pids[@]}"; do
+      n=$(grep -ciE 'warn|error' "$OUT/$server-$mode-node$i.log" 2>/dev/null || true)
+      [ "${n:-0}" -gt 0 ] && say "$setup node $i logged $n warning/error lines (see $OUT/$server-$mode-node$i.log)"
+      cp "$OUT/$server-$mode-node$i.log" "$dir/" 2>/dev/null
+    done
+    for p in "${pids[@]}"; do stop_pid "$p"; done
   done
-  # Errors the nodes logged (warn level and above), for the report.
-  for i in "${!pids[@]}"; do
-    n=$(grep -ciE 'warn|error' "$OUT/$server-$mode-node$i.log" 2>/dev/null || true)
-    [ "${n:-0}" -gt 0 ] && say "$setup node $i logged $n warning/error lines (see $OUT/$server-$mode-node$i.log)"
-  done
-  for p in "${pids[@]}"; do stop_pid "$p"; done
 done
 ELAPSED=$(( $(date +%s) - STARTED ))
 LOAD_AFTER=$(load_average)
@@ -190,7 +289,84 @@ COMMIT=$(git_commit)
 DIRTY=$(git_dirty)
 REDIS_VERSION=$("$REDIS_SERVER" --version 2>/dev/null | sed -n 's/.*v=\([^ ]*\).*/\1/p')
 SKIPPED_TEXT=$(printf '%s\n' "${SKIPPED[@]+"${SKIPPED[@]}"}")
-TABLE=$(SKIPPED_TEXT="$SKIPPED_TEXT" python3 - "$OUT" "${MAX_LABELS[@]}" <<'EOF'
+
+# Per setup and run, over the rounds: min / median / max of deliveries/s and
+# of deliveries per CPU-second of the server processes, the median of the
+# latter against one node of the same server (the target: two nodes >= 0.7x).
+SUMMARY=$(python3 - "$OUT" "$CLUSTER_ROUNDS" "fixed" "${MAX_LABELS[@]}" -- $SETUPS <<'EOF'
+import json, os, statistics, sys
+args = sys.argv[1:]
+out, rounds = args[0], int(args[1])
+split = args.index("--")
+labels, setups = args[2:split], args[split + 1:]
+def load(r, setup, label):
+    try:
+        with open(os.path.join(out, f"round-{r}", f"{setup}-{label}.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+def metric(run, name):
+    return next((m["value"] for m in run["metrics"] if m["name"] == name), None)
+def spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—", None
+    med = statistics.median(values)
+    f = lambda v: f"{v:.0f}" if abs(v) >= 100 else f"{v:.2f}"
+    return f"{f(min(values))} / **{f(med)}** / {f(max(values))}", med
+print("| run | setup | rounds | deliveries/s min / **median** / max | server CPU s (median) | deliveries per server CPU-second min / **median** / max | per CPU-s vs ×1 | redis CPU s (median) | generator CPU s (median) | lost |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+verdicts = []
+for label in labels:
+    rows = {}
+    for setup in setups:
+        runs = [load(r, setup, label) for r in range(1, rounds + 1)]
+        runs = [run for run in runs if run]
+        if not runs:
+            continue
+        rates, node_cpu, eff, redis_cpu, gen_cpu, lost = [], [], [], [], [], 0
+        for run in runs:
+            delivered = run["details"]["deliveries"]["received"]
+            cpu = run["details"].get("cpu_seconds_publish_and_drain", {})
+            procs = cpu.get("processes", {})
+            nodes = [v for k, v in procs.items() if k.startswith("node") and v is not None]
+            redis = [v for k, v in procs.items() if k.startswith("redis") and v is not None]
+            rates.append(metric(run, "deliveries_per_s"))
+            if nodes:
+                node_cpu.append(sum(nodes))
+                if sum(nodes) > 0:
+                    eff.append(delivered / sum(nodes))
+            if redis:
+                redis_cpu.append(sum(redis))
+            gen_cpu.append(cpu.get("generator"))
+            lost += metric(run, "lost") or 0
+        rows[setup] = (runs, rates, node_cpu, eff, redis_cpu, gen_cpu, lost)
+    first = True
+    for setup, (runs, rates, node_cpu, eff, redis_cpu, gen_cpu, lost) in rows.items():
+        med = lambda xs: "—" if not [x for x in xs if x is not None] else f"{statistics.median([x for x in xs if x is not None]):.2f}"
+        rate_text, _ = spread(rates)
+        eff_text, eff_med = spread(eff)
+        single_row = rows.get(setup.split("-")[0] + "-1")
+        single = spread(single_row[3])[1] if single_row else None
+        ratio = "—"
+        if eff_med and single and not setup.endswith("-1"):
+            ratio = f"{eff_med / single:.2f}×"
+            if label != "fixed":
+                verdicts.append(f"{setup}, {label}: {eff_med / single:.2f}× of one node's deliveries per CPU-second"
+                                f" ({'PASS' if eff_med / single >= 0.7 else 'FAIL'}; target ≥ 0.70×)")
+        p = runs[0]["params"]
+        desc = (f"{p['subscribers']} subs, {p['rate']:g} ev/s" if p["rate"] > 0
+                else f"{p['subscribers']} subs, max rate (window {p['window']})")
+        bad = sum(1 for run in runs if not run["ok"])
+        print(f"| {desc if first else ''} | {setup} | {len(runs)}{f' ({bad} ⚠)' if bad else ''} | {rate_text}"
+              f" | {med(node_cpu)} | {eff_text} | {ratio} | {med(redis_cpu)} | {med(gen_cpu)} | {lost:g} |")
+        first = False
+if verdicts:
+    print()
+    print("\n".join(f"- {v}" for v in verdicts))
+EOF
+)
+TABLE=$(SKIPPED_TEXT="$SKIPPED_TEXT" python3 - "$OUT/round-$CLUSTER_ROUNDS" "${MAX_LABELS[@]}" <<'EOF'
 import json, os, sys
 out = sys.argv[1]
 setups = ["rusher-2", "rusher-1", "sockudo-2", "sockudo-1"]
@@ -266,6 +442,17 @@ EOF
   echo "local = subscribers of that node, remote = the other node's (through Redis pub/sub)."
   echo "Generator, Redis and every node share the machine; everything on 127.0.0.1. Runs took ${ELAPSED}s;"
   echo "load average before: ${LOAD_BEFORE}, after: ${LOAD_AFTER}. Raw results: $OUT"
+  echo "Pinning: ${LAYOUT}."
+  echo
+  echo "## Over ${CLUSTER_ROUNDS} round(s), setups alternating"
+  echo
+  echo "Server CPU = utime + stime of the node(s) (rusher or sockudo) from the first measured publish to the end of"
+  echo "the drain (/proc/PID/stat, 10 ms ticks); redis = the redis-server(s) over the same span."
+  echo "Deliveries per server CPU-second = deliveries ÷ server CPU; \"vs ×1\" = its median against one node's."
+  echo
+  echo "$SUMMARY"
+  echo
+  echo "## Round ${CLUSTER_ROUNDS} in detail"
   echo
   echo "$TABLE"
 } >"$OUT/cluster.md"

@@ -22,6 +22,10 @@
 #                              that subshell, so `$!` is sockudo itself (its RSS is measured)
 #   rusher_server_toml PORT / rusher_app_toml   the parts of the bench's rusher config
 #   show_problems LOG          the generator's PROBLEM/result/error lines, on stderr
+#   pin_pid PID CPUS           pin every thread of PID to CPUS (taskset list); no-op when CPUS is empty
+#   cpu_ticks PID              utime + stime of PID so far, in clock ticks (/proc/PID/stat)
+#   start_redis_cluster N DIR  a Redis Cluster of N masters on free ports (RC_PORTS, RC_PIDS)
+#   stop_redis_cluster         stops it
 #   load_average, git_commit, git_dirty   for the report header
 #
 # The scripts set ROOT, APP_ID, APP_KEY, APP_SECRET (and BENCH_TAG) before use.
@@ -158,6 +162,72 @@ EOF
 # The generator's PROBLEM / result / error lines of log $1, indented, on stderr.
 show_problems() {
   grep -v '^\[' "$1" | grep -E 'PROBLEM|result|error' | sed "s/^/[$BENCH_TAG]   /" >&2
+}
+
+# Pins every thread of $1 (those it starts later inherit it) to CPU list $2.
+pin_pid() {
+  [ -n "${2:-}" ] || return 0
+  taskset -a -cp "$2" "$1" >/dev/null 2>&1 || say "could not pin pid $1 to cpu $2"
+}
+
+# utime + stime of process $1 so far, in clock ticks (fields 14 and 15 of
+# /proc/$1/stat, counted after the command name's closing parenthesis).
+cpu_ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+  stat=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $stat
+  echo $(( ${12} + ${13} ))
+}
+
+# Starts a Redis Cluster of $1 masters, no replicas, on free 127.0.0.1 ports
+# (data, config and logs under $2): each redis-server with cluster mode on,
+# no persistence, its bus port chosen free too (port + 10000 may be out of
+# range), then `redis-cli --cluster create`; waits for cluster_state:ok on
+# every node. Sets RC_PORTS and RC_PIDS (also added to PIDS); 1, with a
+# message, when it did not come up.
+start_redis_cluster() {
+  local masters=$1 dir=$2 i port pid addrs=() ok
+  RC_PORTS=() RC_PIDS=()
+  mkdir -p "$dir"
+  for i in $(seq 1 "$masters"); do
+    port=$(free_port)
+    mkdir -p "$dir/$port"
+    "${REDIS_SERVER:-redis-server}" --bind 127.0.0.1 --port "$port" --dir "$dir/$port" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-port "$(free_port)" \
+      --cluster-require-full-coverage no --save '' --appendonly no --protected-mode no \
+      >"$dir/redis-$port.log" 2>&1 &
+    pid=$!
+    RC_PIDS+=("$pid"); PIDS+=("$pid"); RC_PORTS+=("$port"); addrs+=("127.0.0.1:$port")
+  done
+  for port in "${RC_PORTS[@]}"; do
+    for i in $(seq 1 100); do
+      redis-cli -p "$port" ping >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    redis-cli -p "$port" ping >/dev/null 2>&1 || {
+      say "redis-server on port $port did not start (see $dir/redis-$port.log)"; return 1; }
+  done
+  redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes \
+    >"$dir/create.log" 2>&1 || {
+    say "redis-cli --cluster create failed (see $dir/create.log)"; return 1; }
+  for i in $(seq 1 200); do
+    ok=1
+    for port in "${RC_PORTS[@]}"; do
+      redis-cli -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || { ok=0; break; }
+    done
+    [ "$ok" = 1 ] && return 0
+    sleep 0.1
+  done
+  say "the Redis Cluster on ${RC_PORTS[*]} did not reach cluster_state:ok within 20 s"
+  return 1
+}
+
+stop_redis_cluster() {
+  local pid
+  for pid in "${RC_PIDS[@]+"${RC_PIDS[@]}"}"; do stop_pid "$pid"; done
+  RC_PIDS=() RC_PORTS=()
 }
 
 load_average() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?"; }

@@ -22,6 +22,7 @@ import { APPS, sleep, waitFor } from './helpers.mjs';
 import { metric, startReceiver, summarizeEvents } from './webhook-helpers.mjs';
 import {
   WEBHOOK_APP,
+  busSpy,
   clusterConfig,
   frames,
   getJson,
@@ -556,6 +557,62 @@ export function clusterSuite({ redisKind }) {
   });
 
   if (single) {
+  // A pattern spy sees plain pub/sub only (not a cluster's sharded channels).
+  /** The bus messages a Redis message carries: itself, or a batch's members (`B SEP` then `len SEP member`…). */
+  function busMembers(payload) {
+    const SEP = 0x1f;
+    if (!(payload[0] === 0x42 && payload[1] === SEP)) return [payload.toString()];
+    const members = [];
+    let at = 2;
+    while (at < payload.length) {
+      const sep = payload.indexOf(SEP, at);
+      assert.ok(sep > at, `batch length at byte ${at}`);
+      const len = Number(payload.toString('latin1', at, sep));
+      assert.ok(Number.isInteger(len) && sep + 1 + len <= payload.length, `batch member length ${len}`);
+      members.push(payload.toString('utf8', sep + 1, sep + 1 + len));
+      at = sep + 1 + len;
+    }
+    return members;
+  }
+
+  test('a burst of triggers through A reaches B and C whole and in order, several bus messages to a Redis message', T, async (t) => {
+    const name = chan('burst');
+    const spy = await busSpy(redis.port, `{rusher-test-${RUN}:*`);
+    t.after(() => spy.close());
+    const clients = [await rawOn(t, B), await rawOn(t, C)];
+    for (const c of clients) await c.subscribe(name);
+    const sdk = sdkOn(A);
+    const REQUESTS = 30;
+    const PER = 10;
+    await Promise.all(
+      Array.from({ length: REQUESTS }, (_, r) =>
+        sdk.triggerBatch(Array.from({ length: PER }, (_, i) => ({ channel: name, name: 'burst', data: `${r}:${i}` }))),
+      ),
+    );
+    for (const [n, c] of clients.entries()) {
+      await waitFor(() => c.count('burst') >= REQUESTS * PER, 10000, 20, `all ${REQUESTS * PER} events on node ${'BC'[n]}`);
+      const got = c.frames.filter((f) => f.event === 'burst').map((f) => f.data);
+      assert.equal(new Set(got).size, REQUESTS * PER, `each event once on node ${'BC'[n]}`);
+      // The events of one batch request keep their order on every node.
+      const last = new Map();
+      for (const data of got) {
+        const [r, i] = data.split(':').map(Number);
+        assert.ok((last.get(r) ?? -1) < i, `node ${'BC'[n]}: ${data} after ${r}:${last.get(r)}`);
+        last.set(r, i);
+      }
+    }
+    await sleep(100);
+    // On the bus: every event once, fewer Redis messages than events.
+    const carrying = spy.messages.filter((m) => busMembers(m.payload).some((x) => x.includes(name)));
+    const published = carrying.flatMap((m) => busMembers(m.payload)).filter((x) => x.startsWith('P\x1f') && x.includes(name));
+    assert.equal(published.length, REQUESTS * PER);
+    t.diagnostic(`${REQUESTS * PER} events in ${carrying.length} Redis messages`);
+    assert.ok(
+      carrying.some((m) => m.payload[0] === 0x42) && carrying.length < REQUESTS * PER,
+      `${REQUESTS * PER} events in ${carrying.length} Redis messages, none of them a batch`,
+    );
+  });
+
   test('Redis stopped: local delivery continues on every node; Redis restarted: cross-node delivery resumes without restarting rusher', { timeout: 40000 }, async (t) => {
     const name = chan('outage');
     const onA = await pusherOn(t, A);

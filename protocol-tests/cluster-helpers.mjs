@@ -360,3 +360,58 @@ export async function waitBus(nodes, channel) {
     for (const fn of cleanups) fn();
   }
 }
+
+/**
+ * Every message Redis publishes on channels matching `pattern` (PSUBSCRIBE
+ * over a raw RESP connection to the redis-server on `port`), as
+ * {channel, payload} with the payload a Buffer. Resolves once subscribed;
+ * close() ends it.
+ */
+export async function busSpy(port, pattern) {
+  const sock = net.connect(port, '127.0.0.1');
+  const messages = [];
+  let buf = Buffer.alloc(0);
+  let subscribed;
+  const ready = new Promise((resolve, reject) => {
+    subscribed = resolve;
+    sock.once('error', reject);
+  });
+  // One RESP value at `at`: [value, next offset], or null when incomplete.
+  const parse = (at) => {
+    const eol = buf.indexOf('\r\n', at);
+    if (eol < 0) return null;
+    const head = buf.toString('latin1', at, eol);
+    const n = Number(head.slice(1));
+    if (head[0] === '$') {
+      if (eol + 2 + n + 2 > buf.length) return null;
+      return [buf.subarray(eol + 2, eol + 2 + n), eol + 2 + n + 2];
+    }
+    if (head[0] === '*') {
+      const items = [];
+      let next = eol + 2;
+      for (let i = 0; i < n; i += 1) {
+        const item = parse(next);
+        if (!item) return null;
+        items.push(item[0]);
+        next = item[1];
+      }
+      return [items, next];
+    }
+    return [head, eol + 2];
+  };
+  sock.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    for (;;) {
+      const value = parse(0);
+      if (!value) break;
+      buf = buf.subarray(value[1]);
+      const [kind, ...rest] = value[0];
+      if (String(kind) === 'psubscribe') subscribed();
+      if (String(kind) === 'pmessage') messages.push({ channel: rest[1].toString(), payload: rest[2] });
+    }
+  });
+  const arg = (s) => `$${Buffer.byteLength(s)}\r\n${s}\r\n`;
+  sock.write(`*2\r\n${arg('PSUBSCRIBE')}${arg(pattern)}`);
+  await withTimeout(ready, 3000, `PSUBSCRIBE ${pattern}`);
+  return { messages, close: () => sock.destroy() };
+}

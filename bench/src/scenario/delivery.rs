@@ -416,6 +416,7 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
         common.server_pid.and_then(system::cpu_seconds),
         system::own_cpu_seconds(),
     );
+    let processes_before = common.cpu_of_processes();
     let publish_start_micros = now_micros();
     let start = tokio::time::Instant::now();
     let deadline = start + plan.duration;
@@ -473,6 +474,7 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
         common.server_pid.and_then(system::cpu_seconds),
         system::own_cpu_seconds(),
     );
+    let processes_after = common.cpu_of_processes();
     // A moment for duplicates or stragglers to show, when everything came.
     tokio::time::sleep(Duration::from_millis(100)).await;
     progress_stop.cancel();
@@ -584,6 +586,11 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
     let cpu_used = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
     let server_cpu = cpu_used(cpu_before.0, cpu_after.0);
     let generator_cpu = cpu_used(cpu_before.1, cpu_after.1);
+    let processes_cpu: serde_json::Map<String, serde_json::Value> = processes_before
+        .into_iter()
+        .zip(processes_after)
+        .map(|((name, before), (_, after))| (name, json!(cpu_used(before, after))))
+        .collect();
     let per_delivery = |cpu: Option<f64>| {
         cpu.filter(|_| delivered > 0)
             .map(|secs| secs * 1e6 / delivered as f64)
@@ -844,6 +851,7 @@ pub async fn run(common: Common, plan: Plan) -> Result<Report> {
             "cpu_seconds_publish_and_drain": {
                 "server": server_cpu,
                 "generator": generator_cpu,
+                "processes": processes_cpu,
             },
             "connections": endings,
             "nodes": per_node,

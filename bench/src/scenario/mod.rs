@@ -39,6 +39,12 @@ pub struct Common {
     /// Pid of the server, to read its memory (RSS) from /proc.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// `NAME=PID` (repeatable): other processes (cluster nodes, Redis) whose
+    /// CPU time from the first measured publish to the end of the drain the
+    /// delivery scenarios report, per name, in
+    /// `details.cpu_seconds_publish_and_drain.processes`.
+    #[arg(long = "cpu-pid", value_parser = parse_cpu_pid)]
+    pub cpu_pids: Vec<(String, u32)>,
     /// Also write the JSON result to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -75,9 +81,32 @@ impl Common {
         }
     }
 
+    /// CPU seconds used so far by each `--cpu-pid` process, by name (`None`
+    /// when its /proc entry cannot be read).
+    pub fn cpu_of_processes(&self) -> Vec<(String, Option<f64>)> {
+        self.cpu_pids
+            .iter()
+            .map(|(name, pid)| (name.clone(), crate::system::cpu_seconds(*pid)))
+            .collect()
+    }
+
     pub fn drain(&self) -> Duration {
         Duration::from_secs_f64(self.drain_secs.max(0.0))
     }
+}
+
+/// Parses a `--cpu-pid` value, `NAME=PID`.
+fn parse_cpu_pid(value: &str) -> Result<(String, u32), String> {
+    let (name, pid) = value
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PID, got {value:?}"))?;
+    if name.is_empty() {
+        return Err(format!("empty name in {value:?}"));
+    }
+    let pid = pid
+        .parse()
+        .map_err(|_| format!("not a pid: {pid:?} in {value:?}"))?;
+    Ok((name.to_owned(), pid))
 }
 
 /// Connection set-up outcomes, shared by the connection tasks.
@@ -189,6 +218,14 @@ pub async fn wait_setup(tally: &SetupTally, total: u64, timeout: Duration) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_pids_are_name_equals_pid() {
+        assert_eq!(parse_cpu_pid("node0=42"), Ok(("node0".to_owned(), 42)));
+        assert!(parse_cpu_pid("42").is_err());
+        assert!(parse_cpu_pid("=42").is_err());
+        assert!(parse_cpu_pid("redis=x").is_err());
+    }
 
     #[test]
     fn endings_name_their_problems_only_when_there_are_some() {

@@ -5,6 +5,13 @@
 //! A message borrows its fields: encoding writes them straight into the
 //! wire form, and decoding points into the received text, so neither side
 //! copies a frame more than the once it must.
+//!
+//! Several messages may travel in one Redis message, a batch ([`BusBatch`],
+//! [`batch_members`]): `B SEP` then each member as its length in bytes
+//! (decimal), SEP, and the member's own wire form. Length-prefixed because a
+//! member holds SEPs between its fields; its frame (JSON) never holds a raw
+//! one but may hold anything else. A receiver handles the members in order,
+//! exactly as if each had come alone.
 
 use super::keys::SEP;
 
@@ -479,9 +486,234 @@ fn flag(text: &str) -> Option<bool> {
     }
 }
 
+/// Most bytes of a batch's wire form (a lone message may be larger; it
+/// travels alone).
+pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// Most messages in one batch.
+pub const MAX_BATCH_MESSAGES: usize = 128;
+
+/// The kind that starts a batch (`B SEP`).
+const BATCH_KIND: &str = "B\u{1f}";
+
+/// Builds one Redis message out of several encoded bus messages, bounded by
+/// [`MAX_BATCH_BYTES`] and [`MAX_BATCH_MESSAGES`].
+#[derive(Debug, Default)]
+pub struct BusBatch {
+    /// The first message, as is, while it is the only one.
+    first: Option<String>,
+    /// The batch's wire form once it has two or more members.
+    wire: String,
+    count: usize,
+}
+
+impl BusBatch {
+    /// An empty batch.
+    pub fn new() -> BusBatch {
+        BusBatch::default()
+    }
+
+    /// Adds an encoded message; gives it back when the batch is full (by
+    /// count, or by bytes once it holds one). A batch always takes its first
+    /// message, whatever its size.
+    pub fn push(&mut self, message: String) -> Result<(), String> {
+        if self.count == 0 {
+            self.first = Some(message);
+            self.count = 1;
+            return Ok(());
+        }
+        let grown = if self.count == 1 {
+            let first = self.first.as_ref().map_or(0, |first| member_len(first));
+            BATCH_KIND.len() + first + member_len(&message)
+        } else {
+            self.wire.len() + member_len(&message)
+        };
+        if self.count >= MAX_BATCH_MESSAGES || grown > MAX_BATCH_BYTES {
+            return Err(message);
+        }
+        if let Some(first) = self.first.take() {
+            self.wire.reserve(grown);
+            self.wire.push_str(BATCH_KIND);
+            push_member(&mut self.wire, &first);
+        }
+        push_member(&mut self.wire, &message);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Messages in the batch.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether it holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The Redis message to publish: a lone message as is (what nodes that
+    /// predate batches read too), a batch's wire form otherwise; `None` when
+    /// empty. Leaves the batch empty.
+    pub fn take(&mut self) -> Option<String> {
+        self.count = 0;
+        match self.first.take() {
+            Some(first) => Some(first),
+            None if self.wire.is_empty() => None,
+            None => Some(std::mem::take(&mut self.wire)),
+        }
+    }
+}
+
+/// Bytes a member takes in a batch: its length's digits, SEP, itself.
+fn member_len(message: &str) -> usize {
+    let mut digits = 1;
+    let mut len = message.len();
+    while len >= 10 {
+        len /= 10;
+        digits += 1;
+    }
+    digits + 1 + message.len()
+}
+
+fn push_member(wire: &mut String, message: &str) {
+    use std::fmt::Write;
+    let _ = write!(wire, "{}{SEP}{message}", message.len());
+}
+
+/// The messages a Redis message carries, in order: the message itself unless
+/// it is a batch, the batch's members otherwise. `None` for a malformed
+/// batch (a bad or overlong length, a length that splits a character, an
+/// empty batch, a batch inside a batch), which is dropped whole.
+pub fn batch_members(text: &str) -> Option<Vec<&str>> {
+    let Some(mut rest) = text.strip_prefix(BATCH_KIND) else {
+        return Some(vec![text]);
+    };
+    let mut members = Vec::new();
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_once(SEP)?;
+        if len.is_empty() || len.len() > 10 || !len.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let len: usize = len.parse().ok()?;
+        let member = tail.get(..len)?;
+        if member.starts_with(BATCH_KIND) {
+            return None;
+        }
+        members.push(member);
+        rest = &tail[len..];
+    }
+    (!members.is_empty()).then_some(members)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn publish(frame: &str) -> String {
+        BusMessage::Publish {
+            node: "n1",
+            app_id: "a",
+            channel: "c",
+            except: "",
+            frame,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_lone_message_is_sent_as_is() {
+        let mut batch = BusBatch::new();
+        assert_eq!(batch.take(), None);
+        let message = publish("{}");
+        assert_eq!(batch.push(message.clone()), Ok(()));
+        assert_eq!(batch.take(), Some(message.clone()));
+        assert!(batch.is_empty());
+        assert_eq!(batch_members(&message), Some(vec![message.as_str()]));
+    }
+
+    #[test]
+    fn batches_round_trip_in_order() {
+        // Frames with every character JSON lets through raw: SEPs' neighbours,
+        // digits (lengths look alike), multi-byte characters, "B".
+        let frames = [
+            r#"{"event":"e","data":"a\u001fb"}"#,
+            r#"{"data":"12\u001f3 B é 💬"}"#,
+            "{}",
+        ];
+        let sent: Vec<String> = frames.iter().map(|frame| publish(frame)).collect();
+        let mut batch = BusBatch::new();
+        for message in &sent {
+            assert_eq!(batch.push(message.clone()), Ok(()));
+        }
+        let marker = BusMessage::Marker {
+            node: "n1",
+            token: 9,
+        }
+        .encode();
+        assert_eq!(batch.push(marker.clone()), Ok(()));
+        assert_eq!(batch.len(), 4);
+        let wire = batch.take().unwrap_or_default();
+        assert!(wire.starts_with(BATCH_KIND));
+        assert!(batch.is_empty() && batch.take().is_none());
+        let members = batch_members(&wire).unwrap_or_default();
+        assert_eq!(members.len(), 4);
+        for (member, message) in members.iter().zip(sent.iter().chain([&marker])) {
+            assert_eq!(member, message);
+            assert!(BusMessage::decode(member).is_some());
+        }
+    }
+
+    #[test]
+    fn batches_are_bounded_in_count_and_bytes() {
+        let mut batch = BusBatch::new();
+        for _ in 0..MAX_BATCH_MESSAGES {
+            assert_eq!(batch.push(publish("{}")), Ok(()));
+        }
+        assert_eq!(batch.push(publish("{}")), Err(publish("{}")));
+        let wire = batch.take().unwrap_or_default();
+        assert_eq!(
+            batch_members(&wire).map(|m| m.len()),
+            Some(MAX_BATCH_MESSAGES)
+        );
+
+        let big = publish(&format!(r#"{{"data":"{}"}}"#, "x".repeat(MAX_BATCH_BYTES)));
+        // Alone, any size goes; with it, nothing else fits.
+        assert_eq!(batch.push(big.clone()), Ok(()));
+        assert_eq!(batch.push(publish("{}")), Err(publish("{}")));
+        assert_eq!(batch.take(), Some(big));
+        let half = publish(&format!(
+            r#"{{"data":"{}"}}"#,
+            "x".repeat(MAX_BATCH_BYTES / 2)
+        ));
+        assert_eq!(batch.push(half.clone()), Ok(()));
+        assert_eq!(batch.push(half.clone()), Err(half));
+        let mut filled = BusBatch::new();
+        let small = publish(&"y".repeat(1000));
+        while filled.push(small.clone()).is_ok() {}
+        let wire = filled.take().unwrap_or_default();
+        assert!(wire.len() <= MAX_BATCH_BYTES, "{}", wire.len());
+        assert!(wire.len() + small.len() > MAX_BATCH_BYTES - 16);
+    }
+
+    #[test]
+    fn malformed_batches_are_refused_whole() {
+        let member = publish("{}");
+        let good = format!("B\u{1f}{}\u{1f}{member}", member.len());
+        assert_eq!(batch_members(&good), Some(vec![member.as_str()]));
+        for bad in [
+            "B\u{1f}".to_owned(),                                 // empty
+            format!("B\u{1f}{}\u{1f}{member}", member.len() + 1), // overlong
+            format!("B\u{1f}{}\u{1f}{member}x", member.len()),    // trailing junk
+            format!("B\u{1f}+{}\u{1f}{member}", member.len()),    // sign
+            format!("B\u{1f}{}", member.len()),                   // no SEP
+            format!("B\u{1f}x\u{1f}{member}"),                    // not a number
+            "B\u{1f}99999999999999999999\u{1f}x".to_owned(),      // huge
+            "B\u{1f}1\u{1f}é".to_owned(),                         // splits a character
+            format!("B\u{1f}{}\u{1f}{good}", good.len()),         // nested
+        ] {
+            assert_eq!(batch_members(&bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn messages_round_trip() {

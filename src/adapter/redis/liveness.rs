@@ -2,7 +2,7 @@
 //! after Redis comes back), heartbeats, and reaping dead nodes.
 
 use super::connection::{Client, Connection};
-use super::{now_ms, RedisAdapter};
+use super::{bus, now_ms, RedisAdapter};
 use futures_util::StreamExt;
 use redis::{AsyncCommands, FromRedisValue, PushKind};
 use std::sync::atomic::Ordering;
@@ -38,7 +38,7 @@ pub async fn listen(adapter: Arc<RedisAdapter>) {
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
                         match message.get_payload::<String>() {
-                            Ok(text) => adapter.on_bus_message(&text),
+                            Ok(text) => adapter.on_bus_payload(&text),
                             Err(error) => tracing::warn!(%error, "unreadable bus payload"),
                         }
                     }
@@ -99,7 +99,7 @@ async fn listen_sharded(adapter: Arc<RedisAdapter>) {
         match push.kind {
             PushKind::SMessage | PushKind::Message => {
                 match push.data.get(1).map(String::from_redis_value_ref) {
-                    Some(Ok(text)) => adapter.on_bus_message(&text),
+                    Some(Ok(text)) => adapter.on_bus_payload(&text),
                     _ => tracing::warn!("unreadable bus payload"),
                 }
             }
@@ -144,6 +144,21 @@ pub async fn heartbeat(adapter: Arc<RedisAdapter>) {
         adapter.retry_history_writes();
         for node in dead.iter().filter(|id| **id != adapter.node_id) {
             adapter.reap(node).await;
+        }
+    }
+}
+
+impl RedisAdapter {
+    /// One Redis message of the bus: a message, or a batch whose members are
+    /// handled in order, as if each came alone (see [`bus::BusBatch`]).
+    fn on_bus_payload(&self, text: &str) {
+        match bus::batch_members(text) {
+            Some(members) => {
+                for member in members {
+                    self.on_bus_message(member);
+                }
+            }
+            None => tracing::warn!("malformed batch on the redis bus"),
         }
     }
 }

@@ -13,6 +13,13 @@
 //! would have before, instead of getting them late); when the queue is full,
 //! new messages are dropped. Both are counted.
 //!
+//! What the pipeline publishes is packed: the messages queued meanwhile
+//! travel several to a Redis message ([`BusBatch`]), one batch per bus
+//! channel at a time, in queue order. Only what is already queued is packed,
+//! so a lone message leaves at once, as is; under load, one PUBLISH (one
+//! message for Redis to fan out, one wake-up per receiving node) carries up
+//! to [`super::bus::MAX_BATCH_MESSAGES`].
+//!
 //! History writes ([`HistoryWrite`]) ride in the same queue and pipeline, in
 //! order with the messages: each is one script that stores the event and
 //! publishes it on the bus. They are never dropped silently: one that fails
@@ -21,6 +28,7 @@
 
 use super::history::HistoryWrite;
 use super::RedisAdapter;
+use super::bus::BusBatch;
 use futures_util::future::join_all;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -103,9 +111,12 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
             }
         }
         if !batch.is_empty() {
-            // bucket → (pipeline, whose history script is loaded, items).
-            let mut pipelines: BTreeMap<u16, (redis::Pipeline, bool, Vec<Outgoing>)> =
-                BTreeMap::new();
+            // bucket → its pipeline, whether the history script is loaded
+            // in it, its packer, and its items. Messages go out packed
+            // several to a PUBLISH, per channel, in order; a history write
+            // (its script publishes too) sends what was packed before it
+            // first, so the bus keeps the queue's order.
+            let mut pipelines: BTreeMap<u16, Bucket> = BTreeMap::new();
             for item in batch.drain(..) {
                 let group = match &item {
                     Outgoing::Message(group, _) => *group,
@@ -113,16 +124,20 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
                     Outgoing::Flush(_) => continue,
                 };
                 let bucket = if cluster { group } else { 0 };
-                let (pipeline, loaded, items) = pipelines
+                let Bucket {
+                    pipeline,
+                    loaded,
+                    packer,
+                    items,
+                } = pipelines
                     .entry(bucket)
-                    .or_insert_with(|| (redis::pipe(), false, Vec::new()));
-                match &item {
+                    .or_insert_with(|| Bucket::new(adapter.publish_command));
+                match item {
                     Outgoing::Message(group, message) => {
-                        pipeline
-                            .cmd(adapter.publish_command)
-                            .arg(adapter.keys.bus(*group))
-                            .arg(message)
-                            .ignore();
+                        packer.push(pipeline, &adapter.keys.bus(group), message);
+                        // Kept to count it if the pipeline fails; the text
+                        // is in the pipeline now.
+                        items.push(Outgoing::Message(group, String::new()));
                     }
                     Outgoing::History(write) => {
                         if !*loaded {
@@ -132,14 +147,19 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
                             adapter.history_script_load(pipeline);
                             *loaded = true;
                         }
-                        adapter.history_script_call(pipeline, write);
+                        packer.send_all(pipeline);
+                        adapter.history_script_call(pipeline, &write);
+                        items.push(Outgoing::History(write));
                     }
                     Outgoing::Flush(_) => {}
                 }
-                items.push(item);
             }
-            let sends = pipelines.into_values().map(|(pipeline, _, items)| {
+            let sends = pipelines.into_values().map(|mut bucket| {
                 let adapter = &adapter;
+                bucket.packer.send_all(&mut bucket.pipeline);
+                let Bucket {
+                    pipeline, items, ..
+                } = bucket;
                 async move {
                     let sent = adapter
                         .run(|mut connection| async move {
@@ -185,5 +205,135 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
+    }
+}
+
+/// One pipeline of a batch (one per shard group on a Redis Cluster).
+struct Bucket {
+    pipeline: redis::Pipeline,
+    /// Whether the history script is loaded in the pipeline already.
+    loaded: bool,
+    packer: Packer,
+    items: Vec<Outgoing>,
+}
+
+impl Bucket {
+    fn new(command: &'static str) -> Self {
+        Bucket {
+            pipeline: redis::pipe(),
+            loaded: false,
+            packer: Packer::new(command),
+            items: Vec::new(),
+        }
+    }
+}
+
+/// Packs messages into one [`BusBatch`] per bus channel, adding a PUBLISH to
+/// the pipeline whenever a batch is full, and for every batch left on
+/// [`Packer::send_all`]. Within a channel, messages keep their order.
+struct Packer {
+    /// `PUBLISH`, or `SPUBLISH` on a Redis Cluster.
+    command: &'static str,
+    /// Channel and its open batch, in the order the channels came.
+    open: Vec<(String, BusBatch)>,
+}
+
+impl Packer {
+    /// An empty packer publishing with `command`.
+    fn new(command: &'static str) -> Self {
+        Packer {
+            command,
+            open: Vec::new(),
+        }
+    }
+
+    /// Adds `message` for `channel`.
+    fn push(&mut self, pipeline: &mut redis::Pipeline, channel: &str, message: String) {
+        let index = match self.open.iter().position(|(open, _)| open == channel) {
+            Some(index) => index,
+            None => {
+                self.open.push((channel.to_owned(), BusBatch::new()));
+                self.open.len() - 1
+            }
+        };
+        let (channel, batch) = &mut self.open[index];
+        if let Err(message) = batch.push(message) {
+            if let Some(full) = batch.take() {
+                pipeline
+                    .cmd(self.command)
+                    .arg(channel.as_str())
+                    .arg(full)
+                    .ignore();
+            }
+            // An empty batch takes any message.
+            let _ = batch.push(message);
+        }
+    }
+
+    /// Publishes every open batch, in the order their channels came.
+    fn send_all(&mut self, pipeline: &mut redis::Pipeline) {
+        for (channel, mut batch) in self.open.drain(..) {
+            if let Some(wire) = batch.take() {
+                pipeline.cmd(self.command).arg(channel).arg(wire).ignore();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bus::{batch_members, MAX_BATCH_MESSAGES};
+    use super::*;
+
+    /// The (channel, payload) PUBLISH commands of a pipeline, in order.
+    fn published(pipeline: &redis::Pipeline) -> Vec<(String, String)> {
+        pipeline
+            .cmd_iter()
+            .map(|cmd| {
+                let args: Vec<String> = cmd
+                    .args_iter()
+                    .map(|arg| match arg {
+                        redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                        _ => String::new(),
+                    })
+                    .collect();
+                assert_eq!(args[0], "PUBLISH");
+                (args[1].clone(), args[2].clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn messages_are_packed_per_channel_in_order() {
+        let mut pipeline = redis::pipe();
+        let mut packer = Packer::new("PUBLISH");
+        packer.push(&mut pipeline, "bus", "m1".to_owned());
+        packer.push(&mut pipeline, "other", "o1".to_owned());
+        packer.push(&mut pipeline, "bus", "m2".to_owned());
+        packer.send_all(&mut pipeline);
+        packer.push(&mut pipeline, "bus", "m3".to_owned());
+        packer.send_all(&mut pipeline);
+        let sent = published(&pipeline);
+        assert_eq!(sent.len(), 3);
+        assert_eq!(sent[0].0, "bus");
+        assert_eq!(batch_members(&sent[0].1), Some(vec!["m1", "m2"]));
+        assert_eq!(sent[1], ("other".to_owned(), "o1".to_owned()));
+        assert_eq!(sent[2], ("bus".to_owned(), "m3".to_owned()));
+    }
+
+    #[test]
+    fn a_full_batch_is_sent_and_the_next_one_started() {
+        let mut pipeline = redis::pipe();
+        let mut packer = Packer::new("PUBLISH");
+        for n in 0..=MAX_BATCH_MESSAGES {
+            packer.push(&mut pipeline, "bus", format!("m{n}"));
+        }
+        packer.send_all(&mut pipeline);
+        let sent = published(&pipeline);
+        assert_eq!(sent.len(), 2);
+        let first = batch_members(&sent[0].1).unwrap_or_default();
+        assert_eq!(first.len(), MAX_BATCH_MESSAGES);
+        assert_eq!(first[0], "m0");
+        assert_eq!(sent[1].1, format!("m{MAX_BATCH_MESSAGES}"));
     }
 }
