@@ -151,7 +151,7 @@ pub async fn heartbeat(adapter: Arc<RedisAdapter>) {
 impl RedisAdapter {
     /// One Redis message of the bus: a message, or a batch whose members are
     /// handled in order, as if each came alone (see [`bus::BusBatch`]).
-    fn on_bus_payload(&self, text: &str) {
+    fn on_bus_payload(self: &Arc<Self>, text: &str) {
         match bus::batch_members(text) {
             Some(members) => {
                 for member in members {

@@ -26,9 +26,9 @@
 //! is handed back to the history side ([`RedisAdapter::history_unsent`]),
 //! which delivers it on this node and queues it for a retry.
 
+use super::bus::BusBatch;
 use super::history::HistoryWrite;
 use super::RedisAdapter;
-use super::bus::BusBatch;
 use futures_util::future::join_all;
 use std::collections::BTreeMap;
 use std::sync::Arc;

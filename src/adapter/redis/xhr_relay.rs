@@ -253,13 +253,16 @@ impl RedisAdapter {
         };
         // A Vec<String> always serializes.
         let frames = serde_json::to_string(frames).unwrap_or_else(|_| "[]".to_owned());
-        self.tell_node(&owner.0, &BusMessage::XhrSend {
-            to: &owner.0,
-            from: &self.node_id,
-            request,
-            session: id,
-            frames: &frames,
-        });
+        self.tell_node(
+            &owner.0,
+            &BusMessage::XhrSend {
+                to: &owner.0,
+                from: &self.node_id,
+                request,
+                session: id,
+                frames: &frames,
+            },
+        );
         let Some(answer) = self.xhr_answer(request, answer).await else {
             return Relayed::NoOwner;
         };
@@ -300,13 +303,16 @@ impl RedisAdapter {
                 last: Instant::now(),
             },
         );
-        self.tell_node(&owner, &BusMessage::XhrAttach {
-            to: &owner,
-            from: &self.node_id,
-            request,
-            session: id,
-            streaming: kind == Kind::Streaming,
-        });
+        self.tell_node(
+            &owner,
+            &BusMessage::XhrAttach {
+                to: &owner,
+                from: &self.node_id,
+                request,
+                session: id,
+                streaming: kind == Kind::Streaming,
+            },
+        );
         let answer = self.xhr_answer(request, answer).await;
         if answer.as_deref() == Some(answer::ATTACHED) {
             self.xhr_relayed("attach");
@@ -341,12 +347,15 @@ impl RedisAdapter {
     /// Ends relayed response `request` on this node, telling its owner why.
     fn xhr_give_up(&self, request: u64, slow: bool) {
         if let Some((_, relaying)) = self.xhr.relaying.remove(&request) {
-            self.tell_node(&relaying.owner, &BusMessage::XhrGone {
-                to: &relaying.owner,
-                from: &self.node_id,
-                request,
-                slow,
-            });
+            self.tell_node(
+                &relaying.owner,
+                &BusMessage::XhrGone {
+                    to: &relaying.owner,
+                    from: &self.node_id,
+                    request,
+                    slow,
+                },
+            );
         }
     }
 
@@ -424,11 +433,14 @@ impl RedisAdapter {
         // Checked by the relaying node; a body that does not parse here
         // finds no session.
         let Ok(frames) = framing::parse_send(frames.as_bytes()) else {
-            return self.tell_node(&from, &BusMessage::XhrReply {
-                to: &from,
-                request,
-                answer: answer::UNKNOWN,
-            });
+            return self.tell_node(
+                &from,
+                &BusMessage::XhrReply {
+                    to: &from,
+                    request,
+                    answer: answer::UNKNOWN,
+                },
+            );
         };
         self.xhr_relayed("served_send");
         self.xhr_refresh(session);
@@ -437,11 +449,14 @@ impl RedisAdapter {
         let adapter = self.clone();
         tokio::spawn(async move {
             let answer = send_answer(taken.await);
-            adapter.tell_node(&from, &BusMessage::XhrReply {
-                to: &from,
-                request,
-                answer,
-            });
+            adapter.tell_node(
+                &from,
+                &BusMessage::XhrReply {
+                    to: &from,
+                    request,
+                    answer,
+                },
+            );
         });
     }
 
@@ -455,11 +470,14 @@ impl RedisAdapter {
         let from = from.to_owned();
         if self.xhr.served.len() >= MAX_SERVED {
             self.xhr_relayed("busy");
-            return self.tell_node(&from, &BusMessage::XhrReply {
-                to: &from,
-                request,
-                answer: answer::BUSY,
-            });
+            return self.tell_node(
+                &from,
+                &BusMessage::XhrReply {
+                    to: &from,
+                    request,
+                    answer: answer::BUSY,
+                },
+            );
         }
         self.xhr_relayed("served_attach");
         self.xhr_refresh(session);
@@ -469,20 +487,26 @@ impl RedisAdapter {
             let (attached, remote) = attaching.await;
             let Some(remote) = remote else {
                 let answer = attach_answer(&attached);
-                return adapter.tell_node(&from, &BusMessage::XhrReply {
-                    to: &from,
-                    request,
-                    answer: &answer,
-                });
+                return adapter.tell_node(
+                    &from,
+                    &BusMessage::XhrReply {
+                        to: &from,
+                        request,
+                        answer: &answer,
+                    },
+                );
             };
             let key = (from.clone(), request);
             let (stop, mut stopped) = oneshot::channel();
             adapter.xhr.served.insert(key.clone(), stop);
-            adapter.tell_node(&from, &BusMessage::XhrReply {
-                to: &from,
-                request,
-                answer: answer::ATTACHED,
-            });
+            adapter.tell_node(
+                &from,
+                &BusMessage::XhrReply {
+                    to: &from,
+                    request,
+                    answer: answer::ATTACHED,
+                },
+            );
             let mut body = remote.body;
             loop {
                 tokio::select! {
