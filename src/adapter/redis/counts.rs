@@ -114,7 +114,7 @@ impl RedisAdapter {
                 .arg(now)
                 .arg(gap.as_millis() as u64)
                 .arg(u8::from(*force))
-                .arg(&bus)
+                .arg(bus)
                 .arg(head)
                 .arg(tail)
                 .arg(STATE_TTL.max(gap * 2).as_millis() as u64)

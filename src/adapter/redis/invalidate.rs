@@ -16,9 +16,7 @@ impl RedisAdapter {
         let adapter = Arc::downgrade(self);
         invalidations.connect(move |change| {
             if let Some(adapter) = adapter.upgrade() {
-                // The sender's group (any group reaches every node): a
-                // node's changes stay in order.
-                let group = adapter.keys.group("", &adapter.node_id);
+                let group = adapter.keys.node_group(&adapter.node_id);
                 adapter.tell_other_nodes(group, &outgoing(&adapter.node_id, change));
             }
         });

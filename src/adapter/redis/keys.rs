@@ -17,6 +17,8 @@
 pub struct Keys {
     prefix: String,
     groups: u16,
+    /// Every group's bus channel, built once: a publish names one.
+    buses: std::sync::Arc<[String]>,
 }
 
 /// Separates fields inside keys and set members; channel names and JSON
@@ -26,9 +28,14 @@ pub const SEP: char = '\u{1f}';
 impl Keys {
     /// Keys under `prefix`, channels spread over `groups` (at least 1).
     pub fn new(prefix: &str, groups: u16) -> Self {
+        let groups = groups.max(1);
+        let buses = (0..groups)
+            .map(|group| format!("{{{prefix}:g{group}}}:bus"))
+            .collect();
         Keys {
             prefix: prefix.to_owned(),
-            groups: groups.max(1),
+            groups,
+            buses,
         }
     }
 
@@ -64,14 +71,25 @@ impl Keys {
         format!("{{{}:g{group}}}", self.prefix)
     }
 
-    /// The pub/sub channel of a group (SSUBSCRIBE'd on a Redis Cluster).
-    pub fn bus(&self, group: u16) -> String {
-        format!("{}:bus", self.tag(group))
+    /// The pub/sub channel of a group (SSUBSCRIBE'd on a Redis Cluster):
+    /// `{prefix:g<group>}:bus`. `group` comes from [`Self::group`] or
+    /// [`Self::node_group`] (below [`Self::groups`]); beyond, the last.
+    pub fn bus(&self, group: u16) -> &str {
+        let last = self.buses.len().saturating_sub(1);
+        &self.buses[usize::from(group).min(last)]
     }
 
     /// The bus channel of a channel's group.
-    pub fn channel_bus(&self, app_id: &str, channel: &str) -> String {
+    pub fn channel_bus(&self, app_id: &str, channel: &str) -> &str {
         self.bus(self.group(app_id, channel))
+    }
+
+    /// The group a node's own messages travel on (usage reports,
+    /// invalidations, relays addressed to it): any group reaches every
+    /// node, one group keeps a node's messages in order, and nodes spread
+    /// over the shards.
+    pub fn node_group(&self, node: &str) -> u16 {
+        self.group("", node)
     }
 
     /// A per-channel key: `{prefix:g<group>}:app:kind:channel`.
@@ -219,7 +237,7 @@ mod tests {
                 keys.node_channels("n1", g),
                 keys.app_channels("a", g),
                 keys.held("a", g),
-                keys.channel_bus("a", channel),
+                keys.channel_bus("a", channel).to_owned(),
             ] {
                 assert_eq!(hash_tag(&key), tag, "{key}");
             }
@@ -230,7 +248,7 @@ mod tests {
         );
         assert_eq!(Keys::node_channel_id("a", "c"), "a\u{1f}c");
         // Two prefixes never share a tag.
-        assert_ne!(hash_tag(&Keys::new("q", 16).bus(0)), hash_tag(&keys.bus(0)));
+        assert_ne!(hash_tag(Keys::new("q", 16).bus(0)), hash_tag(keys.bus(0)));
     }
 
     #[test]

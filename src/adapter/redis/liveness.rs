@@ -20,7 +20,7 @@ pub async fn listen(adapter: Arc<RedisAdapter>) {
         return;
     };
     let buses: Vec<String> = (0..adapter.keys.groups())
-        .map(|group| adapter.keys.bus(group))
+        .map(|group| adapter.keys.bus(group).to_owned())
         .collect();
     let mut wait = Duration::from_millis(200);
     loop {

@@ -134,7 +134,7 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
                     .or_insert_with(|| Bucket::new(adapter.publish_command));
                 match item {
                     Outgoing::Message(group, message) => {
-                        packer.push(pipeline, &adapter.keys.bus(group), message);
+                        packer.push(pipeline, adapter.keys.bus(group), message);
                         // Kept to count it if the pipeline fails; the text
                         // is in the pipeline now.
                         items.push(Outgoing::Message(group, String::new()));

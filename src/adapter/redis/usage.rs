@@ -23,10 +23,8 @@ pub async fn report(adapter: Arc<RedisAdapter>, usage: Arc<ClusterUsage>) {
         usage.expire(now);
         let report = usage.take_report(&adapter.node);
         if reporter.due(&report, now) {
-            // One group per node (any group reaches every node): a node's
-            // reports stay in order, and nodes spread over the shards.
             adapter.tell_other_nodes(
-                adapter.keys.group("", &adapter.node_id),
+                adapter.keys.node_group(&adapter.node_id),
                 &BusMessage::Usage {
                     node: &adapter.node_id,
                     report: &report.encode(),

@@ -142,11 +142,11 @@ enum Claim {
 }
 
 impl RedisAdapter {
-    /// Sends a relay message addressed to node `to` on that node's shard
-    /// group: every message to one node (a response's lines, then its end)
-    /// keeps its order, and nodes spread over the shards.
+    /// Sends a relay message addressed to node `to` on that node's group
+    /// ([`super::keys::Keys::node_group`]): every message to one node (a
+    /// response's lines, then its end) keeps its order.
     fn tell_node(&self, to: &str, message: &BusMessage) {
-        self.tell_other_nodes(self.keys.group("", to), message);
+        self.tell_other_nodes(self.keys.node_group(to), message);
     }
 
     fn xhr_host(&self) -> Option<Arc<Host>> {
