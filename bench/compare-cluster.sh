@@ -22,11 +22,21 @@
 # of redis-server(s) (`--cpu-pid`) at the first measured publish and at the
 # end of the drain, so connection set-up is left out.
 #
-# Pinning (BENCH_PIN=1, the default, when taskset works): node 1 on cpu 0,
-# node 2 on cpu 1 (a single node on cpu 0), so one node has one core and two
-# nodes two. With 4 cores or more the generator gets cpu 2 and Redis the
-# rest (cpu 3 and up); with 2 or 3 they are left unpinned and share the
-# machine with the nodes. BENCH_PIN=0: nothing is pinned.
+# Pinning (BENCH_PIN=1, the default, when taskset works): the generator gets
+# a core of its own, because whether a node writes many events per socket
+# write (cheap) or one (about 7x the CPU per delivery) depends on it: sharing
+# the nodes' cores, it slows every write cycle down until each socket gets one
+# frame per write (measured on 2 cores: 2.3 frames per sendto against 21 with
+# the generator alone on a core; see bench/results/cluster.md). So
+#   CLUSTER_LAYOUT=auto (default): with 3 cores or more, node 1 (or the single
+#     node) on cpu 0, node 2 on cpu 1, the generator on cpu 2, Redis on cpu 3
+#     and up (unpinned with 3); with 2 cores, the node(s) on cpu 0 (two nodes
+#     share it: the same CPU budget as one node, so deliveries per CPU-second
+#     compare like for like), the generator on cpu 1, Redis unpinned.
+#   CLUSTER_LAYOUT=spread: node 1 on cpu 0, node 2 on cpu 1, the generator and
+#     Redis wherever the scheduler puts them (the layout of the first runs: on
+#     2 cores the generator then competes with both nodes).
+# BENCH_PIN=0: nothing is pinned.
 #
 # Usage: bench/compare-cluster.sh [--quick] [--setups "..."] [--skip-build] [--out DIR]
 #   --quick       tiny sizes, one round: checks that everything runs
@@ -47,6 +57,7 @@
 #                                  fully delivered; 4 = round-trip bound, 32 = saturated)
 #   PAYLOAD [100]
 #   BENCH_PIN [1]                  pin processes with taskset (see above)
+#   CLUSTER_LAYOUT [auto]          auto or spread (see Pinning above)
 #   BASE_BIN                       the rusher binary of the base-N setups
 #   REDIS_SERVER [redis-server]    the redis-server binary
 #   SOCKUDO_BIN                    sockudo binary (else /work/tools/sockudo/bin/sockudo, else PATH)
@@ -64,6 +75,7 @@ if [ "$QUICK" = 1 ]; then
 fi
 : "${CLUSTER_SUBS:=6000}" "${CLUSTER_DELIVERIES:=60000}" "${CLUSTER_SECS:=10}" "${CLUSTER_MAX_RUNS:=4:200 32:600}"
 : "${CLUSTER_ROUNDS:=3}" "${PAYLOAD:=100}" "${REDIS_SERVER:=redis-server}" "${BENCH_PIN:=1}"
+: "${CLUSTER_LAYOUT:=auto}"
 
 APP_ID=app-id APP_KEY=app-key APP_SECRET=app-secret
 init_out rusher-cluster
@@ -99,9 +111,25 @@ done
 CORES=$(nproc)
 NODE_CPUS=("" "") GEN_CPUS="" REDIS_CPUS=""
 if [ "$BENCH_PIN" = 1 ] && [ "$CORES" -ge 2 ] && taskset -c 0 true 2>/dev/null; then
-  NODE_CPUS=(0 1)
-  if [ "$CORES" -ge 4 ]; then GEN_CPUS=2 REDIS_CPUS="3-$((CORES - 1))"; fi
-  LAYOUT="node 1 (or the single node) on cpu 0, node 2 on cpu 1, generator on ${GEN_CPUS:+cpu }${GEN_CPUS:-any cpu}, redis-server(s) on ${REDIS_CPUS:+cpus }${REDIS_CPUS:-any cpu} (taskset; $CORES cores)"
+  case "$CLUSTER_LAYOUT" in
+    spread)
+      NODE_CPUS=(0 1)
+      if [ "$CORES" -ge 4 ]; then GEN_CPUS=2 REDIS_CPUS="3-$((CORES - 1))"; fi ;;
+    auto)
+      if [ "$CORES" -ge 3 ]; then
+        NODE_CPUS=(0 1) GEN_CPUS=2
+        if [ "$CORES" -ge 4 ]; then REDIS_CPUS="3-$((CORES - 1))"; fi
+      else
+        NODE_CPUS=(0 0) GEN_CPUS=1
+      fi ;;
+    *) say "CLUSTER_LAYOUT must be auto or spread, not $CLUSTER_LAYOUT"; exit 2 ;;
+  esac
+  if [ "${NODE_CPUS[0]}" = "${NODE_CPUS[1]}" ]; then
+    nodes_text="the node (or both nodes, sharing it) on cpu ${NODE_CPUS[0]}"
+  else
+    nodes_text="node 1 (or the single node) on cpu ${NODE_CPUS[0]}, node 2 on cpu ${NODE_CPUS[1]}"
+  fi
+  LAYOUT="$nodes_text, generator on ${GEN_CPUS:+cpu }${GEN_CPUS:-any cpu}, redis-server(s) on ${REDIS_CPUS:+cpus }${REDIS_CPUS:-any cpu} (taskset; $CORES cores; CLUSTER_LAYOUT=$CLUSTER_LAYOUT)"
 else
   LAYOUT="nothing pinned ($CORES cores; BENCH_PIN=$BENCH_PIN)"
 fi
