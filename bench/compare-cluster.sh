@@ -134,6 +134,15 @@ else
   LAYOUT="nothing pinned ($CORES cores; BENCH_PIN=$BENCH_PIN)"
 fi
 say "layout: $LAYOUT"
+# Socket writes of the nodes: write, writev and sendto syscalls counted by
+# `perf stat` (tracepoints; needs perf and perf_event_paranoid <= 1 or root).
+WRITE_EVENTS="syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg"
+PERF_WRITES=0
+if command -v perf >/dev/null 2>&1 && perf stat -x, -e "$WRITE_EVENTS" -o /dev/null -- true >/dev/null 2>&1; then
+  PERF_WRITES=1
+else
+  say "perf cannot count syscalls here: no deliveries-per-write column"
+fi
 GEN_PIN=()
 [ -n "$GEN_CPUS" ] && GEN_PIN=(taskset -c "$GEN_CPUS")
 
@@ -288,11 +297,20 @@ for round in $(seq 1 "$CLUSTER_ROUNDS"); do
       label=${run%%|*}; args=${run#*|}
       if [ "$nodes" -gt 1 ]; then where="--ports $ports_csv"; else where="--port ${ports[0]}"; fi
       say "round $round, $setup: $label ($args $where)"
+      # The nodes' socket writes over the run (perf's syscall counters, when
+      # this machine lets us read them), for deliveries per write.
+      perf_pid=""
+      if [ "$PERF_WRITES" = 1 ]; then
+        perf stat -x, -e "$WRITE_EVENTS" -p "$(IFS=,; echo "${pids[*]}")" \
+          -o "$dir/$setup-$label.writes" >/dev/null 2>&1 &
+        perf_pid=$!
+      fi
       # shellcheck disable=SC2086
       "${GEN_PIN[@]+"${GEN_PIN[@]}"}" "$BENCH" $args $where --app-id "$APP_ID" --app-key "$APP_KEY" \
         --app-secret "$APP_SECRET" --server-pid "${pids[0]}" "${cpu_args[@]}" \
         --json "$dir/$setup-$label.json" >/dev/null 2>"$dir/$setup-$label.log"
       rc=$?
+      if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null; fi
       show_problems "$dir/$setup-$label.log"
       [ $rc -le 1 ] || say "  the generator failed (exit $rc), see $dir/$setup-$label.log"
       for i in "${!pids[@]}"; do
@@ -342,8 +360,16 @@ def spread(values):
     med = statistics.median(values)
     f = lambda v: f"{v:.0f}" if abs(v) >= 100 else f"{v:.2f}"
     return f"{f(min(values))} / **{f(med)}** / {f(max(values))}", med
-print("| run | setup | rounds | deliveries/s min / **median** / max | server CPU s (median) | deliveries per server CPU-second min / **median** / max | per CPU-s vs ×1 | redis CPU s (median) | generator CPU s (median) | lost |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+def writes(r, setup, label):
+    # Sum of the counters perf stat -x, wrote (value,unit,event,...), or None.
+    try:
+        with open(os.path.join(out, f"round-{r}", f"{setup}-{label}.writes")) as f:
+            counts = [line.split(",")[0] for line in f if "syscalls:" in line]
+        return sum(int(c) for c in counts if c.isdigit()) or None
+    except OSError:
+        return None
+print("| run | setup | rounds | deliveries/s min / **median** / max | server CPU s (median) | deliveries per server CPU-second min / **median** / max | per CPU-s vs ×1 | deliveries per socket write (median) | redis CPU s (median) | generator CPU s (median) | lost |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 verdicts = []
 for label in labels:
     rows = {}
@@ -353,6 +379,11 @@ for label in labels:
         if not runs:
             continue
         rates, node_cpu, eff, redis_cpu, gen_cpu, lost = [], [], [], [], [], 0
+        per_write = []
+        for r in range(1, rounds + 1):
+            run, w = load(r, setup, label), writes(r, setup, label)
+            if run and w:
+                per_write.append(run["details"]["deliveries"]["received"] / w)
         for run in runs:
             delivered = run["details"]["deliveries"]["received"]
             cpu = run["details"].get("cpu_seconds_publish_and_drain", {})
@@ -368,9 +399,9 @@ for label in labels:
                 redis_cpu.append(sum(redis))
             gen_cpu.append(cpu.get("generator"))
             lost += metric(run, "lost") or 0
-        rows[setup] = (runs, rates, node_cpu, eff, redis_cpu, gen_cpu, lost)
+        rows[setup] = (runs, rates, node_cpu, eff, redis_cpu, gen_cpu, lost, per_write)
     first = True
-    for setup, (runs, rates, node_cpu, eff, redis_cpu, gen_cpu, lost) in rows.items():
+    for setup, (runs, rates, node_cpu, eff, redis_cpu, gen_cpu, lost, per_write) in rows.items():
         med = lambda xs: "—" if not [x for x in xs if x is not None] else f"{statistics.median([x for x in xs if x is not None]):.2f}"
         rate_text, _ = spread(rates)
         eff_text, eff_med = spread(eff)
@@ -387,7 +418,7 @@ for label in labels:
                 else f"{p['subscribers']} subs, max rate (window {p['window']})")
         bad = sum(1 for run in runs if not run["ok"])
         print(f"| {desc if first else ''} | {setup} | {len(runs)}{f' ({bad} ⚠)' if bad else ''} | {rate_text}"
-              f" | {med(node_cpu)} | {eff_text} | {ratio} | {med(redis_cpu)} | {med(gen_cpu)} | {lost:g} |")
+              f" | {med(node_cpu)} | {eff_text} | {ratio} | {med(per_write)} | {med(redis_cpu)} | {med(gen_cpu)} | {lost:g} |")
         first = False
 if verdicts:
     print()
@@ -477,6 +508,8 @@ EOF
   echo "Server CPU = utime + stime of the node(s) (rusher or sockudo) from the first measured publish to the end of"
   echo "the drain (/proc/PID/stat, 10 ms ticks); redis = the redis-server(s) over the same span."
   echo "Deliveries per server CPU-second = deliveries ÷ server CPU; \"vs ×1\" = its median against one node's."
+  echo "Deliveries per socket write = deliveries ÷ the nodes' write/writev/sendto/sendmsg syscalls over the whole"
+  echo "generator run (perf stat; connection set-up included: about 2 writes per subscriber); — when perf cannot count."
   echo
   echo "$SUMMARY"
   echo
