@@ -11,8 +11,10 @@
 //!   is reaped by another, with the member_removed and vacated that follow.
 //! - Redis down: every operation has a timeout and falls back to this node's
 //!   own state, so local delivery never stops; when Redis is back the node
-//!   re-announces its share ([`RedisAdapter::resync`]). A command Redis
-//!   answers with an error is not an outage ([`failure`]).
+//!   re-announces its share ([`RedisAdapter::resync_if_needed`]). Whether
+//!   Redis answers is kept per shard group ([`health`]): on a Redis Cluster
+//!   one shard down marks and re-announces only its own groups. A command
+//!   Redis answers with an error is not an outage ([`failure`]).
 //! - History ([`history`]): channel histories in Redis Streams, one serial
 //!   order for the cluster, delivered from the bus on every node.
 
