@@ -6,6 +6,7 @@
 // Each master: redis-server --port P --cluster-enabled yes
 //   --cluster-config-file <dir>/nodes-P.conf --cluster-node-timeout 2000
 //   --cluster-require-full-coverage no --save "" --appendonly no
+//   --dir <dir> --dbfilename dump-P.rdb (replicas write what they sync there)
 // then: redis-cli --cluster create 127.0.0.1:P1 127.0.0.1:P2 127.0.0.1:P3
 //   --cluster-replicas 0 --cluster-yes
 // and every node waits for `cluster_state:ok` in CLUSTER INFO.
@@ -46,6 +47,9 @@ export function redisClusterCommands(ports, dir, { replicas = 0, nodeTimeoutMs =
     '--bind', '127.0.0.1',
     '--cluster-enabled', 'yes',
     '--cluster-config-file', path.join(dir, `nodes-${p}.conf`),
+    // A replica stores the RDB its master sends in its working directory.
+    '--dir', dir,
+    '--dbfilename', `dump-${p}.rdb`,
     '--cluster-node-timeout', String(nodeTimeoutMs),
     '--cluster-require-full-coverage', 'no',
     '--save', '',
