@@ -229,6 +229,14 @@ impl Health {
         (groups, self.node_resync.swap(false, Ordering::AcqRel))
     }
 
+    /// Marks every group's bus channel due for a re-subscription (a shard's
+    /// connection was lost: which groups it served is not known).
+    pub fn resubscribe_all(&self) {
+        for flag in self.resubscribe.iter() {
+            flag.store(true, Ordering::Release);
+        }
+    }
+
     /// Whether `group`'s bus channel is due for a re-subscription (its shard
     /// failed since); cleared.
     pub fn take_resubscribe(&self, group: u16) -> bool {
@@ -311,5 +319,8 @@ mod tests {
         assert_eq!(health.take_resync(), (vec![1, 2], false));
         health.resync_all();
         assert_eq!(health.take_resync(), (vec![0, 1, 2], true));
+        health.resubscribe_all();
+        assert!((0..3).all(|group| health.take_resubscribe(group)));
+        assert!(!health.take_resubscribe(0));
     }
 }

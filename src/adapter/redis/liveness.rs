@@ -126,9 +126,12 @@ async fn listen_sharded(adapter: Arc<RedisAdapter>) {
             }
             PushKind::Disconnection => {
                 // Which shard is not said: its groups' own operations fail
-                // (and mark them) if it is really gone, and the library's
-                // re-subscription marks them for a resync.
+                // (and mark them) if it is really gone. Every group's bus
+                // channel is subscribed again once its shard answers (a
+                // failover may have moved it), and each re-subscription
+                // re-announces its group.
                 adapter.metrics.redis_errors.inc();
+                adapter.health.resubscribe_all();
                 adapter.node.forget_history_mirrors();
             }
             _ => {}
@@ -190,6 +193,7 @@ pub async fn heartbeat(adapter: Arc<RedisAdapter>) {
 async fn upkeep(adapter: Arc<RedisAdapter>, mut due: tokio::sync::mpsc::Receiver<Vec<String>>) {
     while let Some(dead) = due.recv().await {
         adapter.resync_if_needed().await;
+        adapter.resubscribe_pending().await;
         adapter.retry_history_writes();
         for node in dead.iter().filter(|id| **id != adapter.node_id) {
             adapter.reap(node).await;
@@ -219,28 +223,41 @@ fn report_unhealthy(adapter: &RedisAdapter, reported: &mut usize) {
 }
 
 impl RedisAdapter {
-    /// Subscribes again the bus channels of `groups` (a cluster's shard
-    /// groups just re-announced) whose shard failed since their last
-    /// subscription, leaving out those in `failed`: the library subscribes
-    /// again after a reconnection or a slot move it sees, and this covers a
-    /// failover it would not (SSUBSCRIBE is idempotent).
-    pub(super) async fn resubscribe(
-        &self,
-        groups: &std::collections::BTreeSet<u16>,
-        failed: &[u16],
-    ) {
+    /// Subscribes again, all at once, the bus channels of the groups due
+    /// for it ([`super::health::Health::take_resubscribe`]: their shard
+    /// failed, or a shard's connection was lost) whose shard answers again.
+    /// The library subscribes again after a reconnection or a slot move it
+    /// sees, but after a replica failover it did not always (the channel's
+    /// messages stopped reaching this node): SSUBSCRIBE is idempotent, and
+    /// one that fails is tried again at the next heartbeat.
+    pub(super) async fn resubscribe_pending(&self) {
         if !self.client.is_cluster() {
             return;
         }
-        for &group in groups.iter().filter(|g| !failed.contains(g)) {
-            if !self.health.take_resubscribe(group) {
-                continue;
+        let due: Vec<u16> = (0..self.keys.groups())
+            .filter(|&group| {
+                self.health.group_healthy(group) && self.health.take_resubscribe(group)
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let Some(Connection::Cluster(cluster)) = self.connection().await else {
+            for group in due {
+                self.failed(Scope::Group(group), "not connected");
             }
-            let Some(Connection::Cluster(mut cluster)) = self.connection().await else {
-                return;
-            };
-            let subscribing = cluster.ssubscribe(self.keys.bus(group));
-            match tokio::time::timeout(self.timeout(), subscribing).await {
+            return;
+        };
+        let subscribing = due.iter().map(|&group| {
+            let mut cluster = cluster.clone();
+            async move {
+                let subscribing = cluster.ssubscribe(self.keys.bus(group));
+                let result = tokio::time::timeout(self.timeout(), subscribing).await;
+                (group, result)
+            }
+        });
+        for (group, result) in futures_util::future::join_all(subscribing).await {
+            match result {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => self.failed(Scope::Group(group), &error.to_string()),
                 Err(_) => self.failed(Scope::Group(group), "ssubscribe timed out"),

@@ -579,7 +579,6 @@ impl RedisAdapter {
                 "node state re-announced to redis"
             );
         }
-        self.resubscribe(&wanted, &failed).await;
         Unsynced {
             groups: failed,
             node: !node_done,
