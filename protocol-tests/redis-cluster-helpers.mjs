@@ -1,10 +1,12 @@
 // A Redis Cluster of three masters on free loopback ports, for the suites
 // that run rusher on a Redis Cluster (redis-cluster.test.mjs) and for bench
-// scripts (the commands are in `redisClusterCommands`).
+// scripts (the commands are in `redisClusterCommands`); with `replicas: 1`,
+// three masters and three replicas (redis-cluster-failover.test.mjs).
 //
 // Each master: redis-server --port P --cluster-enabled yes
 //   --cluster-config-file <dir>/nodes-P.conf --cluster-node-timeout 2000
 //   --cluster-require-full-coverage no --save "" --appendonly no
+//   --dir <dir> --dbfilename dump-P.rdb (replicas write what they sync there)
 // then: redis-cli --cluster create 127.0.0.1:P1 127.0.0.1:P2 127.0.0.1:P3
 //   --cluster-replicas 0 --cluster-yes
 // and every node waits for `cluster_state:ok` in CLUSTER INFO.
@@ -38,19 +40,22 @@ export function channelKey(prefix, kind, appId, channel, groups = 16) {
 }
 
 /** The shell commands that start a 3-master cluster on `ports` with config files in `dir`. */
-export function redisClusterCommands(ports, dir) {
+export function redisClusterCommands(ports, dir, { replicas = 0, nodeTimeoutMs = 2000 } = {}) {
   const servers = ports.map((p) => [
     REDIS_BIN,
     '--port', String(p),
     '--bind', '127.0.0.1',
     '--cluster-enabled', 'yes',
     '--cluster-config-file', path.join(dir, `nodes-${p}.conf`),
-    '--cluster-node-timeout', '2000',
+    // A replica stores the RDB its master sends in its working directory.
+    '--dir', dir,
+    '--dbfilename', `dump-${p}.rdb`,
+    '--cluster-node-timeout', String(nodeTimeoutMs),
     '--cluster-require-full-coverage', 'no',
     '--save', '',
     '--appendonly', 'no',
   ]);
-  const create = [REDIS_CLI, '--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'];
+  const create = [REDIS_CLI, '--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes'];
   return { servers, create };
 }
 
@@ -62,14 +67,16 @@ export function cli(port, ...args) {
 }
 
 /**
- * Starts three masters and creates the cluster.
- * Returns {ports, url, urls, masters: [{port, child}], stop(i, signal), resume(i), slotOf(key), ownerOf(key), shutdown()}.
+ * Starts three masters (and `replicas` replicas of each) and creates the cluster.
+ * `masters[i]` is the server on `ports[i]` (a replica too, with `replicas`).
+ * Returns {ports, url, urls, masters: [{port, child}], pause(i), resume(i), kill(i),
+ * slotOf(key), ownerOf(key), replicaOf(i), isMaster(i), shutdown()}.
  */
-export async function startRedisCluster(count = 3) {
+export async function startRedisCluster(count = 3, { replicas = 0, nodeTimeoutMs = 2000 } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rusher-rcluster-'));
   const ports = [];
-  for (let i = 0; i < count; i += 1) ports.push(await freePort());
-  const { servers, create } = redisClusterCommands(ports, dir);
+  for (let i = 0; i < count * (1 + replicas); i += 1) ports.push(await freePort());
+  const { servers, create } = redisClusterCommands(ports, dir, { replicas, nodeTimeoutMs });
   const masters = servers.map(([bin, ...args], i) => {
     const log = [];
     const child = track(spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
@@ -95,6 +102,31 @@ export async function startRedisCluster(count = 3) {
     100,
     'cluster_state:ok on every master',
   );
+  /** CLUSTER NODES as seen by a live server: [{id, port, master, masterId, failed}]. */
+  const nodes = (from = ports[0]) =>
+    cli(from, 'CLUSTER', 'NODES')
+      .trim()
+      .split('\n')
+      .map((line) => {
+        const fields = line.split(' ');
+        return {
+          id: fields[0],
+          port: Number(fields[1].split('@')[0].split(':').at(-1)),
+          master: fields[2].includes('master'),
+          masterId: fields[3],
+          failed: /fail/.test(fields[2]),
+          slots: fields.slice(8),
+        };
+      });
+  if (replicas > 0) {
+    // Replicas are in sync before a test kills their master.
+    await waitFor(
+      () => ports.every((p) => /master_link_status:up|role:master/.test(cli(p, 'INFO', 'replication'))),
+      15000,
+      100,
+      'every replica in sync',
+    );
+  }
   const cluster = {
     dir,
     ports,
@@ -105,20 +137,46 @@ export async function startRedisCluster(count = 3) {
     slotOf(key) {
       return Number(cli(ports[0], 'CLUSTER', 'KEYSLOT', key).trim());
     },
-    /** The index (into ports) of the master serving a key's slot. */
-    ownerOf(key) {
+    /** The index (into ports) of the master serving a key's slot (as server `from` sees it). */
+    ownerOf(key, from = 0) {
       const slot = cluster.slotOf(key);
-      const lines = cli(ports[0], 'CLUSTER', 'NODES').trim().split('\n');
-      for (const line of lines) {
-        const fields = line.split(' ');
-        if (!fields[2].includes('master')) continue;
-        const port = Number(fields[1].split('@')[0].split(':').at(-1));
-        for (const range of fields.slice(8)) {
+      for (const node of nodes(ports[from])) {
+        if (!node.master || node.failed) continue;
+        for (const range of node.slots) {
           const [lo, hi = lo] = range.split('-').map(Number);
-          if (slot >= lo && slot <= hi) return ports.indexOf(port);
+          if (slot >= lo && slot <= hi) return ports.indexOf(node.port);
         }
       }
       throw new Error(`no master serves slot ${slot}`);
+    },
+    /** The index of a replica of master `i` (-1 if none). */
+    replicaOf(i) {
+      const all = nodes();
+      const master = all.find((n) => n.port === ports[i]);
+      const replica = all.find((n) => !n.master && n.masterId === master.id);
+      return replica ? ports.indexOf(replica.port) : -1;
+    },
+    /** Whether server `i` is a master now (asked to itself). */
+    isMaster(i) {
+      return /role:master/.test(cli(ports[i], 'INFO', 'replication'));
+    },
+    /** Resolves once every server reports cluster_state:ok and no master with slots is flagged failing. */
+    async settled(timeoutMs = 15000) {
+      await waitFor(
+        () =>
+          ports.every(
+            (p) =>
+              /cluster_state:ok/.test(cli(p, 'CLUSTER', 'INFO')) &&
+              nodes(p).every((n) => !n.master || n.slots.length === 0 || !n.failed),
+          ),
+        timeoutMs,
+        100,
+        'the cluster settled (every master up, state ok)',
+      );
+    },
+    /** Kills server `i` (SIGKILL: its connections drop at once). */
+    kill(i) {
+      process.kill(masters[i].child.pid, 'SIGKILL');
     },
     /** Stops master `i` (SIGSTOP: it neither answers nor closes its connections). */
     pause(i) {

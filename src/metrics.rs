@@ -100,6 +100,12 @@ pub struct Metrics {
     pub redis_errors: IntCounter,
     /// Bus messages to the other nodes dropped (Redis failed, or the outbox was full).
     pub redis_bus_dropped: IntCounter,
+    /// Shard groups whose Redis shard does not answer now (all of them on
+    /// one redis-server that is down); see `adapter::redis::health`.
+    pub redis_unhealthy_groups: IntGauge,
+    /// Shard groups this node re-announced its share of after an outage
+    /// (one per group and resync).
+    pub redis_resynced_groups: IntCounter,
     /// Usage reports this node sent to the others (`adapter = "redis"`,
     /// see `usage/`).
     pub usage_reports_sent: IntCounter,
@@ -351,6 +357,14 @@ impl Metrics {
             redis_bus_dropped: counter(
                 "rusher_redis_bus_dropped_total",
                 "Bus messages to the other nodes dropped because Redis failed or the outbox was full",
+            ),
+            redis_unhealthy_groups: gauge(
+                "rusher_redis_unhealthy_groups",
+                "Shard groups whose Redis shard does not answer now",
+            ),
+            redis_resynced_groups: counter(
+                "rusher_redis_resynced_groups_total",
+                "Shard groups this node re-announced its share of after an outage",
             ),
             usage_reports_sent: counter(
                 "rusher_usage_reports_sent_total",

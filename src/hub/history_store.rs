@@ -50,8 +50,9 @@ pub trait SharedHistory: Send + Sync + 'static {
     /// for when the store is back.
     fn publish(&self, app: &App, event: Publication<'_>);
 
-    /// Whether the store is reachable now (last operation succeeded).
-    fn available(&self) -> bool;
+    /// Whether the store holding `channel`'s history is reachable now (its
+    /// last operation succeeded; on a sharded store, that channel's shard).
+    fn available(&self, app: &App, channel: &str) -> bool;
 
     /// What the store keeps after `since` (at most `history_size` events),
     /// read so that this node's mirror has handled every event the read

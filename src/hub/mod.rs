@@ -862,7 +862,7 @@ impl Hub {
                     .recover_from_archive(app, state, connection, channel, since, long)
                     .await
             }
-            (HistoryStore::Shared(shared), _) if !shared.available() => {
+            (HistoryStore::Shared(shared), _) if !shared.available(app, channel) => {
                 return RecoverFrom::Unavailable(UNAVAILABLE)
             }
             (HistoryStore::Shared(shared), _) => shared,

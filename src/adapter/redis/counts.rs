@@ -11,6 +11,7 @@
 //! node only speaks for channels that changed on it, once per interval.
 
 use super::bus::BusMessage;
+use super::health::Scope;
 use super::scripts::ANNOUNCE_COUNT;
 use super::{failure, now_ms, RedisAdapter};
 use crate::adapter::local::announce_count_locally;
@@ -56,7 +57,7 @@ impl RedisAdapter {
         let sends = chunks.iter().map(|(group, ats)| async move {
             let pipe = self.announce_pipeline(app_id, *group, channels, ats, gap);
             let sent = self
-                .run(|mut connection| async move {
+                .run_in(Scope::Group(*group), |mut connection| async move {
                     failure::query_pipeline::<Vec<Value>>(&pipe, &mut connection).await
                 })
                 .await;

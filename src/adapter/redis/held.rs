@@ -12,6 +12,7 @@
 //! atomically every [`TICK`] ([`super::scripts::release_held`]), so each is
 //! sent by exactly one node, also when the node that held it died.
 
+use super::health::Scope;
 use super::{now_ms, RedisAdapter};
 use crate::hub::counts_subscriptions;
 use crate::webhooks::event::WebhookEvent;
@@ -115,7 +116,7 @@ impl RedisAdapter {
                 .arg(now_ms())
                 .arg(BATCH);
             let Some(flat) = self
-                .run(|mut connection| async move {
+                .run_in(Scope::Group(group), |mut connection| async move {
                     invocation
                         .invoke_async::<Vec<String>>(&mut connection)
                         .await

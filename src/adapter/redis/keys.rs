@@ -79,6 +79,12 @@ impl Keys {
         &self.buses[usize::from(group).min(last)]
     }
 
+    /// The group whose bus channel is `channel`, if any.
+    pub fn bus_group(&self, channel: &str) -> Option<u16> {
+        let at = self.buses.iter().position(|bus| bus == channel)?;
+        u16::try_from(at).ok()
+    }
+
     /// The bus channel of a channel's group.
     pub fn channel_bus(&self, app_id: &str, channel: &str) -> &str {
         self.bus(self.group(app_id, channel))

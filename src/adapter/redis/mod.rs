@@ -11,8 +11,10 @@
 //!   is reaped by another, with the member_removed and vacated that follow.
 //! - Redis down: every operation has a timeout and falls back to this node's
 //!   own state, so local delivery never stops; when Redis is back the node
-//!   re-announces its share ([`RedisAdapter::resync`]). A command Redis
-//!   answers with an error is not an outage ([`failure`]).
+//!   re-announces its share ([`RedisAdapter::resync_if_needed`]). Whether
+//!   Redis answers is kept per shard group ([`health`]): on a Redis Cluster
+//!   one shard down marks and re-announces only its own groups. A command
+//!   Redis answers with an error is not an outage ([`failure`]).
 //! - History ([`history`]): channel histories in Redis Streams, one serial
 //!   order for the cluster, delivered from the bus on every node.
 
@@ -47,6 +49,7 @@ pub mod connection;
 pub mod counts;
 pub mod delivery;
 pub mod failure;
+pub mod health;
 pub mod held;
 pub mod history;
 pub mod idempotency;
@@ -77,18 +80,24 @@ use bus::BusMessage;
 use bytestring::ByteString;
 use connection::{BoundedPushSender, Client, Connection};
 use futures_util::future::join_all;
+use health::Scope;
 use keys::{Keys, SEP};
 use redis::{AsyncCommands, PushInfo, RedisResult, Value};
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, OnceCell};
 
 /// Channels reaped per script call (each brings 4 keys).
 const REAP_BATCH: usize = 256;
+
+/// What a resync could not re-announce (retried by the heartbeat).
+struct Unsynced {
+    groups: Vec<u16>,
+    node: bool,
+}
 
 /// The Lua scripts, hashed once.
 struct Scripts {
@@ -120,10 +129,10 @@ pub struct RedisAdapter {
     scripts: Scripts,
     webhooks: Webhooks,
     metrics: Metrics,
-    healthy: AtomicBool,
+    /// Per shard group: whether Redis answers, and what is due to be
+    /// re-announced (see [`health`]).
+    health: health::Health,
     refusal_log: ThrottledLog,
-    /// Set by every failure: Redis may have lost or reaped this node's share.
-    needs_resync: AtomicBool,
     /// Channel histories in Redis Streams (see [`history`]).
     history: history::State,
     /// Sign-in changes waiting to be written (see [`signins`]).
@@ -159,7 +168,13 @@ impl RedisAdapter {
         } else {
             "PUBLISH"
         };
-        let (outbox, outgoing) = outbox::Outbox::new();
+        let buckets = if client.is_cluster() {
+            settings.shard_groups
+        } else {
+            1
+        };
+        let (outbox, outgoing) = outbox::Outbox::new(buckets);
+        let health = health::Health::new(settings.shard_groups, !client.is_cluster());
         let (sign_ins, sign_in_changes) = signins::queue();
         let adapter = Arc::new(RedisAdapter {
             node_id: format!("{:016x}", rand::random::<u64>()),
@@ -185,9 +200,8 @@ impl RedisAdapter {
             },
             webhooks,
             metrics,
-            healthy: AtomicBool::new(false),
+            health,
             refusal_log: ThrottledLog::new(10_000),
-            needs_resync: AtomicBool::new(true),
             history: history::State::new(settings.history_retry_queue),
             sign_ins,
             usage: std::sync::OnceLock::new(),
@@ -240,31 +254,44 @@ impl RedisAdapter {
         match self.connection.get_or_try_init(|| connect).await {
             Ok(connection) => Some(connection.clone()),
             Err(error) => {
-                self.failed(&error);
+                tracing::debug!(%error, "redis connection failed");
                 None
             }
         }
     }
 
-    /// Runs one Redis operation with the timeout; `None` when it failed
-    /// (counted every time). An outage is logged once and makes the node
-    /// re-announce its share later; a refused command only fails this
-    /// operation (see [`failure::is_outage`]).
+    /// Runs one node-wide Redis operation (keys outside the shard groups:
+    /// nodes ZSET, sequences, idempotency and per-user keys); see [`Self::run_in`].
     async fn run<T, F, Fut>(&self, op: F) -> Option<T>
     where
         F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let connection = self.connection().await?;
+        self.run_in(Scope::Node, op).await
+    }
+
+    /// Runs one Redis operation on `scope`'s keys with the timeout; `None`
+    /// when it failed (counted every time). An outage marks that scope
+    /// unhealthy and due for a resync (on a Redis Cluster only that shard
+    /// group: see [`health`]); a refused command only fails this operation
+    /// (see [`failure::is_outage`]).
+    async fn run_in<T, F, Fut>(&self, scope: Scope, op: F) -> Option<T>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let Some(connection) = self.connection().await else {
+            self.failed(scope, "not connected");
+            return None;
+        };
         match tokio::time::timeout(self.timeout(), op(connection)).await {
             Ok(Ok(value)) => {
-                if !self.healthy.swap(true, Ordering::AcqRel) {
-                    tracing::info!("redis reachable: cluster state shared");
-                }
+                let change = self.health.succeeded(scope);
+                self.health_changed(change);
                 Some(value)
             }
             Ok(Err(error)) if failure::is_outage(&error) => {
-                self.failed(&error.to_string());
+                self.failed(scope, &error.to_string());
                 None
             }
             Ok(Err(error)) => {
@@ -272,10 +299,16 @@ impl RedisAdapter {
                 None
             }
             Err(_) => {
-                self.failed("operation timed out");
+                self.failed(scope, "operation timed out");
                 None
             }
         }
+    }
+
+    /// Whether `group`'s shard answered last (history reads and writes
+    /// wait for it; see [`history`]).
+    fn group_healthy(&self, group: u16) -> bool {
+        self.health.group_healthy(group)
     }
 
     /// Queues a message for the other nodes on a group's bus channel (see
@@ -286,11 +319,31 @@ impl RedisAdapter {
         }
     }
 
-    fn failed(&self, error: &str) {
+    /// An outage on `scope` (counted; logged once per transition of the
+    /// node, not per group).
+    fn failed(&self, scope: Scope, error: &str) {
         self.metrics.redis_errors.inc();
-        self.needs_resync.store(true, Ordering::Release);
-        if self.healthy.swap(false, Ordering::AcqRel) {
-            tracing::error!(%error, "redis unreachable: serving this node's clients only until it returns");
+        let change = self.health.failed(scope);
+        if change == health::Change::Degraded {
+            if self.client.is_cluster() {
+                tracing::error!(%error, ?scope, "redis shard unreachable: its shard groups serve this node's clients only until it returns");
+            } else {
+                tracing::error!(%error, "redis unreachable: serving this node's clients only until it returns");
+            }
+        }
+        self.health_changed(change);
+    }
+
+    /// Keeps `rusher_redis_unhealthy_groups` and the log in step with a
+    /// change of health.
+    fn health_changed(&self, change: health::Change) {
+        if change == health::Change::None {
+            return;
+        }
+        let unhealthy = self.health.unhealthy_groups();
+        self.metrics.redis_unhealthy_groups.set(unhealthy as i64);
+        if change == health::Change::Recovered {
+            tracing::info!("redis reachable: cluster state shared");
         }
     }
 
@@ -303,6 +356,11 @@ impl RedisAdapter {
         if let Some(suppressed) = self.refusal_log.ready() {
             tracing::warn!(%error, also_refused = suppressed, "redis refused a command; answered from this node's state");
         }
+    }
+
+    /// The health scope of a channel's keys: its shard group.
+    fn channel_scope(&self, app_id: &str, channel: &str) -> Scope {
+        Scope::Group(self.keys.group(app_id, channel))
     }
 
     /// A join/leave script call with the channel's keys and the arguments
@@ -411,22 +469,33 @@ impl RedisAdapter {
         }
     }
 
-    /// Re-announces this node's state if a failure happened since the last
-    /// time; retried by the heartbeat until it succeeds.
+    /// Re-announces this node's state where a failure happened since the
+    /// last time: only the shard groups that failed (or whose bus channel
+    /// was subscribed again), and the node-wide part (nodes ZSET entry,
+    /// sign-ins) when it failed; what fails again is retried by the heartbeat.
     pub async fn resync_if_needed(&self) {
-        if self.needs_resync.swap(false, Ordering::AcqRel) && !self.resync().await {
-            self.needs_resync.store(true, Ordering::Release);
+        let (groups, node) = self.health.take_resync();
+        if groups.is_empty() && !node {
+            return;
+        }
+        let failed = self.resync(&groups, node).await;
+        for group in &failed.groups {
+            self.health.resync_group(*group);
+        }
+        if failed.node {
+            self.health.resync_node();
         }
     }
 
-    /// Removes every share this node had and records its current state
-    /// again: after an outage (or being reaped as dead), Redis matches this
-    /// node's clients once more. One step per shard group, all at once: a
-    /// group whose shard is down fails alone (the whole is retried by the
-    /// heartbeat). Returns whether every group succeeded.
-    pub async fn resync(&self) -> bool {
+    /// Removes the share this node had in each of `groups` and records its
+    /// current state there again, and with `node` its nodes ZSET entry and
+    /// sign-ins: after an outage (or being reaped as dead), Redis matches
+    /// this node's clients once more. One step per group, all at once: a
+    /// group whose shard is down fails alone. Returns what failed.
+    async fn resync(&self, groups: &[u16], node_wide: bool) -> Unsynced {
         let keys = &self.keys;
         let node = self.node_id.clone();
+        let wanted: BTreeSet<u16> = groups.iter().copied().collect();
         let mut pipes: BTreeMap<u16, redis::Pipeline> = BTreeMap::new();
         for app_id in self.node.app_ids() {
             let app_id = app_id.as_str();
@@ -436,6 +505,9 @@ impl RedisAdapter {
             for share in channels.snapshot() {
                 let channel = &share.channel;
                 let group = keys.group(app_id, channel);
+                if !wanted.contains(&group) {
+                    continue;
+                }
                 let pipe = pipes.entry(group).or_insert_with(redis::pipe);
                 pipe.hset(keys.subs(app_id, channel), &node, share.subscribers)
                     .ignore()
@@ -464,36 +536,53 @@ impl RedisAdapter {
                 }
             }
         }
-        let (nodes, now) = (keys.nodes(), now_ms());
-        let listed = self
-            .run(|mut connection| {
+        let listed = !node_wide || {
+            let (nodes, now) = (keys.nodes(), now_ms());
+            self.run(|mut connection| {
                 let node = node.clone();
                 async move { connection.zadd::<_, _, _, ()>(nodes, node, now).await }
             })
             .await
-            .is_some();
-        let groups = (0..keys.groups()).map(|group| {
+            .is_some()
+        };
+        let steps = wanted.iter().map(|&group| {
             let pipe = pipes.remove(&group).unwrap_or_else(redis::pipe);
             let node = node.as_str();
             async move {
-                self.run(|mut connection| async move {
-                    // Forget the old share (no events: nothing changed for clients)...
-                    self.reap_group(&mut connection, node, group).await?;
-                    // ...and record the present one.
-                    failure::query_pipeline::<()>(&pipe, &mut connection).await
-                })
-                .await
-                .is_some()
+                let done = self
+                    .run_in(Scope::Group(group), |mut connection| async move {
+                        // Forget the old share (no events: nothing changed for clients)...
+                        self.reap_group(&mut connection, node, group).await?;
+                        // ...and record the present one.
+                        failure::query_pipeline::<()>(&pipe, &mut connection).await
+                    })
+                    .await
+                    .is_some();
+                (group, done)
             }
         });
-        let done = listed && join_all(groups).await.into_iter().all(|ok| ok);
+        let failed: Vec<u16> = join_all(steps)
+            .await
+            .into_iter()
+            .filter_map(|(group, done)| (!done).then_some(group))
+            .collect();
+        let synced = wanted.len() - failed.len();
+        self.metrics.redis_resynced_groups.inc_by(synced as u64);
         // Sign-ins after channels: a watcher hearing `online` finds the
         // user's channels there already.
-        let done = done && self.resync_sign_ins().await;
-        if done {
-            tracing::info!("node state re-announced to redis");
+        let node_done = !node_wide || (listed && failed.is_empty() && self.resync_sign_ins().await);
+        if synced > 0 || (node_wide && node_done) {
+            tracing::info!(
+                groups = synced,
+                failed = failed.len(),
+                node_wide = node_wide && node_done,
+                "node state re-announced to redis"
+            );
         }
-        done
+        Unsynced {
+            groups: failed,
+            node: !node_done,
+        }
     }
 
     /// Removes `node`'s shares in one shard group: its set of the group,
@@ -562,9 +651,9 @@ impl RedisAdapter {
             return;
         }
         let groups = (0..keys.groups()).map(|group| async move {
-            self.run(
-                |mut connection| async move { self.reap_group(&mut connection, dead, group).await },
-            )
+            self.run_in(Scope::Group(group), |mut connection| async move {
+                self.reap_group(&mut connection, dead, group).await
+            })
             .await
         });
         let results = join_all(groups).await;
@@ -665,7 +754,7 @@ impl RedisAdapter {
     /// `None` when Redis did not answer.
     async fn occupied_in_group(&self, app_id: &str, group: u16) -> Option<Vec<ChannelStats>> {
         let keys = &self.keys;
-        self.run(|mut connection| async move {
+        self.run_in(Scope::Group(group), |mut connection| async move {
             let names: Vec<String> = connection
                 .smembers(keys.app_channels(app_id, group))
                 .await?;
@@ -747,9 +836,12 @@ impl Adapter for RedisAdapter {
             .arg(u8::from(self.webhooks.hold_back(app_id).is_some()))
             .arg(u8::from(member.is_some_and(|m| m.peer)));
         let result = self
-            .run(|mut connection| async move {
-                invocation.invoke_async::<Vec<Value>>(&mut connection).await
-            })
+            .run_in(
+                self.channel_scope(app_id, channel),
+                |mut connection| async move {
+                    invocation.invoke_async::<Vec<Value>>(&mut connection).await
+                },
+            )
             .await;
         let Some(result) = result else {
             return Ok(local_joined(local));
@@ -804,11 +896,14 @@ impl Adapter for RedisAdapter {
             .arg(removal_due)
             .arg(vacated_due);
         let result = self
-            .run(|mut connection| async move {
-                invocation
-                    .invoke_async::<(i64, i64, i64)>(&mut connection)
-                    .await
-            })
+            .run_in(
+                self.channel_scope(app_id, channel),
+                |mut connection| async move {
+                    invocation
+                        .invoke_async::<(i64, i64, i64)>(&mut connection)
+                        .await
+                },
+            )
             .await;
         match result {
             Some((total, removed, held)) => Left {
@@ -838,7 +933,7 @@ impl Adapter for RedisAdapter {
         let key = self.keys.cache(app_id, channel);
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let value = frame.to_string();
-        self.run(|mut connection| async move {
+        self.run_in(self.channel_scope(app_id, channel), |mut connection| async move {
             connection.pset_ex::<_, _, ()>(key, value, ttl_ms).await
         })
         .await;
@@ -847,11 +942,14 @@ impl Adapter for RedisAdapter {
     async fn cache_get(&self, app_id: &str, channel: &str) -> Option<(ByteString, Duration)> {
         let key = self.keys.cache(app_id, channel);
         let found = self
-            .run(|mut connection| async move {
-                let mut pipe = redis::pipe();
-                pipe.get(&key).pttl(&key);
-                failure::query_pipeline::<(Option<String>, i64)>(&pipe, &mut connection).await
-            })
+            .run_in(
+                self.channel_scope(app_id, channel),
+                |mut connection| async move {
+                    let mut pipe = redis::pipe();
+                    pipe.get(&key).pttl(&key);
+                    failure::query_pipeline::<(Option<String>, i64)>(&pipe, &mut connection).await
+                },
+            )
             .await;
         match found {
             Some((Some(frame), ttl_ms)) => Some((
@@ -889,9 +987,12 @@ impl Adapter for RedisAdapter {
     async fn is_peer_member(&self, app_id: &str, channel: &str, user_id: &str) -> bool {
         let key = self.keys.members(app_id, channel);
         let members = self
-            .run(|mut connection| async move {
-                connection.hgetall::<_, Vec<(String, String)>>(key).await
-            })
+            .run_in(
+                self.channel_scope(app_id, channel),
+                |mut connection| async move {
+                    connection.hgetall::<_, Vec<(String, String)>>(key).await
+                },
+            )
             .await;
         match members {
             Some(members) => members.iter().any(|(field, member)| {
@@ -924,7 +1025,10 @@ impl Adapter for RedisAdapter {
     async fn subscription_count(&self, app_id: &str, channel: &str) -> usize {
         let key = self.keys.subs(app_id, channel);
         let counts = self
-            .run(|mut connection| async move { connection.hvals::<_, Vec<i64>>(key).await })
+            .run_in(
+                self.channel_scope(app_id, channel),
+                |mut connection| async move { connection.hvals::<_, Vec<i64>>(key).await },
+            )
             .await;
         match counts {
             Some(counts) => counts.iter().sum::<i64>().max(0) as usize,
@@ -942,7 +1046,10 @@ impl Adapter for RedisAdapter {
     async fn member_ids(&self, app_id: &str, channel: &str) -> Vec<String> {
         let key = self.keys.members(app_id, channel);
         let fields = self
-            .run(|mut connection| async move { connection.hkeys::<_, Vec<String>>(key).await })
+            .run_in(
+                self.channel_scope(app_id, channel),
+                |mut connection| async move { connection.hkeys::<_, Vec<String>>(key).await },
+            )
             .await;
         match fields {
             Some(fields) => users_of(&fields).into_iter().map(str::to_owned).collect(),

@@ -1,5 +1,6 @@
 //! The bus outbox: this node's messages to the other nodes, sent in the
-//! order they were queued by one task that pipelines whatever queued up.
+//! order they were queued by one task per bucket (a Redis Cluster's shard
+//! group, or one for a single redis-server) that pipelines whatever queued up.
 //!
 //! Why: awaiting a PUBLISH round trip inside every publish made the HTTP API
 //! wait on Redis (and on the Redis connection's task, which shares a thread
@@ -8,10 +9,12 @@
 //! task sends everything queued during its last round trip as one pipeline.
 //!
 //! Nothing waits on Redis here, so nothing can be held up by it: when Redis
-//! is down a batch fails after the operation timeout and is dropped, with
-//! everything queued meanwhile (the other nodes miss those messages, as they
-//! would have before, instead of getting them late); when the queue is full,
-//! new messages are dropped. Both are counted.
+//! (a bucket's shard) is down a batch fails after the operation timeout and
+//! is dropped, with everything queued meanwhile in that bucket (the other
+//! nodes miss those messages, as they would have before, instead of getting
+//! them late); when a bucket's queue is full, new messages are dropped. Both
+//! are counted. The other buckets' tasks go on meanwhile: a stopped shard
+//! does not delay the other groups' messages.
 //!
 //! What the pipeline publishes is packed: the messages queued meanwhile
 //! travel several to a Redis message ([`BusBatch`]), one batch per bus
@@ -27,15 +30,19 @@
 //! which delivers it on this node and queues it for a retry.
 
 use super::bus::BusBatch;
+use super::health::Scope;
 use super::history::HistoryWrite;
 use super::RedisAdapter;
 use futures_util::future::join_all;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// Messages waiting for the task before new ones are dropped.
+/// Messages waiting for the tasks before new ones are dropped (shared out
+/// over the buckets, at least [`MIN_BUCKET_CAPACITY`] each).
 const CAPACITY: usize = 65_536;
+
+/// Smallest queue of one bucket.
+const MIN_BUCKET_CAPACITY: usize = 4_096;
 
 /// Most messages sent in one pipeline.
 const MAX_BATCH: usize = 512;
@@ -48,32 +55,43 @@ enum Outgoing {
     Flush(oneshot::Sender<()>),
 }
 
-/// The queue of messages for the bus.
+/// The queues of messages for the bus: one per bucket (a Redis Cluster's
+/// shard group, or one for a single redis-server), each drained by its own
+/// task, so a bucket whose shard is slow or stopped holds up only its own
+/// messages.
 pub struct Outbox {
-    queue: mpsc::Sender<Outgoing>,
+    queues: Vec<mpsc::Sender<Outgoing>>,
 }
 
-/// The task's end of the queue, given to [`run`].
-pub struct OutboxReceiver(mpsc::Receiver<Outgoing>);
+/// The tasks' ends of the queues, given to [`run`].
+pub struct OutboxReceiver(Vec<mpsc::Receiver<Outgoing>>);
 
 impl Outbox {
-    /// An outbox and the receiver its task ([`run`]) drains.
-    pub fn new() -> (Outbox, OutboxReceiver) {
-        let (queue, pending) = mpsc::channel(CAPACITY);
-        (Outbox { queue }, OutboxReceiver(pending))
+    /// An outbox of `buckets` queues (at least 1: a Redis Cluster's shard
+    /// groups, or 1 for one redis-server) and the receivers [`run`] drains.
+    pub fn new(buckets: u16) -> (Outbox, OutboxReceiver) {
+        let buckets = usize::from(buckets.max(1));
+        let capacity = (CAPACITY / buckets).max(MIN_BUCKET_CAPACITY);
+        let (queues, pending) = (0..buckets).map(|_| mpsc::channel(capacity)).unzip();
+        (Outbox { queues }, OutboxReceiver(pending))
+    }
+
+    /// The queue of a shard group.
+    fn queue(&self, group: u16) -> &mpsc::Sender<Outgoing> {
+        &self.queues[usize::from(group).min(self.queues.len() - 1)]
     }
 
     /// Queues an encoded bus message for a shard group's bus channel;
     /// `false` when it had to be dropped.
     pub fn send(&self, group: u16, message: String) -> bool {
-        self.queue
+        self.queue(group)
             .try_send(Outgoing::Message(group, message))
             .is_ok()
     }
 
     /// Queues a history write; gives it back when the queue is full.
     pub fn send_history(&self, write: HistoryWrite) -> Result<(), HistoryWrite> {
-        self.queue
+        self.queue(write.group)
             .try_send(Outgoing::History(write))
             .map_err(|error| match error.into_inner() {
                 Outgoing::History(write) => write,
@@ -83,20 +101,43 @@ impl Outbox {
 
     /// Waits until every message queued so far has been sent or dropped.
     pub async fn flush(&self) {
-        let (done, sent) = oneshot::channel();
-        if self.queue.send(Outgoing::Flush(done)).await.is_ok() {
-            let _ = sent.await;
-        }
+        let flushed = self.queues.iter().map(|queue| async move {
+            let (done, sent) = oneshot::channel();
+            if queue.send(Outgoing::Flush(done)).await.is_ok() {
+                let _ = sent.await;
+            }
+        });
+        join_all(flushed).await;
     }
 }
 
-/// Sends the queued messages, in order, for as long as the adapter lives.
+/// Starts one task per bucket sending its queued messages, in order, for
+/// as long as the adapter lives.
 ///
-/// On a Redis Cluster a batch is one pipeline per shard group (a pipeline
-/// stays in one slot), sent at once: a group's messages keep their order,
-/// and a group whose shard is down drops only its own messages.
-pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): OutboxReceiver) {
-    let cluster = adapter.client.is_cluster();
+/// On a Redis Cluster a bucket is one shard group (a pipeline stays in one
+/// slot): a group's messages keep their order, and a group whose shard is
+/// down waits (and drops) alone while the others' pipelines go on.
+pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(pending): OutboxReceiver) {
+    let buckets = pending.len();
+    let tasks = pending.into_iter().enumerate().map(|(bucket, pending)| {
+        // One redis-server: one bucket for every group, its health the
+        // whole server's (see `health`).
+        let scope = match buckets {
+            1 => Scope::Node,
+            _ => Scope::Group(bucket as u16),
+        };
+        tokio::spawn(run_bucket(adapter.clone(), scope, pending))
+    });
+    join_all(tasks).await;
+}
+
+/// Sends one bucket's queued messages: each time, what queued up during the
+/// last round trip as one pipeline (see [`Bucket`]).
+async fn run_bucket(
+    adapter: Arc<RedisAdapter>,
+    scope: Scope,
+    mut pending: mpsc::Receiver<Outgoing>,
+) {
     let mut batch: Vec<Outgoing> = Vec::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = pending.recv().await {
@@ -111,96 +152,72 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
             }
         }
         if !batch.is_empty() {
-            // bucket → its pipeline, whether the history script is loaded
-            // in it, its packer, and its items. Messages go out packed
-            // several to a PUBLISH, per channel, in order; a history write
-            // (its script publishes too) sends what was packed before it
-            // first, so the bus keeps the queue's order.
-            let mut pipelines: BTreeMap<u16, Bucket> = BTreeMap::new();
+            // The pipeline, whether the history script is loaded in it, its
+            // packer, and its items. Messages go out packed several to a
+            // PUBLISH, per channel, in order; a history write (its script
+            // publishes too) sends what was packed before it first, so the
+            // bus keeps the queue's order.
+            let Bucket {
+                mut pipeline,
+                mut loaded,
+                mut packer,
+                mut items,
+            } = Bucket::new(adapter.publish_command);
             for item in batch.drain(..) {
-                let group = match &item {
-                    Outgoing::Message(group, _) => *group,
-                    Outgoing::History(write) => write.group,
-                    Outgoing::Flush(_) => continue,
-                };
-                let bucket = if cluster { group } else { 0 };
-                let Bucket {
-                    pipeline,
-                    loaded,
-                    packer,
-                    items,
-                } = pipelines
-                    .entry(bucket)
-                    .or_insert_with(|| Bucket::new(adapter.publish_command));
                 match item {
                     Outgoing::Message(group, message) => {
-                        packer.push(pipeline, adapter.keys.bus(group), message);
+                        packer.push(&mut pipeline, adapter.keys.bus(group), message);
                         // Kept to count it if the pipeline fails; the text
                         // is in the pipeline now.
                         items.push(Outgoing::Message(group, String::new()));
                     }
                     Outgoing::History(write) => {
-                        if !*loaded {
+                        if !loaded {
                             // Redis forgets scripts when it restarts: load
                             // it (a no-op when it is known) once per batch
-                            // and shard rather than per event.
-                            adapter.history_script_load(pipeline);
-                            *loaded = true;
+                            // rather than per event.
+                            adapter.history_script_load(&mut pipeline);
+                            loaded = true;
                         }
-                        packer.send_all(pipeline);
-                        adapter.history_script_call(pipeline, &write);
+                        packer.send_all(&mut pipeline);
+                        adapter.history_script_call(&mut pipeline, &write);
                         items.push(Outgoing::History(write));
                     }
-                    Outgoing::Flush(_) => {}
+                    Outgoing::Flush(done) => flushes.push(done),
                 }
             }
-            let sends = pipelines.into_values().map(|mut bucket| {
-                let adapter = &adapter;
-                bucket.packer.send_all(&mut bucket.pipeline);
-                let Bucket {
-                    pipeline, items, ..
-                } = bucket;
-                async move {
-                    let sent = adapter
-                        .run(|mut connection| async move {
-                            super::failure::query_pipeline::<()>(&pipeline, &mut connection).await
-                        })
-                        .await;
-                    (sent.is_some(), items)
-                }
-            });
-            let results = join_all(sends).await;
-            let all_failed = results.iter().all(|(sent, _)| !sent);
-            let mut failed: Vec<Outgoing> = results
-                .into_iter()
-                .filter(|(sent, _)| !sent)
-                .flat_map(|(_, items)| items)
-                .collect();
-            if all_failed && !failed.is_empty() {
-                // Redis is down: what queued up while this batch waited for
-                // its timeout would only reach the other nodes late, in a
-                // flood once Redis is back. Drop it with the batch (history
-                // writes go back to the history side, which retries them).
+            packer.send_all(&mut pipeline);
+            let sent = adapter
+                .run_in(scope, |mut connection| async move {
+                    super::failure::query_pipeline::<()>(&pipeline, &mut connection).await
+                })
+                .await;
+            if sent.is_none() {
+                // Redis (this bucket's shard) is down: what queued up here
+                // while this batch waited for its timeout would only reach
+                // the other nodes late, in a flood once it is back. Drop it
+                // with the batch (history writes go back to the history
+                // side, which retries them).
                 while let Ok(item) = pending.try_recv() {
                     match item {
                         Outgoing::Flush(done) => flushes.push(done),
-                        item => failed.push(item),
+                        item => items.push(item),
                     }
                 }
-            }
-            let mut dropped = 0;
-            let mut unsent = Vec::new();
-            for item in failed {
-                match item {
-                    Outgoing::Message(..) => dropped += 1,
-                    Outgoing::History(write) => unsent.push(write),
-                    Outgoing::Flush(_) => {}
+                let mut dropped = 0;
+                let mut unsent = Vec::new();
+                for item in items {
+                    match item {
+                        Outgoing::Message(..) => dropped += 1,
+                        Outgoing::History(write) => unsent.push(write),
+                        Outgoing::Flush(_) => {}
+                    }
                 }
+                if dropped > 0 {
+                    adapter.metrics.redis_bus_dropped.inc_by(dropped);
+                }
+                adapter.history_unsent(unsent);
             }
-            if dropped > 0 {
-                adapter.metrics.redis_bus_dropped.inc_by(dropped);
-            }
-            adapter.history_unsent(unsent);
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
@@ -208,7 +225,7 @@ pub async fn run(adapter: Arc<RedisAdapter>, OutboxReceiver(mut pending): Outbox
     }
 }
 
-/// One pipeline of a batch (one per shard group on a Redis Cluster).
+/// One batch's pipeline (one bucket's).
 struct Bucket {
     pipeline: redis::Pipeline,
     /// Whether the history script is loaded in the pipeline already.

@@ -23,7 +23,6 @@ use super::keys::SEP;
 use super::{failure, RedisAdapter};
 use crate::adapter::local::announce_watchlist_locally;
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -105,7 +104,7 @@ impl RedisAdapter {
         if self.sign_ins.try_send(change).is_err() {
             // Told here as one node would; the cluster is corrected by the
             // next resync, which writes every sign-in again.
-            self.needs_resync.store(true, Ordering::Release);
+            self.health.resync_node();
             announce_watchlist_locally(&self.node, app_id, user_id, online);
         }
     }

@@ -32,6 +32,7 @@ pub mod retry;
 pub mod scripts;
 
 use super::bus::BusMessage;
+use super::health::Scope;
 use super::RedisAdapter;
 use crate::apps::App;
 use crate::hub::history::{Fetched, Page, PageEvent};
@@ -161,8 +162,11 @@ impl RedisAdapter {
         let _ = self.history.archive.set(persistence);
     }
 
-    fn history_available(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+    /// Whether the shard of `group` (a channel's group) answers: history
+    /// there is read and written through Redis, else "unavailable" and
+    /// kept for a retry (other groups' shards may be fine).
+    fn history_available(&self, group: u16) -> bool {
+        self.group_healthy(group)
     }
 
     /// Adds `SCRIPT LOAD` of the publish script to a batch (see the outbox).
@@ -227,16 +231,22 @@ impl RedisAdapter {
         self.metrics.history_writes_dropped.inc_by(dropped);
     }
 
-    /// Sends the writes kept during an outage, oldest first, while Redis
-    /// answers (called by the heartbeat).
+    /// Sends the writes kept during an outage, oldest first, whose group's
+    /// shard answers again (called by the heartbeat); those of groups still
+    /// down stay queued, in order.
     pub(super) fn retry_history_writes(&self) {
-        while self.history_available() && !self.history.retry.is_empty() {
+        let mut waiting = Vec::new();
+        let mut rounds = self.history.retry.len().div_ceil(RETRY_BATCH);
+        while rounds > 0 && !self.history.retry.is_empty() {
+            rounds -= 1;
             let writes = self.history.retry.take(RETRY_BATCH);
-            self.metrics
-                .history_writes_retried
-                .inc_by(writes.len() as u64);
             let mut refused = Vec::new();
             for write in writes {
+                if !self.history_available(write.group) {
+                    waiting.push(write);
+                    continue;
+                }
+                self.metrics.history_writes_retried.inc();
                 if let Err(write) = self.outbox.send_history(write) {
                     refused.push(write);
                 }
@@ -244,10 +254,14 @@ impl RedisAdapter {
             if !refused.is_empty() {
                 // The outbox is full: keep them (in front would reorder
                 // nothing that matters; they are the oldest) for the next beat.
-                self.history_unsent(refused);
-                return;
+                waiting.extend(refused);
+                break;
             }
         }
+        // Back behind anything queued meanwhile (older than those writes
+        // only for other groups: each group keeps its order).
+        let dropped = self.history.retry.push(waiting);
+        self.metrics.history_writes_dropped.inc_by(dropped);
     }
 
     /// An event of a shared history from the bus: mirrored and, when live,
@@ -302,8 +316,11 @@ impl RedisAdapter {
             .arg(self.keys.channel_bus(&app.id, channel))
             .arg(marker)
             .arg(self.publish_command);
-        self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-            .await
+        let group = self.keys.group(&app.id, channel);
+        self.run_in(Scope::Group(group), |mut connection| async move {
+            invocation.invoke_async(&mut connection).await
+        })
+        .await
     }
 }
 
@@ -328,7 +345,7 @@ impl SharedHistory for RedisAdapter {
             ttl_ms: app.history_ttl.saturating_mul(1000),
             retention_secs: u32::try_from(app.history_retention).unwrap_or(u32::MAX),
         };
-        if !self.history_available() {
+        if !self.history_available(write.group) {
             self.history_unsent(vec![write]);
             return;
         }
@@ -337,12 +354,12 @@ impl SharedHistory for RedisAdapter {
         }
     }
 
-    fn available(&self) -> bool {
-        self.history_available()
+    fn available(&self, app: &App, channel: &str) -> bool {
+        self.history_available(self.keys.group(&app.id, channel))
     }
 
     async fn fetch(&self, app: &App, channel: &str, since: u64) -> Result<Fetched, Unavailable> {
-        if !self.history_available() {
+        if !self.available(app, channel) {
             return Err(Unavailable);
         }
         let token = self.history.next_token.fetch_add(1, Ordering::Relaxed);
@@ -382,7 +399,7 @@ impl SharedHistory for RedisAdapter {
         since: u64,
         limit: usize,
     ) -> Result<Page, Unavailable> {
-        if !self.history_available() {
+        if !self.available(app, channel) {
             return Err(Unavailable);
         }
         let values = self
