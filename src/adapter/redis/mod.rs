@@ -60,6 +60,7 @@ pub mod outbox;
 pub mod positions;
 pub mod scripts;
 pub mod signins;
+pub mod slots;
 pub mod usage;
 pub mod xhr_relay;
 

@@ -20,8 +20,10 @@
 
 use super::bus::BusMessage;
 use super::keys::SEP;
-use super::{failure, RedisAdapter};
+use super::slots::SlotBatch;
+use super::RedisAdapter;
 use crate::adapter::local::announce_watchlist_locally;
+use redis::AsyncCommands;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -143,33 +145,51 @@ impl RedisAdapter {
     }
 
     /// Sets or clears `node` in each user's sign-ins (with its `node_signins`
-    /// set: added before, removed after) in one round trip, and announces
-    /// the changes. False when Redis could not answer.
+    /// set: added before, removed after) in three round trips (the list,
+    /// the users' hashes one pipeline per slot at once, the list), and
+    /// announces the changes. False when Redis could not answer.
     async fn write_sign_ins(&self, node: &str, entries: &[(&str, &str, bool)]) -> bool {
         if entries.is_empty() {
             return true;
         }
         let sha = redis::Script::new(SIGNIN).get_hash().to_owned();
         let listed = self.keys.node_signins(node);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SCRIPT").arg("LOAD").arg(SIGNIN).ignore();
+        // The node's list names a user before the user's hash names the
+        // node, and forgets it only after: whoever reaps the node finds
+        // every user it may have left signed in. The list is one key and the
+        // users' hashes are spread over slots, so three steps.
+        let (here, gone): (Vec<_>, Vec<_>) = entries.iter().partition(|(_, _, here)| *here);
+        let members = |entries: &[&(&str, &str, bool)]| -> Vec<String> {
+            entries
+                .iter()
+                .map(|(app_id, user_id, _)| member(app_id, user_id))
+                .collect()
+        };
+        let (here, gone) = (members(&here), members(&gone));
+        let mut batch = SlotBatch::new(self.client.is_cluster(), |pipe| {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(SIGNIN).ignore();
+        });
         for (app_id, user_id, here) in entries {
-            if *here {
-                pipe.sadd(&listed, member(app_id, user_id)).ignore();
-            }
-            pipe.cmd("EVALSHA")
-                .arg(&sha)
-                .arg(1)
-                .arg(self.keys.signins(app_id, user_id))
-                .arg(node)
-                .arg(u8::from(*here));
-            if !*here {
-                pipe.srem(&listed, member(app_id, user_id)).ignore();
-            }
+            let key = self.keys.signins(app_id, user_id);
+            batch.add(key.as_bytes(), |pipe| {
+                pipe.cmd("EVALSHA")
+                    .arg(&sha)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(node)
+                    .arg(u8::from(*here));
+            });
         }
         let changed = self
             .run(|mut connection| async move {
-                failure::query_pipeline::<Vec<i64>>(&pipe, &mut connection).await
+                if !here.is_empty() {
+                    connection.sadd::<_, _, ()>(&listed, &here).await?;
+                }
+                let changed = batch.query::<i64>(&connection).await?;
+                if !gone.is_empty() {
+                    connection.srem::<_, _, ()>(&listed, &gone).await?;
+                }
+                Ok(changed)
             })
             .await;
         let Some(changed) = changed else {
@@ -266,14 +286,15 @@ impl RedisAdapter {
         app_id: &str,
         user_ids: Vec<String>,
     ) -> Vec<String> {
-        let mut pipe = redis::pipe();
+        let mut batch = SlotBatch::new(self.client.is_cluster(), |_| {});
         for user_id in &user_ids {
-            pipe.hkeys(self.keys.signins(app_id, user_id));
+            let key = self.keys.signins(app_id, user_id);
+            batch.add(key.as_bytes(), |pipe| {
+                pipe.hkeys(&key);
+            });
         }
         let nodes = self
-            .run(|mut connection| async move {
-                failure::query_pipeline::<Vec<Vec<String>>>(&pipe, &mut connection).await
-            })
+            .run(|connection| async move { batch.query::<Vec<String>>(&connection).await })
             .await
             .unwrap_or_default();
         user_ids

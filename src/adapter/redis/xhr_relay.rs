@@ -28,6 +28,7 @@
 
 use super::bus::BusMessage;
 use super::keys::SEP;
+use super::slots::SlotBatch;
 use super::RedisAdapter;
 use crate::http::streamed::{BodyWriter, WriteError};
 use crate::xhr::framing;
@@ -576,20 +577,21 @@ async fn refresh(adapter: Arc<RedisAdapter>, mut queue: mpsc::Receiver<String>, 
     while queue.recv_many(&mut batch, REFRESH_BATCH).await > 0 {
         batch.sort_unstable();
         batch.dedup();
-        let mut pipe = redis::pipe();
+        // Sessions' keys are spread over slots: one pipeline per slot on a cluster.
+        let mut pipe = SlotBatch::new(adapter.client.is_cluster(), |_| {});
         for id in &batch {
-            pipe.cmd("SET")
-                .arg(adapter.keys.xhr_session(id))
-                .arg(&adapter.node_id)
-                .arg("PX")
-                .arg(ttl_ms)
-                .ignore();
+            let key = adapter.keys.xhr_session(id);
+            pipe.add(key.as_bytes(), |pipe| {
+                pipe.cmd("SET")
+                    .arg(&key)
+                    .arg(&adapter.node_id)
+                    .arg("PX")
+                    .arg(ttl_ms);
+            });
         }
         batch.clear();
         adapter
-            .run(|mut connection| async move {
-                super::failure::query_pipeline::<()>(&pipe, &mut connection).await
-            })
+            .run(|connection| async move { pipe.query::<redis::Value>(&connection).await })
             .await;
     }
 }
