@@ -81,6 +81,9 @@ pub struct Config {
     /// The admin API (`[admin]`): off without a token.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The live console at `/console` (`[console]`).
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// The keys an environment variable set, each with the variable
     /// (`server.port` → `RUSHER_PORT`), so that an error found later names
     /// what the user actually wrote; see [`Config::key_source`].
@@ -147,6 +150,36 @@ pub struct AdminConfig {
     /// `Authorization: Bearer <token>` of the admin API (`/admin/apps`);
     /// unset = the admin API is off (env `RUSHER_ADMIN_TOKEN`).
     pub token: Option<String>,
+}
+
+/// `[console]`: the live console in the browser (`crate::console`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve `/console` (and redirect `/` there). Default: on without a
+    /// config file (the built-in app), off when a config file does not
+    /// turn it on (env `RUSHER_CONSOLE_ENABLED`).
+    pub enabled: bool,
+    /// Key of the session cookies (at least 16 bytes); unset = random per
+    /// process (a restart logs consoles out). Nodes behind one load
+    /// balancer need the same one (env `RUSHER_CONSOLE_SESSION_SECRET`).
+    pub session_secret: Option<String>,
+    /// Events the page's log keeps (older ones scroll out), 1..=100000.
+    pub max_log_events: usize,
+    /// Events queued per open console before new ones are dropped (and
+    /// counted) for it, 16..=1000000.
+    pub watcher_queue: usize,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: false,
+            session_secret: None,
+            max_log_events: 500,
+            watcher_queue: crate::console::tap::DEFAULT_WATCHER_QUEUE,
+        }
+    }
 }
 
 /// Shortest admin token accepted, in bytes (a guessable token would open
@@ -857,6 +890,11 @@ impl Default for Config {
             }],
             apps_store: AppsStoreConfig::default(),
             admin: AdminConfig::default(),
+            // On for a first run without a config file.
+            console: ConsoleConfig {
+                enabled: true,
+                ..ConsoleConfig::default()
+            },
             env_overrides: BTreeMap::new(),
         }
     }
@@ -1006,6 +1044,25 @@ impl Config {
             self.admin.token = Some(token);
             self.env_overrides
                 .insert("admin.token", "admin.token via RUSHER_ADMIN_TOKEN");
+        }
+        if let Some(enabled) = env("RUSHER_CONSOLE_ENABLED") {
+            self.console.enabled = enabled.parse().map_err(|_| {
+                invalid(
+                    "RUSHER_CONSOLE_ENABLED",
+                    format!("`{enabled}` is not true or false"),
+                )
+            })?;
+            self.env_overrides.insert(
+                "console.enabled",
+                "console.enabled via RUSHER_CONSOLE_ENABLED",
+            );
+        }
+        if let Some(secret) = env("RUSHER_CONSOLE_SESSION_SECRET").filter(|s| !s.is_empty()) {
+            self.console.session_secret = Some(secret);
+            self.env_overrides.insert(
+                "console.session_secret",
+                "console.session_secret via RUSHER_CONSOLE_SESSION_SECRET",
+            );
         }
         // The credential overrides apply to the first (default) app.
         if let Some(app) = self.apps.first_mut() {
@@ -1196,6 +1253,7 @@ impl Config {
             self.validate_app(app, &at)?;
         }
         self.validate_apps_store()?;
+        self.validate_console()?;
         // Last: it reads the files.
         self.validate_tls()
     }
@@ -1300,6 +1358,34 @@ impl Config {
             return Err(invalid(
                 at("max_channel_name_length"),
                 "must be at most 164 (the protocol's limit)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[console]`.
+    fn validate_console(&self) -> Result<(), ConfigError> {
+        let c = &self.console;
+        if let Some(secret) = &c.session_secret {
+            if secret.len() < MIN_ADMIN_TOKEN_BYTES {
+                return Err(invalid(
+                    self.key_source("console.session_secret"),
+                    format!(
+                        "must be at least {MIN_ADMIN_TOKEN_BYTES} bytes (it signs console logins)"
+                    ),
+                ));
+            }
+        }
+        if !(1..=100_000).contains(&c.max_log_events) {
+            return Err(invalid(
+                "console.max_log_events",
+                "must be from 1 to 100000",
+            ));
+        }
+        if !(16..=1_000_000).contains(&c.watcher_queue) {
+            return Err(invalid(
+                "console.watcher_queue",
+                "must be from 16 to 1000000",
             ));
         }
         Ok(())
@@ -2329,5 +2415,30 @@ mod tests {
             (defaults.apps[0].history_size, defaults.apps[0].history_ttl),
             (100, 300)
         );
+    }
+
+    #[test]
+    fn the_console_is_on_without_a_config_file_and_off_in_one_that_does_not_ask() {
+        let none = |_: &str| None;
+        assert!(Config::load(None, none).expect("defaults").console.enabled);
+        let file = Config::from_toml("[server]\nport = 6001\n").expect("parses");
+        assert!(!file.console.enabled);
+        let on =
+            Config::from_toml("[console]\nenabled = true\nmax_log_events = 50\n").expect("parses");
+        assert!(on.console.enabled && on.console.max_log_events == 50);
+        let env = |name: &str| (name == "RUSHER_CONSOLE_ENABLED").then(|| "false".to_string());
+        assert!(!Config::load(None, env).expect("env").console.enabled);
+        let env = |name: &str| (name == "RUSHER_CONSOLE_ENABLED").then(|| "yes".to_string());
+        let err = Config::load(None, env).expect_err("not a bool").to_string();
+        assert!(err.contains("RUSHER_CONSOLE_ENABLED"), "{err}");
+        let env =
+            |name: &str| (name == "RUSHER_CONSOLE_SESSION_SECRET").then(|| "short".to_string());
+        let err = Config::load(None, env).expect_err("too short").to_string();
+        assert!(
+            err.contains("console.session_secret via RUSHER_CONSOLE_SESSION_SECRET"),
+            "{err}"
+        );
+        let zero = Config::from_toml("[console]\nmax_log_events = 0\n").expect("parses");
+        assert!(zero.validate().is_err());
     }
 }

@@ -14,6 +14,7 @@
 //! - [`ws`]: the WebSocket transport of a session.
 //! - [`xhr`]: pusher-js's HTTP fallback transports (`xhr_streaming`, `xhr_polling`).
 //! - [`sse`]: the Server-Sent Events transport of a session (receive only).
+//! - [`console`]: the live console in the browser at `/console` (login, channels, event log, test events).
 //! - [`http`]: the HTTP API the server SDKs call, health and metrics.
 //! - [`pushi_api`]: pushi's HTTP API under `/pushi/`, for the PyPI `pushi` client.
 //! - [`store`]: offline subscriptions and stored messages (memory or MongoDB).
@@ -32,6 +33,7 @@ pub mod abuse;
 pub mod adapter;
 pub mod apps;
 pub mod config;
+pub mod console;
 pub mod delivery;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]

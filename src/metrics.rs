@@ -92,6 +92,8 @@ pub struct Metrics {
     /// Admin API requests by `result` (`ok`, `unauthorized`, `invalid`,
     /// `not_found`, `conflict`, `unavailable`, `off`).
     pub admin_requests: IntCounterVec,
+    /// Console logins by `result` (`ok`, `refused`, `limited`).
+    pub console_logins: IntCounterVec,
     /// Reads of the apps store that failed (the apps in use stay).
     pub apps_store_errors: IntCounter,
     /// Stored apps left out: not a valid app, or id or key taken by another.
@@ -340,6 +342,11 @@ impl Metrics {
             admin_requests: counter_vec(
                 "rusher_admin_requests_total",
                 "Admin API requests by result",
+                &["result"],
+            ),
+            console_logins: counter_vec(
+                "rusher_console_logins_total",
+                "Console logins by result",
                 &["result"],
             ),
             apps_store_errors: counter(
@@ -633,6 +640,7 @@ mod tests {
 
         metrics.apps.with_label_values(&["config"]).set(1);
         metrics.admin_requests.with_label_values(&["ok"]).inc();
+        metrics.console_logins.with_label_values(&["ok"]).inc();
         metrics
             .usage_remote_admitted
             .with_label_values(&["connections"])

@@ -173,6 +173,7 @@ impl Server {
             self.config.server.outgoing_queue,
         )
         .with_notifier(notifier)
+        .with_console_queue(self.config.console.watcher_queue)
         .with_invalidations(invalidations)
         .with_history_store(history_store)
         .with_position_store(position_store)
@@ -428,6 +429,12 @@ impl Server {
                 .with_apps(AppsAdmin::new(apps_sync.clone()))
                 .with_invalidations(hub.invalidations()),
         );
+        let console = self.config.console.enabled.then(|| {
+            web::Data::new(Arc::new(crate::console::ConsoleState::new(
+                &self.config.console,
+                self.config.admin.token.clone(),
+            )))
+        });
         let watch_metrics = hub.metrics().clone();
         let app_hub = hub.clone();
         let workers = match server_config.workers {
@@ -496,6 +503,7 @@ impl Server {
                 .configure(http::configure)
                 .configure(ws::configure_pushi)
                 .configure(|cfg| pushi_api::configure(cfg, pushi_api.clone()))
+                .configure(|cfg| crate::console::configure(cfg, console.clone()))
                 .default_service(web::to(http::not_found))
         })
         .on_connect(move |io, data| {

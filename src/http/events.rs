@@ -8,6 +8,7 @@
 use super::error::{bad_request, ApiError};
 use super::signed::{info_attributes, Signed};
 use crate::apps::App;
+use crate::console::tap::ConsoleEvent;
 use crate::hub::idempotency::validate_key;
 use crate::hub::idempotent_publish::{Begun, KeyBusy};
 use crate::hub::Hub;
@@ -157,6 +158,11 @@ async fn publish(hub: &Hub, app: &App, event: &ValidEvent) -> Map<String, Value>
         .and_then(|json| RawValue::from_string(json).ok())
         .unwrap_or_else(|| RawValue::NULL.to_owned());
     for channel in &event.channels {
+        hub.console().emit(&app.id, || {
+            ConsoleEvent::new("api_event")
+                .channel(channel)
+                .event(&event.name, &event.data)
+        });
         hub.publish_event(
             &app.id,
             channel,
@@ -188,7 +194,8 @@ async fn publish(hub: &Hub, app: &App, event: &ValidEvent) -> Map<String, Value>
     channels_info
 }
 
-/// One event from pushi's API (`POST /pushi/events`): checked against the
+/// One event from pushi's API (`POST /pushi/events`) or the console's
+/// test event (`crate::console::api`): checked against the
 /// app's limits exactly as `/events` checks it (400 / 413 with the same
 /// messages), then published on each channel; `persist` false publishes
 /// live only (see [`Hub::publish_event`]).

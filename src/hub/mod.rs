@@ -48,6 +48,7 @@ pub mod users;
 
 use crate::adapter::{Adapter, ChannelStats, Joined, MemberJoin};
 use crate::apps::{App, AppRegistry};
+use crate::console::tap::{ConsoleEvent, ConsoleTap};
 use crate::delivery;
 use crate::metrics::Metrics;
 use crate::protocol::auth::verify_user_auth;
@@ -288,6 +289,9 @@ pub struct Hub {
     message_ids: delivery::MessageIds,
     deliveries: delivery::store::Deliveries,
     invalidations: Arc<invalidation::Invalidations>,
+    /// What the open consoles watch (nothing, at the cost of one atomic
+    /// load, when none is open).
+    console: Arc<ConsoleTap>,
 }
 
 impl Hub {
@@ -320,7 +324,20 @@ impl Hub {
             deliveries: delivery::store::Deliveries::new(metrics.clone()),
             metrics,
             invalidations: Arc::default(),
+            console: Arc::default(),
         }
+    }
+
+    /// Each open console queues at most `queue` events (`[console] watcher_queue`).
+    pub fn with_console_queue(mut self, queue: usize) -> Self {
+        self.console = Arc::new(ConsoleTap::new(queue));
+        self.webhooks.attach_console(self.console.clone());
+        self
+    }
+
+    /// The consoles' tap (see [`crate::console::tap`]).
+    pub fn console(&self) -> &Arc<ConsoleTap> {
+        &self.console
     }
 
     /// Shares changes to cached state with the other nodes through
@@ -442,6 +459,15 @@ impl Hub {
     /// [`App::unauthorized_cap`] (refused with 4100, over capacity), until
     /// [`Hub::authorize_connection`].
     pub fn connect(&self, app: &App, authorized: bool) -> Result<ConnectionReceiver, ErrorCode> {
+        let admitted = self.admit(app, authorized);
+        self.console.emit(&app.id, || match &admitted {
+            Ok(receiver) => ConsoleEvent::new("connected").socket(&receiver.connection.socket_id),
+            Err(code) => ConsoleEvent::refused(*code),
+        });
+        admitted
+    }
+
+    fn admit(&self, app: &App, authorized: bool) -> Result<ConnectionReceiver, ErrorCode> {
         if !self.is_accepting() {
             return Err(ErrorCode::ServerShuttingDown);
         }
@@ -533,6 +559,9 @@ impl Hub {
             return;
         };
         let state = &*state;
+        self.console.emit(&connection.app_id, || {
+            ConsoleEvent::new("disconnected").socket(&connection.socket_id)
+        });
         if let Some(user) = user {
             state
                 .positions
@@ -739,6 +768,11 @@ impl Hub {
                 self.adapter.peer_changed(&app.id, channel, user_id, true);
             }
         }
+        self.console.emit(&app.id, || {
+            ConsoleEvent::new("subscribed")
+                .channel(channel)
+                .socket(&connection.socket_id)
+        });
         Ok(Subscription {
             succeeded: frames::subscription_succeeded(channel, data),
             cached,
@@ -1174,6 +1208,11 @@ impl Hub {
         if !local.removed {
             return;
         }
+        self.console.emit(&connection.app_id, || {
+            ConsoleEvent::new("unsubscribed")
+                .channel(channel)
+                .socket(&connection.socket_id)
+        });
         if let Some(changes) = state.count_changes.as_ref() {
             let counted = || {
                 self.apps
@@ -1283,6 +1322,12 @@ impl Hub {
         user_id: Option<&str>,
         echo: bool,
     ) {
+        self.console.emit(app_id, || {
+            ConsoleEvent::new("client_event")
+                .channel(channel)
+                .event(event, data.get())
+                .socket(socket_id)
+        });
         let hub = self.clone();
         let (app, target, name, sender) = (
             app_id.to_owned(),
@@ -1852,6 +1897,16 @@ impl Hub {
     /// Leaves the deployment (after every socket closed).
     pub async fn close_adapter(&self) {
         self.adapter.close().await;
+    }
+
+    /// Open connections of `app_id`: this node's, and what the other nodes
+    /// reported (Redis adapter; see [`crate::usage`]).
+    pub fn app_connection_count(&self, app_id: &str) -> u64 {
+        let local = self
+            .state(app_id)
+            .map_or(0, |state| state.channels.connection_count());
+        let remote = self.remote_open(app_id);
+        local + remote.authorized + remote.unauthorized
     }
 
     /// Open connections on this node, all apps.

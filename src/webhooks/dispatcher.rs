@@ -9,6 +9,7 @@
 use super::event::WebhookEvent;
 use super::sender::{deliver, Endpoint, RetryPolicy};
 use crate::config::WebhookSettings;
+use crate::console::tap::{preview, ConsoleEvent, ConsoleTap};
 use crate::metrics::Metrics;
 use crate::throttled_log::ThrottledLog;
 use std::collections::{HashMap, HashSet};
@@ -48,6 +49,8 @@ pub enum Command {
     Shutdown(Instant, oneshot::Sender<()>),
     /// The apps changed at runtime: these are the routes from now on.
     Routes(HashMap<String, Vec<Route>>),
+    /// The consoles' tap: each batch sent or given up is shown to them.
+    Console(Arc<ConsoleTap>),
 }
 
 /// An app's channel.
@@ -92,6 +95,8 @@ pub struct Dispatcher {
     permits: Arc<Semaphore>,
     outstanding: Arc<AtomicUsize>,
     drop_log: ThrottledLog,
+    /// Where batches sent and failed are shown (the hub's, once it is built).
+    console: Arc<ConsoleTap>,
 }
 
 impl Dispatcher {
@@ -117,6 +122,7 @@ impl Dispatcher {
             lanes: HashMap::new(),
             outstanding: Arc::new(AtomicUsize::new(0)),
             drop_log: ThrottledLog::new(1000),
+            console: Arc::default(),
         }
     }
 
@@ -136,12 +142,15 @@ impl Dispatcher {
                     Some(Command::Event(app_id, event)) => self.accept(app_id, event),
                     Some(Command::Decided(app_id, event)) => self.route(&app_id, event),
                     Some(Command::Routes(routes)) => self.replace_routes(routes),
+                    Some(Command::Console(tap)) => self.console = tap,
                     Some(Command::Shutdown(deadline, done)) => {
                         while let Ok(command) = commands.try_recv() {
                             match command {
                                 Command::Event(app_id, event) => self.accept(app_id, event),
                                 Command::Decided(app_id, event) => self.route(&app_id, event),
-                                Command::Shutdown(..) | Command::Routes(_) => {}
+                                Command::Shutdown(..)
+                                | Command::Routes(_)
+                                | Command::Console(_) => {}
                             }
                         }
                         self.release_removals(None);
@@ -357,7 +366,7 @@ impl Dispatcher {
         let lane = match self.lanes.get(key) {
             Some(lane) => lane.clone(),
             None => {
-                let lane = self.open_lane(endpoint);
+                let lane = self.open_lane(key.0.clone(), endpoint);
                 self.lanes.insert(key.clone(), lane.clone());
                 lane
             }
@@ -376,12 +385,13 @@ impl Dispatcher {
     /// were made: the next one is sent only when the previous one was
     /// accepted or dropped after its last attempt. At most `concurrency`
     /// receivers are being sent to at once.
-    fn open_lane(&self, endpoint: Arc<Endpoint>) -> mpsc::Sender<String> {
+    fn open_lane(&self, app_id: Arc<str>, endpoint: Arc<Endpoint>) -> mpsc::Sender<String> {
         let (lane, mut bodies) = mpsc::channel::<String>(self.max_outstanding());
         let client = self.client.clone();
         let metrics = self.metrics.clone();
         let permits = self.permits.clone();
         let outstanding = self.outstanding.clone();
+        let console = self.console.clone();
         let policy = RetryPolicy {
             max_attempts: self.settings.max_attempts,
             backoff: Duration::from_millis(self.settings.backoff_ms),
@@ -390,7 +400,18 @@ impl Dispatcher {
             while let Some(body) = bodies.recv().await {
                 // The semaphore is never closed, so acquiring cannot fail.
                 if let Ok(_permit) = permits.acquire().await {
-                    deliver(&client, &endpoint, body, policy, &metrics).await;
+                    // Only the preview is kept, and only while some console watches.
+                    let preview = console.is_watched().then(|| preview(&body));
+                    let outcome = deliver(&client, &endpoint, body, policy, &metrics).await;
+                    console.emit(&app_id, || {
+                        let event = match &outcome {
+                            Ok(()) => ConsoleEvent::new("webhook_sent")
+                                .detail(endpoint.url.clone(), false),
+                            Err(reason) => ConsoleEvent::new("webhook_failed")
+                                .detail(format!("{}: {reason}", endpoint.url), true),
+                        };
+                        event.payload(preview.as_deref().unwrap_or_default())
+                    });
                 }
                 outstanding.fetch_sub(1, Ordering::AcqRel);
             }

@@ -134,6 +134,15 @@ impl Webhooks {
             })
     }
 
+    /// Shows the batches sent and failed to the consoles of `tap` (see
+    /// [`crate::console::tap`]).
+    pub fn attach_console(&self, tap: Arc<crate::console::tap::ConsoleTap>) {
+        if let Some(commands) = &self.commands {
+            // Sent as the hub is built, before any event: the queue has room.
+            let _ = commands.try_send(Command::Console(tap));
+        }
+    }
+
     /// Queues an event without waiting; a full queue drops and counts it.
     pub fn emit(&self, app_id: &str, event: WebhookEvent) {
         let Some(commands) = &self.commands else {

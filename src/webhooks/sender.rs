@@ -102,13 +102,14 @@ pub async fn post_signed(
 
 /// Posts `body` until a 2xx answer or the attempts run out; never panics.
 /// Webhooks retry any non-2xx answer (a receiver may be mid-deploy).
+/// `Err` carries the last attempt's failure.
 pub async fn deliver(
     client: &reqwest::Client,
     endpoint: &Endpoint,
     body: String,
     policy: RetryPolicy,
     metrics: &Metrics,
-) {
+) -> Result<(), String> {
     let signature = sign(&endpoint.app_secret, &body);
     let outcome = retry(
         policy,
@@ -119,7 +120,7 @@ pub async fn deliver(
         },
     )
     .await;
-    match outcome {
+    match &outcome {
         Ok(()) => metrics.webhooks_sent.inc(),
         Err(reason) => {
             metrics.webhooks_failed.inc();
@@ -131,4 +132,5 @@ pub async fn deliver(
             );
         }
     }
+    outcome
 }

@@ -17,6 +17,7 @@ pub mod rejected;
 pub mod transport;
 
 use crate::abuse::ConnectionRate;
+use crate::console::tap::ConsoleEvent;
 use crate::hub::Hub;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::pushi::Dialect;
@@ -147,10 +148,14 @@ async fn open(
     // pushi.js names no protocol version (its URL is `{base}{key}`).
     if dialect == Dialect::Pusher {
         if let Err(code) = handshake::check_protocol(req.query_string()) {
+            hub.console().emit(&app.id, || ConsoleEvent::refused(code));
             return refuse(&hub, code, &req, stream);
         }
     }
     if let Err(refused) = rate.admit_app(&app) {
+        hub.console().emit(&app.id, || {
+            ConsoleEvent::new("refused").detail("429 over the app's connection rate", true)
+        });
         return Ok(refused.response(&req));
     }
     let receiver = match hub.connect(&app, false) {

@@ -1,0 +1,120 @@
+//! The console: a live view of an app in the browser, served by rusher
+//! itself at `/console` (issue 15), like hosted Pusher's debug console.
+//!
+//! - [`tap`]: what happens in an app, copied to the consoles watching it
+//!   (one atomic load when nobody watches).
+//! - [`session`]: the signed, `HttpOnly` login cookie naming one app.
+//! - [`login`]: login with the app's secret or the admin token, rate limited.
+//! - [`api`]: overview, channels, presence members, test events.
+//! - [`live`]: the live stream (Server-Sent Events).
+//! - [`assets`]: the page (HTML, one ES module, CSS), compiled in.
+//!
+//! Turned on by `[console] enabled`: on by default when rusher runs without
+//! a config file (the built-in app, a newcomer's first run), off when a
+//! config file does not turn it on (a deployment opts in). When off, no
+//! `/console` route exists (404, as any unknown path) and `/` stays 404.
+//!
+//! Front end: plain HTML, one ES module and one CSS file, no framework and
+//! no build step: the page is small (a form, two lists, a log), a
+//! framework would have to be vendored and kept up to date for little gain,
+//! and the files are readable as shipped.
+
+pub mod api;
+pub mod assets;
+pub mod live;
+pub mod login;
+pub mod session;
+pub mod tap;
+
+use crate::apps::App;
+use crate::config::ConsoleConfig;
+use crate::hub::Hub;
+use crate::throttled_log::ThrottledLog;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// What the console routes share, for every worker.
+pub struct ConsoleState {
+    keys: session::SessionKeys,
+    admin_token: Option<String>,
+    limiter: login::LoginLimiter,
+    refused_log: ThrottledLog,
+    max_log_events: usize,
+}
+
+impl ConsoleState {
+    /// The console of `config`; `admin_token` (`[admin] token`) also logs in.
+    pub fn new(config: &ConsoleConfig, admin_token: Option<String>) -> Self {
+        ConsoleState {
+            keys: session::SessionKeys::new(config.session_secret.as_deref()),
+            admin_token,
+            limiter: login::LoginLimiter::default(),
+            refused_log: ThrottledLog::new(10_000),
+            max_log_events: config.max_log_events,
+        }
+    }
+
+    /// The app id of the request's valid session cookie.
+    fn session_app(&self, req: &HttpRequest) -> Option<String> {
+        let cookies = req
+            .headers()
+            .get_all(header::COOKIE)
+            .filter_map(|value| value.to_str().ok());
+        let value = session::cookie_value(cookies)?;
+        self.keys.verify(value, SystemTime::now())
+    }
+
+    /// The app `app_id` when the request's session opens it: 401 without a
+    /// valid session (or when its app is gone), 403 for another app's.
+    fn authorize(
+        &self,
+        req: &HttpRequest,
+        app_id: &str,
+        hub: &Hub,
+    ) -> Result<Arc<App>, Box<HttpResponse>> {
+        let Some(session) = self.session_app(req) else {
+            return Err(Box::new(HttpResponse::Unauthorized().json(
+                json!({ "error": "not logged in to the console (POST /console/api/login)" }),
+            )));
+        };
+        let app = hub.apps().by_id(&session);
+        match app {
+            Some(app) if app.id == app_id || app.id_aliases.iter().any(|a| a == app_id) => Ok(app),
+            Some(_) => Err(Box::new(HttpResponse::Forbidden().json(json!({
+                "error": format!("this console session is for app {session}, not {app_id}")
+            })))),
+            None => Err(Box::new(
+                HttpResponse::Unauthorized()
+                    .json(json!({ "error": "the session's app no longer exists" })),
+            )),
+        }
+    }
+}
+
+/// Registers the console routes when `enabled`; none otherwise.
+pub fn configure(cfg: &mut web::ServiceConfig, state: Option<web::Data<Arc<ConsoleState>>>) {
+    let Some(state) = state else {
+        return;
+    };
+    let api = |path: &str| format!("/console/api/apps/{{app_id}}{path}");
+    cfg.app_data(state)
+        .route("/", web::get().to(assets::root))
+        .route("/console", web::get().to(assets::index))
+        .route("/console/", web::get().to(assets::index))
+        .route("/console/console.js", web::get().to(assets::script))
+        .route("/console/console.css", web::get().to(assets::style))
+        .route("/console/api/login", web::post().to(login::login))
+        .route("/console/api/logout", web::post().to(login::logout))
+        .route("/console/api/session", web::get().to(login::current))
+        .route(&api("/overview"), web::get().to(api::overview))
+        .route(&api("/channels"), web::get().to(api::channels))
+        .route(
+            &api("/channels/{channel}/members"),
+            web::get().to(api::members),
+        )
+        .route(&api("/events"), web::post().to(api::send))
+        .route(&api("/live"), web::get().to(live::live));
+}
