@@ -11,7 +11,6 @@
 //! signs of life.
 
 mod acked;
-mod outgoing;
 mod probe;
 mod pushi_frames;
 mod transport;
@@ -44,6 +43,7 @@ use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_stream::wrappers::ReceiverStream;
 use tracing::Span;
 
 /// One line per 10 s however many connections flood subscribes.
@@ -686,7 +686,7 @@ impl<T: Transport> Actor for Session<T> {
         };
         self.send(ctx, established);
         if let Some(receiver) = self.receiver.take() {
-            ctx.add_stream(outgoing::Outgoing::new(receiver.outgoing));
+            ctx.add_stream(ReceiverStream::new(receiver.outgoing));
         }
         // The hub asks for a close (slow client, shutdown, terminate) from
         // any thread; it arrives as a message, costing nothing until then.
