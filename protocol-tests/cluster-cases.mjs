@@ -22,6 +22,7 @@ import { APPS, sleep, waitFor } from './helpers.mjs';
 import { metric, startReceiver, summarizeEvents } from './webhook-helpers.mjs';
 import {
   WEBHOOK_APP,
+  adapterLogs,
   busSpy,
   clusterConfig,
   frames,
@@ -114,17 +115,7 @@ export function clusterSuite({ redisKind }) {
   });
 
   /** The Redis adapter's log lines and every warning/error of some nodes, for failure messages. */
-  const logsOf = (...nodes) =>
-    nodes
-      .map((n) => {
-        const lines = n.log
-          .join('')
-          .replace(/\x1b\[[0-9;]*m/g, '')
-          .split('\n')
-          .filter((l) => /adapter::redis|WARN|ERROR/.test(l));
-        return `--- node ${n.name} ---\n${lines.slice(-30).join('\n')}`;
-      })
-      .join('\n');
+  const logsOf = (...nodes) => adapterLogs(nodes);
 
   test('an event triggered through the SDK on node A reaches pusher-js subscribers on A, B and C', T, async (t) => {
     const name = chan('fanout');

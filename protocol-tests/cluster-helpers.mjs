@@ -226,6 +226,23 @@ export async function spawnNode(name, configPath) {
   return node;
 }
 
+/**
+ * The Redis adapter's log lines and every warning/error of some nodes (the
+ * last `tail` of each), for failure messages.
+ */
+export function adapterLogs(nodes, tail = 30) {
+  return nodes
+    .map((n) => {
+      const lines = n.log
+        .join('')
+        .replace(/\x1b\[[0-9;]*m/g, '')
+        .split('\n')
+        .filter((l) => /adapter::redis|WARN|ERROR/.test(l));
+      return `--- node ${n.name} ---\n${lines.slice(-tail).join('\n')}`;
+    })
+    .join('\n');
+}
+
 /** Kill every process started here (rusher nodes and redis-server). */
 export async function killAll() {
   await killTracked();

@@ -21,6 +21,7 @@ import http from 'node:http';
 import { APPS, sleep, waitFor } from './helpers.mjs';
 import {
   HISTORY_APP,
+  adapterLogs,
   clusterConfig,
   getJson,
   killAll,
@@ -69,17 +70,7 @@ after(async () => {
 });
 
 /** The Redis adapter's log lines and every warning/error of the nodes, for failure messages. */
-const logs = () =>
-  [A, B]
-    .map((n) => {
-      const lines = n.log
-        .join('')
-        .replace(/\x1b\[[0-9;]*m/g, '')
-        .split('\n')
-        .filter((l) => /adapter::redis|WARN|ERROR/.test(l));
-      return `--- node ${n.name} ---\n${lines.slice(-25).join('\n')}`;
-    })
-    .join('\n');
+const logs = () => adapterLogs([A, B], 25);
 
 /** The value of one series on a node's /metrics (0 when it is not there). */
 function metric(node, series) {

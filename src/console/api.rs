@@ -16,28 +16,19 @@
 //!   the API answers them.
 //! - `GET live`: the live stream ([`super::live`]).
 
-use super::ConsoleState;
+use super::ConsoleApp;
 use crate::http::channels::channel_name;
 use crate::http::error::{bad_request, ApiError};
 use crate::hub::Hub;
 use crate::protocol::channel::{channel_type, ChannelKind};
 use actix_web::web::{Data, Json, Path};
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpResponse, ResponseError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// `GET /console/api/apps/{app_id}/overview`.
-pub async fn overview(
-    req: HttpRequest,
-    path: Path<String>,
-    state: Data<Arc<ConsoleState>>,
-    hub: Data<Arc<Hub>>,
-) -> HttpResponse {
-    let app = match state.authorize(&req, &path, &hub) {
-        Ok(app) => app,
-        Err(refused) => return *refused,
-    };
+pub async fn overview(ConsoleApp(app): ConsoleApp, hub: Data<Arc<Hub>>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "app_id": app.id,
         "connections": hub.app_connection_count(&app.id),
@@ -45,16 +36,7 @@ pub async fn overview(
 }
 
 /// `GET /console/api/apps/{app_id}/channels`.
-pub async fn channels(
-    req: HttpRequest,
-    path: Path<String>,
-    state: Data<Arc<ConsoleState>>,
-    hub: Data<Arc<Hub>>,
-) -> HttpResponse {
-    let app = match state.authorize(&req, &path, &hub) {
-        Ok(app) => app,
-        Err(refused) => return *refused,
-    };
+pub async fn channels(ConsoleApp(app): ConsoleApp, hub: Data<Arc<Hub>>) -> HttpResponse {
     let mut stats = hub.occupied_channels(&app.id).await;
     stats.retain(|s| !s.name.starts_with("#server-to-user-"));
     stats.sort_by(|a, b| a.name.cmp(&b.name));
@@ -73,16 +55,11 @@ pub async fn channels(
 
 /// `GET /console/api/apps/{app_id}/channels/{channel}/members`.
 pub async fn members(
-    req: HttpRequest,
+    ConsoleApp(app): ConsoleApp,
     path: Path<(String, String)>,
-    state: Data<Arc<ConsoleState>>,
     hub: Data<Arc<Hub>>,
 ) -> HttpResponse {
-    let (app_id, channel) = path.into_inner();
-    let app = match state.authorize(&req, &app_id, &hub) {
-        Ok(app) => app,
-        Err(refused) => return *refused,
-    };
+    let (_, channel) = path.into_inner();
     if let Err(error) = channel_name(&channel, app.max_channel_name_length) {
         return error.error_response();
     }
@@ -109,16 +86,10 @@ pub struct TestEvent {
 
 /// `POST /console/api/apps/{app_id}/events`.
 pub async fn send(
-    req: HttpRequest,
-    path: Path<String>,
+    ConsoleApp(app): ConsoleApp,
     body: Json<TestEvent>,
-    state: Data<Arc<ConsoleState>>,
     hub: Data<Arc<Hub>>,
 ) -> HttpResponse {
-    let app = match state.authorize(&req, &path, &hub) {
-        Ok(app) => app,
-        Err(refused) => return *refused,
-    };
     let TestEvent {
         channel,
         event,

@@ -10,11 +10,11 @@
 //! accepting (shutdown), at the next stats tick.
 
 use super::tap::{sse_frame, Watch};
-use super::ConsoleState;
+use super::ConsoleApp;
 use crate::hub::Hub;
 use actix_web::http::header;
-use actix_web::web::{Bytes, Data, Path};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::web::{Bytes, Data};
+use actix_web::HttpResponse;
 use futures_util::Stream;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -45,16 +45,7 @@ impl Stream for LiveBody {
 }
 
 /// `GET /console/api/apps/{app_id}/live`.
-pub async fn live(
-    req: HttpRequest,
-    path: Path<String>,
-    state: Data<Arc<ConsoleState>>,
-    hub: Data<Arc<Hub>>,
-) -> HttpResponse {
-    let app = match state.authorize(&req, &path, &hub) {
-        Ok(app) => app,
-        Err(refused) => return *refused,
-    };
+pub async fn live(ConsoleApp(app): ConsoleApp, hub: Data<Arc<Hub>>) -> HttpResponse {
     let watch = hub.console().watch(&app.id);
     let sender = watch.sender.clone();
     let dropped = watch.dropped.clone();

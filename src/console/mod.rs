@@ -28,11 +28,13 @@ pub mod tap;
 
 use crate::apps::App;
 use crate::config::ConsoleConfig;
+use crate::http::error::ApiError;
 use crate::hub::Hub;
 use crate::throttled_log::ThrottledLog;
+use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use actix_web::{web, FromRequest, HttpRequest};
+use std::future::{ready, Ready};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -69,28 +71,45 @@ impl ConsoleState {
 
     /// The app `app_id` when the request's session opens it: 401 without a
     /// valid session (or when its app is gone), 403 for another app's.
-    fn authorize(
-        &self,
-        req: &HttpRequest,
-        app_id: &str,
-        hub: &Hub,
-    ) -> Result<Arc<App>, Box<HttpResponse>> {
+    fn authorize(&self, req: &HttpRequest, app_id: &str, hub: &Hub) -> Result<Arc<App>, ApiError> {
         let Some(session) = self.session_app(req) else {
-            return Err(Box::new(HttpResponse::Unauthorized().json(
-                json!({ "error": "not logged in to the console (POST /console/api/login)" }),
-            )));
+            return Err(ApiError::Unauthorized(
+                "not logged in to the console (POST /console/api/login)".into(),
+            ));
         };
-        let app = hub.apps().by_id(&session);
-        match app {
+        match hub.apps().by_id(&session) {
             Some(app) if app.id == app_id || app.id_aliases.iter().any(|a| a == app_id) => Ok(app),
-            Some(_) => Err(Box::new(HttpResponse::Forbidden().json(json!({
-                "error": format!("this console session is for app {session}, not {app_id}")
-            })))),
-            None => Err(Box::new(
-                HttpResponse::Unauthorized()
-                    .json(json!({ "error": "the session's app no longer exists" })),
+            Some(_) => Err(ApiError::Forbidden(format!(
+                "this console session is for app {session}, not {app_id}"
+            ))),
+            None => Err(ApiError::Unauthorized(
+                "the session's app no longer exists".into(),
             )),
         }
+    }
+}
+
+/// The app of a console API request (`{app_id}` in its path), once the
+/// request's session cookie opens it: every console API handler takes one,
+/// so none answers without the check. Refused as `ConsoleState::authorize`
+/// says (401 / 403, `{"error": ...}`).
+pub struct ConsoleApp(pub Arc<App>);
+
+impl FromRequest for ConsoleApp {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let (Some(state), Some(hub)) = (
+            req.app_data::<web::Data<Arc<ConsoleState>>>(),
+            req.app_data::<web::Data<Arc<Hub>>>(),
+        ) else {
+            return ready(Err(ApiError::Unavailable(
+                "the console is not configured".into(),
+            )));
+        };
+        let app_id = req.match_info().get("app_id").unwrap_or_default();
+        ready(state.authorize(req, app_id, hub).map(ConsoleApp))
     }
 }
 
