@@ -203,21 +203,20 @@ impl RedisAdapter {
         true
     }
 
+    /// The users `node` lists as signed in there (`app SEP user`); `None`
+    /// when Redis failed.
+    async fn listed_sign_ins(&self, node: &str) -> Option<Vec<String>> {
+        let key = self.keys.node_signins(node);
+        self.run(|mut connection| async move { connection.smembers(key).await })
+            .await
+    }
+
     /// Writes every sign-in of this node again: those Redis lists for it
     /// (gone meanwhile, or still here) and those it has. Users whose state
     /// changed cluster-wide meanwhile (an outage, a Redis restart, this node
     /// reaped while unreachable) are announced. False when Redis failed.
     pub(super) async fn resync_sign_ins(&self) -> bool {
-        let listed = self.keys.node_signins(&self.node_id);
-        let Some(listed) = self
-            .run(|mut connection| async move {
-                redis::cmd("SMEMBERS")
-                    .arg(listed)
-                    .query_async::<Vec<String>>(&mut connection)
-                    .await
-            })
-            .await
-        else {
+        let Some(listed) = self.listed_sign_ins(&self.node_id).await else {
             return false;
         };
         let mut users: BTreeSet<(String, String)> = listed
@@ -248,19 +247,10 @@ impl RedisAdapter {
     /// Clears a dead node's sign-ins (the caller holds the reaping lock):
     /// users whose last socket was there go offline, once.
     pub(super) async fn reap_sign_ins(&self, dead: &str) {
-        let listed = self.keys.node_signins(dead);
-        let key = listed.clone();
-        let Some(ids) = self
-            .run(|mut connection| async move {
-                redis::cmd("SMEMBERS")
-                    .arg(key)
-                    .query_async::<Vec<String>>(&mut connection)
-                    .await
-            })
-            .await
-        else {
+        let Some(ids) = self.listed_sign_ins(dead).await else {
             return;
         };
+        let listed = self.keys.node_signins(dead);
         let entries: Vec<(&str, &str, bool)> = ids
             .iter()
             .filter_map(|id| id.split_once(SEP))

@@ -150,6 +150,18 @@ impl RedisAdapter {
         self.tell_other_nodes(self.keys.node_group(to), message);
     }
 
+    /// Answers a relaying node's `request` (an [`answer`] word).
+    fn xhr_reply(&self, to: &str, request: u64, answer: &str) {
+        self.tell_node(
+            to,
+            &BusMessage::XhrReply {
+                to,
+                request,
+                answer,
+            },
+        );
+    }
+
     fn xhr_host(&self) -> Option<Arc<Host>> {
         self.xhr.host.get().cloned()
     }
@@ -434,14 +446,7 @@ impl RedisAdapter {
         // Checked by the relaying node; a body that does not parse here
         // finds no session.
         let Ok(frames) = framing::parse_send(frames.as_bytes()) else {
-            return self.tell_node(
-                &from,
-                &BusMessage::XhrReply {
-                    to: &from,
-                    request,
-                    answer: answer::UNKNOWN,
-                },
-            );
+            return self.xhr_reply(&from, request, answer::UNKNOWN);
         };
         self.xhr_relayed("served_send");
         self.xhr_refresh(session);
@@ -450,14 +455,7 @@ impl RedisAdapter {
         let adapter = self.clone();
         tokio::spawn(async move {
             let answer = send_answer(taken.await);
-            adapter.tell_node(
-                &from,
-                &BusMessage::XhrReply {
-                    to: &from,
-                    request,
-                    answer,
-                },
-            );
+            adapter.xhr_reply(&from, request, answer);
         });
     }
 
@@ -471,14 +469,7 @@ impl RedisAdapter {
         let from = from.to_owned();
         if self.xhr.served.len() >= MAX_SERVED {
             self.xhr_relayed("busy");
-            return self.tell_node(
-                &from,
-                &BusMessage::XhrReply {
-                    to: &from,
-                    request,
-                    answer: answer::BUSY,
-                },
-            );
+            return self.xhr_reply(&from, request, answer::BUSY);
         }
         self.xhr_relayed("served_attach");
         self.xhr_refresh(session);
@@ -488,26 +479,12 @@ impl RedisAdapter {
             let (attached, remote) = attaching.await;
             let Some(remote) = remote else {
                 let answer = attach_answer(&attached);
-                return adapter.tell_node(
-                    &from,
-                    &BusMessage::XhrReply {
-                        to: &from,
-                        request,
-                        answer: &answer,
-                    },
-                );
+                return adapter.xhr_reply(&from, request, &answer);
             };
             let key = (from.clone(), request);
             let (stop, mut stopped) = oneshot::channel();
             adapter.xhr.served.insert(key.clone(), stop);
-            adapter.tell_node(
-                &from,
-                &BusMessage::XhrReply {
-                    to: &from,
-                    request,
-                    answer: answer::ATTACHED,
-                },
-            );
+            adapter.xhr_reply(&from, request, answer::ATTACHED);
             let mut body = remote.body;
             loop {
                 tokio::select! {
