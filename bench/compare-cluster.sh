@@ -60,7 +60,7 @@
 #   CLUSTER_LAYOUT [auto]          auto or spread (see Pinning above)
 #   BASE_BIN                       the rusher binary of the base-N setups
 #   REDIS_SERVER [redis-server]    the redis-server binary
-#   SOCKUDO_BIN                    sockudo binary (else /work/tools/sockudo/bin/sockudo, else PATH)
+#   SOCKUDO_BIN                    sockudo binary (else ~/.cache/rusher-bench/sockudo/bin/sockudo, else PATH)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -83,7 +83,7 @@ raise_nofile
 
 build_release
 
-find_sockudo /work/tools/sockudo
+find_sockudo "${SOCKUDO_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/rusher-bench/sockudo}"
 
 trap stop_all_pids EXIT
 

@@ -5,8 +5,19 @@
 # free 127.0.0.1 port with the same app (app-id / app-key / app-secret) and
 # raised limits, runs the same scenarios against each, and prints one
 # markdown table (absolute figures, rusher/sockudo, rusher/bare), also
-# written to bench/results/latest.md. Takes about 6 minutes with the default
-# sizes on a 2-core machine (not counting builds).
+# written to bench/results/latest.md. Runs ROUNDS rounds (3 by default); in
+# each, every server runs every scenario, so a burst of load from elsewhere
+# hits one round of each server rather than all of one. The table shows the
+# median of the rounds with min–max, and the ratios are of the medians.
+# Takes about 6 minutes per round with the default sizes on a 2-core
+# machine (not counting builds).
+#
+# Pinning (BENCH_PIN=1, the default, when the machine has 2+ cores and
+# taskset works): each server starts on SERVER_CPUS and the generator on
+# GEN_CPUS (by default the first and the second half of the cores; on 2
+# cores cpu 0 and cpu 1), so the generator never takes the server's core;
+# servers size their thread pools to what they are given. BENCH_PIN=0
+# leaves scheduling to the kernel (both share every core).
 #
 # Usage: bench/compare.sh [--quick] [--servers "rusher sockudo bare"] [--skip-build] [--out DIR]
 #   --quick       tiny sizes: checks that everything runs, figures mean little
@@ -34,7 +45,9 @@
 #   PRESENCE_CHANNELS [10] PRESENCE_OBSERVERS [20] PRESENCE_CHURNERS [5]
 #   PRESENCE_JOINS [20000] PRESENCE_SECS [10]
 #   SOCKUDO_BIN                  sockudo binary to use (else $SOCKUDO_ROOT/bin/sockudo, else PATH)
-#   SOCKUDO_ROOT [/work/tools/sockudo]  where `cargo install sockudo` puts it when missing
+#   ROUNDS [3; 1 with --quick]   rounds of every scenario on every server
+#   BENCH_PIN [1] SERVER_CPUS GEN_CPUS   pinning (see above)
+#   SOCKUDO_ROOT [~/.cache/rusher-bench/sockudo]  where `cargo install sockudo` puts it when missing
 #   INSTALL_SOCKUDO [1]          0 = never build sockudo, skip it when missing
 set -uo pipefail
 
@@ -56,7 +69,9 @@ fi
 : "${PUBLISH_CLIENTS:=16}" "${PUBLISH_SECS:=10}"
 : "${PRESENCE_CHANNELS:=10}" "${PRESENCE_OBSERVERS:=20}" "${PRESENCE_CHURNERS:=5}"
 : "${PRESENCE_JOINS:=20000}" "${PRESENCE_SECS:=10}"
-: "${SOCKUDO_ROOT:=/work/tools/sockudo}" "${INSTALL_SOCKUDO:=1}"
+: "${SOCKUDO_ROOT:=${XDG_CACHE_HOME:-$HOME/.cache}/rusher-bench/sockudo}" "${INSTALL_SOCKUDO:=1}"
+if [ "$QUICK" = 1 ]; then : "${ROUNDS:=1}"; fi
+: "${ROUNDS:=3}" "${BENCH_PIN:=1}"
 
 APP_ID=app-id APP_KEY=app-key APP_SECRET=app-secret
 init_out rusher-compare
@@ -88,7 +103,21 @@ if [[ " $SERVERS " == *" sockudo "* ]]; then
   fi
 fi
 
-# Starts server $1 on port $2; sets SERVER_PID. Logs to $OUT/$1-server.log.
+# --- pinning -----------------------------------------------------------------
+CORES=$(nproc)
+SERVER_PIN=() GEN_PIN=()
+if [ "$BENCH_PIN" = 1 ] && [ "$CORES" -ge 2 ] && taskset -c 0 true 2>/dev/null; then
+  half=$((CORES / 2))
+  : "${SERVER_CPUS:=0-$((half - 1))}" "${GEN_CPUS:=$half-$((CORES - 1))}"
+  SERVER_PIN=(taskset -c "$SERVER_CPUS") GEN_PIN=(taskset -c "$GEN_CPUS")
+  LAYOUT="servers on cpus $SERVER_CPUS, generator on cpus $GEN_CPUS (taskset; $CORES cores)"
+else
+  LAYOUT="nothing pinned: generator and server share all $CORES cores (BENCH_PIN=$BENCH_PIN)"
+fi
+say "layout: $LAYOUT"
+
+# Starts server $1 on port $2 (pinned to SERVER_CPUS); sets SERVER_PID.
+# Logs to $OUT/$1-server.log (appended: each round starts it again).
 start_server() {
   local name=$1 port=$2 log="$OUT/$1-server.log"
   case "$name" in
@@ -99,16 +128,20 @@ start_server() {
         echo
         rusher_app_toml
       } >"$WORK/rusher.toml"
-      "$ROOT/target/release/rusher" --config "$WORK/rusher.toml" >"$log" 2>&1 &
+      "${SERVER_PIN[@]}" "$ROOT/target/release/rusher" --config "$WORK/rusher.toml" >>"$log" 2>&1 &
       SERVER_PID=$! ;;
     sockudo)
       # In-memory drivers only (sockudo_exec: environment only, limits raised).
       mkdir -p "$WORK/sockudo"
-      sockudo_exec "$WORK/sockudo" "$port" \
-        ADAPTER_DRIVER=local APP_MANAGER_DRIVER=memory CACHE_DRIVER=memory QUEUE_DRIVER=memory >"$log" 2>&1 &
+      (
+        # The subshell pins itself, then becomes sockudo (`$!` is sockudo).
+        [ ${#SERVER_PIN[@]} = 0 ] || taskset -cp "$SERVER_CPUS" "$BASHPID" >/dev/null
+        sockudo_exec "$WORK/sockudo" "$port" \
+          ADAPTER_DRIVER=local APP_MANAGER_DRIVER=memory CACHE_DRIVER=memory QUEUE_DRIVER=memory
+      ) >>"$log" 2>&1 &
       SERVER_PID=$! ;;
     bare)
-      "$ROOT/target/release/bare-server" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
+      "${SERVER_PIN[@]}" "$ROOT/target/release/bare-server" --host 127.0.0.1 --port "$port" >>"$log" 2>&1 &
       SERVER_PID=$! ;;
   esac
   wait_http "$SERVER_PID" "$name" "$port" "$log"
@@ -139,28 +172,33 @@ if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l > 0.5) }' 2>/dev/null; then
   say "warning: load average is $LOAD_BEFORE before the runs; other work on this machine will skew the figures"
 fi
 STARTED=$(date +%s)
-for server in $SERVERS; do
-  if [ "$server" = sockudo ] && [ -z "$SOCKUDO" ]; then continue; fi
-  port=$(free_port)
-  say "== $server on 127.0.0.1:$port"
-  if ! start_server "$server" "$port"; then say "SKIPPING $server: it did not start"; continue; fi
-  pid=$SERVER_PID
-  for run in "${RUNS[@]}"; do
-    label=${run%%|*}; args=${run#*|}
-    say "$server: $label ($args)"
-    # shellcheck disable=SC2086
-    "$BENCH" $args --port "$port" --app-id "$APP_ID" --app-key "$APP_KEY" --app-secret "$APP_SECRET" \
-      --server-pid "$pid" --json "$OUT/$server-$label.json" >/dev/null 2>"$OUT/$server-$label.log"
-    rc=$?
-    show_problems "$OUT/$server-$label.log"
-    [ $rc -le 1 ] || say "  the generator failed (exit $rc), see $OUT/$server-$label.log"
-    if ! kill -0 "$pid" 2>/dev/null; then
-      say "$server died during $label; last lines of its log:"; tail -5 "$OUT/$server-server.log" >&2
-      start_server "$server" "$port" || break
-      pid=$SERVER_PID
-    fi
+LOADS=()
+for round in $(seq 1 "$ROUNDS"); do
+  for server in $SERVERS; do
+    if [ "$server" = sockudo ] && [ -z "$SOCKUDO" ]; then continue; fi
+    port=$(free_port)
+    say "== round $round/$ROUNDS: $server on 127.0.0.1:$port (load average $(load_average))"
+    if ! start_server "$server" "$port"; then say "SKIPPING $server: it did not start"; continue; fi
+    pid=$SERVER_PID
+    for run in "${RUNS[@]}"; do
+      label=${run%%|*}; args=${run#*|}
+      result="$OUT/$server-$label-r$round"
+      say "$server: $label ($args)"
+      # shellcheck disable=SC2086
+      "${GEN_PIN[@]}" "$BENCH" $args --port "$port" --app-id "$APP_ID" --app-key "$APP_KEY" --app-secret "$APP_SECRET" \
+        --server-pid "$pid" --json "$result.json" >/dev/null 2>"$result.log"
+      rc=$?
+      show_problems "$result.log"
+      [ $rc -le 1 ] || say "  the generator failed (exit $rc), see $result.log"
+      if ! kill -0 "$pid" 2>/dev/null; then
+        say "$server died during $label; last lines of its log:"; tail -5 "$OUT/$server-server.log" >&2
+        start_server "$server" "$port" || break
+        pid=$SERVER_PID
+      fi
+    done
+    stop_pid "$pid"
   done
-  stop_pid "$pid"
+  LOADS+=("round $round: $(load_average)")
 done
 ELAPSED=$(( $(date +%s) - STARTED ))
 LOAD_AFTER=$(load_average)
@@ -175,8 +213,10 @@ DIRTY=$(git_dirty)
   echo "# rusher vs sockudo vs bare"
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), rusher ${COMMIT}${DIRTY}, sockudo: ${SOCKUDO_VERSION}; $(nproc) cores, $(uname -sr)."
-  echo "Generator and server share the machine; everything on 127.0.0.1. Runs took ${ELAPSED}s;"
-  echo "load average before: ${LOAD_BEFORE}, after: ${LOAD_AFTER} (anything well above the generator's and server's own share means other work skewed the figures)."
+  echo "Everything on 127.0.0.1; $LAYOUT. $ROUNDS round(s): each cell is the"
+  echo "median, with (min–max) over the rounds; ratios are of the medians. Runs took ${ELAPSED}s;"
+  echo "load average before: ${LOAD_BEFORE}; after each round: $(IFS=';'; echo "${LOADS[*]}")"
+  echo "(the generator and the server alone make about 2: well above that, other work skewed the figures)."
   echo "Raw results: $OUT"
   echo
   echo "$TABLE"
