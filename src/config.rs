@@ -2458,5 +2458,21 @@ mod tests {
         );
         let zero = Config::from_toml("[console]\nmax_log_events = 0\n").expect("parses");
         assert!(zero.validate().is_err());
+        for (option, value) in [("lease_ms", 99), ("lease_ms", 60_001)]
+            .into_iter()
+            .chain([("sample_interval_ms", 0), ("sample_interval_ms", 60_001)])
+        {
+            let config =
+                Config::from_toml(&format!("[console]\n{option} = {value}\n")).expect("parses");
+            let err = config.validate().expect_err("out of range").to_string();
+            assert!(err.contains(&format!("console.{option}")), "{err}");
+        }
+        let fast = Config::from_toml("[console]\nlease_ms = 300\nsample_interval_ms = 200\n")
+            .expect("parses");
+        assert!(fast.validate().is_ok());
+        assert_eq!(
+            (fast.console.lease_ms, fast.console.sample_interval_ms),
+            (300, 200)
+        );
     }
 }
