@@ -53,6 +53,7 @@ batch_ms = 20
 
 [console]
 enabled = true
+sample_interval_ms = 200
 
 [admin]
 token = ${tomlString(ADMIN_TOKEN)}
@@ -85,8 +86,8 @@ const at = () => ({ host: '127.0.0.1', port: server.port });
 const sdkOf = (app) => serverSdk(app, '127.0.0.1', server.port);
 
 /** POST /console/api/login; returns {status, body, cookie}. */
-async function login(appId, secret) {
-  const response = await fetch(`${base}/console/api/login`, {
+async function login(appId, secret, at = base) {
+  const response = await fetch(`${at}/console/api/login`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ app_id: appId, secret }),
@@ -102,8 +103,8 @@ async function login(appId, secret) {
 }
 
 /** GET (or POST with `body`) a console API path with `cookie`; {status, body}. */
-async function consoleCall(pathname, cookie, body) {
-  const response = await fetch(`${base}${pathname}`, {
+async function consoleCall(pathname, cookie, body, at = base) {
+  const response = await fetch(`${at}${pathname}`, {
     method: body === undefined ? 'GET' : 'POST',
     headers: { ...(cookie ? { Cookie: cookie } : {}), 'Content-Type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -289,8 +290,8 @@ test('the page shows a pusher-js client live and sends a test event it receives'
  * Log in to `app` and open its live stream, closed when the test ends.
  * Returns {text(), readUntil(pattern), logEvents(kind)}.
  */
-async function openLive(t, app) {
-  const session = await login(app.appId, app.secret);
+async function openLive(t, app, secret = app.secret) {
+  const session = await login(app.appId, secret);
   const controller = new AbortController();
   t.after(() => controller.abort());
   const response = await fetch(`${base}/console/api/apps/${app.appId}/live`, {
@@ -357,6 +358,84 @@ test('the live stream shows webhooks sent, and failed ones as errors', async (t)
   const [failed] = live.logEvents('webhook_failed');
   assert.equal(failed.error, true);
   assert.ok(!failed.detail.includes(`:${receiver.port}/`), 'the failed one is the closed port');
+});
+
+test("a session ends when the app's secret changes: a node restarted with a rotated secret refuses the old cookie", async (t) => {
+  // Cookies outlive a restart when nodes share `session_secret`: the old
+  // secret's session must not.
+  const app = { appId: 'console-rotated', key: 'console-rotated-key' };
+  const SESSION_SECRET = 'console-suite-session-secret-0123456789';
+  const configWith = (secret) => `${fs.readFileSync(CONFIG, 'utf8')}
+[console]
+enabled = true
+session_secret = ${tomlString(SESSION_SECRET)}
+
+[admin]
+token = ${tomlString(ADMIN_TOKEN)}
+
+[[apps]]
+id = ${tomlString(app.appId)}
+key = ${tomlString(app.key)}
+secret = ${tomlString(secret)}
+`;
+  let node = await spawnRusher(configWith('the-old-secret'));
+  t.after(() => node?.kill());
+  let at = `http://127.0.0.1:${node.port}`;
+  const overview = `/console/api/apps/${app.appId}/overview`;
+  const user = await login(app.appId, 'the-old-secret', at);
+  const operator = await login(app.appId, ADMIN_TOKEN, at);
+  assert.equal(user.status, 200);
+  assert.equal(operator.status, 200);
+  assert.equal((await consoleCall(overview, user.cookie, undefined, at)).status, 200);
+  assert.ok(!user.setCookie.includes('the-old-secret'), 'the cookie does not carry the secret');
+
+  await node.kill();
+  node = await spawnRusher(configWith('the-new-secret'));
+  at = `http://127.0.0.1:${node.port}`;
+  for (const [method, p] of apiPaths(app.appId)) {
+    const answer = await consoleCall(p, user.cookie, method === 'POST' ? testEvent : undefined, at);
+    assert.equal(answer.status, 401, `${method} ${p} with the old secret's session`);
+  }
+  const session = await fetch(`${at}/console/api/session`, { headers: { Cookie: user.cookie } });
+  assert.equal(session.status, 401, 'the page sees the session ended');
+  // A session opened with the admin token is bound to the token, unchanged.
+  assert.equal((await consoleCall(overview, operator.cookie, undefined, at)).status, 200);
+  const again = await login(app.appId, 'the-new-secret', at);
+  assert.equal(again.status, 200);
+  assert.equal((await consoleCall(overview, again.cookie, undefined, at)).status, 200);
+});
+
+test('a new live stream starts with the connection history the node sampled', async (t) => {
+  // The suite's server samples every 200 ms (sample_interval_ms).
+  const client = await newPusherClient(APPS.other.key, {}, at());
+  t.after(() => client.disconnect());
+  await waitFor(() => client.connection.state === 'connected', 5000, 20, 'a connection of the other app');
+  const live = await openLive(t, APPS.other);
+  const history = () =>
+    live
+      .text()
+      .split('\n\n')
+      .filter((frame) => frame.startsWith('event: history\n'))
+      .map((frame) => JSON.parse(frame.split('\ndata: ')[1]));
+  await live.readUntil(/event: history\n/);
+  const [first] = history();
+  assert.equal(first.interval_ms, 200);
+  assert.ok(Array.isArray(first.samples));
+  // A stream opened after a sample of the connection holds it.
+  await waitFor(
+    async () => {
+      const again = await openLive(t, APPS.other);
+      await again.readUntil(/event: history\n/);
+      const frame = again.text().split('\n\n').find((f) => f.startsWith('event: history\n'));
+      const { samples } = JSON.parse(frame.split('\ndata: ')[1]);
+      return samples.length > 0 && samples.at(-1)[1] >= 1 && samples.every(([time, count]) => time > 0 && count >= 0);
+    },
+    5000,
+    100,
+    'a history sample with the connection',
+  );
+  assert.ok(history().length === 1, 'history comes once, first');
+  assert.ok(live.text().indexOf('event: history') < live.text().indexOf('event: stats'), 'before the first stats');
 });
 
 test('a wrong secret in the page shows an error and no data', async (t) => {

@@ -169,6 +169,13 @@ pub struct ConsoleConfig {
     /// Events queued per open console before new ones are dropped (and
     /// counted) for it, 16..=1000000.
     pub watcher_queue: usize,
+    /// Redis adapter: how often a node with a console open renews its lease
+    /// on the app's events of the other nodes, in ms, 100..=60000; a lease
+    /// not renewed for 3 periods is dropped (a crashed node's console).
+    pub lease_ms: u64,
+    /// How often each app's connection count is sampled for the page's
+    /// sparkline history (the last 60 samples are kept), in ms, 100..=60000.
+    pub sample_interval_ms: u64,
 }
 
 impl Default for ConsoleConfig {
@@ -178,6 +185,8 @@ impl Default for ConsoleConfig {
             session_secret: None,
             max_log_events: 500,
             watcher_queue: crate::console::tap::DEFAULT_WATCHER_QUEUE,
+            lease_ms: 5_000,
+            sample_interval_ms: 10_000,
         }
     }
 }
@@ -1388,6 +1397,15 @@ impl Config {
                 "must be from 16 to 1000000",
             ));
         }
+        if !(100..=60_000).contains(&c.lease_ms) {
+            return Err(invalid("console.lease_ms", "must be from 100 to 60000"));
+        }
+        if !(100..=60_000).contains(&c.sample_interval_ms) {
+            return Err(invalid(
+                "console.sample_interval_ms",
+                "must be from 100 to 60000",
+            ));
+        }
         Ok(())
     }
 
@@ -2440,5 +2458,21 @@ mod tests {
         );
         let zero = Config::from_toml("[console]\nmax_log_events = 0\n").expect("parses");
         assert!(zero.validate().is_err());
+        for (option, value) in [("lease_ms", 99), ("lease_ms", 60_001)]
+            .into_iter()
+            .chain([("sample_interval_ms", 0), ("sample_interval_ms", 60_001)])
+        {
+            let config =
+                Config::from_toml(&format!("[console]\n{option} = {value}\n")).expect("parses");
+            let err = config.validate().expect_err("out of range").to_string();
+            assert!(err.contains(&format!("console.{option}")), "{err}");
+        }
+        let fast = Config::from_toml("[console]\nlease_ms = 300\nsample_interval_ms = 200\n")
+            .expect("parses");
+        assert!(fast.validate().is_ok());
+        assert_eq!(
+            (fast.console.lease_ms, fast.console.sample_interval_ms),
+            (300, 200)
+        );
     }
 }

@@ -94,6 +94,12 @@ pub struct Metrics {
     pub admin_requests: IntCounterVec,
     /// Console logins by `result` (`ok`, `refused`, `limited`).
     pub console_logins: IntCounterVec,
+    /// Console events sent to consoles on other nodes (Redis adapter).
+    pub console_forwarded: IntCounter,
+    /// Console events for other nodes dropped: the bus outbox was full.
+    pub console_forward_dropped: IntCounter,
+    /// Apps a console on another node watches now (this node forwards their events).
+    pub console_remote_watched: IntGauge,
     /// Reads of the apps store that failed (the apps in use stay).
     pub apps_store_errors: IntCounter,
     /// Stored apps left out: not a valid app, or id or key taken by another.
@@ -348,6 +354,18 @@ impl Metrics {
                 "rusher_console_logins_total",
                 "Console logins by result",
                 &["result"],
+            ),
+            console_forwarded: counter(
+                "rusher_console_forwarded_total",
+                "Console events sent to consoles on other nodes",
+            ),
+            console_forward_dropped: counter(
+                "rusher_console_forward_dropped_total",
+                "Console events for other nodes dropped because the bus outbox was full",
+            ),
+            console_remote_watched: gauge(
+                "rusher_console_remote_watched_apps",
+                "Apps a console on another node watches (their events are forwarded)",
             ),
             apps_store_errors: counter(
                 "rusher_apps_store_errors_total",

@@ -186,6 +186,12 @@ impl Server {
             Some(store) => hub.with_parked_store(store),
             None => hub,
         });
+        if let Some(redis) = &redis_adapter {
+            // Even with the console off here: consoles of other nodes
+            // still see this node's events.
+            let lease = Duration::from_millis(self.config.console.lease_ms);
+            redis.share_console(hub.console().clone(), lease);
+        }
         Ok((hub, sync, xhr_relay))
     }
 
@@ -435,6 +441,12 @@ impl Server {
                 self.config.admin.token.clone(),
             )))
         });
+        if let Some(console) = &console {
+            tokio::spawn(crate::console::history::sample(
+                console.history.clone(),
+                hub.clone(),
+            ));
+        }
         let watch_metrics = hub.metrics().clone();
         let app_hub = hub.clone();
         let workers = match server_config.workers {

@@ -3,14 +3,18 @@
 //! `EventSource` reconnects by itself, sends the `HttpOnly` cookie, and no
 //! WebSocket framing is needed on either side).
 //!
-//! Events: `log` (a [`super::tap::ConsoleEvent`]) as things happen, and
+//! Events: first `history` (the app's connection counts of the last
+//! minutes, see [`super::history`]: `{"interval_ms", "samples": [[time_ms,
+//! connections], ...]}`), then `log` (a [`super::tap::ConsoleEvent`]) as
+//! things happen, and
 //! `stats` every [`STATS_EVERY`]: `{"connections", "dropped", "time_ms"}`
+//! (`connections`: the app's open connections on every node)
 //! (`dropped`: log events this stream lost because the page read too
 //! slowly; see [`super::tap`]). The stream ends when the server stops
 //! accepting (shutdown), at the next stats tick.
 
 use super::tap::{sse_frame, Watch};
-use super::ConsoleApp;
+use super::{ConsoleApp, ConsoleState};
 use crate::hub::Hub;
 use actix_web::http::header;
 use actix_web::web::{Bytes, Data};
@@ -45,14 +49,21 @@ impl Stream for LiveBody {
 }
 
 /// `GET /console/api/apps/{app_id}/live`.
-pub async fn live(ConsoleApp(app): ConsoleApp, hub: Data<Arc<Hub>>) -> HttpResponse {
+pub async fn live(
+    ConsoleApp(app): ConsoleApp,
+    hub: Data<Arc<Hub>>,
+    state: Data<Arc<ConsoleState>>,
+) -> HttpResponse {
     let watch = hub.console().watch(&app.id);
     let sender = watch.sender.clone();
+    // Queued before any log event can be: the queue is empty and bounded
+    // by more than these two frames.
+    let _ = sender.try_send(Bytes::from_static(b"retry: 2000\n\n"));
+    let _ = sender.try_send(sse_frame("history", &state.history.json(&app.id)));
     let dropped = watch.dropped.clone();
     let hub = hub.get_ref().clone();
     // Ends with the stream: `closed` resolves when the body is dropped.
     actix_web::rt::spawn(async move {
-        let _ = sender.try_send(Bytes::from_static(b"retry: 2000\n\n"));
         let mut ticks = tokio::time::interval(STATS_EVERY);
         loop {
             tokio::select! {

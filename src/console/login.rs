@@ -108,14 +108,18 @@ pub async fn login(
             .json(json!({ "error": format!("too many failed logins: retry in {seconds} s") }));
     }
     let app = hub.apps().by_id(&form.app_id);
-    let proven = app.as_ref().is_some_and(|app| {
-        crate::http::admin::same_secret(&form.secret, &app.secret)
-            || state
+    let proof = app.as_ref().and_then(|app| {
+        if crate::http::admin::same_secret(&form.secret, &app.secret) {
+            Some(session::Proof::AppSecret)
+        } else {
+            state
                 .admin_token
                 .as_deref()
-                .is_some_and(|token| crate::http::admin::same_secret(&form.secret, token))
+                .filter(|token| crate::http::admin::same_secret(&form.secret, token))
+                .map(|_| session::Proof::AdminToken)
+        }
     });
-    let Some(app) = app.filter(|_| proven) else {
+    let (Some(app), Some(proof)) = (app, proof) else {
         state.limiter.refused(ip, now);
         count(&hub, "refused");
         if let Some(suppressed) = state.refused_log.ready() {
@@ -124,7 +128,9 @@ pub async fn login(
         return HttpResponse::Unauthorized().json(json!({ "error": "wrong app id or secret" }));
     };
     count(&hub, "ok");
-    let cookie = state.keys.issue(&app.id, SystemTime::now());
+    let cookie = state
+        .keys
+        .issue(&app.id, proof, &form.secret, SystemTime::now());
     HttpResponse::Ok()
         .insert_header((
             header::SET_COOKIE,
@@ -145,8 +151,12 @@ pub async fn logout(req: HttpRequest) -> HttpResponse {
 
 /// `GET /console/api/session`: the app the cookie opens, or 401 (the page
 /// then shows the login form).
-pub async fn current(req: HttpRequest, state: Data<Arc<ConsoleState>>) -> HttpResponse {
-    match state.session_app(&req) {
+pub async fn current(
+    req: HttpRequest,
+    state: Data<Arc<ConsoleState>>,
+    hub: Data<Arc<Hub>>,
+) -> HttpResponse {
+    match state.session_app(&req, &hub) {
         Some(app_id) => HttpResponse::Ok()
             .json(json!({ "app_id": app_id, "max_log_events": state.max_log_events })),
         None => {

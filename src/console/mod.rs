@@ -3,10 +3,13 @@
 //!
 //! - [`tap`]: what happens in an app, copied to the consoles watching it
 //!   (one atomic load when nobody watches).
-//! - [`session`]: the signed, `HttpOnly` login cookie naming one app.
+//! - [`session`]: the signed, `HttpOnly` login cookie naming one app, bound
+//!   to the app's current secret (or the admin token).
 //! - [`login`]: login with the app's secret or the admin token, rate limited.
 //! - [`api`]: overview, channels, presence members, test events.
 //! - [`live`]: the live stream (Server-Sent Events).
+//! - [`history`]: each app's connection counts of the last minutes, for
+//!   the page's sparkline.
 //! - [`assets`]: the page (HTML, one ES module, CSS), compiled in.
 //!
 //! Turned on by `[console] enabled`: on by default when rusher runs without
@@ -21,6 +24,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod history;
 pub mod live;
 pub mod login;
 pub mod session;
@@ -45,6 +49,8 @@ pub struct ConsoleState {
     limiter: login::LoginLimiter,
     refused_log: ThrottledLog,
     max_log_events: usize,
+    /// Connection counts sampled for the sparkline (see [`history`]).
+    pub history: Arc<history::ConnectionHistory>,
 }
 
 impl ConsoleState {
@@ -56,25 +62,33 @@ impl ConsoleState {
             limiter: login::LoginLimiter::default(),
             refused_log: ThrottledLog::new(10_000),
             max_log_events: config.max_log_events,
+            history: Arc::new(history::ConnectionHistory::new(
+                std::time::Duration::from_millis(config.sample_interval_ms),
+            )),
         }
     }
 
-    /// The app id of the request's valid session cookie.
-    fn session_app(&self, req: &HttpRequest) -> Option<String> {
+    /// The app id of the request's valid session cookie, whose credential
+    /// (the app's secret, or the admin token) is still the current one.
+    fn session_app(&self, req: &HttpRequest, hub: &Hub) -> Option<String> {
         let cookies = req
             .headers()
             .get_all(header::COOKIE)
             .filter_map(|value| value.to_str().ok());
         let value = session::cookie_value(cookies)?;
-        self.keys.verify(value, SystemTime::now())
+        self.keys
+            .verify(value, SystemTime::now(), |app_id, proof| match proof {
+                session::Proof::AppSecret => hub.apps().by_id(app_id).map(|app| app.secret.clone()),
+                session::Proof::AdminToken => self.admin_token.clone(),
+            })
     }
 
     /// The app `app_id` when the request's session opens it: 401 without a
     /// valid session (or when its app is gone), 403 for another app's.
     fn authorize(&self, req: &HttpRequest, app_id: &str, hub: &Hub) -> Result<Arc<App>, ApiError> {
-        let Some(session) = self.session_app(req) else {
+        let Some(session) = self.session_app(req, hub) else {
             return Err(ApiError::Unauthorized(
-                "not logged in to the console (POST /console/api/login)".into(),
+                "not logged in to the console (POST /console/api/login), or the session ended (the app's secret changed)".into(),
             ));
         };
         match hub.apps().by_id(&session) {

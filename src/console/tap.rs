@@ -13,12 +13,20 @@
 //! that reads more slowly than events come loses the newest ones, counted
 //! and shown to it (`dropped` in its stats), so a slow browser can never
 //! grow the server's memory or slow a publish down.
+//!
+//! Across nodes (Redis adapter): a [`ConsoleForward`] set by the adapter
+//! learns which apps consoles on other nodes watch; an event of such an app
+//! is encoded once here and handed to it (it queues it for the bus, never
+//! waiting), and what other nodes forward comes back through
+//! [`ConsoleTap::deliver_remote`] to this node's watchers only. Apps watched
+//! elsewhere count in the same atomic as local streams, so with no console
+//! open anywhere `emit` still costs one relaxed load.
 
 use crate::protocol::error::ErrorCode;
 use actix_web::web::Bytes;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -28,7 +36,7 @@ pub const PREVIEW_CHARS: usize = 200;
 
 /// One thing that happened in an app, as the console's log shows it.
 /// Serialized as JSON: `{"kind", "time_ms", "channel"?, "event"?, "data"?,
-/// "socket_id"?, "detail"?, "error"}`.
+/// "socket_id"?, "detail"?, "error", "node"?}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConsoleEvent {
     /// `api_event`, `client_event`, `subscribed`, `unsubscribed`,
@@ -50,6 +58,10 @@ pub struct ConsoleEvent {
     pub detail: Option<String>,
     /// Shown highlighted: a refusal, a failed webhook.
     pub error: bool,
+    /// The node it happened on, when several nodes share the deployment
+    /// (Redis adapter); absent with the local adapter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl ConsoleEvent {
@@ -66,6 +78,7 @@ impl ConsoleEvent {
             socket_id: None,
             detail: None,
             error: false,
+            node: None,
         }
     }
 
@@ -122,6 +135,21 @@ pub fn sse_frame(name: &str, json: &str) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {json}\n\n"))
 }
 
+/// Carries console events between nodes (the Redis adapter's
+/// `adapter::redis::console`). Called with no lock of the tap held except
+/// where said; none of these may wait on I/O.
+pub trait ConsoleForward: Send + Sync {
+    /// Whether a console on another node watches `app_id`.
+    fn watched_elsewhere(&self, app_id: &str) -> bool;
+    /// Sends an event of `app_id` (its JSON) to the nodes watching it;
+    /// queued without waiting, dropped (and counted) when the queue is full.
+    fn forward(&self, app_id: &str, json: &str);
+    /// This node's first console stream of `app_id` opened (`true`), or its
+    /// last one closed (`false`). Called under the tap's watcher lock, so
+    /// the calls of one app come in order.
+    fn local_watch_changed(&self, app_id: &str, watching: bool);
+}
+
 struct Watcher {
     id: u64,
     app_id: Arc<str>,
@@ -131,8 +159,13 @@ struct Watcher {
 
 /// The open console streams of this node, by app. Held by the hub.
 pub struct ConsoleTap {
-    /// Open streams, all apps: the one load `emit` does when nobody watches.
+    /// Open streams, all apps, plus the apps watched on other nodes: the
+    /// one load `emit` does when nobody watches.
     watching: AtomicUsize,
+    /// The link to the other nodes (Redis adapter), set once at start.
+    forward: OnceLock<Arc<dyn ConsoleForward>>,
+    /// This node's name in events, set with `forward`.
+    node: OnceLock<String>,
     /// Written only when a console opens or closes a stream.
     watchers: RwLock<Vec<Watcher>>,
     next_id: AtomicU64,
@@ -171,15 +204,64 @@ impl ConsoleTap {
     pub fn new(queue: usize) -> Self {
         ConsoleTap {
             watching: AtomicUsize::new(0),
+            forward: OnceLock::new(),
+            node: OnceLock::new(),
             watchers: RwLock::new(Vec::new()),
             next_id: AtomicU64::new(0),
             queue: queue.max(1),
         }
     }
 
-    /// Whether any console stream is open (on any app).
+    /// Whether any console stream is open (on any app), here or, once
+    /// [`ConsoleTap::link`]ed, on another node.
     pub fn is_watched(&self) -> bool {
         self.watching.load(Ordering::Relaxed) > 0
+    }
+
+    /// Links this tap to the other nodes: events of apps watched elsewhere
+    /// go to `forward`, and every event names `node`. Once; later calls are
+    /// ignored.
+    pub fn link(&self, forward: Arc<dyn ConsoleForward>, node: &str) {
+        if self.forward.set(forward).is_ok() {
+            let _ = self.node.set(node.to_owned());
+        }
+    }
+
+    /// An app became watched on another node (counted until
+    /// [`ConsoleTap::remote_watch_ended`]).
+    pub fn remote_watch_started(&self) {
+        self.watching.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An app is no longer watched on any other node.
+    pub fn remote_watch_ended(&self) {
+        self.watching.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The apps with a console stream open on this node (each once).
+    pub fn watched_apps(&self) -> Vec<Arc<str>> {
+        let Ok(watchers) = self.watchers.read() else {
+            return Vec::new();
+        };
+        let mut apps: Vec<Arc<str>> = watchers.iter().map(|w| w.app_id.clone()).collect();
+        apps.sort();
+        apps.dedup();
+        apps
+    }
+
+    /// An event of `app_id` forwarded by another node (its JSON, `node`
+    /// set): to this node's watchers of the app only, never forwarded again.
+    pub fn deliver_remote(&self, app_id: &str, json: &str) {
+        let Ok(watchers) = self.watchers.read() else {
+            return;
+        };
+        let mut frame = None;
+        for watcher in watchers.iter().filter(|w| &*w.app_id == app_id) {
+            let frame = frame.get_or_insert_with(|| sse_frame("log", json));
+            if watcher.frames.try_send(frame.clone()).is_err() {
+                watcher.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Copies the event `build` makes to every console watching `app_id`.
@@ -197,12 +279,24 @@ impl ConsoleTap {
             return;
         };
         let mut targets = watchers.iter().filter(|w| &*w.app_id == app_id).peekable();
+        let elsewhere = self
+            .forward
+            .get()
+            .filter(|forward| forward.watched_elsewhere(app_id));
+        if targets.peek().is_none() && elsewhere.is_none() {
+            return;
+        }
+        let mut event = build();
+        event.node = self.node.get().cloned();
+        let Ok(json) = serde_json::to_string(&event) else {
+            return;
+        };
+        if let Some(forward) = elsewhere {
+            forward.forward(app_id, &json);
+        }
         if targets.peek().is_none() {
             return;
         }
-        let Ok(json) = serde_json::to_string(&build()) else {
-            return;
-        };
         let frame = sse_frame("log", &json);
         for watcher in targets {
             if watcher.frames.try_send(frame.clone()).is_err() {
@@ -217,6 +311,10 @@ impl ConsoleTap {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
         if let Ok(mut watchers) = self.watchers.write() {
+            let first = !watchers.iter().any(|w| &*w.app_id == app_id);
+            if let (true, Some(forward)) = (first, self.forward.get()) {
+                forward.local_watch_changed(app_id, true);
+            }
             watchers.push(Watcher {
                 id,
                 app_id: app_id.into(),
@@ -236,10 +334,14 @@ impl ConsoleTap {
 
     fn unwatch(&self, id: u64) {
         if let Ok(mut watchers) = self.watchers.write() {
-            let before = watchers.len();
-            watchers.retain(|w| w.id != id);
-            if watchers.len() < before {
-                self.watching.fetch_sub(1, Ordering::Relaxed);
+            let Some(at) = watchers.iter().position(|w| w.id == id) else {
+                return;
+            };
+            let gone = watchers.swap_remove(at);
+            self.watching.fetch_sub(1, Ordering::Relaxed);
+            let last = !watchers.iter().any(|w| w.app_id == gone.app_id);
+            if let (true, Some(forward)) = (last, self.forward.get()) {
+                forward.local_watch_changed(&gone.app_id, false);
             }
         }
     }
@@ -285,6 +387,82 @@ mod tests {
             tap.emit("a", || ConsoleEvent::new("connected"));
         }
         assert_eq!(watch.dropped.load(Ordering::Relaxed), 3);
+    }
+
+    /// A forward that records what it is asked, watching app `b` elsewhere.
+    #[derive(Default)]
+    struct Recorder {
+        forwarded: std::sync::Mutex<Vec<(String, String)>>,
+        changes: std::sync::Mutex<Vec<(String, bool)>>,
+    }
+
+    impl ConsoleForward for Recorder {
+        fn watched_elsewhere(&self, app_id: &str) -> bool {
+            app_id == "b"
+        }
+        fn forward(&self, app_id: &str, json: &str) {
+            if let Ok(mut forwarded) = self.forwarded.lock() {
+                forwarded.push((app_id.to_owned(), json.to_owned()));
+            }
+        }
+        fn local_watch_changed(&self, app_id: &str, watching: bool) {
+            if let Ok(mut changes) = self.changes.lock() {
+                changes.push((app_id.to_owned(), watching));
+            }
+        }
+    }
+
+    #[test]
+    fn events_of_apps_watched_elsewhere_are_forwarded_once_and_remote_ones_stay_local() {
+        let tap = Arc::new(ConsoleTap::new(4));
+        let recorder = Arc::new(Recorder::default());
+        tap.link(recorder.clone(), "n1");
+        // Nothing watched anywhere: nothing built.
+        tap.emit("b", || panic!("built with nobody watching"));
+        tap.remote_watch_started();
+        assert!(tap.is_watched());
+        tap.emit("a", || panic!("built for an app nobody watches"));
+        tap.emit("b", || ConsoleEvent::new("connected"));
+        let forwarded = recorder
+            .forwarded
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default();
+        assert_eq!(forwarded.len(), 1);
+        assert_eq!(forwarded[0].0, "b");
+        assert!(
+            forwarded[0].1.ends_with(r#""error":false,"node":"n1"}"#),
+            "{}",
+            forwarded[0].1
+        );
+        tap.remote_watch_ended();
+        assert!(!tap.is_watched());
+
+        // Local streams: the first opens the app, the last closes it.
+        let mut first = tap.watch("a");
+        let second = tap.watch("a");
+        tap.deliver_remote("a", r#"{"kind":"connected","node":"n2"}"#);
+        tap.deliver_remote("c", r#"{"kind":"connected"}"#);
+        let frame = first.frames.try_recv().expect("a forwarded frame");
+        assert_eq!(
+            &frame[..],
+            &b"event: log\ndata: {\"kind\":\"connected\",\"node\":\"n2\"}\n\n"[..]
+        );
+        assert!(first.frames.try_recv().is_err(), "nothing of app c");
+        assert_eq!(tap.watched_apps(), vec![Arc::<str>::from("a")]);
+        drop(first);
+        drop(second);
+        let changes = recorder
+            .changes
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            changes,
+            vec![("a".to_owned(), true), ("a".to_owned(), false)]
+        );
+        // Delivered remote events are never forwarded again.
+        assert_eq!(recorder.forwarded.lock().map(|f| f.len()).unwrap_or(0), 1);
     }
 
     #[test]

@@ -202,6 +202,26 @@ pub enum BusMessage<'a> {
         /// The token's nonce.
         nonce: &'a str,
     },
+    /// A console on `node` watches `app_id` (a lease, renewed while its
+    /// stream is open), or no longer (`watching` false: its last stream of
+    /// the app closed). See [`super::console`].
+    ConsoleWatch {
+        /// The watching node.
+        node: &'a str,
+        /// Whether the lease starts or is renewed (`true`) or ends.
+        watching: bool,
+        /// App id (last: any character).
+        app_id: &'a str,
+    },
+    /// An event of `app_id` for the consoles watching it on other nodes.
+    ConsoleLog {
+        /// The node it happened on.
+        node: &'a str,
+        /// App id.
+        app_id: &'a str,
+        /// The [`crate::console::tap::ConsoleEvent`] as JSON.
+        json: &'a str,
+    },
 }
 
 impl<'a> BusMessage<'a> {
@@ -308,6 +328,17 @@ impl<'a> BusMessage<'a> {
                 expiry,
                 nonce,
             } => format!("L{SEP}{node}{SEP}{expiry}{SEP}{nonce}"),
+            BusMessage::ConsoleWatch {
+                node,
+                watching,
+                app_id,
+            } => {
+                let watching = u8::from(*watching);
+                format!("CW{SEP}{node}{SEP}{watching}{SEP}{app_id}")
+            }
+            BusMessage::ConsoleLog { node, app_id, json } => {
+                format!("CL{SEP}{node}{SEP}{app_id}{SEP}{json}")
+            }
         }
     }
 
@@ -470,6 +501,22 @@ impl<'a> BusMessage<'a> {
                     node: parts.next()?,
                     expiry: parts.next()?.parse().ok()?,
                     nonce: parts.next()?,
+                })
+            }
+            "CW" => {
+                let mut parts = rest.splitn(3, SEP);
+                Some(BusMessage::ConsoleWatch {
+                    node: parts.next()?,
+                    watching: flag(parts.next()?)?,
+                    app_id: parts.next()?,
+                })
+            }
+            "CL" => {
+                let mut parts = rest.splitn(3, SEP);
+                Some(BusMessage::ConsoleLog {
+                    node: parts.next()?,
+                    app_id: parts.next()?,
+                    json: parts.next()?,
                 })
             }
             _ => None,
@@ -866,5 +913,29 @@ mod tests {
         assert_eq!(BusMessage::decode(&logout.encode()), Some(logout));
         assert_eq!(BusMessage::decode("L\u{1f}n1\u{1f}soon\u{1f}00ff"), None);
         assert_eq!(BusMessage::decode("F\u{1f}n1\u{1f}a\u{1f}news"), None);
+    }
+
+    #[test]
+    fn console_messages_round_trip() {
+        for watching in [true, false] {
+            let watch = BusMessage::ConsoleWatch {
+                node: "n1",
+                watching,
+                app_id: "app\u{1f}odd",
+            };
+            assert_eq!(BusMessage::decode(&watch.encode()), Some(watch));
+        }
+        let log = BusMessage::ConsoleLog {
+            node: "n2",
+            app_id: "a",
+            json: r#"{"kind":"api_event","data":"a\u001fb","node":"n2"}"#,
+        };
+        assert_eq!(BusMessage::decode(&log.encode()), Some(log));
+        assert_eq!(
+            BusMessage::decode("CW\u{1f}n1\u{1f}x\u{1f}a"),
+            None,
+            "bad flag"
+        );
+        assert_eq!(BusMessage::decode("CL\u{1f}n1\u{1f}a"), None, "no json");
     }
 }

@@ -43,9 +43,12 @@
 //!   a session another node holds is relayed to it over the bus.
 //! - Invalidations ([`invalidate`]): follows, notification registrations and
 //!   pushi logouts made through one node take effect on every node at once.
+//! - The console ([`console`]): a console on one node shows its app's events
+//!   of every node, forwarded only while a console watches the app.
 
 pub mod bus;
 pub mod connection;
+pub mod console;
 pub mod counts;
 pub mod delivery;
 pub mod failure;
@@ -144,6 +147,8 @@ pub struct RedisAdapter {
     xhr: xhr_relay::State,
     /// This node's cached-state invalidations (see [`invalidate`]).
     invalidations: std::sync::OnceLock<Arc<crate::hub::invalidation::Invalidations>>,
+    /// The console's link to the other nodes (see [`console`]).
+    console: std::sync::OnceLock<Arc<console::ConsoleLink>>,
 }
 
 impl RedisAdapter {
@@ -208,6 +213,7 @@ impl RedisAdapter {
             usage: std::sync::OnceLock::new(),
             xhr: xhr_relay::State::new(),
             invalidations: std::sync::OnceLock::new(),
+            console: std::sync::OnceLock::new(),
         });
         tracing::info!(
             node_id = %adapter.node_id,
@@ -465,6 +471,9 @@ impl RedisAdapter {
                 | BusMessage::Registrations { .. }
                 | BusMessage::Logout { .. }),
             ) => self.on_invalidation(&message),
+            Some(message @ (BusMessage::ConsoleWatch { .. } | BusMessage::ConsoleLog { .. })) => {
+                self.on_console_message(&message)
+            }
             Some(_) => {}
             None => tracing::warn!("unreadable message on the redis bus"),
         }

@@ -3,7 +3,7 @@
 // Everything from the server is written with textContent, never as HTML.
 
 const $ = (id) => document.getElementById(id);
-const SAMPLES = 180; // the sparkline: 3 minutes at one sample a second
+const SAMPLES = 600; // the sparkline: 10 minutes at one sample a second
 
 const state = {
   appId: null,
@@ -54,6 +54,7 @@ function start(session) {
 function openLive() {
   const source = new EventSource(appPath('/live'));
   state.source = source;
+  source.addEventListener('history', (e) => showHistory(JSON.parse(e.data)));
   source.addEventListener('log', (e) => addEntry(JSON.parse(e.data)));
   source.addEventListener('stats', (e) => showStats(JSON.parse(e.data)));
   source.addEventListener('error', async () => {
@@ -63,11 +64,23 @@ function openLive() {
   });
 }
 
+// The server's samples of the last minutes (one per interval_ms), drawn as
+// steps of one point a second before the live samples (one a second) follow.
+function showHistory(history) {
+  const repeat = Math.max(1, Math.round(history.interval_ms / 1000));
+  state.samples = history.samples.flatMap(([, count]) => Array(repeat).fill(count)).slice(-SAMPLES);
+  drawSparkline();
+}
+
 function showStats(stats) {
   $('connections').textContent = String(stats.connections);
   $('dropped').textContent = stats.dropped ? `${stats.dropped} log events dropped (the page read too slowly).` : '';
   state.samples.push(stats.connections);
   if (state.samples.length > SAMPLES) state.samples.shift();
+  drawSparkline();
+}
+
+function drawSparkline() {
   const max = Math.max(1, ...state.samples);
   const offset = SAMPLES - state.samples.length;
   const points = state.samples.map((v, i) => `${offset + i},${(38 - (v / max) * 36).toFixed(1)}`);
@@ -181,6 +194,15 @@ function row(entry) {
     const td = document.createElement('td');
     td.textContent = text;
     tr.append(td);
+  }
+  if (entry.node) {
+    // Several nodes: which one it happened on, in small text.
+    const node = document.createElement('small');
+    node.className = 'node';
+    node.textContent = ` node ${entry.node.slice(0, 8)}`;
+    node.title = `node ${entry.node}`;
+    tr.firstElementChild.append(node);
+    tr.dataset.node = entry.node;
   }
   return tr;
 }
