@@ -11,6 +11,8 @@
 //! signs of life.
 
 mod acked;
+mod outgoing;
+mod pacer;
 mod probe;
 mod pushi_frames;
 mod transport;
@@ -43,7 +45,6 @@ use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_stream::wrappers::ReceiverStream;
 use tracing::Span;
 
 /// One line per 10 s however many connections flood subscribes.
@@ -686,7 +687,7 @@ impl<T: Transport> Actor for Session<T> {
         };
         self.send(ctx, established);
         if let Some(receiver) = self.receiver.take() {
-            ctx.add_stream(ReceiverStream::new(receiver.outgoing));
+            ctx.add_stream(outgoing::Outgoing::paced(receiver.outgoing));
         }
         // The hub asks for a close (slow client, shutdown, terminate) from
         // any thread; it arrives as a message, costing nothing until then.
