@@ -45,6 +45,7 @@
 #   PRESENCE_CHANNELS [10] PRESENCE_OBSERVERS [20] PRESENCE_CHURNERS [5]
 #   PRESENCE_JOINS [20000] PRESENCE_SECS [10]
 #   SOCKUDO_BIN                  sockudo binary to use (else $SOCKUDO_ROOT/bin/sockudo, else PATH)
+#   RUSHER_BIN [target/release/rusher]  the rusher binary (e.g. an older build, for a before/after table)
 #   ROUNDS [3; 1 with --quick]   rounds of every scenario on every server
 #   BENCH_PIN [1] SERVER_CPUS GEN_CPUS   pinning (see above)
 #   SOCKUDO_ROOT [~/.cache/rusher-bench/sockudo]  where `cargo install sockudo` puts it when missing
@@ -128,7 +129,7 @@ start_server() {
         echo
         rusher_app_toml
       } >"$WORK/rusher.toml"
-      "${SERVER_PIN[@]}" "$ROOT/target/release/rusher" --config "$WORK/rusher.toml" >>"$log" 2>&1 &
+      "${SERVER_PIN[@]}" "${RUSHER_BIN:-$ROOT/target/release/rusher}" --config "$WORK/rusher.toml" >>"$log" 2>&1 &
       SERVER_PID=$! ;;
     sockudo)
       # In-memory drivers only (sockudo_exec: environment only, limits raised).
@@ -209,6 +210,8 @@ SOCKUDO_VERSION="not run"
 [ -n "$SOCKUDO" ] && SOCKUDO_VERSION=$("$SOCKUDO" --version 2>/dev/null | head -1)
 COMMIT=$(git_commit)
 DIRTY=$(git_dirty)
+# Another binary than this checkout's build: the table says which.
+[ -z "${RUSHER_BIN:-}" ] || { COMMIT="$RUSHER_BIN"; DIRTY=""; }
 {
   echo "# rusher vs sockudo vs bare"
   echo

@@ -194,7 +194,11 @@ pub fn render(dir: &Path, servers: &[String], labels: &[String]) -> String {
     // A server with no result at all was not run: one note, not one per row.
     let not_run: Vec<&String> = servers
         .iter()
-        .filter(|s| labels.iter().all(|l| Run::load(dir, s, l).found().is_none()))
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|l| Run::load(dir, s, l).found().is_none())
+        })
         .collect();
     for server in &not_run {
         notes.push(format!("- {server}: not run"));
