@@ -19,8 +19,13 @@
 //! N local sessions adds N / [`ROUND`] polls of the pacer's task. Nothing
 //! waits on a timer: an idle worker runs each round at once. The queue is
 //! bounded by the sessions of the worker (a session is in it at most once).
+//!
+//! If the worker's task set is dropped while its thread lives on (a runtime
+//! stopped and another started on the same thread, as tests do), the
+//! draining task is gone: the pacer marks itself dead, its wakes go straight
+//! to the sessions, and the next session on that thread gets a new pacer.
 
-use std::cell::OnceCell;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,10 +42,34 @@ pub struct Pacer {
     /// The draining task's waker, and whether a wake of it is pending.
     drainer: Mutex<Option<Waker>>,
     scheduled: AtomicBool,
+    /// Cleared when the draining task is dropped.
+    alive: AtomicBool,
+}
+
+/// Clears the pacer's `alive` when the draining task is dropped, and wakes
+/// what it still held so no session waits on a pacer that will not run.
+struct DrainGuard(Arc<Pacer>);
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        let left: Vec<_> = match self.0.woken.lock() {
+            Ok(mut woken) => {
+                self.0.alive.store(false, Ordering::Release);
+                woken.drain(..).collect()
+            }
+            Err(_) => {
+                self.0.alive.store(false, Ordering::Release);
+                Vec::new()
+            }
+        };
+        for session in left {
+            session.wake_inner();
+        }
+    }
 }
 
 thread_local! {
-    static PACER: OnceCell<Arc<Pacer>> = const { OnceCell::new() };
+    static PACER: RefCell<Option<Arc<Pacer>>> = const { RefCell::new(None) };
 }
 
 impl Pacer {
@@ -48,18 +77,33 @@ impl Pacer {
     /// called on an actix worker (a `LocalSet`): sessions are created there.
     pub fn current() -> Arc<Pacer> {
         PACER.with(|cell| {
-            cell.get_or_init(|| {
-                let pacer = Arc::new(Pacer::default());
-                actix::spawn(pacer.clone().drain());
-                pacer
-            })
-            .clone()
+            let mut current = cell.borrow_mut();
+            if let Some(pacer) = current.as_ref().filter(|p| p.alive.load(Ordering::Acquire)) {
+                return pacer.clone();
+            }
+            let pacer = Arc::new(Pacer {
+                alive: AtomicBool::new(true),
+                ..Pacer::default()
+            });
+            actix::spawn(pacer.clone().drain());
+            *current = Some(pacer.clone());
+            pacer
         })
     }
 
     fn push(&self, waker: Arc<PacedWaker>) {
-        if let Ok(mut woken) = self.woken.lock() {
-            woken.push_back(waker);
+        // `alive` is read under the queue's lock, which the draining task's
+        // guard holds while it clears it: a wake is queued for a live
+        // drainer or given straight to the session, never left behind.
+        let waker = match self.woken.lock() {
+            Ok(mut woken) if self.alive.load(Ordering::Acquire) => {
+                woken.push_back(waker);
+                None
+            }
+            _ => Some(waker),
+        };
+        if let Some(waker) = waker {
+            return waker.wake_inner();
         }
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             let drainer = self.drainer.lock().ok().and_then(|d| d.clone());
@@ -102,17 +146,19 @@ impl Pacer {
     /// The draining task: wakes the sessions a round at a time, stepping to
     /// the back of the worker's queue (after its next socket poll) between
     /// rounds. Runs as long as the worker.
-    async fn drain(self: Arc<Self>) {
-        loop {
-            let round = poll_fn(|cx| self.poll_round(cx)).await;
-            for session in round {
-                session.queued.store(false, Ordering::Release);
-                let inner = session.inner.lock().ok().and_then(|w| w.clone());
-                if let Some(inner) = inner {
-                    inner.wake();
+    fn drain(self: Arc<Self>) -> impl std::future::Future<Output = ()> {
+        // Made before the first poll: a task set dropped before it ever ran
+        // the task still marks the pacer dead.
+        let guard = DrainGuard(self);
+        async move {
+            let pacer = &guard.0;
+            loop {
+                let round = poll_fn(|cx| pacer.poll_round(cx)).await;
+                for session in round {
+                    session.wake_inner();
                 }
+                tokio::task::yield_now().await;
             }
-            tokio::task::yield_now().await;
         }
     }
 }
@@ -135,6 +181,15 @@ impl PacedWaker {
             inner: Mutex::new(None),
             queued: AtomicBool::new(false),
         })
+    }
+
+    /// Out of the pacer's queue: wakes the session's task.
+    fn wake_inner(&self) {
+        self.queued.store(false, Ordering::Release);
+        let inner = self.inner.lock().ok().and_then(|w| w.clone());
+        if let Some(inner) = inner {
+            inner.wake();
+        }
     }
 
     /// Remembers the session task's waker `cx` (when it changed).
@@ -169,6 +224,34 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    #[test]
+    fn a_pacer_whose_task_set_is_gone_wakes_directly_and_is_replaced() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let first = tokio::task::LocalSet::new();
+        let old = first.block_on(&runtime, async { Pacer::current() });
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let inner = Waker::from(count.clone());
+        let paced = PacedWaker::new(old.clone());
+        paced.register(&Context::from_waker(&inner));
+        Waker::from(paced.clone()).wake();
+        // The task set goes with the queued wake: the session is woken anyway.
+        drop(first);
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert!(!old.alive.load(Ordering::Relaxed));
+        // Later wakes of the dead pacer's sessions go straight to them.
+        Waker::from(paced.clone()).wake();
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
+        // A new task set on the same thread gets a new, working pacer.
+        let second = tokio::task::LocalSet::new();
+        let new = second.block_on(&runtime, async { Pacer::current() });
+        assert!(!Arc::ptr_eq(&old, &new));
+        assert!(new.alive.load(Ordering::Relaxed));
+        let again = second.block_on(&runtime, async { Pacer::current() });
+        assert!(Arc::ptr_eq(&new, &again), "one pacer per live task set");
     }
 
     #[tokio::test]
