@@ -191,23 +191,25 @@ pub fn render(dir: &Path, servers: &[String], labels: &[String]) -> String {
     );
     let _ = writeln!(out, "|---|---|{}---|---|", "---|".repeat(servers.len()));
     let mut notes = Vec::new();
+    // Per label, each server's rounds (read once).
+    let all: Vec<Vec<Run>> = labels
+        .iter()
+        .map(|label| servers.iter().map(|s| Run::load(dir, s, label)).collect())
+        .collect();
     // A server with no result at all was not run: one note, not one per row.
     let not_run: Vec<&String> = servers
         .iter()
-        .filter(|s| {
-            labels
-                .iter()
-                .all(|l| Run::load(dir, s, l).found().is_none())
-        })
+        .enumerate()
+        .filter(|(i, _)| all.iter().all(|runs| runs[*i].found().is_none()))
+        .map(|(_, s)| s)
         .collect();
     for server in &not_run {
         notes.push(format!("- {server}: not run"));
     }
-    for label in labels {
-        let runs: Vec<Run> = servers.iter().map(|s| Run::load(dir, s, label)).collect();
+    for (label, runs) in labels.iter().zip(&all) {
         let index = |name: &str| servers.iter().position(|s| s == name);
-        let reference = runs.iter().find(|r| r.found().is_some());
-        let Some(reference_value) = reference.and_then(Run::found) else {
+        let reference = runs.iter().find_map(|r| r.found().map(|value| (r, value)));
+        let Some((reference, reference_value)) = reference else {
             let _ = writeln!(
                 out,
                 "| {label} | (no results) |{}| | |",
@@ -215,7 +217,7 @@ pub fn render(dir: &Path, servers: &[String], labels: &[String]) -> String {
             );
             continue;
         };
-        let description = reference.map_or_else(|| label.clone(), |r| describe(label, r));
+        let description = describe(label, reference);
         let names: Vec<String> = reference_value["metrics"]
             .as_array()
             .map(|m| {
@@ -224,7 +226,7 @@ pub fn render(dir: &Path, servers: &[String], labels: &[String]) -> String {
                     .collect()
             })
             .unwrap_or_default();
-        for (server, run) in servers.iter().zip(&runs) {
+        for (server, run) in servers.iter().zip(runs) {
             match run.ok() {
                 Some(false) => notes.push(format!(
                     "- {server}, {description}: {}",
@@ -241,7 +243,7 @@ pub fn render(dir: &Path, servers: &[String], labels: &[String]) -> String {
             let values: Vec<Option<f64>> = runs.iter().map(|r| r.metric(name)).collect();
             let cells: Vec<String> = values
                 .iter()
-                .zip(&runs)
+                .zip(runs)
                 .map(|(v, r)| {
                     let flag = if r.ok() == Some(false) { " ⚠" } else { "" };
                     let range = r.range(name).map_or_else(String::new, |(min, max)| {
