@@ -52,16 +52,12 @@ struct DrainGuard(Arc<Pacer>);
 
 impl Drop for DrainGuard {
     fn drop(&mut self) {
-        let left: Vec<_> = match self.0.woken.lock() {
-            Ok(mut woken) => {
-                self.0.alive.store(false, Ordering::Release);
-                woken.drain(..).collect()
-            }
-            Err(_) => {
-                self.0.alive.store(false, Ordering::Release);
-                Vec::new()
-            }
-        };
+        // Cleared while the queue's lock is held (see `push`).
+        let woken = self.0.woken.lock();
+        self.0.alive.store(false, Ordering::Release);
+        let left: Vec<_> = woken
+            .map(|mut woken| woken.drain(..).collect())
+            .unwrap_or_default();
         for session in left {
             session.wake_inner();
         }
