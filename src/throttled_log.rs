@@ -3,7 +3,6 @@
 //! metric counts each one, the log says it is happening and how often.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Decides when a repeated failure is logged again.
 #[derive(Debug)]
@@ -26,9 +25,7 @@ impl ThrottledLog {
     /// `Some(occurrences not logged since the last line)` when this
     /// occurrence should be logged; `None` (and counted) otherwise.
     pub fn ready(&self) -> Option<u64> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = crate::store::now_ms();
         let last = self.last_ms.load(Ordering::Acquire);
         if now.saturating_sub(last) >= self.interval_ms
             && self

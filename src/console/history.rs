@@ -12,7 +12,7 @@
 use crate::hub::Hub;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Samples kept per app (10 minutes at the default 10 s period).
 pub const SAMPLES: usize = 60;
@@ -74,9 +74,7 @@ pub async fn sample(history: Arc<ConnectionHistory>, hub: Arc<Hub>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = crate::store::now_ms();
         let counts = hub
             .apps()
             .all()

@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How often the stream carries the connection count (the sparkline's step).
 pub const STATS_EVERY: Duration = Duration::from_secs(1);
@@ -77,9 +77,7 @@ pub async fn live(
             let stats = serde_json::json!({
                 "connections": hub.app_connection_count(&app.id),
                 "dropped": dropped.load(Ordering::Relaxed),
-                "time_ms": SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
+                "time_ms": crate::store::now_ms(),
             });
             // A full queue: this tick's stats are skipped like a log event.
             let _ = sender.try_send(sse_frame("stats", &stats.to_string()));

@@ -27,7 +27,6 @@ use actix_web::web::Bytes;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 /// Longest payload preview a console gets, in characters: the log shows a
@@ -69,9 +68,7 @@ impl ConsoleEvent {
     pub fn new(kind: &'static str) -> Self {
         ConsoleEvent {
             kind,
-            time_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            time_ms: crate::store::now_ms(),
             channel: None,
             event: None,
             data: None,

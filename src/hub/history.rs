@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// One event kept in a channel's history.
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ impl ChannelHistory {
             serial,
             event: event.into(),
             data: Arc::from(data.to_owned()),
-            time_ms: unix_ms(),
+            time_ms: crate::store::now_ms(),
             socket_id: socket_id.map(Arc::from),
             frame: encode(serial),
             expires: now + ttl,
@@ -170,7 +170,7 @@ impl ChannelHistory {
             serial,
             event: Arc::from(""),
             data: mirrored_data(),
-            time_ms: unix_ms(),
+            time_ms: crate::store::now_ms(),
             socket_id: None,
             frame,
             expires: now + ttl,
@@ -351,12 +351,6 @@ fn mirrored_data() -> Arc<RawValue> {
         Arc::from(RawValue::from_string("null".into()).unwrap_or_else(|_| unreachable!()))
     })
     .clone()
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One app's channel histories on this node.

@@ -15,7 +15,7 @@ use crate::throttled_log::ThrottledLog;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// An endpoint with its filters.
@@ -358,9 +358,7 @@ impl Dispatcher {
             }
             return;
         }
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let time_ms = crate::store::now_ms();
         let body = serde_json::json!({ "time_ms": time_ms, "events": events }).to_string();
         let count = events.len() as u64;
         let lane = match self.lanes.get(key) {

@@ -77,6 +77,8 @@ use crate::hub::idempotency::{Answer, ClaimToken};
 use crate::hub::node::Node;
 use crate::metrics::Metrics;
 use crate::protocol::frames;
+/// Unix time in ms (shared with the submodules).
+use crate::store::now_ms;
 use crate::throttled_log::ThrottledLog;
 use crate::webhooks::Webhooks;
 use async_trait::async_trait;
@@ -709,12 +711,6 @@ impl RedisAdapter {
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The URL without its password, for logs.
