@@ -455,7 +455,9 @@ impl Server {
         };
         let mut server = HttpServer::new(move || {
             let hub = app_hub.clone();
-            let metrics = hub.metrics().clone();
+            // One counter vector (one Arc), not the whole `Metrics` (dozens
+            // of handles, each an atomic increment to clone) per request.
+            let http_requests = hub.metrics().http_requests.clone();
             App::new()
                 .app_data(web::Data::new(hub.clone()))
                 .app_data(web::Data::new(admin_state.clone()))
@@ -481,7 +483,7 @@ impl Server {
                     if let Some(next_head) = &next_head {
                         next_head.request_started();
                     }
-                    let metrics = metrics.clone();
+                    let http_requests = http_requests.clone();
                     let response = service.call(req);
                     async move {
                         // Dropped without a body on an error: the deadline
@@ -492,8 +494,7 @@ impl Server {
                             .request()
                             .match_pattern()
                             .unwrap_or_else(|| "unmatched".into());
-                        metrics
-                            .http_requests
+                        http_requests
                             .with_label_values(&[&route, response.status().as_str()])
                             .inc();
                         // A WebSocket has its own keep-alive; any other

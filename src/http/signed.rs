@@ -20,18 +20,34 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Reads the body, refusing (413) as soon as it passes `limit` bytes.
+/// A body that arrives in one chunk (most: the SDKs send small ones) is
+/// kept as it came, without a copy.
 pub(crate) async fn read_body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
-    let mut body = BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    let mut len = 0usize;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("cannot read body: {e}")))?;
-        if body.len() + chunk.len() > limit {
+        len += chunk.len();
+        if len > limit {
             return Err(ApiError::PayloadTooLarge(format!(
                 "request body is larger than {limit} bytes"
             )));
         }
-        body.extend_from_slice(&chunk);
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            held => {
+                if let Some(held) = held {
+                    rest.extend_from_slice(&held);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(body.freeze())
+    Ok(match first {
+        Some(only) => only,
+        None => rest.freeze(),
+    })
 }
 
 /// An API request that passed admission: its app, and the body exactly as
@@ -132,7 +148,7 @@ pub fn query_value(raw_query: &str, name: &str) -> Option<String> {
     query_params(raw_query)
         .into_iter()
         .find(|param| param.name == name)
-        .map(|param| param.value)
+        .map(|param| param.value.into_owned())
 }
 
 /// The comma-separated `info` attributes asked for.
@@ -162,5 +178,31 @@ mod tests {
         assert_eq!(query_value("inf%6F=a+b", "info").as_deref(), Some("a b"));
         assert_eq!(query_value("info=%2C", "info").as_deref(), Some(","));
         assert_eq!(query_value("other=1", "info"), None);
+    }
+
+    #[actix_web::test]
+    async fn a_body_in_several_chunks_is_joined_and_limited() {
+        let (mut sender, payload) = actix_http::h1::Payload::create(false);
+        for chunk in [&b"ab"[..], b"", b"cd", b"e"] {
+            sender.feed_data(Bytes::from_static(chunk));
+        }
+        sender.feed_eof();
+        let body = read_body(Payload::from(payload), 5).await;
+        assert_eq!(body.ok().as_deref(), Some(&b"abcde"[..]));
+
+        let (mut sender, payload) = actix_http::h1::Payload::create(false);
+        sender.feed_data(Bytes::from_static(b"one"));
+        sender.feed_eof();
+        let body = read_body(Payload::from(payload), 3).await;
+        assert_eq!(body.ok().as_deref(), Some(&b"one"[..]));
+
+        let (mut sender, payload) = actix_http::h1::Payload::create(false);
+        sender.feed_data(Bytes::from_static(b"abc"));
+        sender.feed_data(Bytes::from_static(b"d"));
+        sender.feed_eof();
+        assert!(matches!(
+            read_body(Payload::from(payload), 3).await,
+            Err(ApiError::PayloadTooLarge(_))
+        ));
     }
 }

@@ -5,6 +5,7 @@
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha2::Sha256;
+use std::borrow::Cow;
 use thiserror::Error;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -173,11 +174,12 @@ pub struct SignedRequest<'a> {
 pub struct QueryParam<'a> {
     /// The name, percent-decoded and lower-cased: how Pusher's signing
     /// rules spell it, and how the API handlers look it up.
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// The value exactly as sent.
     pub raw: &'a str,
-    /// The value with `+` and `%XX` decoded (invalid UTF-8 replaced).
-    pub value: String,
+    /// The value with `+` and `%XX` decoded (invalid UTF-8 replaced);
+    /// borrowed from the query when there was nothing to decode.
+    pub value: Cow<'a, str>,
 }
 
 /// The parameters of a raw query string, in order (empty pairs skipped).
@@ -189,8 +191,14 @@ pub fn query_params(raw_query: &str) -> Vec<QueryParam<'_>> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = match decode(name) {
+                Cow::Borrowed(name) if !name.bytes().any(|b| b.is_ascii_uppercase()) => {
+                    Cow::Borrowed(name)
+                }
+                name => Cow::Owned(name.to_ascii_lowercase()),
+            };
             QueryParam {
-                name: decode(name).to_ascii_lowercase(),
+                name,
                 raw,
                 value: decode(raw),
             }
@@ -207,39 +215,73 @@ const MAX_QUOTED_NAME_CHARS: usize = 64;
 /// other parameters).
 fn check_unambiguous(params: &[QueryParam<'_>]) -> Result<(), RequestAuthError> {
     let quoted = |name: &str| name.chars().take(MAX_QUOTED_NAME_CHARS).collect::<String>();
-    let mut seen = std::collections::HashSet::with_capacity(params.len());
-    for param in params {
+    // An SDK sends 4 or 5 parameters: comparing each with those before it
+    // costs less than a hash set then; a long query gets the set.
+    let mut seen = (params.len() > SMALL_QUERY)
+        .then(|| std::collections::HashSet::with_capacity(params.len()));
+    for (i, param) in params.iter().enumerate() {
         if param.name.contains(['=', '&']) {
             return Err(RequestAuthError::BadParameterName(quoted(&param.name)));
         }
-        if !seen.insert(param.name.as_str()) {
+        let repeated = match &mut seen {
+            Some(seen) => !seen.insert(param.name.as_ref()),
+            None => params[..i].iter().any(|before| before.name == param.name),
+        };
+        if repeated {
             return Err(RequestAuthError::RepeatedParameter(quoted(&param.name)));
         }
     }
     Ok(())
 }
 
-fn decode(value: &str) -> String {
+/// Most parameters checked for repeats by pairwise comparison.
+const SMALL_QUERY: usize = 16;
+
+/// `value` with `+` and `%XX` decoded (invalid UTF-8 replaced); borrowed
+/// when it holds neither, as the SDKs' own parameters do.
+fn decode(value: &str) -> Cow<'_, str> {
+    if !value.contains(['+', '%']) {
+        return Cow::Borrowed(value);
+    }
     let spaced = value.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8_lossy()
-        .into_owned()
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
-/// The string a client signs: `METHOD\nPATH\nk=v&k=v` (sorted, without the signature).
+/// The string a client signs: `METHOD\nPATH\nk=v&k=v` (sorted by name then
+/// value, without the signature), built in one buffer.
 fn string_to_sign<'v>(
     method: &str,
     path: &str,
     pairs: impl Iterator<Item = (&'v str, &'v str)>,
 ) -> String {
     let mut sorted: Vec<(&str, &str)> = pairs.filter(|(k, _)| *k != "auth_signature").collect();
-    sorted.sort();
-    let query = sorted
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("{method}\n{path}\n{query}")
+    sorted.sort_unstable();
+    let query_len: usize = sorted.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    let mut out = String::with_capacity(method.len() + path.len() + 2 + query_len);
+    out.push_str(method);
+    out.push('\n');
+    out.push_str(path);
+    out.push('\n');
+    for (i, (k, v)) in sorted.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
+}
+
+/// Whether `given` (hex, either case) is the MD5 digest of `body`,
+/// compared without allocating.
+fn md5_matches(given: &str, body: &[u8]) -> bool {
+    let mut expected = [0u8; 16];
+    hex::decode_to_slice(given, &mut expected).is_ok() && expected[..] == Md5::digest(body)[..]
 }
 
 /// Verifies a Pusher HTTP API request signature (PROTOCOL.md §5).
@@ -261,7 +303,7 @@ pub fn verify_request(
         params
             .iter()
             .find(|param| param.name == name)
-            .map(|param| param.value.as_str())
+            .map(|param| param.value.as_ref())
     };
 
     let key = get("auth_key").ok_or(RequestAuthError::Missing("auth_key"))?;
@@ -282,7 +324,7 @@ pub fn verify_request(
         }
     }
     match get("body_md5") {
-        Some(md5) if !md5.eq_ignore_ascii_case(&hex::encode(Md5::digest(request.body))) => {
+        Some(md5) if !md5_matches(md5, request.body) => {
             return Err(RequestAuthError::BodyMd5Mismatch)
         }
         None if !request.body.is_empty() => return Err(RequestAuthError::BodyMd5Missing),
@@ -293,24 +335,28 @@ pub fn verify_request(
     let decoded = string_to_sign(
         request.method,
         request.path,
-        params.iter().map(|p| (p.name.as_str(), p.value.as_str())),
-    );
-    let raw = string_to_sign(
-        request.method,
-        request.path,
-        params.iter().map(|p| (p.name.as_str(), p.raw)),
+        params.iter().map(|p| (p.name.as_ref(), p.value.as_ref())),
     );
     // A decoded value holding `&` makes the decoded string ambiguous
     // (`a=x&b=y` is also one `a` of `x&b=y`): such a value verifies only
     // as sent, where `&` is encoded.
     let decoded_unambiguous = params.iter().all(|p| !p.value.contains('&'));
-    if (decoded_unambiguous && verify_hex(secret, &[decoded.as_bytes()], signature))
-        || verify_hex(secret, &[raw.as_bytes()], signature)
-    {
-        Ok(())
-    } else {
-        Err(RequestAuthError::BadSignature)
+    if decoded_unambiguous && verify_hex(secret, &[decoded.as_bytes()], signature) {
+        return Ok(());
     }
+    // The form as sent is another string only when some value was encoded.
+    // (A decoded `&` came from an encoded one, so it counts here too.)
+    if params.iter().any(|p| p.raw != p.value) {
+        let raw = string_to_sign(
+            request.method,
+            request.path,
+            params.iter().map(|p| (p.name.as_ref(), p.raw)),
+        );
+        if verify_hex(secret, &[raw.as_bytes()], signature) {
+            return Ok(());
+        }
+    }
+    Err(RequestAuthError::BadSignature)
 }
 
 #[cfg(test)]
@@ -618,5 +664,40 @@ mod tests {
             body: b"",
         };
         assert_eq!(verify_request("key", "s", &request, 5), Ok(()));
+    }
+
+    #[test]
+    fn body_md5_is_compared_in_either_case_and_garbage_fails() {
+        let body = b"{}";
+        let md5 = hex::encode(Md5::digest(body));
+        assert!(md5_matches(&md5, body));
+        assert!(md5_matches(&md5.to_ascii_uppercase(), body));
+        assert!(!md5_matches(&md5, b"{ }"));
+        for bad in ["", "zz", &md5[..30], &format!("{md5}00")] {
+            assert!(!md5_matches(bad, body), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_are_lower_cased_and_values_decoded_only_when_needed() {
+        let params = query_params("Auth_Key=k&plain=v&sp=a+b&pc=%41");
+        let names: Vec<&str> = params.iter().map(|p| p.name.as_ref()).collect();
+        assert_eq!(names, ["auth_key", "plain", "sp", "pc"]);
+        assert!(matches!(params[1].value, Cow::Borrowed("v")));
+        assert_eq!(params[2].value, "a b");
+        assert_eq!(params[3].value, "A");
+    }
+
+    #[test]
+    fn a_repeat_in_a_long_query_is_refused_too() {
+        // Past SMALL_QUERY parameters the check uses a set: same answers.
+        let filler: Vec<String> = (0..SMALL_QUERY + 4).map(|i| format!("p{i}=x")).collect();
+        let long = filler.join("&");
+        assert_eq!(check_unambiguous(&query_params(&long)), Ok(()));
+        let repeated = format!("{long}&P3=y");
+        assert_eq!(
+            check_unambiguous(&query_params(&repeated)),
+            Err(RequestAuthError::RepeatedParameter("p3".into()))
+        );
     }
 }
