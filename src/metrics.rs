@@ -20,9 +20,29 @@ pub struct MetricInfo {
     pub labels: Vec<&'static str>,
 }
 
-/// Every metric the server records.
+/// Every metric the server records, shared: a clone is one reference count,
+/// not a copy of every handle (the accept path and the API middleware
+/// clone it per connection and per request).
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricHandles>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricHandles;
+
+    fn deref(&self) -> &MetricHandles {
+        &self.0
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        Metrics(Arc::new(MetricHandles::build()))
+    }
+}
+
+/// The handles of every metric (reached through [`Metrics`]).
+pub struct MetricHandles {
     registry: Registry,
     /// Every metric registered, in registration order. A labelled metric
     /// shows on `/metrics` only after its first use; this list has it from
@@ -196,9 +216,9 @@ pub struct Metrics {
     pub tls_certificate_expiry: IntGauge,
 }
 
-impl Metrics {
+impl MetricHandles {
     /// Creates and registers every metric.
-    pub fn new() -> Self {
+    fn build() -> Self {
         let registry = Registry::new();
         let catalog = RefCell::new(Vec::new());
         let record = |name: &'static str, kind: &'static str, labels: &[&'static str]| {
@@ -248,7 +268,7 @@ impl Metrics {
             &["limit"],
         );
         let subscription_refusals = limit_refusals.with_label_values(&["subscription_rate"]);
-        Metrics {
+        MetricHandles {
             limit_refusals,
             subscription_refusals,
             connections: gauge("rusher_connections", "Open WebSocket connections"),

@@ -4,12 +4,12 @@
 //! The transport (ws/) owns the receiving ends; the hub never knows how frames
 //! reach the client.
 
+use super::frame_queue::{self, TrySendError};
 use crate::protocol::pushi::Dialect;
 use bytestring::ByteString;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
-use tokio::sync::mpsc;
 
 /// Socket id: two decimal integers joined by a dot, unique per connection.
 pub type SocketId = Arc<str>;
@@ -31,7 +31,7 @@ pub struct Connection {
     pub socket_id: SocketId,
     /// The id of the app the connection belongs to.
     pub app_id: Arc<str>,
-    outgoing: mpsc::Sender<ByteString>,
+    outgoing: frame_queue::Sender,
     close_code: AtomicU16,
     closer: OnceLock<Closer>,
     /// False while a connection of an app with `authorized_connections` has
@@ -58,7 +58,7 @@ impl std::fmt::Debug for Connection {
 /// What the transport keeps: the receiving ends of the queue and of the close signal.
 pub struct ConnectionReceiver {
     /// Frames to write to the client, in order.
-    pub outgoing: mpsc::Receiver<ByteString>,
+    pub outgoing: frame_queue::Receiver,
     /// The shared side, to await close requests on.
     pub connection: Arc<Connection>,
 }
@@ -70,7 +70,7 @@ impl Connection {
         app_id: Arc<str>,
         capacity: usize,
     ) -> (Arc<Connection>, ConnectionReceiver) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = frame_queue::channel(capacity);
         let connection = Arc::new(Connection {
             socket_id,
             app_id,
@@ -111,11 +111,11 @@ impl Connection {
         }
         match self.outgoing.try_send(frame) {
             Ok(()) => Delivery::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 self.request_close(crate::protocol::error::ErrorCode::OverCapacity.code());
                 Delivery::Overflowed
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
+            Err(TrySendError::Closed(_)) => Delivery::Closed,
         }
     }
 

@@ -29,6 +29,7 @@ pub mod cache;
 pub mod channels;
 pub mod connection;
 pub mod counts;
+pub mod frame_queue;
 pub mod held;
 pub mod history;
 pub mod history_store;

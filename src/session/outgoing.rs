@@ -7,16 +7,16 @@
 //! when the session's task is woken for new frames changes.
 
 use super::pacer::{PacedWaker, Pacer};
+use crate::hub::frame_queue;
 use bytestring::ByteString;
 use futures_util::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use tokio::sync::mpsc;
 
 /// Frames from the connection's bounded queue, in order.
 pub struct Outgoing {
-    queue: mpsc::Receiver<ByteString>,
+    queue: frame_queue::Receiver,
     /// Holds the session task's waker; `waker` is this as a `Waker`.
     paced: Arc<PacedWaker>,
     waker: Waker,
@@ -24,7 +24,7 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// Reads `queue`, woken through this worker's pacer.
-    pub fn paced(queue: mpsc::Receiver<ByteString>) -> Self {
+    pub fn paced(queue: frame_queue::Receiver) -> Self {
         let paced = PacedWaker::new(Pacer::current());
         let waker = Waker::from(paced.clone());
         Outgoing {
@@ -55,7 +55,7 @@ mod tests {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async {
-                let (tx, rx) = mpsc::channel(8);
+                let (tx, rx) = frame_queue::channel(8);
                 let mut outgoing = Outgoing::paced(rx);
                 let reader = tokio::task::spawn_local(async move {
                     let mut got = Vec::new();
@@ -65,10 +65,10 @@ mod tests {
                     got
                 });
                 for frame in ["a", "b", "c"] {
-                    tx.send(frame.into()).await.expect("open");
+                    tx.try_send(frame.into()).expect("room");
                     tokio::task::yield_now().await;
                 }
-                tx.send("d".into()).await.expect("open");
+                tx.try_send("d".into()).expect("room");
                 drop(tx);
                 let got = reader.await.expect("reader");
                 assert_eq!(got, ["a", "b", "c", "d"].map(ByteString::from));
