@@ -4,7 +4,7 @@
 //! The transport (ws/) owns the receiving ends; the hub never knows how frames
 //! reach the client.
 
-use super::frame_queue::{self, TrySendError};
+use super::frame_queue::{self, FrameQueue, TrySendError};
 use crate::protocol::pushi::Dialect;
 use bytestring::ByteString;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
@@ -31,7 +31,9 @@ pub struct Connection {
     pub socket_id: SocketId,
     /// The id of the app the connection belongs to.
     pub app_id: Arc<str>,
-    outgoing: frame_queue::Sender,
+    /// Frames for the client, inline: a delivery touches this connection's
+    /// memory only (see `frame_queue`).
+    outgoing: FrameQueue,
     close_code: AtomicU16,
     closer: OnceLock<Closer>,
     /// False while a connection of an app with `authorized_connections` has
@@ -40,6 +42,12 @@ pub struct Connection {
     /// Set once, before the connection subscribes, for a pushi.js client
     /// (`/{key}`): the fan-out gives it pushi's frames.
     pushi: AtomicBool,
+}
+
+impl AsRef<FrameQueue> for Connection {
+    fn as_ref(&self) -> &FrameQueue {
+        &self.outgoing
+    }
 }
 
 /// How the transport is told to close; registered once it runs.
@@ -58,7 +66,7 @@ impl std::fmt::Debug for Connection {
 /// What the transport keeps: the receiving ends of the queue and of the close signal.
 pub struct ConnectionReceiver {
     /// Frames to write to the client, in order.
-    pub outgoing: frame_queue::Receiver,
+    pub outgoing: frame_queue::Receiver<Connection>,
     /// The shared side, to await close requests on.
     pub connection: Arc<Connection>,
 }
@@ -70,18 +78,17 @@ impl Connection {
         app_id: Arc<str>,
         capacity: usize,
     ) -> (Arc<Connection>, ConnectionReceiver) {
-        let (tx, rx) = frame_queue::channel(capacity);
         let connection = Arc::new(Connection {
             socket_id,
             app_id,
-            outgoing: tx,
+            outgoing: FrameQueue::new(capacity),
             close_code: AtomicU16::new(0),
             closer: OnceLock::new(),
             authorized: AtomicBool::new(true),
             pushi: AtomicBool::new(false),
         });
         let receiver = ConnectionReceiver {
-            outgoing: rx,
+            outgoing: frame_queue::Receiver::new(connection.clone()),
             connection: connection.clone(),
         };
         (connection, receiver)

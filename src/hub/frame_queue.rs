@@ -1,6 +1,6 @@
-//! A connection's bounded queue of encoded frames: one sending side, used
-//! by the hub from any thread, and one receiving side, read by the
-//! connection's transport task.
+//! A connection's bounded queue of encoded frames, kept inside the hub's
+//! `Connection`: the hub sends from any thread, one [`Receiver`] (the
+//! connection's transport task) reads.
 //!
 //! Not tokio's `mpsc`: its channel allocates its first block of 32 slots
 //! (about 1 KiB) when it is created, for every connection, idle or not,
@@ -37,56 +37,41 @@ struct State {
     receiver_alive: bool,
 }
 
-struct Shared {
+/// The queue itself, kept inline in its owner (the hub's `Connection`):
+/// a delivery then touches the connection's own memory, not one more
+/// allocation. The owner sends; one [`Receiver`] reads.
+pub struct FrameQueue {
     state: Mutex<State>,
     capacity: usize,
 }
 
-impl Shared {
+impl FrameQueue {
+    /// A queue of at most `capacity` frames (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        FrameQueue {
+            state: Mutex::new(State {
+                frames: VecDeque::new(),
+                waker: None,
+                sender_alive: true,
+                receiver_alive: true,
+            }),
+            capacity: capacity.max(1),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // No code panics while holding the lock; a poisoned one is whole.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-/// The sending side (one per queue).
-pub struct Sender {
-    shared: Arc<Shared>,
-}
-
-/// The receiving side (one per queue).
-pub struct Receiver {
-    shared: Arc<Shared>,
-}
-
-/// A queue of at most `capacity` frames (at least 1).
-pub fn channel(capacity: usize) -> (Sender, Receiver) {
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            frames: VecDeque::new(),
-            waker: None,
-            sender_alive: true,
-            receiver_alive: true,
-        }),
-        capacity: capacity.max(1),
-    });
-    (
-        Sender {
-            shared: shared.clone(),
-        },
-        Receiver { shared },
-    )
-}
-
-impl Sender {
     /// Queues `frame` without waiting, waking the receiver.
     pub fn try_send(&self, frame: ByteString) -> Result<(), TrySendError> {
         let waker = {
-            let mut state = self.shared.lock();
+            let mut state = self.lock();
             if !state.receiver_alive {
                 return Err(TrySendError::Closed(frame));
             }
-            if state.frames.len() >= self.shared.capacity {
+            if state.frames.len() >= self.capacity {
                 return Err(TrySendError::Full(frame));
             }
             state.frames.push_back(frame);
@@ -101,21 +86,19 @@ impl Sender {
 
     /// Frames the queue can still take.
     pub fn capacity(&self) -> usize {
-        self.shared
-            .capacity
-            .saturating_sub(self.shared.lock().frames.len())
+        self.capacity.saturating_sub(self.lock().frames.len())
     }
 
     /// The queue's capacity, in frames.
     pub fn max_capacity(&self) -> usize {
-        self.shared.capacity
+        self.capacity
     }
-}
 
-impl Drop for Sender {
-    fn drop(&mut self) {
+    /// No more frames will be sent: the receiver reads what is queued,
+    /// then its stream ends.
+    pub fn close_sender(&self) {
         let waker = {
-            let mut state = self.shared.lock();
+            let mut state = self.lock();
             state.sender_alive = false;
             state.waker.take()
         };
@@ -125,11 +108,32 @@ impl Drop for Sender {
     }
 }
 
-impl Receiver {
+impl AsRef<FrameQueue> for FrameQueue {
+    fn as_ref(&self) -> &FrameQueue {
+        self
+    }
+}
+
+/// The receiving side of the queue kept in `O` (one per queue): when it
+/// is dropped, sends are refused as closed and queued frames are freed.
+pub struct Receiver<O: AsRef<FrameQueue>> {
+    owner: Arc<O>,
+}
+
+impl<O: AsRef<FrameQueue>> Receiver<O> {
+    /// Reads the queue of `owner`; make one per queue.
+    pub fn new(owner: Arc<O>) -> Self {
+        Receiver { owner }
+    }
+
+    fn queue(&self) -> &FrameQueue {
+        (*self.owner).as_ref()
+    }
+
     /// The next frame; `Pending` (with `cx` woken by the next send) while
-    /// empty; `None` once empty and the sender is gone.
+    /// empty; `None` once empty and the sender has closed.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<ByteString>> {
-        let mut state = self.shared.lock();
+        let mut state = self.queue().lock();
         if let Some(frame) = state.frames.pop_front() {
             if state.frames.is_empty() && state.frames.capacity() > RETAINED_CAPACITY {
                 state.frames = VecDeque::new();
@@ -146,23 +150,23 @@ impl Receiver {
         Poll::Pending
     }
 
-    /// The next frame, waiting for one; `None` once the sender is gone and
-    /// every frame was read.
+    /// The next frame, waiting for one; `None` once the sender has closed
+    /// and every frame was read.
     pub async fn recv(&mut self) -> Option<ByteString> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next frame if one is queued.
     pub fn try_recv(&mut self) -> Option<ByteString> {
-        self.shared.lock().frames.pop_front()
+        self.queue().lock().frames.pop_front()
     }
 }
 
-impl Drop for Receiver {
+impl<O: AsRef<FrameQueue>> Drop for Receiver<O> {
     fn drop(&mut self) {
-        let mut state = self.shared.lock();
+        let mut state = self.queue().lock();
         state.receiver_alive = false;
-        // Nobody will read them: free them now, not with the last handle.
+        // Nobody will read them: free them now, not with the owner.
         state.frames = VecDeque::new();
         state.waker = None;
     }
@@ -173,6 +177,11 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
+
+    fn channel(capacity: usize) -> (Arc<FrameQueue>, Receiver<FrameQueue>) {
+        let queue = Arc::new(FrameQueue::new(capacity));
+        (queue.clone(), Receiver::new(queue))
+    }
 
     struct Count(AtomicUsize);
 
@@ -199,7 +208,7 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_receiver_is_woken_once_per_wait_and_ends_with_the_sender() {
+    fn a_waiting_receiver_is_woken_once_per_wait_and_ends_when_sending_closes() {
         let (tx, mut rx) = channel(8);
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
@@ -212,16 +221,16 @@ mod tests {
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some("a".into())));
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some("b".into())));
         assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
-        drop(tx);
+        tx.close_sender();
         assert_eq!(count.0.load(Ordering::SeqCst), 2, "woken by the close");
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
     }
 
     #[test]
-    fn frames_queued_before_the_sender_went_are_still_read() {
+    fn frames_queued_before_sending_closed_are_still_read() {
         let (tx, mut rx) = channel(2);
         tx.try_send("last".into()).expect("queued");
-        drop(tx);
+        tx.close_sender();
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some("last".into())));
@@ -243,31 +252,26 @@ mod tests {
     #[test]
     fn an_idle_queue_holds_no_buffer_and_a_drained_burst_gives_its_back() {
         let (tx, mut rx) = channel(1000);
-        assert_eq!(
-            tx.shared.lock().frames.capacity(),
-            0,
-            "nothing before a frame"
-        );
+        assert_eq!(tx.lock().frames.capacity(), 0, "nothing before a frame");
         for _ in 0..500 {
             tx.try_send("x".into()).expect("queued");
         }
-        assert!(tx.shared.lock().frames.capacity() >= 500);
+        assert!(tx.lock().frames.capacity() >= 500);
         while rx.try_recv().is_some() {}
         // try_recv leaves the buffer; the transport's poll_recv frees it.
         tx.try_send("y".into()).expect("queued");
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some("y".into())));
-        assert_eq!(tx.shared.lock().frames.capacity(), 0);
+        assert_eq!(tx.lock().frames.capacity(), 0);
         // A small queue keeps its buffer: no allocation per frame.
         tx.try_send("z".into()).expect("queued");
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some("z".into())));
-        assert!(tx.shared.lock().frames.capacity() > 0);
+        assert!(tx.lock().frames.capacity() > 0);
     }
 
     #[test]
     fn senders_on_other_threads_lose_nothing() {
         let (tx, mut rx) = channel(100_000);
-        let tx = Arc::new(tx);
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let tx = tx.clone();

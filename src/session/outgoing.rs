@@ -7,6 +7,7 @@
 //! when the session's task is woken for new frames changes.
 
 use super::pacer::{PacedWaker, Pacer};
+use crate::hub::connection::Connection;
 use crate::hub::frame_queue;
 use bytestring::ByteString;
 use futures_util::Stream;
@@ -16,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 
 /// Frames from the connection's bounded queue, in order.
 pub struct Outgoing {
-    queue: frame_queue::Receiver,
+    queue: frame_queue::Receiver<Connection>,
     /// Holds the session task's waker; `waker` is this as a `Waker`.
     paced: Arc<PacedWaker>,
     waker: Waker,
@@ -24,7 +25,7 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// Reads `queue`, woken through this worker's pacer.
-    pub fn paced(queue: frame_queue::Receiver) -> Self {
+    pub fn paced(queue: frame_queue::Receiver<Connection>) -> Self {
         let paced = PacedWaker::new(Pacer::current());
         let waker = Waker::from(paced.clone());
         Outgoing {
@@ -48,6 +49,8 @@ impl Stream for Outgoing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::connection::Delivery;
+    use crate::hub::frame_queue::FrameQueue;
     use futures_util::StreamExt;
 
     #[tokio::test]
@@ -55,8 +58,8 @@ mod tests {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async {
-                let (tx, rx) = frame_queue::channel(8);
-                let mut outgoing = Outgoing::paced(rx);
+                let (connection, receiver) = Connection::new("1.1".into(), "app".into(), 8);
+                let mut outgoing = Outgoing::paced(receiver.outgoing);
                 let reader = tokio::task::spawn_local(async move {
                     let mut got = Vec::new();
                     while let Some(frame) = outgoing.next().await {
@@ -65,11 +68,11 @@ mod tests {
                     got
                 });
                 for frame in ["a", "b", "c"] {
-                    tx.try_send(frame.into()).expect("room");
+                    assert_eq!(connection.send(frame.into()), Delivery::Queued);
                     tokio::task::yield_now().await;
                 }
-                tx.try_send("d".into()).expect("room");
-                drop(tx);
+                assert_eq!(connection.send("d".into()), Delivery::Queued);
+                AsRef::<FrameQueue>::as_ref(&*connection).close_sender();
                 let got = reader.await.expect("reader");
                 assert_eq!(got, ["a", "b", "c", "d"].map(ByteString::from));
             })
