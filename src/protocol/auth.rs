@@ -191,12 +191,10 @@ pub fn query_params(raw_query: &str) -> Vec<QueryParam<'_>> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = match decode(name) {
-                Cow::Borrowed(name) if !name.bytes().any(|b| b.is_ascii_uppercase()) => {
-                    Cow::Borrowed(name)
-                }
-                name => Cow::Owned(name.to_ascii_lowercase()),
-            };
+            let mut name = decode(name);
+            if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                name.to_mut().make_ascii_lowercase();
+            }
             QueryParam {
                 name,
                 raw,
