@@ -23,31 +23,27 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// A body that arrives in one chunk (most: the SDKs send small ones) is
 /// kept as it came, without a copy.
 pub(crate) async fn read_body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
-    let mut len = 0usize;
+    // `only` holds the body while it is one chunk; `joined` once it is more.
+    let mut only: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("cannot read body: {e}")))?;
-        len += chunk.len();
-        if len > limit {
+        let held = only.as_ref().map_or(joined.len(), Bytes::len);
+        if held + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge(format!(
                 "request body is larger than {limit} bytes"
             )));
         }
-        match first.take() {
-            None if rest.is_empty() => first = Some(chunk),
-            held => {
-                if let Some(held) = held {
-                    rest.extend_from_slice(&held);
-                }
-                rest.extend_from_slice(&chunk);
-            }
+        if only.is_none() && joined.is_empty() {
+            only = Some(chunk);
+            continue;
         }
+        if let Some(first) = only.take() {
+            joined.extend_from_slice(&first);
+        }
+        joined.extend_from_slice(&chunk);
     }
-    Ok(match first {
-        Some(only) => only,
-        None => rest.freeze(),
-    })
+    Ok(only.unwrap_or_else(|| joined.freeze()))
 }
 
 /// An API request that passed admission: its app, and the body exactly as
