@@ -455,8 +455,7 @@ impl Server {
         };
         let mut server = HttpServer::new(move || {
             let hub = app_hub.clone();
-            // One counter vector (one Arc), not the whole `Metrics` (dozens
-            // of handles, each an atomic increment to clone) per request.
+            // The one metric the middleware records.
             let http_requests = hub.metrics().http_requests.clone();
             App::new()
                 .app_data(web::Data::new(hub.clone()))
