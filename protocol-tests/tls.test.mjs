@@ -78,7 +78,7 @@ function install(from, to) {
  * (cert, key, port...). Resolves {child, port, tlsPort, log} once /ready answers
  * 200, over https with the test CA when the TLS port is server.port.
  */
-async function startTls(tlsOptions, serverOptions = '') {
+async function startTls(tlsOptions, serverOptions = '', extraTables = '') {
   const port = await freePort();
   const tlsPort = tlsOptions.port === 'second' ? await freePort() : port;
   const lines = Object.entries({ ...tlsOptions, port: tlsPort === port ? undefined : tlsPort })
@@ -87,7 +87,7 @@ async function startTls(tlsOptions, serverOptions = '') {
   const config = path.join(dir, `config-${port}.toml`);
   fs.writeFileSync(
     config,
-    `[server]\nhost = "127.0.0.1"\nport = ${port}\nshutdown_grace = 1\n${serverOptions}\n[server.tls]\n${lines.join('\n')}\n\n${fixtureApps()}`,
+    `[server]\nhost = "127.0.0.1"\nport = ${port}\nshutdown_grace = 1\n${serverOptions}\n[server.tls]\n${lines.join('\n')}\n\n${extraTables}\n${fixtureApps()}`,
   );
   const child = children.track(spawn(BIN, ['--config', config], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] }));
   const log = captureOutput(child);
@@ -117,6 +117,23 @@ function httpsGet(port, urlPath) {
     });
     req.on('error', reject);
     req.setTimeout(3000, () => req.destroy(new Error('https request timed out')));
+  });
+}
+
+/** POST `body` as JSON over https trusting the test CA: {status, headers}. */
+function httpsPostJson(port, urlPath, body) {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = https.request(
+      { host: HOST, port, path: urlPath, method: 'POST', ca, agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers }));
+      },
+    );
+    req.on('error', reject);
+    req.setTimeout(3000, () => req.destroy(new Error('https request timed out')));
+    req.end(data);
   });
 }
 
@@ -251,6 +268,32 @@ test('[server.tls] port: TLS on a second port while server.port stays plain (a h
     assert.equal((await httpsGet(server.tlsPort, '/ready')).status, 200);
     assert.equal(await servedSerial(server.tlsPort), '3003');
     await assert.rejects(servedSerial(server.port), 'server.port serves TLS too');
+  } finally {
+    await stopChild(server.child, 'SIGTERM');
+  }
+});
+
+// The listener's scheme decides what depends on TLS: the console's login
+// cookie is `Secure` over https only (a browser would not send a Secure
+// cookie back over plain http).
+test('the console login cookie is Secure over TLS and not on the plain port', T, async () => {
+  const certs = issue('cookie', '3004');
+  const server = await startTls({ cert: certs.cert, key: certs.key, port: 'second' }, '', '[console]\nenabled = true\n');
+  try {
+    const login = { app_id: 'app-id', secret: 'app-secret' };
+    const overTls = await httpsPostJson(server.tlsPort, '/console/api/login', login);
+    assert.equal(overTls.status, 200);
+    const tlsCookie = String(overTls.headers['set-cookie']);
+    assert.match(tlsCookie, /;\s*Secure/i, `cookie over TLS: ${tlsCookie}`);
+    const plain = await fetch(`http://${HOST}:${server.port}/console/api/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(login),
+    });
+    assert.equal(plain.status, 200);
+    const plainCookie = plain.headers.get('set-cookie') ?? '';
+    assert.ok(plainCookie.length > 0, 'a cookie on the plain port too');
+    assert.doesNotMatch(plainCookie, /;\s*Secure/i, `cookie over plain http: ${plainCookie}`);
   } finally {
     await stopChild(server.child, 'SIGTERM');
   }

@@ -75,7 +75,31 @@ async function expectErrorThenClose(c, code) {
  * payload; masked as a client must), for what `ws` will not send:
  * fragments, invalid UTF-8. Resolves once connection_established arrived.
  */
-async function rawFrames(t) {
+/** A masked client frame (RFC 6455 §5.2), as a client must send it. */
+function encodeFrame(fin, opcode, payload) {
+  const mask = Buffer.from([1, 2, 3, 4]);
+  let header;
+  if (payload.length < 126) {
+    header = Buffer.from([(fin ? 0x80 : 0) | opcode, 0x80 | payload.length]);
+  } else if (payload.length < 65536) {
+    header = Buffer.alloc(4);
+    header[0] = (fin ? 0x80 : 0) | opcode;
+    header[1] = 0x80 | 126;
+    header.writeUInt16BE(payload.length, 2);
+  } else {
+    header = Buffer.alloc(10);
+    header[0] = (fin ? 0x80 : 0) | opcode;
+    header[1] = 0x80 | 127;
+    header.writeBigUInt64BE(BigInt(payload.length), 2);
+  }
+  const masked = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]));
+  return Buffer.concat([header, mask, masked]);
+}
+
+/** `early`: bytes sent in the same write as the handshake (frames a client
+ * sends before it has read the 101); `key`: the app key in the path; with
+ * `established` false, resolves without waiting for connection_established. */
+async function rawFrames(t, early = Buffer.alloc(0), key = APPS.main.key, established = true) {
   const sock = net.connect(PORT, HOST);
   t.after(() => sock.destroy());
   const c = { frames: [], closeCode: null, waiters: [] };
@@ -116,25 +140,7 @@ async function rawFrames(t) {
       }
     }
   });
-  c.frame = (fin, opcode, payload) => {
-    const mask = Buffer.from([1, 2, 3, 4]);
-    let header;
-    if (payload.length < 126) {
-      header = Buffer.from([(fin ? 0x80 : 0) | opcode, 0x80 | payload.length]);
-    } else if (payload.length < 65536) {
-      header = Buffer.alloc(4);
-      header[0] = (fin ? 0x80 : 0) | opcode;
-      header[1] = 0x80 | 126;
-      header.writeUInt16BE(payload.length, 2);
-    } else {
-      header = Buffer.alloc(10);
-      header[0] = (fin ? 0x80 : 0) | opcode;
-      header[1] = 0x80 | 127;
-      header.writeBigUInt64BE(BigInt(payload.length), 2);
-    }
-    const masked = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]));
-    sock.write(Buffer.concat([header, mask, masked]));
-  };
+  c.frame = (fin, opcode, payload) => sock.write(encodeFrame(fin, opcode, payload));
   /** Writes bytes as they are (a frame header alone, say). */
   c.write = (bytes) => sock.write(bytes);
   /** The first frame (already received or coming) that `match` accepts. */
@@ -154,11 +160,16 @@ async function rawFrames(t) {
     );
   };
   sock.write(
-    `GET /app/${APPS.main.key}?${DEFAULT_QUERY} HTTP/1.1\r\nHost: ${HOST}:${PORT}\r\n` +
-      'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
-      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    Buffer.concat([
+      Buffer.from(
+        `GET /app/${key}?${DEFAULT_QUERY} HTTP/1.1\r\nHost: ${HOST}:${PORT}\r\n` +
+          'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      ),
+      early,
+    ]),
   );
-  await c.next((f) => f.event === 'pusher:connection_established');
+  if (established) await c.next((f) => f.event === 'pusher:connection_established');
   return c;
 }
 
@@ -343,6 +354,60 @@ describe('connection_established and keep-alive', () => {
 });
 
 // ---------------------------------------------------------------------------
+describe('the upgraded socket', () => {
+  // A client may send frames right behind its handshake, before it has read
+  // the 101: they arrive in the same read as the request head and must
+  // reach the session in order, not be lost with the HTTP layer's buffer.
+  test('frames sent in the same write as the handshake are read, in order', T, async (t) => {
+    const ping = Buffer.from(JSON.stringify({ event: 'pusher:ping', data: {} }));
+    const channel = uniqueChannel('early');
+    const subscribe = Buffer.from(JSON.stringify({ event: 'pusher:subscribe', data: { channel } }));
+    const c = await rawFrames(t, Buffer.concat([encodeFrame(true, 1, ping), encodeFrame(true, 1, subscribe)]));
+    await c.next((f) => f.event === 'pusher:pong');
+    await c.next((f) => f.event === 'pusher_internal:subscription_succeeded' && f.channel === channel);
+    const established = c.frames.findIndex((f) => f.event === 'pusher:connection_established');
+    const pong = c.frames.findIndex((f) => f.event === 'pusher:pong');
+    assert.ok(established < pong, 'connection_established comes first');
+    const res = await sdk.trigger(channel, 'after-early', { n: 1 });
+    assert.equal(res.status, 200);
+    const got = await c.next((f) => f.event === 'after-early' && f.channel === channel);
+    assert.deepEqual(parseData(got.data), { n: 1 });
+  });
+
+  // A WebSocket upgrade on a plain HTTP route (/ready) is answered as that
+  // route answers, then the connection is closed (it cannot go back to
+  // serving HTTP requests): it is never left hanging.
+  test('a WebSocket upgrade on an HTTP route gets the route\'s answer, then the connection closes', T, async (t) => {
+    const sock = net.connect(PORT, HOST);
+    t.after(() => sock.destroy());
+    let text = '';
+    sock.on('data', (d) => (text += d.toString()));
+    const closed = new Promise((resolve) => sock.on('close', resolve));
+    sock.on('error', () => {});
+    sock.write(
+      `GET /ready HTTP/1.1\r\nHost: ${HOST}:${PORT}\r\n` +
+        'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    await withTimeout(closed, 5000, 'the connection was left open');
+    assert.match(text, /^HTTP\/1\.1 200/);
+    assert.match(text, /\r\nconnection: close\r\n/i);
+    assert.match(text, /\r\n\r\n\{"status":"ready"\}$/, 'the whole body, once');
+  });
+
+  // The session's last frames (pusher:error, then the close frame) must
+  // reach the client even when it keeps sending: closing a socket with
+  // unread input would reset it and drop them.
+  test('a client still sending when it is refused reads the error and the close code', T, async (t) => {
+    const ping = encodeFrame(true, 1, Buffer.from(JSON.stringify({ event: 'pusher:ping', data: {} })));
+    const pings = Buffer.concat(Array.from({ length: 200 }, () => ping));
+    const c = await rawFrames(t, pings, 'no-such-key', false);
+    const err = await c.next((f) => f.event === 'pusher:error');
+    assert.equal(parseData(err.data).code, 4001);
+    assert.equal(await withTimeout(c.closed, 5000, 'no close'), 4001, 'the close frame with 4001 was read');
+  });
+});
+
 describe('malformed frames', () => {
   const longName = 'x'.repeat(165);
   const cases = [

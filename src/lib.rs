@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod notify;
 pub mod protocol;
 pub mod pushi_api;
+pub mod serve;
 pub mod server;
 pub mod session;
 pub mod sse;

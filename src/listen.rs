@@ -38,7 +38,9 @@ pub enum ListenError {
     },
 }
 
-/// What one listening socket serves.
+/// What one listening socket serves. `serve.rs` also puts it in each
+/// connection's data (`HttpRequest::conn_data`), for what depends on it
+/// (the console's login cookie is `Secure` over TLS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     /// Plain HTTP and WebSocket (`http://`, `ws://`).

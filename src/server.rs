@@ -41,6 +41,7 @@ use crate::notify::web::WebSender;
 use crate::notify::{Notifier, Senders};
 use crate::protocol::error::ErrorCode;
 use crate::pushi_api::{self, PushiApi};
+use crate::serve;
 use crate::session::{SessionSettings, TransportSettings};
 use crate::sse;
 use crate::store::archive::HistoryArchive;
@@ -56,7 +57,7 @@ use crate::xhr;
 use crate::xhr::relay::{NoRelay, XhrRelay};
 use actix_web::dev::Service;
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -453,7 +454,7 @@ impl Server {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let mut server = HttpServer::new(move || {
+        let factory = move || {
             let hub = app_hub.clone();
             // The one metric the middleware records.
             let http_requests = hub.metrics().http_requests.clone();
@@ -517,8 +518,8 @@ impl Server {
                 .configure(|cfg| pushi_api::configure(cfg, pushi_api.clone()))
                 .configure(|cfg| crate::console::configure(cfg, console.clone()))
                 .default_service(web::to(http::not_found))
-        })
-        .on_connect(move |io, data| {
+        };
+        let on_connect: serve::OnConnect = Arc::new(move |io, data| {
             if !half_open.on_connect(io, data) {
                 return;
             }
@@ -533,51 +534,38 @@ impl Server {
             if let Some(watch) = watch {
                 data.insert(watch);
             }
-        })
-        // Slowloris: a connection must send its request head in time
-        // (actix answers 408 and closes; zero turns the limit off).
-        .client_request_timeout(self.config.limits.request_header_timeout())
-        .max_connections(self.config.limits.max_connections_per_worker)
-        // Idle between requests; then the next head has the header timeout
-        // too (abuse/next_head.rs), which actix does not enforce itself.
-        .keep_alive(crate::abuse::next_head::KEEP_ALIVE)
-        .disable_signals()
-        .shutdown_timeout(server_config.shutdown_grace)
-        // Frames must leave at once, not wait for the client's ACK of the
-        // previous ones (Nagle): a real-time server always sets TCP_NODELAY.
-        .tcp_nodelay(true)
-        // A client that closes its side has gone (no HTTP/1.1 client
-        // half-closes and waits): end its response at once, so a streamed
-        // session (SSE, xhr_streaming) stops when its client leaves, not at
-        // its next failed write (presence member_removed, webhooks).
-        .h1_allow_half_closed(false)
-        .workers(workers);
-        if let Some((resolver, rustls_config)) = &tls {
+        });
+        let options = serve::Options {
+            workers,
+            max_connections_per_worker: self.config.limits.max_connections_per_worker,
+            // Idle between requests; then the next head has the header
+            // timeout too (abuse/next_head.rs), which actix does not
+            // enforce itself.
+            keep_alive: crate::abuse::next_head::KEEP_ALIVE,
+            // Slowloris: a connection must send its request head in time
+            // (actix answers 408 and closes; zero turns the limit off).
+            request_head_timeout: self.config.limits.request_header_timeout(),
+            shutdown_timeout_secs: server_config.shutdown_grace,
             // A client that opens TCP and never finishes its handshake is
             // dropped after the timeout; handshakes in progress per worker
-            // are capped (the rest wait in the backlog) so a reconnect storm
-            // cannot spend every core on key exchanges.
-            server = server
-                .tls_handshake_timeout(tls_settings.handshake_timeout())
-                .max_connection_rate(tls_settings.max_handshakes);
-            Reloader::new(
-                tls_settings.clone(),
-                resolver.clone(),
-                hub.metrics().clone(),
-            )
-            .start();
-            for (listener, scheme) in listeners {
-                server = match scheme {
-                    Scheme::Tls => server.listen_rustls_0_23(listener, rustls_config.clone())?,
-                    Scheme::Plain => server.listen(listener)?,
-                };
+            // are capped (the rest wait in the backlog) so a reconnect
+            // storm cannot spend every core on key exchanges.
+            tls_handshake_timeout: tls_settings.handshake_timeout(),
+            max_tls_handshakes: tls_settings.max_handshakes,
+        };
+        let rustls_config = match &tls {
+            Some((resolver, rustls_config)) => {
+                Reloader::new(
+                    tls_settings.clone(),
+                    resolver.clone(),
+                    hub.metrics().clone(),
+                )
+                .start();
+                Some(rustls_config.clone())
             }
-        } else {
-            for (listener, _) in listeners {
-                server = server.listen(listener)?;
-            }
-        }
-        let server = server.run();
+            None => None,
+        };
+        let server = serve::server(listeners, rustls_config, &options, factory, on_connect)?;
 
         for app in hub.apps().all() {
             tracing::info!(

@@ -167,7 +167,7 @@ pub async fn current(
 
 /// Whether the request came over TLS (the cookie is then `Secure`).
 fn is_tls(req: &HttpRequest) -> bool {
-    req.app_config().secure()
+    req.conn_data::<crate::listen::Scheme>() == Some(&crate::listen::Scheme::Tls)
 }
 
 #[cfg(test)]

@@ -10,11 +10,17 @@
 //! - [`rejected`]: the short-lived actor that reports a refused handshake.
 //! - [`frame_guard`]: refuses an oversized client frame at its header, before
 //!   its payload is buffered.
+//! - [`upgrade`]: actix-http's upgrade service: an upgrade request goes
+//!   through the app and its connection is then served by [`socket`]
+//!   (bytes in through [`inbound`]), not by the HTTP/1 dispatcher.
 
 pub mod frame_guard;
 pub mod handshake;
+pub mod inbound;
 pub mod rejected;
+pub mod socket;
 pub mod transport;
+pub mod upgrade;
 
 use crate::abuse::ConnectionRate;
 use crate::console::tap::ConsoleEvent;

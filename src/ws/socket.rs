@@ -1,0 +1,381 @@
+//! An upgraded connection's socket, owned by rusher: what the client sends
+//! goes to the request's payload (through [`super::inbound`]), what the
+//! session's context encodes goes to the socket as it came.
+//!
+//! actix-http's HTTP/1 dispatcher would keep serving an upgraded connection
+//! with an 8 KiB read and an 8 KiB write buffer for its whole life (most of
+//! an idle WebSocket's memory) and copy every outgoing frame into the
+//! latter. Here a read lands in the worker thread's scratch buffer and only
+//! the bytes read are kept; outgoing chunks (each holds every frame the
+//! session encoded in one run) are written straight from the session's own
+//! buffers, several in one vectored write.
+//!
+//! Bounds, as the dispatcher's: the session is asked for more only while
+//! less than [`MAX_OUT_BYTES`] wait to be written, and the socket is read
+//! only once the previous read was taken. When the session's output ends,
+//! the socket's write side is shut (FIN) and the connection is kept for up
+//! to [`LINGER`] reading and discarding, so that the client reads the close
+//! frame before the socket goes: closing a socket with unread input sends
+//! a reset, and a reset makes the client's kernel discard what it had not
+//! read yet (RFC 1122 §4.2.2.13), the close code included.
+
+use super::inbound;
+use actix_http::body::{BoxBody, MessageBody};
+use actix_web::web::Bytes;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Largest single read, in bytes (what the dispatcher read at most).
+pub const READ_CHUNK: usize = 8 * 1024;
+
+/// Outgoing bytes held before the session is polled again (actix-http's
+/// default `h1_write_buffer_size`).
+pub const MAX_OUT_BYTES: usize = 32 * 1024;
+
+/// Outgoing chunks written in one vectored write.
+const MAX_OUT_CHUNKS: usize = 32;
+
+/// Outgoing slots kept once written (more are freed when drained).
+const KEPT_OUT_SLOTS: usize = 4;
+
+/// How long a closed connection waits for the client to close its side.
+pub const LINGER: Duration = Duration::from_secs(1);
+
+/// Read/write rounds in one poll before yielding to the worker's other tasks.
+const ROUNDS_PER_POLL: usize = 32;
+
+thread_local! {
+    /// One read buffer per worker thread, shared by its connections: a
+    /// read's bytes are copied out at once, so none keeps a buffer idle.
+    static SCRATCH: RefCell<Box<[u8; READ_CHUNK]>> = RefCell::new(Box::new([0; READ_CHUNK]));
+}
+
+/// Reads what is there into a new `Bytes` (`None` at end of stream).
+fn poll_read_chunk<T: AsyncRead + Unpin>(
+    io: &mut T,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Option<Bytes>>> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut buf = ReadBuf::new(&mut scratch[..]);
+        match Pin::new(io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Ok(None)),
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(Some(Bytes::copy_from_slice(buf.filled())))),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
+/// Reads once into `inbound` if it has room (what the client sent, its
+/// end, or a read error); true if something happened. `inbound` becomes
+/// `None` once the client's side ended or the reader went away.
+pub fn feed<T: AsyncRead + Unpin>(
+    io: &mut T,
+    inbound: &mut Option<inbound::Sender>,
+    cx: &mut Context<'_>,
+) -> bool {
+    let Some(sender) = inbound else {
+        return false;
+    };
+    if sender.reader_gone() {
+        *inbound = None;
+        return false;
+    }
+    if !sender.wants(cx) {
+        return false;
+    }
+    match poll_read_chunk(io, cx) {
+        Poll::Ready(Ok(Some(chunk))) => sender.put(chunk),
+        Poll::Ready(Ok(None)) => {
+            sender.end();
+            *inbound = None;
+        }
+        Poll::Ready(Err(error)) => {
+            sender.fail(error);
+            *inbound = None;
+        }
+        Poll::Pending => return false,
+    }
+    true
+}
+
+/// Discards the client's input until it closes; ready when it has (or
+/// reading failed).
+fn drain<T: AsyncRead + Unpin>(io: &mut T, cx: &mut Context<'_>) -> Poll<()> {
+    loop {
+        match poll_read_chunk(io, cx) {
+            Poll::Ready(Ok(Some(_))) => continue,
+            Poll::Ready(_) => return Poll::Ready(()),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}
+
+/// Where the connection is in its life.
+enum Phase {
+    /// Frames both ways.
+    Open,
+    /// The session's output ended: write what is left, then shut the write side.
+    Closing,
+    /// Write side shut: discard the client's input until it closes or the
+    /// timer fires.
+    Lingering(Pin<Box<tokio::time::Sleep>>),
+}
+
+/// Serves an upgraded socket until the session's output ends and the
+/// client has closed (or [`LINGER`] passed), or the socket fails.
+pub struct Upgraded<T> {
+    io: T,
+    /// `None` once the client's side ended or the reader went away.
+    inbound: Option<inbound::Sender>,
+    body: BoxBody,
+    out: VecDeque<Bytes>,
+    out_bytes: usize,
+    phase: Phase,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
+    /// `head`: the response head already encoded, written first;
+    /// `inbound`: where the client's bytes go (`None`: nowhere, its side
+    /// ended); `body`: the session's output, written as it comes.
+    pub fn new(io: T, head: Bytes, inbound: Option<inbound::Sender>, body: BoxBody) -> Self {
+        let out_bytes = head.len();
+        let mut out = VecDeque::new();
+        if !head.is_empty() {
+            out.push_back(head);
+        }
+        Upgraded {
+            io,
+            inbound,
+            body,
+            out,
+            out_bytes,
+            phase: Phase::Open,
+        }
+    }
+
+    /// Reads once if the payload has room; true if something happened.
+    fn read(&mut self, cx: &mut Context<'_>) -> bool {
+        feed(&mut self.io, &mut self.inbound, cx)
+    }
+
+    /// Takes the session's output while there is room; true if any came.
+    /// An error from the session ends the connection.
+    fn fill(&mut self, cx: &mut Context<'_>) -> Result<bool, ()> {
+        let mut any = false;
+        while matches!(self.phase, Phase::Open)
+            && self.out_bytes < MAX_OUT_BYTES
+            && self.out.len() < MAX_OUT_CHUNKS
+        {
+            match Pin::new(&mut self.body).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    any = true;
+                    if !chunk.is_empty() {
+                        self.out_bytes += chunk.len();
+                        self.out.push_back(chunk);
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::debug!(%error, "session output failed");
+                    return Err(());
+                }
+                Poll::Ready(None) => {
+                    self.phase = Phase::Closing;
+                    return Ok(true);
+                }
+                Poll::Pending => break,
+            }
+        }
+        Ok(any)
+    }
+
+    /// Writes what waits, in one vectored write; true if any was written.
+    fn write(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        if self.out.is_empty() {
+            return Ok(false);
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_OUT_CHUNKS];
+        let count = self.out.len().min(MAX_OUT_CHUNKS);
+        for (slice, chunk) in slices.iter_mut().zip(&self.out) {
+            *slice = IoSlice::new(chunk);
+        }
+        let mut written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(error)) => return Err(error),
+            Poll::Pending => return Ok(false),
+        };
+        self.out_bytes -= written;
+        while written > 0 {
+            let Some(front) = self.out.front_mut() else {
+                break;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                self.out.pop_front();
+            } else {
+                let _ = front.split_to(written);
+                written = 0;
+            }
+        }
+        // A burst's slots are not kept for an idle connection's life.
+        if self.out.is_empty() && self.out.capacity() > KEPT_OUT_SLOTS {
+            self.out = VecDeque::new();
+        }
+        Ok(true)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Future for Upgraded<T> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        for _ in 0..ROUNDS_PER_POLL {
+            if let Phase::Lingering(timer) = &mut this.phase {
+                if drain(&mut this.io, cx).is_ready() || timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                return Poll::Pending;
+            }
+            let read = this.read(cx);
+            let Ok(filled) = this.fill(cx) else {
+                return Poll::Ready(());
+            };
+            let wrote = match this.write(cx) {
+                Ok(wrote) => wrote,
+                Err(error) => {
+                    tracing::debug!(%error, "socket write failed");
+                    return Poll::Ready(());
+                }
+            };
+            if matches!(this.phase, Phase::Closing) && this.out.is_empty() {
+                match Pin::new(&mut this.io).poll_shutdown(cx) {
+                    Poll::Ready(Ok(())) => {
+                        // What the session did not read is not wanted now.
+                        this.inbound = None;
+                        this.phase = Phase::Lingering(Box::pin(tokio::time::sleep(LINGER)));
+                        continue;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if !(read || filled || wrote) {
+                return Poll::Pending;
+            }
+        }
+        // Busy: let the worker's other connections run, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn body_of(chunks: Vec<&'static [u8]>) -> BoxBody {
+        let stream = futures_util::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::convert::Infallible>(Bytes::from_static(c))),
+        );
+        BoxBody::new(actix_http::body::BodyStream::new(stream))
+    }
+
+    #[actix_web::test]
+    async fn head_and_output_are_written_in_order_then_the_socket_is_shut() {
+        let (server, mut client) = tokio::io::duplex(64);
+        let (sender, mut payload) = inbound::channel();
+        sender.put(Bytes::from_static(b"early"));
+        let upgraded = Upgraded::new(
+            server,
+            Bytes::from_static(b"HEAD|"),
+            Some(sender),
+            body_of(vec![b"one|", b"", b"two"]),
+        );
+        let task = actix_web::rt::spawn(upgraded);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"HEAD|one|two");
+        assert_eq!(payload.next().await.unwrap().unwrap(), "early");
+        drop(client);
+        task.await.unwrap();
+    }
+
+    #[actix_web::test]
+    async fn client_bytes_reach_the_payload_one_read_at_a_time_then_its_end() {
+        let (server, mut client) = tokio::io::duplex(64);
+        let (sender, mut payload) = inbound::channel();
+        // A session that never ends its output on its own.
+        let body = BoxBody::new(actix_http::body::BodyStream::new(
+            futures_util::stream::pending::<Result<Bytes, std::convert::Infallible>>(),
+        ));
+        let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), Some(sender), body));
+        client.write_all(b"abc").await.unwrap();
+        assert_eq!(payload.next().await.unwrap().unwrap(), "abc");
+        client.write_all(b"def").await.unwrap();
+        client.shutdown().await.unwrap();
+        assert_eq!(payload.next().await.unwrap().unwrap(), "def");
+        assert!(
+            payload.next().await.is_none(),
+            "the client's end ends the payload"
+        );
+        task.abort();
+    }
+
+    #[actix_web::test]
+    async fn a_client_that_stops_reading_holds_back_the_session_not_memory() {
+        // 16-byte pipe: the socket fills at once.
+        let (server, client) = tokio::io::duplex(16);
+        let (sender, _payload) = inbound::channel();
+        static CHUNK: [u8; 1024] = [b'x'; 1024];
+        let polled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = polled.clone();
+        let stream = futures_util::stream::repeat_with(move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, std::convert::Infallible>(Bytes::from_static(&CHUNK))
+        });
+        let body = BoxBody::new(actix_http::body::BodyStream::new(stream));
+        let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), Some(sender), body));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let taken = polled.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            taken <= MAX_OUT_BYTES / CHUNK.len() + 1,
+            "took {taken} chunks with nothing written"
+        );
+        drop(client);
+        task.await.unwrap();
+    }
+
+    #[actix_web::test]
+    async fn a_client_that_never_closes_is_let_go_after_the_linger() {
+        let (server, mut client) = tokio::io::duplex(64);
+        let (sender, _payload) = inbound::channel();
+        let task = actix_web::rt::spawn(Upgraded::new(
+            server,
+            Bytes::from_static(b"bye"),
+            Some(sender),
+            body_of(vec![]),
+        ));
+        let mut got = [0u8; 3];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"bye");
+        // The client keeps its side open: the server lets go after LINGER.
+        tokio::time::timeout(LINGER * 2, task)
+            .await
+            .expect("let go after the linger")
+            .unwrap();
+        drop(client);
+    }
+}
