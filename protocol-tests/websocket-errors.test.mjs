@@ -395,6 +395,28 @@ describe('the upgraded socket', () => {
     assert.match(text, /\r\n\r\n\{"status":"ready"\}$/, 'the whole body, once');
   });
 
+  // HTTP/1.1 pipelining: a request sent ahead of the upgrade in the same
+  // write is answered first, then the upgrade (RFC 9112 §9.3.2).
+  test('a request pipelined ahead of the upgrade is answered before the 101', T, async (t) => {
+    const sock = net.connect(PORT, HOST);
+    t.after(() => sock.destroy());
+    let text = '';
+    sock.on('data', (d) => (text += d.toString('latin1')));
+    sock.on('error', () => {});
+    sock.write(
+      `GET /ready HTTP/1.1\r\nHost: ${HOST}:${PORT}\r\n\r\n` +
+        `GET /app/${APPS.main.key}?${DEFAULT_QUERY} HTTP/1.1\r\nHost: ${HOST}:${PORT}\r\n` +
+        'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    await waitFor(() => text.includes('pusher:connection_established'), 5000, 50, 'connection_established');
+    const ready = text.indexOf('HTTP/1.1 200');
+    const upgraded = text.indexOf('HTTP/1.1 101');
+    assert.ok(ready === 0, `the 200 comes first: ${JSON.stringify(text.slice(0, 200))}`);
+    assert.ok(upgraded > ready, 'then the 101');
+    assert.ok(text.slice(ready, upgraded).includes('{"status":"ready"}'), 'with its body');
+  });
+
   // The session's last frames (pusher:error, then the close frame) must
   // reach the client even when it keeps sending: closing a socket with
   // unread input would reset it and drop them.

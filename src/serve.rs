@@ -6,8 +6,8 @@
 //! its life, frames written as the session encoded them).
 //!
 //! Everything else is the same: the app instance per worker, keep-alive,
-//! the request-head timeout (408), `on_connect` data, TCP_NODELAY, the
-//! connection caps, graceful shutdown. The listener's scheme is put in
+//! the request-head timeout (408), the 1 s given a closing client,
+//! `on_connect` data, TCP_NODELAY, the connection caps, graceful shutdown. The listener's scheme is put in
 //! each connection's data ([`Scheme`]); the app's `AppConfig` is the
 //! default one (rusher reads nothing from it).
 
@@ -62,6 +62,12 @@ macro_rules! http_service {
             })
             .keep_alive($options.keep_alive)
             .client_request_timeout($options.request_head_timeout)
+            // After the last response of a closing connection, the client
+            // is given this long to close its side (HttpServer's 1 s; the
+            // upgraded socket's linger is the same): closing at once with
+            // its input unread would reset the connection and could drop
+            // the response in the client's kernel.
+            .client_disconnect_timeout(crate::ws::socket::LINGER)
             // A client that closes its side has gone (no HTTP/1.1 client
             // half-closes and waits): end its response at once, so a
             // streamed session (SSE, xhr_streaming) stops when its client

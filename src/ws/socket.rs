@@ -138,6 +138,8 @@ pub struct Upgraded<T> {
     body: BoxBody,
     out: VecDeque<Bytes>,
     out_bytes: usize,
+    /// Written since the last completed flush (TLS keeps records buffered).
+    unflushed: bool,
     phase: Phase,
 }
 
@@ -157,6 +159,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
             body,
             out,
             out_bytes,
+            unflushed: false,
             phase: Phase::Open,
         }
     }
@@ -213,6 +216,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
             Poll::Pending => return Ok(false),
         };
         self.out_bytes -= written;
+        self.unflushed = true;
         while written > 0 {
             let Some(front) = self.out.front_mut() else {
                 break;
@@ -256,6 +260,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Upgraded<T> {
                     return Poll::Ready(());
                 }
             };
+            // TLS keeps what it accepted in its records until flushed: a
+            // frame must not wait there for the session's next write.
+            if this.unflushed {
+                match Pin::new(&mut this.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => this.unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => {}
+                }
+            }
             if matches!(this.phase, Phase::Closing) && this.out.is_empty() {
                 match Pin::new(&mut this.io).poll_shutdown(cx) {
                     Poll::Ready(Ok(())) => {
@@ -311,6 +324,32 @@ mod tests {
         assert_eq!(payload.next().await.unwrap().unwrap(), "early");
         drop(client);
         task.await.unwrap();
+    }
+
+    #[actix_web::test]
+    async fn what_a_buffering_stream_accepted_is_flushed_without_more_output() {
+        // BufWriter holds writes until flushed, as rustls does with records.
+        let (server, mut client) = tokio::io::duplex(4096);
+        let (sender, _payload) = inbound::channel();
+        let first = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+            Bytes::from_static(b"frame"),
+        )]);
+        let body = BoxBody::new(actix_http::body::BodyStream::new(
+            first.chain(futures_util::stream::pending()),
+        ));
+        let task = actix_web::rt::spawn(Upgraded::new(
+            tokio::io::BufWriter::new(server),
+            Bytes::new(),
+            Some(sender),
+            body,
+        ));
+        let mut got = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(2), client.read_exact(&mut got))
+            .await
+            .expect("the frame was flushed")
+            .unwrap();
+        assert_eq!(&got, b"frame");
+        task.abort();
     }
 
     #[actix_web::test]

@@ -136,6 +136,7 @@ where
         mut io,
         mut codec,
         read_buf,
+        write_buf,
         ..
     } = framed.into_parts();
     let head_only = req.head().method == Method::HEAD;
@@ -173,9 +174,12 @@ where
     }
     // On an upgrade request the codec sends a streamed body as it is (no
     // chunked encoding) until the connection closes, a sized one as is.
+    let size = body.size();
+    // A HEAD answer's head says what GET's would; no body follows.
     let body = if head_only { BoxBody::new(()) } else { body };
-    let mut encoded = BytesMut::new();
-    if let Err(error) = codec.encode(Message::Item((head, body.size())), &mut encoded) {
+    // Responses to requests pipelined before this one, not yet written.
+    let mut encoded: BytesMut = write_buf;
+    if let Err(error) = codec.encode(Message::Item((head, size)), &mut encoded) {
         tracing::debug!(%error, "cannot encode the response head");
         return None;
     }
