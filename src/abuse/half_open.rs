@@ -4,7 +4,7 @@
 //! actix-web has a request header timeout (`client_request_timeout`, set
 //! from `limits.request_header_timeout_ms`: 408 and close) and a cap on all
 //! connections per worker (`max_connections`), but no cap on connections
-//! still sending their head. This module adds one: `HttpServer::on_connect`
+//! still sending their head. This module adds one: the server's `on_connect`
 //! runs for every accepted TCP connection before actix reads a byte; the
 //! gate counts it there and, over `max_half_open` (this node) or
 //! `max_half_open_per_ip` (one peer address), shuts the socket down at once
@@ -84,7 +84,7 @@ impl HalfOpenGate {
         })
     }
 
-    /// For `HttpServer::on_connect`: counts the accepted connection `io`
+    /// For the server's `on_connect` (`serve::OnConnect`): counts the accepted connection `io`
     /// (plain TCP, or TCP under TLS once its handshake is done), or shuts it
     /// down when a cap is reached. Returns whether the connection is served.
     pub fn on_connect(self: &Arc<Self>, io: &dyn Any, data: &mut Extensions) -> bool {
