@@ -56,20 +56,29 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8; READ_CHUNK]>> = RefCell::new(Box::new([0; READ_CHUNK]));
 }
 
+/// Reads what is there into the worker's scratch buffer and gives `take`
+/// the bytes read (empty at end of stream).
+fn poll_read_scratch<T: AsyncRead + Unpin, R>(
+    io: &mut T,
+    cx: &mut Context<'_>,
+    take: impl FnOnce(&[u8]) -> R,
+) -> Poll<io::Result<R>> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut buf = ReadBuf::new(&mut scratch[..]);
+        Pin::new(io)
+            .poll_read(cx, &mut buf)
+            .map_ok(|()| take(buf.filled()))
+    })
+}
+
 /// Reads what is there into a new `Bytes` (`None` at end of stream).
 fn poll_read_chunk<T: AsyncRead + Unpin>(
     io: &mut T,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<Option<Bytes>>> {
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        let mut buf = ReadBuf::new(&mut scratch[..]);
-        match Pin::new(io).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Ok(None)),
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(Some(Bytes::copy_from_slice(buf.filled())))),
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => Poll::Pending,
-        }
+    poll_read_scratch(io, cx, |read| {
+        (!read.is_empty()).then(|| Bytes::copy_from_slice(read))
     })
 }
 
@@ -106,12 +115,12 @@ pub fn feed<T: AsyncRead + Unpin>(
     true
 }
 
-/// Discards the client's input until it closes; ready when it has (or
-/// reading failed).
+/// Discards the client's input (never copied out of the scratch buffer)
+/// until it closes; ready when it has, or reading failed.
 fn drain<T: AsyncRead + Unpin>(io: &mut T, cx: &mut Context<'_>) -> Poll<()> {
     loop {
-        match poll_read_chunk(io, cx) {
-            Poll::Ready(Ok(Some(_))) => continue,
+        match poll_read_scratch(io, cx, |read| read.is_empty()) {
+            Poll::Ready(Ok(false)) => continue,
             Poll::Ready(_) => return Poll::Ready(()),
             Poll::Pending => return Poll::Pending,
         }
@@ -162,11 +171,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
             unflushed: false,
             phase: Phase::Open,
         }
-    }
-
-    /// Reads once if the payload has room; true if something happened.
-    fn read(&mut self, cx: &mut Context<'_>) -> bool {
-        feed(&mut self.io, &mut self.inbound, cx)
     }
 
     /// Takes the session's output while there is room; true if any came.
@@ -249,7 +253,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Upgraded<T> {
                 }
                 return Poll::Pending;
             }
-            let read = this.read(cx);
+            let read = feed(&mut this.io, &mut this.inbound, cx);
             let Ok(filled) = this.fill(cx) else {
                 return Poll::Ready(());
             };
@@ -297,13 +301,17 @@ mod tests {
     use futures_util::StreamExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn body_of(chunks: Vec<&'static [u8]>) -> BoxBody {
-        let stream = futures_util::stream::iter(
-            chunks
-                .into_iter()
-                .map(|c| Ok::<_, std::convert::Infallible>(Bytes::from_static(c))),
-        );
+    type Chunk = Result<Bytes, std::convert::Infallible>;
+
+    /// A session's output: `stream`'s chunks.
+    fn streamed(stream: impl futures_util::Stream<Item = Chunk> + 'static) -> BoxBody {
         BoxBody::new(actix_http::body::BodyStream::new(stream))
+    }
+
+    fn body_of(chunks: Vec<&'static [u8]>) -> BoxBody {
+        streamed(futures_util::stream::iter(
+            chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
+        ))
     }
 
     #[actix_web::test]
@@ -331,12 +339,8 @@ mod tests {
         // BufWriter holds writes until flushed, as rustls does with records.
         let (server, mut client) = tokio::io::duplex(4096);
         let (sender, _payload) = inbound::channel();
-        let first = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
-            Bytes::from_static(b"frame"),
-        )]);
-        let body = BoxBody::new(actix_http::body::BodyStream::new(
-            first.chain(futures_util::stream::pending()),
-        ));
+        let first = futures_util::stream::iter([Ok(Bytes::from_static(b"frame"))]);
+        let body = streamed(first.chain(futures_util::stream::pending()));
         let task = actix_web::rt::spawn(Upgraded::new(
             tokio::io::BufWriter::new(server),
             Bytes::new(),
@@ -357,9 +361,7 @@ mod tests {
         let (server, mut client) = tokio::io::duplex(64);
         let (sender, mut payload) = inbound::channel();
         // A session that never ends its output on its own.
-        let body = BoxBody::new(actix_http::body::BodyStream::new(
-            futures_util::stream::pending::<Result<Bytes, std::convert::Infallible>>(),
-        ));
+        let body = streamed(futures_util::stream::pending());
         let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), Some(sender), body));
         client.write_all(b"abc").await.unwrap();
         assert_eq!(payload.next().await.unwrap().unwrap(), "abc");
@@ -383,9 +385,9 @@ mod tests {
         let count = polled.clone();
         let stream = futures_util::stream::repeat_with(move || {
             count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok::<_, std::convert::Infallible>(Bytes::from_static(&CHUNK))
+            Ok(Bytes::from_static(&CHUNK))
         });
-        let body = BoxBody::new(actix_http::body::BodyStream::new(stream));
+        let body = streamed(stream);
         let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), Some(sender), body));
         tokio::time::sleep(Duration::from_millis(50)).await;
         let taken = polled.load(std::sync::atomic::Ordering::Relaxed);
