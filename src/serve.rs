@@ -7,9 +7,9 @@
 //!
 //! Everything else is the same: the app instance per worker, keep-alive,
 //! the request-head timeout (408), the 1 s given a closing client,
-//! `on_connect` data, TCP_NODELAY, the connection caps, graceful shutdown. The listener's scheme is put in
-//! each connection's data ([`Scheme`]); the app's `AppConfig` is the
-//! default one (rusher reads nothing from it).
+//! `on_connect` data, TCP_NODELAY, the connection caps, graceful shutdown.
+//! The listener's scheme is put in each connection's data ([`Scheme`]);
+//! the app's `AppConfig` is the default one (rusher reads nothing from it).
 
 use crate::listen::Scheme;
 use crate::ws::upgrade::Upgrade;
@@ -24,8 +24,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How the server runs; each field is the `HttpServer` setting of the
-/// same name.
+/// How the server runs (what rusher set on actix-web's `HttpServer`).
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Worker threads (each runs an app instance and its connections).
@@ -39,9 +38,10 @@ pub struct Options {
     pub request_head_timeout: Duration,
     /// Seconds open connections are given to finish when the server stops.
     pub shutdown_timeout_secs: u64,
-    /// With TLS: time allowed for a handshake, and handshakes in progress
-    /// per worker (the rest wait in the backlog).
+    /// With TLS: time allowed for a handshake.
     pub tls_handshake_timeout: Duration,
+    /// With TLS: handshakes in progress per worker (the rest wait in the
+    /// backlog).
     pub max_tls_handshakes: usize,
 }
 
@@ -100,7 +100,8 @@ macro_rules! http_service {
 /// config), with `factory` building one app per worker (two: the upgrade
 /// service has its own). Signals are left to the caller.
 ///
-/// Errors: a listener actix-server cannot register.
+/// Errors: a listener actix-server cannot register, or a TLS listener
+/// without `tls`.
 pub fn server<F, I, S, B>(
     listeners: Vec<(TcpListener, Scheme)>,
     tls: Option<actix_tls::accept::rustls_0_23::reexports::ServerConfig>,
@@ -141,7 +142,12 @@ where
                 http_service!(options, addr, Scheme::Tls, factory, on_connect, shutdown)
                     .rustls_0_23_with_config(tls.clone(), handshake)
             })?,
-            _ => builder.listen(name, listener, move || {
+            (Scheme::Tls, None) => {
+                return Err(std::io::Error::other(format!(
+                    "{addr} is a TLS listener but no TLS config was given"
+                )))
+            }
+            (Scheme::Plain, _) => builder.listen(name, listener, move || {
                 http_service!(options, addr, Scheme::Plain, factory, on_connect, shutdown).tcp()
             })?,
         };

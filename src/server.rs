@@ -553,18 +553,15 @@ impl Server {
             tls_handshake_timeout: tls_settings.handshake_timeout(),
             max_tls_handshakes: tls_settings.max_handshakes,
         };
-        let rustls_config = match &tls {
-            Some((resolver, rustls_config)) => {
-                Reloader::new(
-                    tls_settings.clone(),
-                    resolver.clone(),
-                    hub.metrics().clone(),
-                )
-                .start();
-                Some(rustls_config.clone())
-            }
-            None => None,
-        };
+        if let Some((resolver, _)) = &tls {
+            Reloader::new(
+                tls_settings.clone(),
+                resolver.clone(),
+                hub.metrics().clone(),
+            )
+            .start();
+        }
+        let rustls_config = tls.map(|(_, rustls_config)| rustls_config);
         let server = serve::server(listeners, rustls_config, &options, factory, on_connect)?;
 
         for app in hub.apps().all() {

@@ -1,7 +1,8 @@
-//! actix-http's upgrade service: every request that asks for a protocol
-//! upgrade (`Connection: upgrade` with `Upgrade:`, RFC 9110 §7.8) arrives
-//! here with its connection, instead of being answered by the HTTP/1
-//! dispatcher.
+//! actix-http's upgrade service: a request asking for a WebSocket
+//! (`Connection: upgrade` with `Upgrade: websocket`, RFC 6455 §4.1; actix-http
+//! also sends CONNECT here) arrives with its connection, instead of being
+//! answered by the HTTP/1 dispatcher. Other upgrades (`h2c`, ...) stay with
+//! the dispatcher, which answers them as plain requests.
 //!
 //! The request still goes through the whole app (routes, middleware,
 //! metrics, the WebSocket admission in [`super`]), with a payload read from
