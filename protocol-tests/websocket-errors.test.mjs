@@ -417,6 +417,32 @@ describe('the upgraded socket', () => {
     assert.ok(text.slice(ready, upgraded).includes('{"status":"ready"}'), 'with its body');
   });
 
+  // actix-http hands a connection over only for `Upgrade: websocket`
+  // exactly and no chunked body; the handshake check alone would take
+  // `websocket, x` or a chunked request. Those get a 400 and a plain HTTP
+  // connection, never a 101 with no session behind it.
+  for (const [name, headers] of [
+    ['an Upgrade listing more than websocket', 'Upgrade: websocket, x-other\r\nConnection: Upgrade\r\n'],
+    ['a chunked body', 'Upgrade: websocket\r\nConnection: Upgrade\r\nTransfer-Encoding: chunked\r\n'],
+  ]) {
+    test(`a handshake with ${name} is refused with 400, not left without a session`, T, async (t) => {
+      const sock = net.connect(PORT, HOST);
+      t.after(() => sock.destroy());
+      let text = '';
+      sock.on('data', (d) => (text += d.toString('latin1')));
+      sock.on('error', () => {});
+      sock.write(
+        `GET /app/${APPS.main.key}?${DEFAULT_QUERY} HTTP/1.1\r\nHost: ${HOST}:${PORT}\r\n` +
+          headers +
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n' +
+          (headers.includes('chunked') ? '0\r\n\r\n' : ''),
+      );
+      await waitFor(() => /\r\n\r\n/.test(text), 5000, 50, 'an answer');
+      assert.match(text, /^HTTP\/1\.1 400/, JSON.stringify(text.slice(0, 120)));
+      assert.doesNotMatch(text, /connection_established/);
+    });
+  }
+
   // The session's last frames (pusher:error, then the close frame) must
   // reach the client even when it keeps sending: closing a socket with
   // unread input would reset it and drop them.

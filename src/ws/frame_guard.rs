@@ -11,14 +11,6 @@
 //! frame of `max_frame_bytes` is ever buffered. The transport then answers
 //! as for any frame too large: `pusher:error` and close 1009.
 
-use actix_web::error::PayloadError;
-use actix_web::web::Bytes;
-use futures_util::Stream;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
 /// Longest frame header: 2 + 8 (64-bit length) + 4 (mask key).
 const MAX_HEADER: usize = 14;
 
@@ -130,60 +122,6 @@ impl FrameSizes {
     }
 }
 
-/// The client's byte stream, cut at the first oversized frame header: the
-/// bytes before it pass, then an error ends the stream and `tripped` is set
-/// (the transport reads it to answer with 1009 instead of 1002).
-pub struct Guarded<S> {
-    inner: S,
-    sizes: FrameSizes,
-    tripped: Arc<AtomicBool>,
-    /// The error is due on the next poll (the bytes before it went first).
-    failing: bool,
-}
-
-impl<S> Guarded<S> {
-    pub fn new(inner: S, max_frame_bytes: usize, tripped: Arc<AtomicBool>) -> Self {
-        Guarded {
-            inner,
-            sizes: FrameSizes::new(max_frame_bytes),
-            tripped,
-            failing: false,
-        }
-    }
-}
-
-impl<S> Stream for Guarded<S>
-where
-    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
-{
-    type Item = Result<Bytes, PayloadError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.failing {
-            self.failing = false;
-            return Poll::Ready(Some(Err(PayloadError::Overflow)));
-        }
-        if self.tripped.load(Ordering::Relaxed) {
-            return Poll::Ready(None);
-        }
-        let chunk = match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => chunk,
-            other => return other,
-        };
-        match self.sizes.feed(&chunk) {
-            Ok(()) => Poll::Ready(Some(Ok(chunk))),
-            Err(oversize) => {
-                self.tripped.store(true, Ordering::Relaxed);
-                if oversize.at == 0 {
-                    return Poll::Ready(Some(Err(PayloadError::Overflow)));
-                }
-                self.failing = true;
-                Poll::Ready(Some(Ok(chunk.slice(..oversize.at))))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,25 +196,5 @@ mod tests {
                 declared: 5000
             })
         );
-    }
-
-    #[test]
-    fn the_guarded_stream_passes_what_came_before_then_fails() {
-        let tripped = Arc::new(AtomicBool::new(false));
-        let mut chunk = frame(3);
-        let before = chunk.len();
-        chunk.extend(header(1 << 20));
-        let inner = futures_util::stream::iter(vec![Ok(Bytes::from(chunk))]);
-        let mut guarded = Guarded::new(inner, 1024, tripped.clone());
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        let mut next = || Pin::new(&mut guarded).poll_next(&mut cx);
-        assert!(matches!(next(), Poll::Ready(Some(Ok(b))) if b.len() == before));
-        assert!(matches!(
-            next(),
-            Poll::Ready(Some(Err(PayloadError::Overflow)))
-        ));
-        assert!(matches!(next(), Poll::Ready(None)));
-        assert!(tripped.load(Ordering::Relaxed));
     }
 }

@@ -77,6 +77,12 @@ impl Sender {
         wake(&mut slot);
     }
 
+    /// Takes back the chunk put and not read (the request's handler did not
+    /// read the payload: the bytes are the upgraded protocol's).
+    pub fn take_unread(&self) -> Option<Bytes> {
+        self.0.borrow_mut().chunk.take()
+    }
+
     /// The client closed its side: the stream ends after the last chunk.
     pub fn end(&self) {
         let mut slot = self.0.borrow_mut();

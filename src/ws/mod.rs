@@ -2,18 +2,23 @@
 //! pushi.js clients connect to `/{key}` and get the same session speaking
 //! pushi's dialect (see [`crate::protocol::pushi`]).
 //!
-//! This is the only module that knows actix-web-actors.
+//! This is the only module that knows actix-web-actors (its handshake
+//! check and frame types; the actor context is rusher's own).
 //!
 //! - [`handshake`]: pure checks of the URL (key, protocol version).
+//! - [`context`]: the actor context of a WebSocket connection: frames
+//!   encoded straight into the socket's output, client frames read from
+//!   the socket's input.
 //! - [`transport`]: the WebSocket as a session [`Transport`](crate::session::Transport):
 //!   frames out, client frames in.
 //! - [`rejected`]: the short-lived actor that reports a refused handshake.
 //! - [`frame_guard`]: refuses an oversized client frame at its header, before
 //!   its payload is buffered.
 //! - [`upgrade`]: actix-http's upgrade service: an upgrade request goes
-//!   through the app and its connection is then served by [`socket`]
-//!   (bytes in through [`inbound`]), not by the HTTP/1 dispatcher.
+//!   through the app (its payload read through [`inbound`]) and its
+//!   connection is then served by [`socket`], not by the HTTP/1 dispatcher.
 
+pub mod context;
 pub mod frame_guard;
 pub mod handshake;
 pub mod inbound;
@@ -29,7 +34,6 @@ use crate::protocol::error::ErrorCode;
 use crate::protocol::pushi::Dialect;
 use crate::session::{Session, SessionSettings, TransportSettings};
 use actix_web::{guard, web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
 use std::sync::Arc;
 
 /// Registers the WebSocket routes.
@@ -94,8 +98,13 @@ fn start_rejected(
     req: &HttpRequest,
     stream: web::Payload,
 ) -> actix_web::Result<HttpResponse> {
-    ws::start(rejected::Rejected { code }, req, stream)
+    // The client's frames are read (and dropped) until the close.
+    drop(stream);
+    context::start(rejected::Rejected { code }, req, MAX_REJECTED_FRAME)
 }
+
+/// Largest client frame a refused connection reads (it reads none of them).
+const MAX_REJECTED_FRAME: usize = 64 * 1024;
 
 async fn connect(
     req: HttpRequest,
@@ -139,7 +148,7 @@ async fn open(
     } = route;
     // Check the upgrade first: a connection is admitted (and counted) only
     // once the WebSocket handshake is sure to succeed.
-    ws::handshake(&req)?;
+    context::handshake(&req)?;
     // Turned off in [transports]: as if the path did not exist.
     if !transports.ws {
         return refuse(&hub, ErrorCode::PathNotFound, &req, stream);
@@ -169,18 +178,16 @@ async fn open(
         Err(code) => return refuse(&hub, code, &req, stream),
     };
     receiver.connection.set_dialect(dialect);
-    let oversize = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let session = Session::new(
-        transport::WebSocket::new(oversize.clone(), settings.max_frame_bytes),
+        transport::WebSocket::new(settings.max_frame_bytes),
         hub.get_ref().clone(),
         app,
         receiver,
         **settings,
     );
-    let stream = frame_guard::Guarded::new(stream, settings.max_frame_bytes, oversize);
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(settings.max_frame_bytes)
-        .start()
+    // The session reads the client from the socket, not from the payload.
+    drop(stream);
+    context::start(session, &req, settings.max_frame_bytes)
 }
 
 fn refuse(

@@ -72,47 +72,136 @@ fn poll_read_scratch<T: AsyncRead + Unpin, R>(
     })
 }
 
-/// Reads what is there into a new `Bytes` (`None` at end of stream).
-fn poll_read_chunk<T: AsyncRead + Unpin>(
-    io: &mut T,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<Option<Bytes>>> {
-    poll_read_scratch(io, cx, |read| {
-        (!read.is_empty()).then(|| Bytes::copy_from_slice(read))
-    })
+/// What a read of the client's side gave.
+#[derive(Debug)]
+pub enum Read<'a> {
+    /// Bytes the client sent (never empty).
+    Bytes(&'a [u8]),
+    /// The client closed its side.
+    End,
+    /// Reading failed; nothing more comes.
+    Failed(io::Error),
 }
 
-/// Reads once into `inbound` if it has room (what the client sent, its
-/// end, or a read error); true if something happened. `inbound` becomes
-/// `None` once the client's side ended or the reader went away.
+/// Where an upgraded connection's client bytes go.
+pub trait Input {
+    /// Whether a read is wanted now. When not, `cx` is woken once one is
+    /// (never, if nothing more is wanted).
+    fn wants_input(&mut self, cx: &mut Context<'_>) -> bool;
+
+    /// One read's outcome (only after [`Input::wants_input`] said yes).
+    fn input(&mut self, read: Read<'_>);
+}
+
+/// What an upgraded connection serves: a WebSocket session
+/// ([`super::context`]) or an answer written once ([`Body`]).
+pub trait Served: Input {
+    /// Runs until it waits; gives the next output chunk, `None` once the
+    /// output ended (the connection then closes), `Err` when it failed (the
+    /// connection ends at once).
+    fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ()>>>;
+}
+
+/// The request's payload stream as an [`Input`]: each read goes to it as
+/// one chunk, once it took the last.
+pub struct Payload(Option<inbound::Sender>);
+
+impl Payload {
+    /// Feeds `sender` (`None`: nowhere, the client's side ended).
+    pub fn new(sender: Option<inbound::Sender>) -> Self {
+        Payload(sender)
+    }
+
+    /// What was put and not read, and whether the client's side is still
+    /// open: for what serves the connection after the request.
+    pub fn into_unread(self) -> (Option<Bytes>, bool) {
+        match self.0 {
+            Some(sender) => (sender.take_unread(), true),
+            None => (None, false),
+        }
+    }
+}
+
+impl Input for Payload {
+    fn wants_input(&mut self, cx: &mut Context<'_>) -> bool {
+        // Once the reader is gone nothing more is read; the sender stays,
+        // so what it holds and whether the client ended are still known.
+        self.0
+            .as_ref()
+            .is_some_and(|sender| !sender.reader_gone() && sender.wants(cx))
+    }
+
+    fn input(&mut self, read: Read<'_>) {
+        let Some(sender) = &self.0 else {
+            return;
+        };
+        match read {
+            Read::Bytes(bytes) => return sender.put(Bytes::copy_from_slice(bytes)),
+            Read::End => sender.end(),
+            Read::Failed(error) => sender.fail(error),
+        }
+        self.0 = None;
+    }
+}
+
+/// An answer's body, written as it comes, with the client's bytes going
+/// to the request's payload meanwhile.
+pub struct Body {
+    body: BoxBody,
+    payload: Payload,
+}
+
+impl Body {
+    /// Writes `body`, reading the client into `payload`.
+    pub fn new(body: BoxBody, payload: Payload) -> Self {
+        Body { body, payload }
+    }
+}
+
+impl Input for Body {
+    fn wants_input(&mut self, cx: &mut Context<'_>) -> bool {
+        self.payload.wants_input(cx)
+    }
+
+    fn input(&mut self, read: Read<'_>) {
+        self.payload.input(read);
+    }
+}
+
+impl Served for Body {
+    fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ()>>> {
+        Pin::new(&mut self.body).poll_next(cx).map(|chunk| {
+            chunk.map(|chunk| {
+                chunk.map_err(|error| tracing::debug!(%error, "session output failed"))
+            })
+        })
+    }
+}
+
+/// Reads once into `input` if it wants a read; true if something happened.
 pub fn feed<T: AsyncRead + Unpin>(
     io: &mut T,
-    inbound: &mut Option<inbound::Sender>,
+    input: &mut (impl Input + ?Sized),
     cx: &mut Context<'_>,
 ) -> bool {
-    let Some(sender) = inbound else {
-        return false;
-    };
-    if sender.reader_gone() {
-        *inbound = None;
+    if !input.wants_input(cx) {
         return false;
     }
-    if !sender.wants(cx) {
-        return false;
-    }
-    match poll_read_chunk(io, cx) {
-        Poll::Ready(Ok(Some(chunk))) => sender.put(chunk),
-        Poll::Ready(Ok(None)) => {
-            sender.end();
-            *inbound = None;
+    let read = poll_read_scratch(io, cx, |read| {
+        if read.is_empty() {
+            input.input(Read::End);
+        } else {
+            input.input(Read::Bytes(read));
         }
+    });
+    match read {
+        Poll::Ready(Ok(())) => true,
         Poll::Ready(Err(error)) => {
-            sender.fail(error);
-            *inbound = None;
+            input.input(Read::Failed(error));
+            true
         }
-        Poll::Pending => return false,
+        Poll::Pending => false,
     }
-    true
 }
 
 /// Discards the client's input (never copied out of the scratch buffer)
@@ -142,9 +231,7 @@ enum Phase {
 /// client has closed (or [`LINGER`] passed), or the socket fails.
 pub struct Upgraded<T> {
     io: T,
-    /// `None` once the client's side ended or the reader went away.
-    inbound: Option<inbound::Sender>,
-    body: BoxBody,
+    served: Box<dyn Served>,
     out: VecDeque<Bytes>,
     out_bytes: usize,
     /// Written since the last completed flush (TLS keeps records buffered).
@@ -154,9 +241,8 @@ pub struct Upgraded<T> {
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
     /// `head`: the response head already encoded, written first;
-    /// `inbound`: where the client's bytes go (`None`: nowhere, its side
-    /// ended); `body`: the session's output, written as it comes.
-    pub fn new(io: T, head: Bytes, inbound: Option<inbound::Sender>, body: BoxBody) -> Self {
+    /// `served`: what the connection serves from then on.
+    pub fn new(io: T, head: Bytes, served: Box<dyn Served>) -> Self {
         let out_bytes = head.len();
         let mut out = VecDeque::new();
         if !head.is_empty() {
@@ -164,8 +250,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
         }
         Upgraded {
             io,
-            inbound,
-            body,
+            served,
             out,
             out_bytes,
             unflushed: false,
@@ -173,15 +258,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
         }
     }
 
-    /// Takes the session's output while there is room; true if any came.
-    /// An error from the session ends the connection.
+    /// Takes the output while there is room; true if any came. A failed
+    /// output ends the connection.
     fn fill(&mut self, cx: &mut Context<'_>) -> Result<bool, ()> {
         let mut any = false;
         while matches!(self.phase, Phase::Open)
             && self.out_bytes < MAX_OUT_BYTES
             && self.out.len() < MAX_OUT_CHUNKS
         {
-            match Pin::new(&mut self.body).poll_next(cx) {
+            match self.served.poll_output(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     any = true;
                     if !chunk.is_empty() {
@@ -189,10 +274,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
                         self.out.push_back(chunk);
                     }
                 }
-                Poll::Ready(Some(Err(error))) => {
-                    tracing::debug!(%error, "session output failed");
-                    return Err(());
-                }
+                Poll::Ready(Some(Err(()))) => return Err(()),
                 Poll::Ready(None) => {
                     self.phase = Phase::Closing;
                     return Ok(true);
@@ -208,12 +290,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
         if self.out.is_empty() {
             return Ok(false);
         }
-        let mut slices = [IoSlice::new(&[]); MAX_OUT_CHUNKS];
-        let count = self.out.len().min(MAX_OUT_CHUNKS);
-        for (slice, chunk) in slices.iter_mut().zip(&self.out) {
-            *slice = IoSlice::new(chunk);
-        }
-        let mut written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+        let io = Pin::new(&mut self.io);
+        // One chunk (a wake's frames, the common case): a plain write,
+        // which costs the kernel less than a vectored one.
+        let result = if self.out.len() == 1 {
+            io.poll_write(cx, &self.out[0])
+        } else {
+            let mut slices = [IoSlice::new(&[]); MAX_OUT_CHUNKS];
+            let count = self.out.len().min(MAX_OUT_CHUNKS);
+            for (slice, chunk) in slices.iter_mut().zip(&self.out) {
+                *slice = IoSlice::new(chunk);
+            }
+            io.poll_write_vectored(cx, &slices[..count])
+        };
+        let mut written = match result {
             Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => n,
             Poll::Ready(Err(error)) => return Err(error),
@@ -253,7 +343,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Upgraded<T> {
                 }
                 return Poll::Pending;
             }
-            let read = feed(&mut this.io, &mut this.inbound, cx);
+            let read =
+                matches!(this.phase, Phase::Open) && feed(&mut this.io, &mut *this.served, cx);
             let Ok(filled) = this.fill(cx) else {
                 return Poll::Ready(());
             };
@@ -276,8 +367,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Upgraded<T> {
             if matches!(this.phase, Phase::Closing) && this.out.is_empty() {
                 match Pin::new(&mut this.io).poll_shutdown(cx) {
                     Poll::Ready(Ok(())) => {
-                        // What the session did not read is not wanted now.
-                        this.inbound = None;
                         this.phase = Phase::Lingering(Box::pin(tokio::time::sleep(LINGER)));
                         continue;
                     }
@@ -308,6 +397,11 @@ mod tests {
         BoxBody::new(actix_http::body::BodyStream::new(stream))
     }
 
+    /// What a connection serves: `body`, the client's bytes going to `sender`.
+    fn served(body: BoxBody, sender: inbound::Sender) -> Box<dyn Served> {
+        Box::new(Body::new(body, Payload::new(Some(sender))))
+    }
+
     fn body_of(chunks: Vec<&'static [u8]>) -> BoxBody {
         streamed(futures_util::stream::iter(
             chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
@@ -322,8 +416,7 @@ mod tests {
         let upgraded = Upgraded::new(
             server,
             Bytes::from_static(b"HEAD|"),
-            Some(sender),
-            body_of(vec![b"one|", b"", b"two"]),
+            served(body_of(vec![b"one|", b"", b"two"]), sender),
         );
         let task = actix_web::rt::spawn(upgraded);
         let mut got = Vec::new();
@@ -344,8 +437,7 @@ mod tests {
         let task = actix_web::rt::spawn(Upgraded::new(
             tokio::io::BufWriter::new(server),
             Bytes::new(),
-            Some(sender),
-            body,
+            served(body, sender),
         ));
         let mut got = [0u8; 5];
         tokio::time::timeout(Duration::from_secs(2), client.read_exact(&mut got))
@@ -362,7 +454,7 @@ mod tests {
         let (sender, mut payload) = inbound::channel();
         // A session that never ends its output on its own.
         let body = streamed(futures_util::stream::pending());
-        let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), Some(sender), body));
+        let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), served(body, sender)));
         client.write_all(b"abc").await.unwrap();
         assert_eq!(payload.next().await.unwrap().unwrap(), "abc");
         client.write_all(b"def").await.unwrap();
@@ -388,7 +480,7 @@ mod tests {
             Ok(Bytes::from_static(&CHUNK))
         });
         let body = streamed(stream);
-        let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), Some(sender), body));
+        let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), served(body, sender)));
         tokio::time::sleep(Duration::from_millis(50)).await;
         let taken = polled.load(std::sync::atomic::Ordering::Relaxed);
         assert!(
@@ -406,8 +498,7 @@ mod tests {
         let task = actix_web::rt::spawn(Upgraded::new(
             server,
             Bytes::from_static(b"bye"),
-            Some(sender),
-            body_of(vec![]),
+            served(body_of(vec![]), sender),
         ));
         let mut got = [0u8; 3];
         client.read_exact(&mut got).await.unwrap();

@@ -7,22 +7,16 @@
 //! continuation frames) is reassembled and read as one frame, its total
 //! size held to `max_frame_bytes` like a single frame's.
 
+use super::context::{self as ws, WsContext};
 use crate::session::{Session, Transport};
 use actix::ActorContext;
 use actix::StreamHandler;
 use actix_http::ws::Item;
-use actix_web_actors::ws;
 use bytestring::ByteString;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// A session carried by a WebSocket.
 #[derive(Debug, Default)]
 pub struct WebSocket {
-    /// Set by [`super::frame_guard`] when the client declared a frame over
-    /// `max_frame_bytes`: the stream error that follows is that, not a
-    /// broken connection.
-    oversize: Arc<AtomicBool>,
     /// The largest message, in bytes, fragmented or not (`max_frame_bytes`).
     max_message: usize,
     /// The fragments of a message still arriving; `None` between messages
@@ -54,9 +48,8 @@ enum Reassembled {
 impl WebSocket {
     /// `max_message`: `server.max_frame_bytes`, also the cap of a message
     /// sent in fragments.
-    pub fn new(oversize: Arc<AtomicBool>, max_message: usize) -> Self {
+    pub fn new(max_message: usize) -> Self {
         WebSocket {
-            oversize,
             max_message,
             fragments: None,
         }
@@ -97,7 +90,7 @@ impl WebSocket {
 }
 
 impl Transport for WebSocket {
-    type Context = ws::WebsocketContext<Session<Self>>;
+    type Context = WsContext<Session<Self>>;
     const NAME: &'static str = "ws";
 
     fn text(&mut self, ctx: &mut Self::Context, frame: ByteString) {
@@ -146,9 +139,6 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<WebSocket
         let message = match message {
             Ok(message) => message,
             Err(ws::ProtocolError::Overflow) => return self.frame_too_large(ctx),
-            Err(ws::ProtocolError::Io(_)) if self.transport().oversize.load(Ordering::Relaxed) => {
-                return self.frame_too_large(ctx);
-            }
             Err(ws::ProtocolError::Io(error)) if is_invalid_utf8(&error) => {
                 return self.invalid_utf8(ctx);
             }
@@ -250,7 +240,7 @@ mod tests {
 
     #[test]
     fn fragments_are_reassembled_into_one_message() {
-        let mut socket = WebSocket::new(Arc::default(), 64);
+        let mut socket = WebSocket::new(64);
         assert_eq!(
             socket.reassemble(item("text", b"{\"ev")),
             Reassembled::Pending
@@ -273,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_fragmented_message_is_held_to_the_frame_limit() {
-        let mut socket = WebSocket::new(Arc::default(), 8);
+        let mut socket = WebSocket::new(8);
         assert_eq!(
             socket.reassemble(item("text", b"12345")),
             Reassembled::Pending

@@ -12,12 +12,13 @@
 //! its session runs, any other answer written once and closed (the
 //! connection cannot go back to the dispatcher, so `Connection: close`).
 
+use super::context::Handover;
 use super::inbound;
-use super::socket::{self, Upgraded};
+use super::socket::{self, Read, Served, Upgraded};
 use actix_codec::{Encoder, Framed, FramedParts};
 use actix_http::body::{BoxBody, MessageBody};
 use actix_http::h1::{Codec, Message};
-use actix_http::{ConnectionType, Method, Payload, Request, Response};
+use actix_http::{ConnectionType, HttpMessage, Method, Payload, Request, Response};
 use actix_service::{Service, ServiceFactory};
 use actix_web::dev::AppConfig;
 use actix_web::web::{Bytes, BytesMut};
@@ -29,6 +30,14 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Marks a request the upgrade service runs through the app: only such a
+/// request can be answered with a WebSocket (see [`super::context::start`]).
+/// actix-http sends here only `Upgrade: websocket` exactly and no chunked
+/// body, while the handshake check takes any `Upgrade` naming websocket: a
+/// 101 the dispatcher wrote would leave the client with no session.
+#[derive(Debug, Clone, Copy)]
+pub struct OnUpgradeService;
 
 /// The upgrade service's factory: one more instance of the app per worker
 /// (the dispatcher's own instance cannot be shared with this service).
@@ -146,17 +155,18 @@ where
         sender.put(Bytes::copy_from_slice(&read_buf));
     }
     drop(read_buf);
-    let mut inbound = Some(sender);
+    let mut payload = socket::Payload::new(Some(sender));
     let (req, _) = req.replace_payload(Payload::Stream {
         payload: Box::pin(receiver) as actix_http::BoxedPayloadStream,
     });
+    req.extensions_mut().insert(OnUpgradeService);
     // A handler may read the body before it answers: feed it meanwhile.
     let mut call = pin!(app.call(req));
     let result = poll_fn(|cx| {
         if let Poll::Ready(result) = call.as_mut().poll(cx) {
             return Poll::Ready(result);
         }
-        while socket::feed(&mut io, &mut inbound, cx) {
+        while socket::feed(&mut io, &mut payload, cx) {
             if let Poll::Ready(result) = call.as_mut().poll(cx) {
                 return Poll::Ready(result);
             }
@@ -170,6 +180,12 @@ where
     };
     let (mut head, body) = response.into_parts();
     let upgraded = head.status() == actix_http::StatusCode::SWITCHING_PROTOCOLS;
+    // A WebSocket the handler started (context::start): it serves the
+    // connection, with what the client sent after its request head.
+    let handover = head
+        .extensions_mut()
+        .remove::<Handover>()
+        .filter(|_| upgraded);
     if !upgraded {
         head.head_mut().set_connection_type(ConnectionType::Close);
     }
@@ -184,5 +200,18 @@ where
         tracing::debug!(%error, "cannot encode the response head");
         return None;
     }
-    Some(Upgraded::new(io, encoded.freeze(), inbound, body))
+    let served: Box<dyn Served> = match handover {
+        Some(Handover(mut session)) => {
+            let (unread, open) = payload.into_unread();
+            if let Some(unread) = unread {
+                session.input(Read::Bytes(&unread));
+            }
+            if !open {
+                session.input(Read::End);
+            }
+            session
+        }
+        None => Box::new(socket::Body::new(body, payload)),
+    };
+    Some(Upgraded::new(io, encoded.freeze(), served))
 }
