@@ -48,6 +48,10 @@ use std::task::{Context, Poll};
 /// context's other work go (actix's own stream items do 16).
 const FRAMES_PER_RUN: usize = 16;
 
+/// Items an actix stream item hands to its actor in one run before it
+/// wakes itself and yields (`actix::stream::ActorStream`).
+const STREAM_BATCH: usize = 16;
+
 /// The context of an actor serving one WebSocket.
 pub struct WsContext<A>
 where
@@ -59,6 +63,8 @@ where
     out: BytesMut,
     /// A close frame was written: nothing may follow it (RFC 6455 §5.5.1).
     closed: bool,
+    /// Frames written in the current run.
+    written: usize,
     input: Inbound,
 }
 
@@ -86,6 +92,7 @@ where
             return;
         }
         self.closed = matches!(message, Message::Close(_));
+        self.written += 1;
         if let Err(error) = self.codec.encode(message, &mut self.out) {
             tracing::debug!(%error, "cannot encode a frame");
         }
@@ -241,6 +248,10 @@ where
         ctx: &mut WsContext<A>,
         task: &mut Context<'_>,
     ) -> Poll<()> {
+        if ctx.input.starved {
+            // Nothing came since the last run found no whole frame.
+            return Poll::Pending;
+        }
         for _ in 0..FRAMES_PER_RUN {
             let Some(frame) = ctx.next_frame() else {
                 if ctx.input.ended {
@@ -271,6 +282,13 @@ where
     fut: ContextFut<A, WsContext<A>>,
     /// The socket was told no input is wanted: wake it once it is.
     refused: bool,
+    /// The context ran in this poll of the connection, wrote fewer frames
+    /// than a stream hands over in one run (actix's stream items stop at
+    /// [`STREAM_BATCH`] and wake themselves: more may wait then), and
+    /// nothing was put in since: running it again would find what it found
+    /// (what wakes it later wakes the connection too). Spares the mailbox,
+    /// the queue and the timers two more looks per delivery.
+    ran: bool,
 }
 
 impl<A> Input for Driver<A>
@@ -286,6 +304,7 @@ where
     }
 
     fn input(&mut self, read: Read<'_>) {
+        self.ran = false;
         let input = &mut self.fut.ctx().input;
         input.starved = false;
         match read {
@@ -310,9 +329,15 @@ impl<A> Served for Driver<A>
 where
     A: Actor<Context = WsContext<A>>,
 {
+    fn poll_begins(&mut self) {
+        self.ran = false;
+    }
+
     fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ()>>> {
-        if self.fut.alive() {
+        if !self.ran && self.fut.alive() {
+            self.fut.ctx().written = 0;
             let _ = Pin::new(&mut self.fut).poll(cx);
+            self.ran = self.fut.ctx().written < STREAM_BATCH;
         }
         let ctx = self.fut.ctx();
         if self.refused && ctx.input.starved {
@@ -384,6 +409,7 @@ where
         codec: Codec::new().max_size(max_frame_bytes),
         out: BytesMut::new(),
         closed: false,
+        written: 0,
         input: Inbound {
             buf: BytesMut::new(),
             sizes: FrameSizes::new(max_frame_bytes),
@@ -397,6 +423,7 @@ where
     Box::new(Driver {
         fut: ContextFut::new(ctx, actor, mailbox),
         refused: false,
+        ran: false,
     })
 }
 

@@ -96,6 +96,9 @@ pub trait Input {
 /// What an upgraded connection serves: a WebSocket session
 /// ([`super::context`]) or an answer written once ([`Body`]).
 pub trait Served: Input {
+    /// A poll of the connection begins (something woke it).
+    fn poll_begins(&mut self) {}
+
     /// Runs until it waits; gives the next output chunk, `None` once the
     /// output ended (the connection then closes), `Err` when it failed (the
     /// connection ends at once).
@@ -336,6 +339,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Upgraded<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        this.served.poll_begins();
         for _ in 0..ROUNDS_PER_POLL {
             if let Phase::Lingering(timer) = &mut this.phase {
                 if drain(&mut this.io, cx).is_ready() || timer.as_mut().poll(cx).is_ready() {
