@@ -99,6 +99,18 @@ function encodeFrame(fin, opcode, payload) {
 /** `early`: bytes sent in the same write as the handshake (frames a client
  * sends before it has read the 101); `key`: the app key in the path; with
  * `established` false, resolves without waiting for connection_established. */
+/** A plain socket that sends `request` and collects what comes back as text. */
+function rawHttp(t, request) {
+  const sock = net.connect(PORT, HOST);
+  t.after(() => sock.destroy());
+  const c = { text: '' };
+  sock.on('data', (d) => (c.text += d.toString('latin1')));
+  sock.on('error', () => {});
+  c.closed = new Promise((resolve) => sock.on('close', resolve));
+  sock.write(request);
+  return c;
+}
+
 async function rawFrames(t, early = Buffer.alloc(0), key = APPS.main.key, established = true) {
   const sock = net.connect(PORT, HOST);
   t.after(() => sock.destroy());
@@ -378,38 +390,30 @@ describe('the upgraded socket', () => {
   // route answers, then the connection is closed (it cannot go back to
   // serving HTTP requests): it is never left hanging.
   test('a WebSocket upgrade on an HTTP route gets the route\'s answer, then the connection closes', T, async (t) => {
-    const sock = net.connect(PORT, HOST);
-    t.after(() => sock.destroy());
-    let text = '';
-    sock.on('data', (d) => (text += d.toString()));
-    const closed = new Promise((resolve) => sock.on('close', resolve));
-    sock.on('error', () => {});
-    sock.write(
+    const c = rawHttp(
+      t,
       `GET /ready HTTP/1.1\r\nHost: ${HOST}:${PORT}\r\n` +
         'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
         'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
     );
-    await withTimeout(closed, 5000, 'the connection was left open');
-    assert.match(text, /^HTTP\/1\.1 200/);
-    assert.match(text, /\r\nconnection: close\r\n/i);
-    assert.match(text, /\r\n\r\n\{"status":"ready"\}$/, 'the whole body, once');
+    await withTimeout(c.closed, 5000, 'the connection was left open');
+    assert.match(c.text, /^HTTP\/1\.1 200/);
+    assert.match(c.text, /\r\nconnection: close\r\n/i);
+    assert.match(c.text, /\r\n\r\n\{"status":"ready"\}$/, 'the whole body, once');
   });
 
   // HTTP/1.1 pipelining: a request sent ahead of the upgrade in the same
   // write is answered first, then the upgrade (RFC 9112 §9.3.2).
   test('a request pipelined ahead of the upgrade is answered before the 101', T, async (t) => {
-    const sock = net.connect(PORT, HOST);
-    t.after(() => sock.destroy());
-    let text = '';
-    sock.on('data', (d) => (text += d.toString('latin1')));
-    sock.on('error', () => {});
-    sock.write(
+    const c = rawHttp(
+      t,
       `GET /ready HTTP/1.1\r\nHost: ${HOST}:${PORT}\r\n\r\n` +
         `GET /app/${APPS.main.key}?${DEFAULT_QUERY} HTTP/1.1\r\nHost: ${HOST}:${PORT}\r\n` +
         'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
         'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
     );
-    await waitFor(() => text.includes('pusher:connection_established'), 5000, 50, 'connection_established');
+    await waitFor(() => c.text.includes('pusher:connection_established'), 5000, 50, 'connection_established');
+    const text = c.text;
     const ready = text.indexOf('HTTP/1.1 200');
     const upgraded = text.indexOf('HTTP/1.1 101');
     assert.ok(ready === 0, `the 200 comes first: ${JSON.stringify(text.slice(0, 200))}`);
@@ -426,20 +430,16 @@ describe('the upgraded socket', () => {
     ['a chunked body', 'Upgrade: websocket\r\nConnection: Upgrade\r\nTransfer-Encoding: chunked\r\n'],
   ]) {
     test(`a handshake with ${name} is refused with 400, not left without a session`, T, async (t) => {
-      const sock = net.connect(PORT, HOST);
-      t.after(() => sock.destroy());
-      let text = '';
-      sock.on('data', (d) => (text += d.toString('latin1')));
-      sock.on('error', () => {});
-      sock.write(
+      const c = rawHttp(
+        t,
         `GET /app/${APPS.main.key}?${DEFAULT_QUERY} HTTP/1.1\r\nHost: ${HOST}:${PORT}\r\n` +
           headers +
           'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n' +
           (headers.includes('chunked') ? '0\r\n\r\n' : ''),
       );
-      await waitFor(() => /\r\n\r\n/.test(text), 5000, 50, 'an answer');
-      assert.match(text, /^HTTP\/1\.1 400/, JSON.stringify(text.slice(0, 120)));
-      assert.doesNotMatch(text, /connection_established/);
+      await waitFor(() => /\r\n\r\n/.test(c.text), 5000, 50, 'an answer');
+      assert.match(c.text, /^HTTP\/1\.1 400/, JSON.stringify(c.text.slice(0, 120)));
+      assert.doesNotMatch(c.text, /connection_established/);
     });
   }
 

@@ -487,6 +487,15 @@ mod tests {
         frame
     }
 
+    /// A connection serving `Echo` (frames of at most `max` bytes), its
+    /// greeting already read.
+    async fn echo(max: usize) -> (tokio::task::JoinHandle<()>, tokio::io::DuplexStream) {
+        let (server, mut client) = tokio::io::duplex(4096);
+        let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), running(Echo, max)));
+        assert_eq!(read_exactly(&mut client, 7).await, server_text("hello"));
+        (task, client)
+    }
+
     async fn read_exactly(client: &mut tokio::io::DuplexStream, len: usize) -> Vec<u8> {
         let mut got = vec![0; len];
         tokio::time::timeout(Duration::from_secs(2), client.read_exact(&mut got))
@@ -498,10 +507,7 @@ mod tests {
 
     #[actix_web::test]
     async fn frames_go_both_ways_in_any_chunking_and_nothing_follows_the_close() {
-        let (server, mut client) = tokio::io::duplex(4096);
-        let served = running(Echo, 1024);
-        let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), served));
-        assert_eq!(read_exactly(&mut client, 7).await, server_text("hello"));
+        let (task, mut client) = echo(1024).await;
         // Two frames in one write, then one split over three writes.
         let mut bytes = client_frame(1, b"one");
         bytes.extend(client_frame(9, b"p"));
@@ -525,9 +531,7 @@ mod tests {
 
     #[actix_web::test]
     async fn an_oversized_frame_is_refused_at_its_header() {
-        let (server, mut client) = tokio::io::duplex(4096);
-        let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), running(Echo, 100)));
-        read_exactly(&mut client, 7).await;
+        let (task, mut client) = echo(100).await;
         // A whole frame first, then only the header of a 1000-byte one.
         let mut bytes = client_frame(1, b"ok");
         bytes.extend(&client_frame(1, &[b'x'; 1000])[..8]);
@@ -541,9 +545,7 @@ mod tests {
 
     #[actix_web::test]
     async fn the_clients_end_stops_the_actor() {
-        let (server, mut client) = tokio::io::duplex(4096);
-        let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), running(Echo, 100)));
-        read_exactly(&mut client, 7).await;
+        let (task, mut client) = echo(100).await;
         client.write_all(&client_frame(1, b"last")).await.unwrap();
         client.shutdown().await.unwrap();
         assert_eq!(read_exactly(&mut client, 6).await, server_text("last"));
