@@ -155,9 +155,9 @@ async fn metrics(hub: web::Data<Arc<Hub>>, settings: web::Data<HttpSettings>) ->
 }
 
 /// Any other path: a WebSocket upgrade gets close code 4005, the rest a JSON 404.
-pub async fn not_found(req: HttpRequest, stream: web::Payload) -> actix_web::Result<HttpResponse> {
+pub async fn not_found(req: HttpRequest) -> actix_web::Result<HttpResponse> {
     if crate::ws::is_upgrade(&req) {
-        return crate::ws::path_not_found(req, stream).await;
+        return crate::ws::path_not_found(req).await;
     }
     Ok(
         ApiError::NotFound(format!("no route for {} {}", req.method(), req.path()))

@@ -37,12 +37,20 @@ use actix_codec::{Decoder, Encoder};
 use actix_http::ws::{Codec, Frame};
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::HttpMessage;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 pub use actix_web_actors::ws::{CloseCode, CloseReason, HandshakeError, Message, ProtocolError};
 use bytestring::ByteString;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+/// How a text frame that is not UTF-8 reaches the actor: an
+/// `InvalidData` I/O error carrying the `Utf8Error` (actix's
+/// `ProtocolError` has no variant of its own for it; the transport answers
+/// it with close 1007, RFC 6455 §8.1).
+pub fn not_utf8(error: std::str::Utf8Error) -> ProtocolError {
+    ProtocolError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, error))
+}
 
 /// Client frames handed to the actor in one run before it lets the
 /// context's other work go (actix's own stream items do 16).
@@ -142,12 +150,7 @@ where
         Some(Ok(match frame {
             Frame::Text(bytes) => match ByteString::try_from(bytes) {
                 Ok(text) => Message::Text(text),
-                // The form actix-web-actors gives it (see transport.rs).
-                Err(error) => {
-                    return Some(Err(ProtocolError::Io(std::io::Error::other(format!(
-                        "{error}"
-                    )))))
-                }
+                Err(error) => return Some(Err(not_utf8(error))),
             },
             Frame::Binary(bytes) => Message::Binary(bytes),
             Frame::Ping(bytes) => Message::Ping(bytes),
@@ -361,27 +364,26 @@ where
 /// serves it on the socket.
 pub struct Handover(pub Box<dyn Served>);
 
-/// Answers a WebSocket upgrade request with 101 (RFC 6455 §4.2.2; an
-/// invalid handshake is the matching 400-class error) and starts `actor`
-/// in a [`WsContext`] reading client frames of at most `max_frame_bytes`
-/// payload bytes (a larger one is [`ProtocolError::Overflow`], found at its
-/// header). The actor runs once the upgrade service serves the response.
+/// Completes the 101 answer `handshake` began (see [`handshake`]) and
+/// starts `actor` in a [`WsContext`] reading client frames of at most
+/// `max_frame_bytes` payload bytes (a larger one is
+/// [`ProtocolError::Overflow`], found at its header). The actor runs once
+/// the upgrade service serves the response.
 pub fn start<A>(
     actor: A,
-    req: &HttpRequest,
+    mut handshake: HttpResponseBuilder,
     max_frame_bytes: usize,
-) -> actix_web::Result<HttpResponse>
+) -> HttpResponse
 where
     A: Actor<Context = WsContext<A>> + StreamHandler<Result<Message, ProtocolError>>,
 {
-    let mut response = handshake(req)?;
     let driver = running(actor, max_frame_bytes);
     // A streamed body, as actix-web-actors answered: the head gets no
     // length (the upgrade service writes the session's frames instead).
     let mut response =
-        response.streaming(futures_util::stream::empty::<Result<Bytes, actix_web::Error>>());
+        handshake.streaming(futures_util::stream::empty::<Result<Bytes, actix_web::Error>>());
     response.extensions_mut().insert(Handover(driver));
-    Ok(response)
+    response
 }
 
 /// Checks a WebSocket handshake (RFC 6455 §4.2.1) and gives the start of
@@ -390,7 +392,7 @@ where
 /// `Sec-WebSocket-Key` or version, and a request not run by the upgrade
 /// service (`Upgrade` not exactly `websocket`, or a chunked body: actix-http
 /// serves those as plain requests, where no WebSocket can follow).
-pub fn handshake(req: &HttpRequest) -> Result<actix_web::HttpResponseBuilder, HandshakeError> {
+pub fn handshake(req: &HttpRequest) -> Result<HttpResponseBuilder, HandshakeError> {
     let response = actix_web_actors::ws::handshake(req)?;
     if !req.extensions().contains::<OnUpgradeService>() {
         return Err(HandshakeError::NoWebsocketUpgrade);

@@ -33,7 +33,7 @@ use crate::hub::Hub;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::pushi::Dialect;
 use crate::session::{Session, SessionSettings, TransportSettings};
-use actix_web::{guard, web, HttpRequest, HttpResponse};
+use actix_web::{guard, web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use std::sync::Arc;
 
 /// Registers the WebSocket routes.
@@ -77,7 +77,6 @@ fn is_pushi_upgrade(ctx: &guard::GuardContext<'_>) -> bool {
 
 async fn connect_pushi(
     req: HttpRequest,
-    stream: web::Payload,
     key: web::Path<String>,
     hub: web::Data<Arc<Hub>>,
     settings: web::Data<SessionSettings>,
@@ -86,21 +85,15 @@ async fn connect_pushi(
 ) -> actix_web::Result<HttpResponse> {
     let route = Route {
         req,
-        stream,
         key: key.into_inner(),
         dialect: Dialect::Pushi,
     };
     open(route, hub, settings, transports, rate).await
 }
 
-fn start_rejected(
-    code: ErrorCode,
-    req: &HttpRequest,
-    stream: web::Payload,
-) -> actix_web::Result<HttpResponse> {
-    // The client's frames are read (and dropped) until the close.
-    drop(stream);
-    context::start(rejected::Rejected { code }, req, MAX_REJECTED_FRAME)
+/// Reports `code` on the upgraded connection `handshake` answers, then closes.
+fn start_rejected(code: ErrorCode, handshake: HttpResponseBuilder) -> HttpResponse {
+    context::start(rejected::Rejected { code }, handshake, MAX_REJECTED_FRAME)
 }
 
 /// Largest client frame a refused connection reads (it reads none of them).
@@ -108,7 +101,6 @@ const MAX_REJECTED_FRAME: usize = 64 * 1024;
 
 async fn connect(
     req: HttpRequest,
-    stream: web::Payload,
     key: web::Path<String>,
     hub: web::Data<Arc<Hub>>,
     settings: web::Data<SessionSettings>,
@@ -117,7 +109,6 @@ async fn connect(
 ) -> actix_web::Result<HttpResponse> {
     let route = Route {
         req,
-        stream,
         key: key.into_inner(),
         dialect: Dialect::Pusher,
     };
@@ -127,7 +118,6 @@ async fn connect(
 /// The upgrade request and what its path says.
 struct Route {
     req: HttpRequest,
-    stream: web::Payload,
     key: String,
     dialect: Dialect,
 }
@@ -140,31 +130,26 @@ async fn open(
     transports: web::Data<TransportSettings>,
     rate: web::Data<Arc<ConnectionRate>>,
 ) -> actix_web::Result<HttpResponse> {
-    let Route {
-        req,
-        stream,
-        key,
-        dialect,
-    } = route;
+    let Route { req, key, dialect } = route;
     // Check the upgrade first: a connection is admitted (and counted) only
     // once the WebSocket handshake is sure to succeed.
-    context::handshake(&req)?;
+    let handshake = context::handshake(&req)?;
     // Turned off in [transports]: as if the path did not exist.
     if !transports.ws {
-        return refuse(&hub, ErrorCode::PathNotFound, &req, stream);
+        return refuse(&hub, ErrorCode::PathNotFound, handshake);
     }
     // Over a connection rate: 429 before the upgrade (see abuse::connection_rate).
     if let Err(refused) = rate.admit_ip(&req) {
         return Ok(refused.response(&req));
     }
     let Some(app) = hub.apps().by_key(&key) else {
-        return refuse(&hub, ErrorCode::AppNotFound, &req, stream);
+        return refuse(&hub, ErrorCode::AppNotFound, handshake);
     };
     // pushi.js names no protocol version (its URL is `{base}{key}`).
     if dialect == Dialect::Pusher {
         if let Err(code) = handshake::check_protocol(req.query_string()) {
             hub.console().emit(&app.id, || ConsoleEvent::refused(code));
-            return refuse(&hub, code, &req, stream);
+            return refuse(&hub, code, handshake);
         }
     }
     if let Err(refused) = rate.admit_app(&app) {
@@ -175,7 +160,7 @@ async fn open(
     }
     let receiver = match hub.connect(&app, false) {
         Ok(receiver) => receiver,
-        Err(code) => return refuse(&hub, code, &req, stream),
+        Err(code) => return refuse(&hub, code, handshake),
     };
     receiver.connection.set_dialect(dialect);
     let session = Session::new(
@@ -185,19 +170,16 @@ async fn open(
         receiver,
         **settings,
     );
-    // The session reads the client from the socket, not from the payload.
-    drop(stream);
-    context::start(session, &req, settings.max_frame_bytes)
+    Ok(context::start(session, handshake, settings.max_frame_bytes))
 }
 
 fn refuse(
     hub: &Hub,
     code: ErrorCode,
-    req: &HttpRequest,
-    stream: web::Payload,
+    handshake: HttpResponseBuilder,
 ) -> actix_web::Result<HttpResponse> {
     hub.metrics().connection_refused(code.code());
-    start_rejected(code, req, stream)
+    Ok(start_rejected(code, handshake))
 }
 
 /// For WebSocket upgrades on any other path: refuse with 4005 as Pusher does.
@@ -209,9 +191,7 @@ pub fn is_upgrade(req: &HttpRequest) -> bool {
 }
 
 /// Answers a WebSocket upgrade on an unknown path with close code 4005.
-pub async fn path_not_found(
-    req: HttpRequest,
-    stream: web::Payload,
-) -> actix_web::Result<HttpResponse> {
-    start_rejected(ErrorCode::PathNotFound, &req, stream)
+pub async fn path_not_found(req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    let handshake = context::handshake(&req)?;
+    Ok(start_rejected(ErrorCode::PathNotFound, handshake))
 }

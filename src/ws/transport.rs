@@ -177,13 +177,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<WebSocket
     }
 }
 
-/// Whether a stream error is actix's for a text frame that is not UTF-8
-/// (it reports it as an I/O error carrying the `Utf8Error`'s text).
+/// Whether a client-frame error is a text frame that is not UTF-8 (see
+/// [`ws::not_utf8`]).
 fn is_invalid_utf8(error: &std::io::Error) -> bool {
-    error.kind() == std::io::ErrorKind::Other
+    error.kind() == std::io::ErrorKind::InvalidData
         && error
             .get_ref()
-            .is_some_and(|inner| inner.to_string().contains("utf-8"))
+            .is_some_and(|inner| inner.is::<std::str::Utf8Error>())
 }
 
 impl Session<WebSocket> {
@@ -285,14 +285,17 @@ mod tests {
     }
 
     #[test]
-    fn actix_reports_a_text_frame_that_is_not_utf8_as_recognised() {
-        // The same conversion actix-web-actors makes for a text frame.
-        let error = bytestring::ByteString::try_from(actix_web::web::Bytes::from_static(b"\xff"))
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(format!("{e}")))
-            .unwrap_err();
+    fn a_text_frame_that_is_not_utf8_is_recognised() {
+        let bytes = actix_web::web::Bytes::from_static(b"\xff");
+        let utf8 = bytestring::ByteString::try_from(bytes).unwrap_err();
+        let ws::ProtocolError::Io(error) = ws::not_utf8(utf8) else {
+            panic!("not an I/O error");
+        };
         assert!(is_invalid_utf8(&error));
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert!(!is_invalid_utf8(&reset));
+        // A TLS failure is InvalidData too, but carries no Utf8Error.
+        let tls = std::io::Error::new(std::io::ErrorKind::InvalidData, "bad record mac");
+        assert!(!is_invalid_utf8(&tls));
     }
 }
