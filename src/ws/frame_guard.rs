@@ -1,15 +1,15 @@
 //! Refuses an oversized client frame at its header.
 //!
 //! actix-http's WebSocket decoder checks `max_frame_bytes` only once the
-//! whole frame has arrived, and actix-web-actors buffers the incoming bytes
-//! without a bound until then: a client declaring a 1 GiB frame could make
-//! the server hold 1 GiB per connection before the 1009 close. This guard
-//! sits between the connection's byte stream and the decoder, reads just the
-//! frame headers (RFC 6455 §5.2: 2 bytes, then a 16- or 64-bit extended
-//! length, then the 4-byte mask key) and ends the stream with an error as
-//! soon as a header declares a payload over the limit, so at most one
-//! frame of `max_frame_bytes` is ever buffered. The transport then answers
-//! as for any frame too large: `pusher:error` and close 1009.
+//! whole frame has arrived, and the bytes wait in a buffer until then: a
+//! client declaring a 1 GiB frame could make the server hold 1 GiB per
+//! connection before the 1009 close. The WebSocket context
+//! ([`super::context`]) passes every read through [`FrameSizes`] before
+//! buffering it: it reads just the frame headers (RFC 6455 §5.2: 2 bytes,
+//! then a 16- or 64-bit extended length, then the 4-byte mask key) and
+//! reports the first header that declares a payload over the limit, so at
+//! most one frame of `max_frame_bytes` is ever buffered. The transport then
+//! answers as for any frame too large: `pusher:error` and close 1009.
 
 /// Longest frame header: 2 + 8 (64-bit length) + 4 (mask key).
 const MAX_HEADER: usize = 14;

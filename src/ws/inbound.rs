@@ -1,15 +1,18 @@
-//! The bytes an upgraded client sends, handed from the socket to the
-//! request's payload stream one read at a time.
+//! The bytes an upgrade request's client sends while the app answers it
+//! (and, for an answer other than 101, until it is written), handed from
+//! the socket to the request's payload stream one read at a time. A
+//! WebSocket session reads the socket itself ([`super::context`]); what its
+//! handler left unread here is handed to it.
 //!
 //! actix-http's own payload channel cannot be named outside actix-http, so
 //! [`super::socket`] feeds this one: a single slot (one socket read, at
 //! most [`super::socket::READ_CHUNK`] bytes), filled only when the reader
 //! has taken the previous chunk. The socket is read no faster than the
-//! WebSocket decoder consumes: nothing is queued beyond one read.
+//! reader consumes: nothing is queued beyond one read.
 //!
 //! Both ends live in the connection's task (the payload stream is polled by
-//! the session context, which the socket pump polls), so the shared state
-//! is an `Rc<RefCell>`, never locked across threads.
+//! the request's handler, which the upgrade service polls), so the shared
+//! state is an `Rc<RefCell>`, never locked across threads.
 
 use actix_http::error::PayloadError;
 use actix_web::web::Bytes;

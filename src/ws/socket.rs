@@ -1,6 +1,8 @@
-//! An upgraded connection's socket, owned by rusher: what the client sends
-//! goes to the request's payload (through [`super::inbound`]), what the
-//! session's context encodes goes to the socket as it came.
+//! An upgraded connection's socket, owned by rusher, serving a [`Served`]:
+//! a WebSocket session ([`super::context`]: the client's bytes go to its
+//! input, its encoded frames to the socket as they came), or an answer
+//! other than 101, written once ([`Body`]: the client's bytes go to the
+//! request's payload through [`super::inbound`]).
 //!
 //! actix-http's HTTP/1 dispatcher would keep serving an upgraded connection
 //! with an 8 KiB read and an 8 KiB write buffer for its whole life (most of
@@ -8,11 +10,11 @@
 //! latter. Here a read lands in the worker thread's scratch buffer and only
 //! the bytes read are kept; outgoing chunks (each holds every frame the
 //! session encoded in one run) are written straight from the session's own
-//! buffers, several in one vectored write.
+//! buffers: one chunk with a plain write, several in one vectored write.
 //!
 //! Bounds, as the dispatcher's: the session is asked for more only while
 //! less than [`MAX_OUT_BYTES`] wait to be written, and the socket is read
-//! only once the previous read was taken. When the session's output ends,
+//! only when what it serves wants more ([`Input::wants_input`]). When the session's output ends,
 //! the socket's write side is shut (FIN) and the connection is kept for up
 //! to [`LINGER`] reading and discarding, so that the client reads the close
 //! frame before the socket goes: closing a socket with unread input sends
@@ -174,9 +176,7 @@ impl Input for Body {
 impl Served for Body {
     fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ()>>> {
         Pin::new(&mut self.body).poll_next(cx).map(|chunk| {
-            chunk.map(|chunk| {
-                chunk.map_err(|error| tracing::debug!(%error, "session output failed"))
-            })
+            chunk.map(|chunk| chunk.map_err(|error| tracing::debug!(%error, "answer body failed")))
         })
     }
 }
@@ -401,9 +401,15 @@ mod tests {
         BoxBody::new(actix_http::body::BodyStream::new(stream))
     }
 
-    /// What a connection serves: `body`, the client's bytes going to `sender`.
-    fn served(body: BoxBody, sender: inbound::Sender) -> Box<dyn Served> {
-        Box::new(Body::new(body, Payload::new(Some(sender))))
+    /// Serves `io`: `head`, then `body`, the client's bytes going to `sender`.
+    fn serve<T: AsyncRead + AsyncWrite + Unpin + 'static>(
+        io: T,
+        head: &'static [u8],
+        body: BoxBody,
+        sender: inbound::Sender,
+    ) -> actix_web::rt::task::JoinHandle<()> {
+        let served = Box::new(Body::new(body, Payload::new(Some(sender))));
+        actix_web::rt::spawn(Upgraded::new(io, Bytes::from_static(head), served))
     }
 
     fn body_of(chunks: Vec<&'static [u8]>) -> BoxBody {
@@ -417,12 +423,12 @@ mod tests {
         let (server, mut client) = tokio::io::duplex(64);
         let (sender, mut payload) = inbound::channel();
         sender.put(Bytes::from_static(b"early"));
-        let upgraded = Upgraded::new(
+        let task = serve(
             server,
-            Bytes::from_static(b"HEAD|"),
-            served(body_of(vec![b"one|", b"", b"two"]), sender),
+            b"HEAD|",
+            body_of(vec![b"one|", b"", b"two"]),
+            sender,
         );
-        let task = actix_web::rt::spawn(upgraded);
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"HEAD|one|two");
@@ -438,11 +444,7 @@ mod tests {
         let (sender, _payload) = inbound::channel();
         let first = futures_util::stream::iter([Ok(Bytes::from_static(b"frame"))]);
         let body = streamed(first.chain(futures_util::stream::pending()));
-        let task = actix_web::rt::spawn(Upgraded::new(
-            tokio::io::BufWriter::new(server),
-            Bytes::new(),
-            served(body, sender),
-        ));
+        let task = serve(tokio::io::BufWriter::new(server), b"", body, sender);
         let mut got = [0u8; 5];
         tokio::time::timeout(Duration::from_secs(2), client.read_exact(&mut got))
             .await
@@ -458,7 +460,7 @@ mod tests {
         let (sender, mut payload) = inbound::channel();
         // A session that never ends its output on its own.
         let body = streamed(futures_util::stream::pending());
-        let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), served(body, sender)));
+        let task = serve(server, b"", body, sender);
         client.write_all(b"abc").await.unwrap();
         assert_eq!(payload.next().await.unwrap().unwrap(), "abc");
         client.write_all(b"def").await.unwrap();
@@ -484,7 +486,7 @@ mod tests {
             Ok(Bytes::from_static(&CHUNK))
         });
         let body = streamed(stream);
-        let task = actix_web::rt::spawn(Upgraded::new(server, Bytes::new(), served(body, sender)));
+        let task = serve(server, b"", body, sender);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let taken = polled.load(std::sync::atomic::Ordering::Relaxed);
         assert!(
@@ -499,11 +501,7 @@ mod tests {
     async fn a_client_that_never_closes_is_let_go_after_the_linger() {
         let (server, mut client) = tokio::io::duplex(64);
         let (sender, _payload) = inbound::channel();
-        let task = actix_web::rt::spawn(Upgraded::new(
-            server,
-            Bytes::from_static(b"bye"),
-            served(body_of(vec![]), sender),
-        ));
+        let task = serve(server, b"bye", body_of(vec![]), sender);
         let mut got = [0u8; 3];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"bye");
