@@ -523,14 +523,9 @@ impl Server {
             if !half_open.on_connect(io, data) {
                 return;
             }
-            let stream = crate::abuse::half_open::tcp_stream(io);
-            let watch = stream.and_then(|stream| {
-                NextHead::watch(
-                    socket2::SockRef::from(stream),
-                    header_timeout,
-                    watch_metrics.clone(),
-                )
-            });
+            let closer = data.get::<serve::Closer>().cloned();
+            let watch = closer
+                .and_then(|closer| NextHead::watch(closer, header_timeout, watch_metrics.clone()));
             if let Some(watch) = watch {
                 data.insert(watch);
             }
@@ -604,25 +599,25 @@ impl Server {
         let handle = server.handle();
         let mut serving = actix_web::rt::spawn(server);
         tokio::select! {
-            // Signals are ours (disable_signals), so the server only ends by
-            // itself when it could not start its workers.
+            // Signals are ours (serve.rs listens to none), so the server
+            // only ends by itself when a worker could not start.
             served = &mut serving => return served.map_err(std::io::Error::other)?,
             () = wait_for_signal() => {}
         }
 
         let deadline = Instant::now() + Duration::from_secs(server_config.shutdown_grace);
-        // Close the listening socket first: actix-server's stop wakes its
-        // accept thread, which deregisters and drops the listeners before
-        // the workers are waited for; the workers keep serving open sockets
-        // (graceful) for up to shutdown_grace. Clients reconnecting after
+        // Close the listening socket first: every worker drops its
+        // descriptor of each listener before the workers are waited for;
+        // the workers keep serving open sockets (graceful) for up to
+        // shutdown_grace. Clients reconnecting after
         // their 4200 reach a new process on the port (reuse_port, or one
         // started since), or are refused at TCP level; never this process,
         // which would refuse them with 4200 again, and a new process need
         // not wait for this one to exit to bind the port.
         let stopped = handle.stop(true);
-        // The server task runs on this thread: let it pass the stop on to
-        // the accept thread before the 4200s go out.
-        tokio::task::yield_now().await;
+        // The 4200s go out only once no worker listens any more (each
+        // closes its listeners at once; bounded all the same).
+        let _ = tokio::time::timeout_at(deadline.into(), handle.listeners_closed()).await;
         hub.stop_accepting();
         // A single instance hands its sockets over to the process that
         // replaces it (see handover.rs); a cluster has other nodes to take

@@ -91,10 +91,18 @@ impl HalfOpenGate {
         let Some(stream) = tcp_stream(io) else {
             return true;
         };
-        let Ok(peer) = stream.peer_addr() else {
-            return true;
+        // The peer's address costs a syscall (getpeername) per accepted
+        // connection: asked for only when the per-peer cap needs it, or
+        // for the log of a refusal.
+        let peer = if self.max_per_ip > 0 {
+            let Ok(peer) = stream.peer_addr() else {
+                return true;
+            };
+            Some(peer.ip())
+        } else {
+            None
         };
-        match self.enter(peer.ip()) {
+        match self.enter_from(peer) {
             Ok(guard) => {
                 data.insert(guard);
                 true
@@ -102,7 +110,9 @@ impl HalfOpenGate {
             Err(refusal) => {
                 self.metrics.limit_refused(refusal.label());
                 if let Some(suppressed) = self.log.ready() {
-                    tracing::warn!(limit = refusal.label(), peer = %peer.ip(), suppressed, "too many connections without a request yet: new ones closed at accept");
+                    let peer = peer.or_else(|| stream.peer_addr().ok().map(|addr| addr.ip()));
+                    let peer = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+                    tracing::warn!(limit = refusal.label(), %peer, suppressed, "too many connections without a request yet: new ones closed at accept");
                 }
                 // Closing here ends the connection before actix reads it:
                 // its dispatcher reads end-of-stream and drops it.
@@ -114,12 +124,20 @@ impl HalfOpenGate {
 
     /// Counts a half-open connection from `peer`, or says which cap refuses it.
     pub fn enter(self: &Arc<Self>, peer: IpAddr) -> Result<HalfOpen, GateRefusal> {
+        self.enter_from(Some(peer))
+    }
+
+    /// [`Self::enter`] for a peer whose address is known only when the
+    /// per-peer cap is on (`None`: counted against the node's cap alone).
+    fn enter_from(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<HalfOpen, GateRefusal> {
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
         if self.max > 0 && open > self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(GateRefusal::Node);
         }
-        let key = (self.max_per_ip > 0 && !self.proxies.contains(peer)).then(|| limit_key(peer));
+        let key = peer
+            .filter(|&peer| self.max_per_ip > 0 && !self.proxies.contains(peer))
+            .map(limit_key);
         if let Some(key) = key {
             let mut count = self.per_ip.entry(key).or_insert(0);
             if *count >= self.max_per_ip {

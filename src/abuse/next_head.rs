@@ -17,20 +17,15 @@
 //! connection that started a request head and did not finish it, counted as
 //! `request_header_timeout` in `rusher_limit_refusals_total`.
 //!
-//! Closing a connection from outside its dispatcher needs its socket: the
-//! watch keeps a duplicate of the file descriptor (`dup`) and shuts the
-//! socket down through it (`shutdown` acts on the socket, not the
-//! descriptor, so the dispatcher reads end-of-stream and drops the
-//! connection). The duplicate lives exactly as long as the connection's data
-//! (it is dropped with it, so it never keeps a closed connection's socket
-//! open), and is let go as soon as the connection is upgraded to a WebSocket
-//! (101), which has its own keep-alive (`activity_timeout`): long-lived
-//! sockets do not pay a second descriptor.
+//! The watch closes a connection through its [`Closer`] (serve.rs: the
+//! connection's task ends, and its socket closes with it). The closer is
+//! let go as soon as the connection is upgraded to a WebSocket (101), which
+//! has its own keep-alive (`activity_timeout`).
 
 use crate::metrics::Metrics;
+use crate::serve::Closer;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::Bytes;
-use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -44,8 +39,8 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// The next-head deadline of one connection, kept in its data
 /// (`HttpRequest::conn_data::<Arc<NextHead>>`).
 pub struct NextHead {
-    /// The duplicated socket; `None` once upgraded.
-    socket: Mutex<Option<socket2::Socket>>,
+    /// Ends the connection; `None` once upgraded.
+    closer: Mutex<Option<Closer>>,
     /// Requests of the connection started and whose response is not fully
     /// sent yet (more than one only when a client pipelines).
     running: AtomicUsize,
@@ -61,20 +56,15 @@ pub struct NextHead {
 }
 
 impl NextHead {
-    /// Watches the connection whose socket is `socket` (duplicated here),
-    /// giving each next head `header_timeout` after the [`KEEP_ALIVE`] wait;
-    /// `None` when `header_timeout` is 0 (off) or the descriptor cannot be
-    /// duplicated (the connection is then served without the watch).
-    pub fn watch(
-        socket: socket2::SockRef<'_>,
-        header_timeout: Duration,
-        metrics: Metrics,
-    ) -> Option<Arc<Self>> {
-        Self::with_timeout(socket, header_timeout, KEEP_ALIVE + header_timeout, metrics)
+    /// Watches the connection `closer` ends, giving each next head
+    /// `header_timeout` after the [`KEEP_ALIVE`] wait; `None` when
+    /// `header_timeout` is 0 (off).
+    pub fn watch(closer: Closer, header_timeout: Duration, metrics: Metrics) -> Option<Arc<Self>> {
+        Self::with_timeout(closer, header_timeout, KEEP_ALIVE + header_timeout, metrics)
     }
 
     fn with_timeout(
-        socket: socket2::SockRef<'_>,
+        closer: Closer,
         header_timeout: Duration,
         timeout: Duration,
         metrics: Metrics,
@@ -82,9 +72,8 @@ impl NextHead {
         if header_timeout.is_zero() {
             return None;
         }
-        let socket = socket.try_clone().ok()?;
         Some(Arc::new(NextHead {
-            socket: Mutex::new(Some(socket)),
+            closer: Mutex::new(Some(closer)),
             running: AtomicUsize::new(0),
             deadline_ms: AtomicU64::new(0),
             timer: AtomicBool::new(false),
@@ -156,9 +145,9 @@ impl NextHead {
             return true;
         }
         if self.running.load(Ordering::Acquire) == 0 {
-            if let Some(socket) = self.lock().as_ref() {
+            if let Some(closer) = self.lock().as_ref() {
                 self.metrics.limit_refused("request_header_timeout");
-                let _ = socket.shutdown(Shutdown::Both);
+                closer.close();
             }
             return false;
         }
@@ -171,10 +160,10 @@ impl NextHead {
             && !self.timer.swap(true, Ordering::AcqRel)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<socket2::Socket>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Closer>> {
         // Only this connection's thread and its timer take it, never across
-        // an await: a poisoned lock still holds a valid socket.
-        self.socket
+        // an await: a poisoned lock still holds a valid closer.
+        self.closer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -228,16 +217,22 @@ mod tests {
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
 
-    fn pair() -> (TcpStream, TcpStream) {
+    /// A client's socket, and the closer of the task holding the server's
+    /// end (as serve.rs's connection tasks do).
+    fn connection() -> (TcpStream, Closer) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        (client, server)
+        let task = actix_web::rt::spawn(async move {
+            let _server = server;
+            std::future::pending::<()>().await;
+        });
+        (client, Closer::of(&task))
     }
 
-    fn short_watch(server: &TcpStream) -> Arc<NextHead> {
+    fn short_watch(closer: Closer) -> Arc<NextHead> {
         let ms = Duration::from_millis(100);
-        NextHead::with_timeout(socket2::SockRef::from(server), ms, ms, Metrics::new()).unwrap()
+        NextHead::with_timeout(closer, ms, ms, Metrics::new()).unwrap()
     }
 
     fn closed(client: &mut TcpStream) -> bool {
@@ -249,8 +244,8 @@ mod tests {
 
     #[actix_web::test]
     async fn an_idle_connection_after_its_response_is_closed_after_the_timeout() {
-        let (mut client, server) = pair();
-        let watch = short_watch(&server);
+        let (mut client, closer) = connection();
+        let watch = short_watch(closer);
         watch.request_started();
         drop(watch.response_token());
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -262,8 +257,8 @@ mod tests {
 
     #[actix_web::test]
     async fn requests_in_time_keep_it_open_with_one_timer_then_idle_closes_it() {
-        let (mut client, server) = pair();
-        let watch = short_watch(&server);
+        let (mut client, closer) = connection();
+        let watch = short_watch(closer);
         for _ in 0..6 {
             watch.request_started();
             drop(watch.response_token());
@@ -277,8 +272,8 @@ mod tests {
     #[actix_web::test]
     async fn a_running_request_or_a_new_head_or_an_upgrade_disarms_it() {
         for case in ["running", "next", "upgraded"] {
-            let (mut client, server) = pair();
-            let watch = short_watch(&server);
+            let (mut client, closer) = connection();
+            let watch = short_watch(closer);
             watch.request_started();
             let first = watch.response_token();
             match case {

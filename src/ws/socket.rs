@@ -14,8 +14,9 @@
 //!
 //! Bounds, as the dispatcher's: the session is asked for more only while
 //! less than [`MAX_OUT_BYTES`] wait to be written, and the socket is read
-//! only when what it serves wants more ([`Input::wants_input`]). When the session's output ends,
-//! the socket's write side is shut (FIN) and the connection is kept for up
+//! only when what it serves wants more ([`Input::wants_input`]). When the
+//! session's output ends, the socket's write side is shut (FIN) and, unless
+//! the client has closed its side already, the connection is kept for up
 //! to [`LINGER`] reading and discarding, so that the client reads the close
 //! frame before the socket goes: closing a socket with unread input sends
 //! a reset, and a reset makes the client's kernel discard what it had not
@@ -181,29 +182,43 @@ impl Served for Body {
     }
 }
 
-/// Reads once into `input` if it wants a read; true if something happened.
+/// What one [`feed`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// No read was wanted, or none was ready.
+    Nothing,
+    /// Client bytes went to the input.
+    Bytes,
+    /// The client's side ended (closed, or reading failed): nothing more
+    /// will be read.
+    Ended,
+}
+
+/// Reads once into `input` if it wants a read.
 pub fn feed<T: AsyncRead + Unpin>(
     io: &mut T,
     input: &mut (impl Input + ?Sized),
     cx: &mut Context<'_>,
-) -> bool {
+) -> Fed {
     if !input.wants_input(cx) {
-        return false;
+        return Fed::Nothing;
     }
     let read = poll_read_scratch(io, cx, |read| {
         if read.is_empty() {
             input.input(Read::End);
+            Fed::Ended
         } else {
             input.input(Read::Bytes(read));
+            Fed::Bytes
         }
     });
     match read {
-        Poll::Ready(Ok(())) => true,
+        Poll::Ready(Ok(fed)) => fed,
         Poll::Ready(Err(error)) => {
             input.input(Read::Failed(error));
-            true
+            Fed::Ended
         }
-        Poll::Pending => false,
+        Poll::Pending => Fed::Nothing,
     }
 }
 
@@ -239,6 +254,8 @@ pub struct Upgraded<T> {
     out_bytes: usize,
     /// Written since the last completed flush (TLS keeps records buffered).
     unflushed: bool,
+    /// The client's side has ended: at the end nothing is left to drain.
+    client_ended: bool,
     phase: Phase,
 }
 
@@ -257,6 +274,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
             out,
             out_bytes,
             unflushed: false,
+            client_ended: false,
             phase: Phase::Open,
         }
     }
@@ -347,8 +365,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Upgraded<T> {
                 }
                 return Poll::Pending;
             }
-            let read =
-                matches!(this.phase, Phase::Open) && feed(&mut this.io, &mut *this.served, cx);
+            let fed = match this.phase {
+                Phase::Open => feed(&mut this.io, &mut *this.served, cx),
+                _ => Fed::Nothing,
+            };
+            this.client_ended |= fed == Fed::Ended;
+            let read = fed != Fed::Nothing;
             let Ok(filled) = this.fill(cx) else {
                 return Poll::Ready(());
             };
@@ -369,6 +391,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Upgraded<T> {
                 }
             }
             if matches!(this.phase, Phase::Closing) && this.out.is_empty() {
+                // The client has closed its side already: no input can be
+                // left unread, so closing sends no reset, and nobody is
+                // left to wait for (no shutdown, no linger).
+                if this.client_ended && !this.unflushed {
+                    return Poll::Ready(());
+                }
                 match Pin::new(&mut this.io).poll_shutdown(cx) {
                     Poll::Ready(Ok(())) => {
                         this.phase = Phase::Lingering(Box::pin(tokio::time::sleep(LINGER)));
@@ -495,6 +523,85 @@ mod tests {
         );
         drop(client);
         task.await.unwrap();
+    }
+
+    /// A socket that counts the shutdowns of its write side.
+    struct CountsShutdowns<T> {
+        io: T,
+        shutdowns: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl<T: AsyncRead + Unpin> AsyncRead for CountsShutdowns<T> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for CountsShutdowns<T> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.shutdowns.set(self.shutdowns.get() + 1);
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    #[actix_web::test]
+    async fn after_the_client_closed_the_output_is_written_and_nothing_shut_or_drained() {
+        for client_closes_first in [true, false] {
+            let (server, mut client) = tokio::io::duplex(64);
+            let shutdowns = std::rc::Rc::new(std::cell::Cell::new(0));
+            let server = CountsShutdowns {
+                io: server,
+                shutdowns: shutdowns.clone(),
+            };
+            let (sender, _payload) = inbound::channel();
+            // The output ends a little after the start: the client's close
+            // comes first when it closes at once.
+            let late = futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(Bytes::from_static(b"bye"))
+            });
+            let task = serve(server, b"", streamed(late), sender);
+            if client_closes_first {
+                client.shutdown().await.unwrap();
+            }
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 16];
+            while got.len() < 3 {
+                let n = client.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the output was cut");
+                got.extend_from_slice(&chunk[..n]);
+            }
+            assert_eq!(got, b"bye");
+            if !client_closes_first {
+                client.shutdown().await.unwrap();
+            }
+            tokio::time::timeout(LINGER / 2, task)
+                .await
+                .expect("ended once both sides closed")
+                .unwrap();
+            let expected = usize::from(!client_closes_first);
+            assert_eq!(
+                shutdowns.get(),
+                expected,
+                "client closed first: {client_closes_first}"
+            );
+        }
     }
 
     #[actix_web::test]

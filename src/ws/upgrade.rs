@@ -166,7 +166,7 @@ where
         if let Poll::Ready(result) = call.as_mut().poll(cx) {
             return Poll::Ready(result);
         }
-        while socket::feed(&mut io, &mut payload, cx) {
+        while socket::feed(&mut io, &mut payload, cx) != socket::Fed::Nothing {
             if let Poll::Ready(result) = call.as_mut().poll(cx) {
                 return Poll::Ready(result);
             }
