@@ -212,24 +212,25 @@ where
         }
     }
     for (index, listeners) in per_worker.into_iter().enumerate() {
+        let arbiter = actix_rt::Arbiter::new();
         let worker = Worker {
             index,
             listeners,
             max_connections: options.max_connections_per_worker.max(1),
             shutdown_timeout: Duration::from_secs(options.shutdown_timeout_secs),
-            shared: shared.clone(),
+            gone: Gone {
+                index,
+                shared: shared.clone(),
+                arbiter: arbiter.handle(),
+                started: false,
+                listening: true,
+            },
         };
-        let arbiter = actix_rt::Arbiter::new();
-        let started = arbiter.spawn_fn(move || {
+        // Not run (the thread gone): the worker is dropped, and its guard
+        // counts it out with an error.
+        arbiter.spawn_fn(move || {
             actix_rt::spawn(worker.run());
         });
-        if !started {
-            shared.running.send_modify(|workers| *workers -= 1);
-            shared.listening.send_modify(|workers| *workers -= 1);
-            shared.fail(io::Error::other(format!(
-                "worker {index}: its thread did not start"
-            )));
-        }
     }
     let mut running = shared.running.subscribe();
     let done = shared.clone();
@@ -275,15 +276,10 @@ impl ServerHandle {
     /// of it) and, `graceful`, gives open connections up to the shutdown
     /// timeout to end (kept-alive HTTP connections close after their
     /// request) before the workers drop what is left; resolves once every
-    /// worker has stopped. A second call changes nothing but waits too.
+    /// worker has stopped. A later call can only make the stop forced (a
+    /// graceful stop under way is cut short); each waits.
     pub fn stop(&self, graceful: bool) -> impl Future<Output = ()> {
-        self.0.stop.send_if_modified(|stop| {
-            let first = stop.is_none();
-            if first {
-                *stop = Some(graceful);
-            }
-            first
-        });
+        self.0.force_or_stop(graceful);
         let mut running = self.0.running.subscribe();
         async move {
             let _ = running.wait_for(|workers| *workers == 0).await;
@@ -323,19 +319,28 @@ impl Shared {
         }
     }
 
-    /// A worker could not start: the server stops, with `error`.
+    /// Stops the server (`graceful`), or makes a graceful stop under way
+    /// a forced one.
+    fn force_or_stop(&self, graceful: bool) {
+        self.stop.send_if_modified(|stop| {
+            let changed = match *stop {
+                None => true,
+                Some(was) => was && !graceful,
+            };
+            if changed {
+                *stop = Some(graceful);
+            }
+            changed
+        });
+    }
+
+    /// A worker could not start or failed: the server stops, with `error`.
     fn fail(&self, error: io::Error) {
-        tracing::error!(%error, "a server worker could not start");
+        tracing::error!(%error, "a server worker failed; the server stops");
         if let Ok(mut first) = self.error.lock() {
             first.get_or_insert(error);
         }
-        self.stop.send_if_modified(|stop| {
-            let first = stop.is_none();
-            if first {
-                *stop = Some(false);
-            }
-            first
-        });
+        self.force_or_stop(false);
     }
 }
 
@@ -359,7 +364,10 @@ struct Worker {
     listeners: Vec<(std::net::TcpListener, MakeFactory)>,
     max_connections: usize,
     shutdown_timeout: Duration,
-    shared: Arc<Shared>,
+    /// Counts the worker out however it ends: a panic of the app's
+    /// factory, or a thread that never ran it, included (the server's stop
+    /// never waits for it in vain).
+    gone: Gone,
 }
 
 impl Worker {
@@ -370,14 +378,10 @@ impl Worker {
             listeners,
             max_connections,
             shutdown_timeout,
-            shared,
+            mut gone,
         } = self;
-        // Counts the worker out however it ends (a panic of the app's
-        // factory included): the server's stop never waits for it in vain.
-        let mut gone = Gone {
-            shared: shared.clone(),
-            listening: true,
-        };
+        gone.started = true;
+        let shared = gone.shared.clone();
         let mut stop = shared.stop.subscribe();
         let slots = Rc::new(Slots::new(max_connections));
         let mut served = Vec::new();
@@ -399,31 +403,44 @@ impl Worker {
                 }
             }
         }
-        let accepting = actix_rt::spawn(accept(served, slots.clone()));
+        let mut accepting = actix_rt::spawn(accept(served, slots.clone()));
         // The sender lives as long as the server's handle; gone, the
         // server is over too.
-        let graceful = match stop.wait_for(Option::is_some).await {
-            Ok(stop) => *stop == Some(true),
-            Err(_) => false,
+        let stopped = tokio::select! {
+            stopped = stop.wait_for(Option::is_some) => stopped.map(|stop| *stop).ok().flatten(),
+            ended = &mut accepting => {
+                // It runs until aborted: it panicked.
+                shared.fail(io::Error::other(format!("worker {index}: accepting failed: {ended:?}")));
+                None
+            }
         };
         accepting.abort();
         let _ = accepting.await;
         gone.stopped_listening();
-        if graceful && slots.open() > 0 {
+        if stopped == Some(true) && slots.open() > 0 {
             tracing::info!(
                 worker = index,
                 connections = slots.open(),
                 "stopping: waiting for open connections"
             );
-            let _ = tokio::time::timeout(shutdown_timeout, slots.drained()).await;
+            // A forced stop meanwhile cuts the wait short.
+            tokio::select! {
+                _ = tokio::time::timeout(shutdown_timeout, slots.drained()) => {}
+                _ = stop.wait_for(|stop| *stop == Some(false)) => {}
+            }
         }
     }
 }
 
 /// Counts a worker out of [`Shared`] when dropped, and ends its thread's
-/// event loop (connections still open are dropped with it).
+/// event loop (connections still open are dropped with it, after the
+/// worker was counted out).
 struct Gone {
+    index: usize,
     shared: Arc<Shared>,
+    arbiter: actix_rt::ArbiterHandle,
+    /// The worker ran on its thread.
+    started: bool,
     listening: bool,
 }
 
@@ -437,15 +454,17 @@ impl Gone {
 
 impl Drop for Gone {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.shared
-                .fail(io::Error::other("a server worker panicked"));
+        let index = self.index;
+        if !self.started {
+            let error = format!("worker {index}: its thread did not start");
+            self.shared.fail(io::Error::other(error));
+        } else if std::thread::panicking() {
+            let error = format!("worker {index} panicked");
+            self.shared.fail(io::Error::other(error));
         }
         self.stopped_listening();
         self.shared.running.send_modify(|workers| *workers -= 1);
-        if let Some(arbiter) = actix_rt::Arbiter::try_current() {
-            arbiter.stop();
-        }
+        self.arbiter.stop();
     }
 }
 
@@ -495,11 +514,18 @@ async fn accept(served: Vec<(TcpListener, Rc<ConnService>)>, slots: Rc<Slots>) {
             Err(error) if is_connection_error(&error) => {}
             Err(error) => {
                 if let Some(suppressed) = log.ready() {
-                    tracing::error!(%error, suppressed, "cannot accept a connection; retrying in {ACCEPT_ERROR_BACKOFF:?}");
+                    let listener = served[turn].0.local_addr().ok();
+                    tracing::error!(%error, ?listener, suppressed, "cannot accept a connection; retrying in {ACCEPT_ERROR_BACKOFF:?}");
                 }
                 tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
             }
         }
+        // Every idle worker is woken for a new connection (one listening
+        // socket): yielding after each one lets the others, and this
+        // worker's new connections, run between accepts, so a burst is
+        // spread over the workers free to take it instead of taken whole
+        // by the first awake.
+        tokio::task::yield_now().await;
     }
 }
 
@@ -817,6 +843,58 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn a_forced_stop_cuts_a_graceful_one_short() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (running, mut started) = tokio::sync::mpsc::channel::<()>(1);
+        // A request that would hold a graceful stop for its 30 s.
+        let factory = move || {
+            let running = running.clone();
+            App::new().route(
+                "/",
+                web::get().to(move || {
+                    let running = running.clone();
+                    async move {
+                        let _ = running.send(()).await;
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        HttpResponse::Ok().body("ok")
+                    }
+                }),
+            )
+        };
+        let options = Options {
+            shutdown_timeout_secs: 30,
+            ..options(1, 10)
+        };
+        let on_connect: OnConnect = Arc::new(|_, _| {});
+        let server = server(
+            vec![(listener, Scheme::Plain)],
+            None,
+            &options,
+            factory,
+            on_connect,
+        )
+        .unwrap();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        let client = actix_rt::spawn(blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            get(&mut stream, Duration::from_secs(10))
+        }));
+        started.recv().await.expect("the request runs");
+        let graceful = actix_rt::spawn(handle.stop(true));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !graceful.is_finished(),
+            "a graceful stop waits for the request"
+        );
+        tokio::time::timeout(Duration::from_secs(5), handle.stop(false))
+            .await
+            .expect("the forced stop ends it");
+        assert_eq!(client.await.unwrap(), None, "the request was cut");
+    }
+
+    #[actix_rt::test]
     async fn a_connection_can_be_closed_through_the_closer_in_its_data() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -1007,11 +1085,16 @@ mod tests {
             on_first >= Duration::from_millis(750),
             "first listener, behind both silent ones: {on_first:?}"
         );
-        assert_eq!(
-            closers.load(std::sync::atomic::Ordering::Relaxed),
-            2,
-            "a closer for each TLS connection"
-        );
+        // The client is done once it sent its last handshake message; the
+        // server's `on_connect` runs once it has read it.
+        let seen = || closers.load(std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..100 {
+            if seen() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen(), 2, "a closer for each TLS connection");
         handle.stop(false).await;
     }
 
