@@ -801,11 +801,14 @@ mod tests {
         handle.stop(false).await;
     }
 
-    #[actix_rt::test]
-    async fn a_graceful_stop_lets_an_open_request_finish() {
+    /// A server whose `GET /` answers "ok" after `delay`, and one client's
+    /// request to it, returned once the handler runs.
+    async fn slow_request(
+        options: &Options,
+        delay: Duration,
+    ) -> (ServerHandle, actix_rt::task::JoinHandle<Option<String>>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        // The handler says when it runs, then answers 300 ms later.
         let (running, mut started) = tokio::sync::mpsc::channel::<()>(1);
         let factory = move || {
             let running = running.clone();
@@ -815,66 +818,15 @@ mod tests {
                     let running = running.clone();
                     async move {
                         let _ = running.send(()).await;
-                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        tokio::time::sleep(delay).await;
                         HttpResponse::Ok().body("ok")
                     }
                 }),
             )
         };
         let on_connect: OnConnect = Arc::new(|_, _| {});
-        let server = server(
-            vec![(listener, Scheme::Plain)],
-            None,
-            &options(1, 10),
-            factory,
-            on_connect,
-        )
-        .unwrap();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        let client = actix_rt::spawn(blocking(move || {
-            let mut stream = std::net::TcpStream::connect(addr).unwrap();
-            get(&mut stream, Duration::from_secs(5))
-        }));
-        started.recv().await.expect("the request runs");
-        handle.stop(true).await;
-        let answer = client.await.unwrap();
-        assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
-    }
-
-    #[actix_rt::test]
-    async fn a_forced_stop_cuts_a_graceful_one_short() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (running, mut started) = tokio::sync::mpsc::channel::<()>(1);
-        // A request that would hold a graceful stop for its 30 s.
-        let factory = move || {
-            let running = running.clone();
-            App::new().route(
-                "/",
-                web::get().to(move || {
-                    let running = running.clone();
-                    async move {
-                        let _ = running.send(()).await;
-                        tokio::time::sleep(Duration::from_secs(60)).await;
-                        HttpResponse::Ok().body("ok")
-                    }
-                }),
-            )
-        };
-        let options = Options {
-            shutdown_timeout_secs: 30,
-            ..options(1, 10)
-        };
-        let on_connect: OnConnect = Arc::new(|_, _| {});
-        let server = server(
-            vec![(listener, Scheme::Plain)],
-            None,
-            &options,
-            factory,
-            on_connect,
-        )
-        .unwrap();
+        let listeners = vec![(listener, Scheme::Plain)];
+        let server = server(listeners, None, options, factory, on_connect).unwrap();
         let handle = server.handle();
         actix_rt::spawn(server);
         let client = actix_rt::spawn(blocking(move || {
@@ -882,6 +834,25 @@ mod tests {
             get(&mut stream, Duration::from_secs(10))
         }));
         started.recv().await.expect("the request runs");
+        (handle, client)
+    }
+
+    #[actix_rt::test]
+    async fn a_graceful_stop_lets_an_open_request_finish() {
+        let (handle, client) = slow_request(&options(1, 10), Duration::from_millis(300)).await;
+        handle.stop(true).await;
+        let answer = client.await.unwrap();
+        assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+    }
+
+    #[actix_rt::test]
+    async fn a_forced_stop_cuts_a_graceful_one_short() {
+        // A request that would hold a graceful stop for its 30 s.
+        let options = Options {
+            shutdown_timeout_secs: 30,
+            ..options(1, 10)
+        };
+        let (handle, client) = slow_request(&options, Duration::from_secs(60)).await;
         let graceful = actix_rt::spawn(handle.stop(true));
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
